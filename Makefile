@@ -1,0 +1,42 @@
+# The README's two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test build bench clean
+
+$(VENV)/.installed: pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/includes/*.pxd)
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser)
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	touch $@
+
+# Start the server with embedded defaults (flags: make run ARGS="--port 9000")
+run: $(VENV)/.installed
+	$(VENV)/bin/mediaserver $(ARGS)
+
+# Rebuild the Cython extensions in place after editing ext/
+build: $(VENV)/.installed
+	$(PY) setup.py -q build_ext --inplace
+
+# Every test runs inside a private network namespace (mediaserver.netns), so the
+# WebRTC peers can reach nothing but addresses the tests made themselves.
+test: $(VENV)/.test-installed
+	$(PY) setup.py -q build_ext --inplace
+	$(PY) -m mediaserver.netns -- $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.test-installed
+	$(PY) -m mediaserver.netns -- $(PY) -m pytest benchmarks/ --benchmark-only
+	$(PY) -m mediaserver.netns -- $(PY) -m benchmarks.forward
+
+clean:
+	rm -rf build $(VENV) ext/*.c ext/*.html mediaserver/*.so

@@ -1,0 +1,46 @@
+# The C interface of ext/_srtp.pyx, cimported by ext/_router.pyx
+# (`from mediaserver._srtp cimport ...`). Every function here runs without the
+# GIL and creates no Python object: they are the per-packet SRTP transforms.
+#
+# A context holds the session keys derived from ONE master key/salt (one
+# direction of a DTLS-SRTP association) and the per-SSRC state (rollover counter,
+# replay window) of the streams it has seen. Use one context to protect what we
+# send, another to unprotect what a peer sends.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+# DTLS-SRTP protection profiles, by their IANA ids (RFC 5764 4.1.2, RFC 7714 14.2)
+cdef enum:
+    PROFILE_AES128_CM_SHA1_80 = 0x0001
+    PROFILE_AES128_CM_SHA1_32 = 0x0002
+    PROFILE_AEAD_AES_128_GCM = 0x0007
+    PROFILE_AEAD_AES_256_GCM = 0x0008
+
+# Status codes: >= 0 is a length, < 0 one of these
+cdef enum:
+    SRTP_ERR_MALFORMED = -1   # too short, wrong version, bad lengths
+    SRTP_ERR_AUTH = -2        # authentication tag mismatch (forged, wrong key)
+    SRTP_ERR_REPLAY = -3      # already seen, or older than the replay window
+    SRTP_ERR_NO_SPACE = -4    # capacity too small for the trailer
+    SRTP_ERR_CRYPTO = -5      # OpenSSL failed
+    SRTP_ERR_STREAMS = -6     # too many SSRCs in one context
+
+cdef struct SrtpContext  # layout private to _srtp.pyx
+
+# NULL when the profile is unknown, key/salt lengths do not fit it, or on OOM.
+# key_len: 16 (AES-128 profiles) or 32 (AEAD_AES_256_GCM); salt_len: 14 (CM) or 12 (GCM)
+cdef SrtpContext* srtp_context_new(int profile, const uint8_t* key, int key_len,
+                                   const uint8_t* salt, int salt_len) noexcept nogil
+cdef void srtp_context_free(SrtpContext* ctx) noexcept nogil
+
+# In place. protect: buf holds a plaintext RTP (RTCP) packet of `length` bytes in
+# a buffer of `capacity` bytes; returns the protected length (tag, and for SRTCP
+# the E-flag+index, appended) or < 0. unprotect: returns the plaintext length or < 0;
+# on error the buffer content is unspecified.
+cdef int srtp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity) noexcept nogil
+cdef int srtp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept nogil
+cdef int srtcp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity) noexcept nogil
+cdef int srtcp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept nogil
+
+# Most bytes protect adds for the profile (SRTP and SRTCP), or -1 if unknown.
+cdef int srtp_overhead(int profile) noexcept nogil

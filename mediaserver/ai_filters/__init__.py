@@ -1,0 +1,1 @@
+"""Opt-in video effects: built by the effects issue; empty until then."""

@@ -1,0 +1,1 @@
+"""The random-match queue: built by the matchmaker issue; empty until then."""

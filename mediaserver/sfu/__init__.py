@@ -1,0 +1,1 @@
+"""sfu (see ../shared/DESIGN.md)."""

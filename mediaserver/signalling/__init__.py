@@ -1,0 +1,1 @@
+"""WebSocket signalling: built by the signalling issue; empty until then."""

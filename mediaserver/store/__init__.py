@@ -1,0 +1,1 @@
+"""SQLite storage and retention: built by the REST issue; empty until then."""
