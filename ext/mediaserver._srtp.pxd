@@ -25,6 +25,15 @@ cdef enum:
     SRTP_ERR_CRYPTO = -5      # OpenSSL failed
     SRTP_ERR_STREAMS = -6     # too many SSRCs in one context
 
+# Added with the implementation (the codes above are unchanged):
+cdef enum:
+    SRTP_ERR_KEY_LIMIT = -7   # the key's packet index space is used up: rekey (never in practice)
+
+# Per-SSRC state slots in one context (linear search; a slot is taken only by a
+# packet that authenticated, or by the first packet we protect for an SSRC).
+cdef enum:
+    SRTP_MAX_STREAMS = 16
+
 cdef struct SrtpContext  # layout private to _srtp.pyx
 
 # NULL when the profile is unknown, key/salt lengths do not fit it, or on OOM.
@@ -44,3 +53,13 @@ cdef int srtcp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept no
 
 # Most bytes protect adds for the profile (SRTP and SRTCP), or -1 if unknown.
 cdef int srtp_overhead(int profile) noexcept nogil
+
+# Notes on the transforms (added with the implementation):
+# - protect accepts the same sequence number again (a NACK resend of the same
+#   plaintext gives the same bytes, as libsrtp's allow_repeat_tx); it tracks the
+#   rollover counter per SSRC from the highest sequence number sent. Never
+#   protect two DIFFERENT packets with one (SSRC, sequence number): with GCM that
+#   reuses a nonce.
+# - unprotect accepts an SRTCP packet whose E flag is clear (authenticated, not
+#   encrypted: RFC 3711 3.4, RFC 7714 17.3); srtcp_protect always encrypts.
+# - A context is used from one thread at a time (no locking inside).

@@ -1,0 +1,815 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The forwarding path: batched receive, route, rewrite, protect, batched send.
+
+One Router per UDP socket (one per worker process). `drain(now)` reads the
+socket with recvmmsg, and for each SRTP packet, in C and without the GIL: finds
+the peer by source address, unprotects, looks up the routes for its payload
+type, rewrites SSRC / sequence number / timestamp / payload type into the
+subscriber's packet cache slot, protects it with the subscriber's context and
+queues it for sendmmsg. No Python object is made per packet. Python only sees
+what needs a decision: STUN, DTLS and (decrypted) RTCP, through `pop_slow()`.
+
+`feed()` runs the same per-packet code on one datagram and returns what would
+be sent instead of sending it: the sans-I/O entry point the tests use.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from includes.system cimport (
+    AF_INET, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, errno, htons,
+    inet_ntop, inet_pton, iovec, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto,
+    sockaddr, sockaddr_in,
+)
+from mediaserver._rtp cimport (
+    CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, cache_commit, cache_init,
+    cache_lookup, cache_release, cache_slot, is_rtcp, rtp_parse, rtp_rewrite_into,
+    seq_diff,
+)
+from mediaserver._srtp cimport (
+    SRTP_ERR_AUTH, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect, srtcp_unprotect,
+    srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
+)
+
+cdef enum:
+    BATCH = 64            # datagrams per recvmmsg / sendmmsg
+    RECV_SLOT = 2048      # > RTP_MAX_PACKET, so an oversized datagram shows MSG_TRUNC
+    MAX_FANOUT = 4        # subscribers per (publisher, payload type)
+    MAX_IN_STREAMS = 8    # SSRCs per peer with reception statistics
+    EMPTY = -1
+    DELETED = -2
+
+cdef enum:  # slow-path kinds
+    KIND_STUN = 0
+    KIND_DTLS = 1
+    KIND_RTCP = 2
+
+# Slow-path kinds, as pop_slow() reports them
+SLOW_STUN = KIND_STUN
+SLOW_DTLS = KIND_DTLS
+SLOW_RTCP = KIND_RTCP
+
+cdef enum:  # drop reasons, index into Router.drops
+    DROP_UNKNOWN_FIRST_BYTE
+    DROP_UNKNOWN_ADDRESS
+    DROP_NO_SRTP
+    DROP_MALFORMED_RTP
+    DROP_SRTP_AUTH
+    DROP_SRTP_REPLAY
+    DROP_SRTP_OTHER
+    DROP_SRTCP_AUTH
+    DROP_SRTCP_REPLAY
+    DROP_SRTCP_OTHER
+    DROP_NO_ROUTE
+    DROP_DEST_NOT_READY
+    DROP_TOO_BIG
+    DROP_PROTECT_FAILED
+    DROP_SEND_FAILED
+    DROP_TEST_LOSS
+    N_DROPS
+
+DROP_NAMES = (
+    "unknown_first_byte", "unknown_address", "no_srtp", "malformed_rtp",
+    "srtp_auth", "srtp_replay", "srtp_other", "srtcp_auth", "srtcp_replay",
+    "srtcp_other", "no_route", "dest_not_ready", "too_big", "protect_failed",
+    "send_failed", "test_loss",
+)
+
+ctypedef struct InStream:
+    # RFC 3550 A.1 / A.8 reception statistics, read by Python for receiver reports
+    int used
+    uint32_t ssrc
+    int payload_type
+    uint16_t max_seq
+    uint32_t cycles
+    uint16_t base_seq
+    uint64_t received
+    uint64_t octets
+    double jitter          # in timestamp units
+    double last_transit
+    int has_transit
+
+ctypedef struct OutStream:
+    # One stream the server sends a subscriber. Its SSRC never changes; when its
+    # source changes (a new publisher after "Next") sequence numbers and
+    # timestamps continue from where they were, so the subscriber's decoder sees
+    # one continuous stream.
+    int used
+    int peer
+    uint32_t ssrc
+    uint32_t clock_rate
+    int has_source
+    int src_peer
+    uint32_t src_ssrc
+    uint16_t seq_delta
+    uint32_t ts_delta
+    int started
+    uint16_t max_seq
+    uint32_t last_ts
+    double last_time
+    uint64_t packets
+    uint64_t octets
+    PacketCache cache
+
+ctypedef struct Peer:
+    int used
+    int bound
+    sockaddr_in addr
+    SrtpContext* rx        # unprotects what the peer sends
+    SrtpContext* tx        # protects what we send the peer
+    int32_t routes[128][MAX_FANOUT]    # out stream per inbound payload type, EMPTY-terminated
+    uint8_t route_pt[128][MAX_FANOUT]  # the subscriber's payload type for it
+    uint32_t clock[128]                # clock rate per inbound payload type (for jitter)
+    InStream ins[MAX_IN_STREAMS]
+
+ctypedef struct SlowItem:
+    int kind
+    int peer
+    int slot
+    int length
+
+
+cdef inline uint64_t addr_key(const sockaddr_in* a) noexcept nogil:
+    return (<uint64_t>a.sin_addr.s_addr << 16) | a.sin_port
+
+
+cdef class Router:
+    cdef int fd
+    cdef int max_peers
+    cdef int max_streams
+    cdef int cache_packets
+    cdef Peer* peers
+    cdef OutStream* outs
+    # address -> peer: open addressing, linear probing
+    cdef uint64_t* addr_keys
+    cdef int32_t* addr_vals
+    cdef int addr_mask
+    cdef int addr_used      # live + deleted entries
+    # receive batch
+    cdef uint8_t* rx_buf
+    cdef mmsghdr rx_msgs[BATCH]
+    cdef iovec rx_iov[BATCH]
+    cdef sockaddr_in rx_addr[BATCH]
+    # send batch: iovecs point into packet cache slots
+    cdef mmsghdr tx_msgs[BATCH]
+    cdef iovec tx_iov[BATCH]
+    cdef sockaddr_in tx_addr[BATCH]
+    cdef int ntx
+    cdef SlowItem slow_items[BATCH]
+    cdef int nslow
+    cdef list slow
+    cdef uint8_t scratch[RECV_SLOT]
+    # counters
+    cdef uint64_t drops[N_DROPS]
+    cdef uint64_t rx_datagrams
+    cdef uint64_t forwarded_packets
+    cdef uint64_t forwarded_bytes
+    cdef uint64_t retransmitted
+    cdef uint64_t slow_datagrams
+    cdef uint64_t recv_errors
+    cdef uint64_t batches
+    # test hook: drop a fraction of inbound SRTP/SRTCP
+    cdef uint32_t loss_threshold
+    cdef uint64_t rng
+    cdef double now        # router time of the batch being processed
+
+    def __cinit__(self, int fd=-1, int max_peers=4096, int max_streams=8192,
+                  int cache_packets=512):
+        cdef int i, cap
+        if max_peers < 1 or max_streams < 1:
+            raise ValueError("max_peers and max_streams must be positive")
+        if cache_packets < BATCH or cache_packets & (cache_packets - 1):
+            raise ValueError(f"cache_packets must be a power of two >= {BATCH}")
+        self.fd = fd
+        self.max_peers = max_peers
+        self.max_streams = max_streams
+        self.cache_packets = cache_packets
+        self.slow = []
+        self.peers = <Peer*>calloc(max_peers, sizeof(Peer))
+        self.outs = <OutStream*>calloc(max_streams, sizeof(OutStream))
+        cap = 16
+        while cap < 2 * max_peers:
+            cap <<= 1
+        self.addr_keys = <uint64_t*>calloc(cap, sizeof(uint64_t))
+        self.addr_vals = <int32_t*>calloc(cap, sizeof(int32_t))
+        self.rx_buf = <uint8_t*>calloc(BATCH, RECV_SLOT)
+        if not (self.peers and self.outs and self.addr_keys and self.addr_vals and self.rx_buf):
+            raise MemoryError()
+        self.addr_mask = cap - 1
+        for i in range(cap):
+            self.addr_vals[i] = EMPTY
+        for i in range(BATCH):
+            self.rx_iov[i].iov_base = self.rx_buf + i * RECV_SLOT
+            self.rx_iov[i].iov_len = RECV_SLOT
+            self.rx_msgs[i].msg_hdr.msg_iov = &self.rx_iov[i]
+            self.rx_msgs[i].msg_hdr.msg_iovlen = 1
+            self.rx_msgs[i].msg_hdr.msg_name = &self.rx_addr[i]
+            self.tx_msgs[i].msg_hdr.msg_iov = &self.tx_iov[i]
+            self.tx_msgs[i].msg_hdr.msg_iovlen = 1
+            self.tx_msgs[i].msg_hdr.msg_name = &self.tx_addr[i]
+            self.tx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        self.rng = 0x9E3779B97F4A7C15
+
+    def __dealloc__(self):
+        cdef int i
+        if self.peers != NULL:
+            for i in range(self.max_peers):
+                if self.peers[i].used:
+                    self._free_srtp(&self.peers[i])
+            free(self.peers)
+        if self.outs != NULL:
+            for i in range(self.max_streams):
+                if self.outs[i].used:
+                    cache_release(&self.outs[i].cache)
+            free(self.outs)
+        free(self.addr_keys)
+        free(self.addr_vals)
+        free(self.rx_buf)
+
+    # ---- the address table ------------------------------------------------
+
+    cdef inline int _lookup(self, const sockaddr_in* a) noexcept nogil:
+        cdef uint64_t key = addr_key(a)
+        cdef int i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+        cdef int32_t v
+        while True:
+            v = self.addr_vals[i]
+            if v == EMPTY:
+                return -1
+            if v >= 0 and self.addr_keys[i] == key:
+                return v
+            i = (i + 1) & self.addr_mask
+
+    cdef void _addr_delete(self, const sockaddr_in* a) noexcept nogil:
+        cdef uint64_t key = addr_key(a)
+        cdef int i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+        while self.addr_vals[i] != EMPTY:
+            if self.addr_vals[i] >= 0 and self.addr_keys[i] == key:
+                self.addr_vals[i] = DELETED
+                return
+            i = (i + 1) & self.addr_mask
+
+    cdef void _addr_rebuild(self) noexcept nogil:
+        cdef int i, j
+        cdef uint64_t key
+        for i in range(self.addr_mask + 1):
+            self.addr_vals[i] = EMPTY
+        self.addr_used = 0
+        for j in range(self.max_peers):
+            if self.peers[j].used and self.peers[j].bound:
+                key = addr_key(&self.peers[j].addr)
+                i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+                while self.addr_vals[i] != EMPTY:
+                    i = (i + 1) & self.addr_mask
+                self.addr_keys[i] = key
+                self.addr_vals[i] = j
+                self.addr_used += 1
+
+    cdef void _addr_insert(self, const sockaddr_in* a, int peer) noexcept nogil:
+        cdef uint64_t key = addr_key(a)
+        cdef int i
+        if 2 * (self.addr_used + 1) > self.addr_mask + 1:
+            self._addr_rebuild()   # drop tombstones; live entries are <= max_peers
+        i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+        while self.addr_vals[i] >= 0:
+            i = (i + 1) & self.addr_mask
+        if self.addr_vals[i] == EMPTY:
+            self.addr_used += 1
+        self.addr_keys[i] = key
+        self.addr_vals[i] = peer
+
+    # ---- peers, streams, routes (control plane, from Python) ---------------
+
+    cdef Peer* _peer(self, int peer) except NULL:
+        if peer < 0 or peer >= self.max_peers or not self.peers[peer].used:
+            raise KeyError(f"no peer {peer}")
+        return &self.peers[peer]
+
+    cdef OutStream* _out(self, int idx) except NULL:
+        if idx < 0 or idx >= self.max_streams or not self.outs[idx].used:
+            raise KeyError(f"no out stream {idx}")
+        return &self.outs[idx]
+
+    cdef void _free_srtp(self, Peer* p) noexcept nogil:
+        if p.rx != NULL:
+            srtp_context_free(p.rx)
+            p.rx = NULL
+        if p.tx != NULL:
+            srtp_context_free(p.tx)
+            p.tx = NULL
+
+    def add_peer(self):
+        """Allocate a peer slot and return its id."""
+        cdef int i
+        cdef Peer* p
+        for i in range(self.max_peers):
+            if not self.peers[i].used:
+                p = &self.peers[i]
+                memset(p, 0, sizeof(Peer))
+                memset(p.routes, 0xFF, sizeof(p.routes))   # all EMPTY
+                p.used = 1
+                return i
+        raise RuntimeError(f"router full: {self.max_peers} peers")
+
+    def remove_peer(self, int peer):
+        """Unbind the peer's address, free its SRTP state, drop every route
+        from it and every out stream it receives."""
+        cdef Peer* p = self._peer(peer)
+        cdef int i
+        if p.bound:
+            self._addr_delete(&p.addr)
+        self._free_srtp(p)
+        for i in range(self.max_streams):
+            if self.outs[i].used and self.outs[i].peer == peer:
+                self.remove_out_stream(i)
+        p.used = 0
+
+    def bind_address(self, int peer, str host, int port):
+        """Media from (host, port) belongs to `peer` (after ICE validated it)."""
+        cdef Peer* p = self._peer(peer)
+        cdef sockaddr_in a
+        cdef int other
+        memset(&a, 0, sizeof(a))
+        a.sin_family = AF_INET
+        a.sin_port = htons(port)
+        if inet_pton(AF_INET, host.encode(), &a.sin_addr) != 1:
+            raise ValueError(f"not an IPv4 address: {host!r}")
+        if p.bound:
+            self._addr_delete(&p.addr)
+        other = self._lookup(&a)
+        if other >= 0 and other != peer:
+            self._addr_delete(&a)
+            self.peers[other].bound = 0
+        p.addr = a
+        p.bound = 1
+        self._addr_insert(&a, peer)
+
+    def set_srtp(self, int peer, int profile, bytes rx_key, bytes rx_salt,
+                 bytes tx_key, bytes tx_salt):
+        """Install the SRTP contexts exported by the peer's DTLS handshake:
+        rx unprotects what it sends, tx protects what we send it."""
+        cdef Peer* p = self._peer(peer)
+        cdef SrtpContext* rx = srtp_context_new(profile, rx_key, len(rx_key), rx_salt, len(rx_salt))
+        cdef SrtpContext* tx = srtp_context_new(profile, tx_key, len(tx_key), tx_salt, len(tx_salt))
+        if rx == NULL or tx == NULL:
+            if rx != NULL:
+                srtp_context_free(rx)
+            if tx != NULL:
+                srtp_context_free(tx)
+            raise ValueError(f"bad SRTP parameters for profile {profile}")
+        self._free_srtp(p)
+        p.rx = rx
+        p.tx = tx
+
+    def set_clock_rate(self, int peer, int payload_type, uint32_t clock_rate):
+        """Clock rate of an inbound payload type, for interarrival jitter."""
+        cdef Peer* p = self._peer(peer)
+        if not 0 <= payload_type < 128:
+            raise ValueError("payload type out of range")
+        p.clock[payload_type] = clock_rate
+
+    def add_out_stream(self, int peer, uint32_t ssrc, uint32_t clock_rate):
+        """Create a stream the server sends `peer` with a fixed SSRC; returns its id."""
+        self._peer(peer)
+        cdef int i
+        cdef OutStream* o
+        for i in range(self.max_streams):
+            if not self.outs[i].used:
+                o = &self.outs[i]
+                memset(o, 0, sizeof(OutStream))
+                if cache_init(&o.cache, self.cache_packets) < 0:
+                    raise MemoryError()
+                o.used = 1
+                o.peer = peer
+                o.ssrc = ssrc
+                o.clock_rate = clock_rate
+                return i
+        raise RuntimeError(f"router full: {self.max_streams} out streams")
+
+    def remove_out_stream(self, int idx):
+        cdef OutStream* o = self._out(idx)
+        cdef int i
+        for i in range(self.max_peers):
+            if self.peers[i].used:
+                self._unroute(&self.peers[i], idx)
+        cache_release(&o.cache)
+        o.used = 0
+
+    cdef void _unroute(self, Peer* p, int out_idx) noexcept nogil:
+        cdef int pt, k, j
+        for pt in range(128):
+            k = 0
+            while k < MAX_FANOUT and p.routes[pt][k] != EMPTY:
+                if p.routes[pt][k] == out_idx:
+                    for j in range(k, MAX_FANOUT - 1):
+                        p.routes[pt][j] = p.routes[pt][j + 1]
+                        p.route_pt[pt][j] = p.route_pt[pt][j + 1]
+                    p.routes[pt][MAX_FANOUT - 1] = EMPTY
+                else:
+                    k += 1
+
+    def add_route(self, int src_peer, int payload_type, int out_idx, int out_payload_type):
+        """Forward src_peer's packets of `payload_type` to out stream `out_idx`,
+        sent with `out_payload_type` (the subscriber's id for the same codec)."""
+        cdef Peer* p = self._peer(src_peer)
+        self._out(out_idx)
+        cdef int k
+        if not (0 <= payload_type < 128 and 0 <= out_payload_type < 128):
+            raise ValueError("payload type out of range")
+        for k in range(MAX_FANOUT):
+            if p.routes[payload_type][k] == out_idx or p.routes[payload_type][k] == EMPTY:
+                p.routes[payload_type][k] = out_idx
+                p.route_pt[payload_type][k] = out_payload_type
+                return
+        raise RuntimeError(f"more than {MAX_FANOUT} subscribers for one payload type")
+
+    def remove_route(self, int src_peer, int out_idx):
+        """Stop forwarding anything of src_peer to out stream out_idx."""
+        self._unroute(self._peer(src_peer), out_idx)
+
+    # ---- the per-packet path (C, no GIL) -----------------------------------
+
+    cdef inline void _drop(self, int reason) noexcept nogil:
+        self.drops[reason] += 1
+
+    cdef void _slow(self, int kind, int peer, int slot, int length) noexcept nogil:
+        cdef SlowItem* s = &self.slow_items[self.nslow]
+        s.kind = kind
+        s.peer = peer
+        s.slot = slot
+        s.length = length
+        self.nslow += 1
+
+    cdef void _handle(self, int slot, int length, int flags) noexcept nogil:
+        cdef uint8_t* buf = self.rx_buf + slot * RECV_SLOT
+        cdef const sockaddr_in* src = &self.rx_addr[slot]
+        cdef uint8_t b0
+        cdef int peer, n
+        cdef Peer* p
+        self.rx_datagrams += 1
+        if flags & MSG_TRUNC or length > RTP_MAX_PACKET:
+            self._drop(DROP_TOO_BIG)
+            return
+        if length < 1:
+            self._drop(DROP_UNKNOWN_FIRST_BYTE)
+            return
+        # RFC 7983 7: demultiplex by the first byte
+        b0 = buf[0]
+        if b0 <= 3:
+            self.slow_datagrams += 1
+            self._slow(KIND_STUN, self._lookup(src), slot, length)
+            return
+        if 20 <= b0 <= 63:
+            self.slow_datagrams += 1
+            self._slow(KIND_DTLS, self._lookup(src), slot, length)
+            return
+        if not (128 <= b0 <= 191):
+            self._drop(DROP_UNKNOWN_FIRST_BYTE)
+            return
+        if self.loss_threshold:
+            self.rng ^= self.rng << 13
+            self.rng ^= self.rng >> 7
+            self.rng ^= self.rng << 17
+            if <uint32_t>(self.rng >> 32) < self.loss_threshold:
+                self._drop(DROP_TEST_LOSS)
+                return
+        peer = self._lookup(src)
+        if peer < 0:
+            self._drop(DROP_UNKNOWN_ADDRESS)
+            return
+        p = &self.peers[peer]
+        if p.rx == NULL:
+            self._drop(DROP_NO_SRTP)
+            return
+        if is_rtcp(buf, length):
+            n = srtcp_unprotect(p.rx, buf, length)
+            if n < 0:
+                self._drop(DROP_SRTCP_AUTH if n == SRTP_ERR_AUTH else
+                           DROP_SRTCP_REPLAY if n == SRTP_ERR_REPLAY else DROP_SRTCP_OTHER)
+                return
+            self.slow_datagrams += 1
+            self._slow(KIND_RTCP, peer, slot, n)
+            return
+        n = srtp_unprotect(p.rx, buf, length)
+        if n < 0:
+            self._drop(DROP_SRTP_AUTH if n == SRTP_ERR_AUTH else
+                       DROP_SRTP_REPLAY if n == SRTP_ERR_REPLAY else DROP_SRTP_OTHER)
+            return
+        self._route(peer, p, buf, n)
+
+    cdef void _route(self, int peer, Peer* p, uint8_t* buf, int n) noexcept nogil:
+        cdef RtpHeader h
+        cdef int k, out_idx
+        if rtp_parse(buf, n, &h) < 0:
+            self._drop(DROP_MALFORMED_RTP)
+            return
+        self._count_in(p, &h, n)
+        if p.routes[h.payload_type][0] == EMPTY:
+            self._drop(DROP_NO_ROUTE)
+            return
+        for k in range(MAX_FANOUT):
+            out_idx = p.routes[h.payload_type][k]
+            if out_idx == EMPTY:
+                break
+            self._forward(peer, buf, n, &h, out_idx, p.route_pt[h.payload_type][k])
+
+    cdef void _count_in(self, Peer* p, const RtpHeader* h, int n) noexcept nogil:
+        cdef InStream* s = NULL
+        cdef int i, d
+        cdef double transit, delta
+        cdef uint32_t clock
+        for i in range(MAX_IN_STREAMS):
+            if p.ins[i].used and p.ins[i].ssrc == h.ssrc:
+                s = &p.ins[i]
+                break
+        if s == NULL:
+            for i in range(MAX_IN_STREAMS):
+                if not p.ins[i].used:
+                    s = &p.ins[i]
+                    memset(s, 0, sizeof(InStream))
+                    s.used = 1
+                    s.ssrc = h.ssrc
+                    s.payload_type = h.payload_type
+                    s.base_seq = h.seq
+                    s.max_seq = h.seq
+                    break
+            if s == NULL:
+                return   # more SSRCs than we keep statistics for: still forwarded
+        # RFC 3550 A.1: extended highest sequence number
+        d = seq_diff(h.seq, s.max_seq)
+        if d > 0:
+            if h.seq < s.max_seq:
+                s.cycles += 65536
+            s.max_seq = h.seq
+        s.received += 1
+        s.octets += n - h.header_len
+        # RFC 3550 A.8: interarrival jitter, in timestamp units
+        clock = p.clock[h.payload_type]
+        if clock:
+            transit = self.now * clock - h.timestamp
+            if s.has_transit:
+                delta = transit - s.last_transit
+                if delta < 0:
+                    delta = -delta
+                if delta < clock * 10.0:   # ignore timestamp jumps (a new source)
+                    s.jitter += (delta - s.jitter) / 16.0
+            s.last_transit = transit
+            s.has_transit = 1
+
+    cdef void _forward(self, int src_peer, const uint8_t* buf, int n, const RtpHeader* h,
+                       int out_idx, int out_pt) noexcept nogil:
+        cdef OutStream* o = &self.outs[out_idx]
+        cdef Peer* d = &self.peers[o.peer]
+        cdef uint16_t seq
+        cdef uint32_t ts, gap
+        cdef uint8_t* slot
+        cdef int m
+        if not d.bound or d.tx == NULL:
+            self._drop(DROP_DEST_NOT_READY)
+            return
+        if not o.has_source or o.src_peer != src_peer or o.src_ssrc != h.ssrc:
+            # A new source for this subscriber stream: continue its numbering.
+            if o.started:
+                o.seq_delta = <uint16_t>(o.max_seq + 1 - h.seq)
+                gap = <uint32_t>((self.now - o.last_time) * o.clock_rate)
+                if gap < 1:
+                    gap = 1
+                o.ts_delta = o.last_ts + gap - h.timestamp
+            o.has_source = 1
+            o.src_peer = src_peer
+            o.src_ssrc = h.ssrc
+        seq = <uint16_t>(h.seq + o.seq_delta)
+        ts = h.timestamp + o.ts_delta
+        slot = cache_slot(&o.cache, seq)
+        o.cache.lengths[seq & o.cache.mask] = 0
+        m = rtp_rewrite_into(slot, buf, n, h, o.ssrc, seq, ts, out_pt)
+        m = srtp_protect(d.tx, slot, m, CACHE_SLOT)
+        if m < 0:
+            self._drop(DROP_PROTECT_FAILED)
+            return
+        cache_commit(&o.cache, seq, m)
+        if not o.started or seq_diff(seq, o.max_seq) > 0:
+            o.max_seq = seq
+            o.last_ts = ts
+            o.last_time = self.now
+            o.started = 1
+        o.packets += 1
+        o.octets += n - h.header_len
+        self._queue(slot, m, &d.addr)
+
+    cdef inline void _queue(self, uint8_t* data, int length, const sockaddr_in* addr) noexcept nogil:
+        self.tx_iov[self.ntx].iov_base = data
+        self.tx_iov[self.ntx].iov_len = length
+        self.tx_addr[self.ntx] = addr[0]
+        self.ntx += 1
+        self.forwarded_packets += 1
+        self.forwarded_bytes += length
+        if self.ntx == BATCH and self.fd >= 0:
+            self._flush()
+
+    cdef void _flush(self) noexcept nogil:
+        cdef int done = 0, r
+        while done < self.ntx:
+            r = sendmmsg(self.fd, &self.tx_msgs[done], self.ntx - done, MSG_DONTWAIT)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                # socket buffer full (or an ICMP error): these packets are lost
+                self.drops[DROP_SEND_FAILED] += self.ntx - done
+                break
+            done += r
+        self.ntx = 0
+
+    # ---- the event-loop side -----------------------------------------------
+
+    def drain(self, double now, int max_batches=16):
+        """Read and process what the socket holds, in batches; send what is
+        forwarded. Returns how many slow-path datagrams wait in pop_slow()."""
+        cdef int b, i, n
+        if self.fd < 0:
+            raise ValueError("router has no socket")
+        self.now = now
+        for b in range(max_batches):
+            with nogil:
+                for i in range(BATCH):
+                    self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+                    self.rx_msgs[i].msg_hdr.msg_flags = 0
+                n = recvmmsg(self.fd, self.rx_msgs, BATCH, MSG_DONTWAIT, NULL)
+                if n > 0:
+                    self.batches += 1
+                    self.nslow = 0
+                    for i in range(n):
+                        self._handle(i, self.rx_msgs[i].msg_len, self.rx_msgs[i].msg_hdr.msg_flags)
+                    if self.ntx:
+                        self._flush()
+            if n < 0:
+                if errno != EAGAIN and errno != EWOULDBLOCK and errno != EINTR:
+                    self.recv_errors += 1   # e.g. ICMP port unreachable from a gone peer
+                    continue
+                break
+            if self.nslow:
+                self._collect_slow()
+            if n < BATCH:
+                break
+        return len(self.slow)
+
+    cdef object _addr_tuple(self, const sockaddr_in* a):
+        cdef char text[16]
+        inet_ntop(AF_INET, &a.sin_addr, text, 16)
+        return (text.decode(), ntohs(a.sin_port))
+
+    cdef void _collect_slow(self) except *:
+        cdef int i
+        cdef SlowItem* s
+        for i in range(self.nslow):
+            s = &self.slow_items[i]
+            self.slow.append((
+                s.kind, s.peer, self._addr_tuple(&self.rx_addr[s.slot]),
+                PyBytes_FromStringAndSize(<char*>self.rx_buf + s.slot * RECV_SLOT, s.length),
+            ))
+        self.nslow = 0
+
+    def pop_slow(self):
+        """The datagrams Python must handle: a list of (kind, peer or -1,
+        (host, port), data). RTCP data is already SRTCP-unprotected."""
+        items = self.slow
+        self.slow = []
+        return items
+
+    def feed(self, bytes data, str host, int port, double now):
+        """Run the per-packet path on one datagram without a socket.
+
+        Returns:
+            (sent, slow): sent is a list of (data, (host, port)) the router would
+            send; slow the same as pop_slow() would return.
+        """
+        cdef int length = len(data)
+        cdef int i
+        cdef list sent = []
+        if length > RECV_SLOT:
+            length = RECV_SLOT
+        memcpy(self.rx_buf, <char*>data, length)
+        memset(&self.rx_addr[0], 0, sizeof(sockaddr_in))
+        self.rx_addr[0].sin_family = AF_INET
+        self.rx_addr[0].sin_port = htons(port)
+        if inet_pton(AF_INET, host.encode(), &self.rx_addr[0].sin_addr) != 1:
+            raise ValueError(f"not an IPv4 address: {host!r}")
+        self.now = now
+        self.nslow = 0
+        self.ntx = 0
+        self._handle(0, length, MSG_TRUNC if len(data) > RECV_SLOT else 0)
+        for i in range(self.ntx):
+            sent.append((
+                PyBytes_FromStringAndSize(<char*>self.tx_iov[i].iov_base, self.tx_iov[i].iov_len),
+                self._addr_tuple(&self.tx_addr[i]),
+            ))
+        self.ntx = 0
+        self._collect_slow()
+        return sent, self.pop_slow()
+
+    # ---- slow-path sends and statistics (from Python) ----------------------
+
+    cdef int _send(self, Peer* p, const uint8_t* data, int length):
+        if self.fd < 0:
+            return length
+        return sendto(self.fd, data, length, MSG_DONTWAIT, <sockaddr*>&p.addr, sizeof(sockaddr_in))
+
+    def protect_rtcp(self, int peer, bytes data):
+        """SRTCP-protect `data` for `peer` and return the bytes (no send)."""
+        cdef Peer* p = self._peer(peer)
+        cdef int n = len(data)
+        if p.tx == NULL:
+            raise ValueError("peer has no SRTP context yet")
+        if n + 32 > RECV_SLOT:
+            raise ValueError("RTCP packet too large")
+        memcpy(self.scratch, <char*>data, n)
+        n = srtcp_protect(p.tx, self.scratch, n, RECV_SLOT)
+        if n < 0:
+            raise ValueError(f"SRTCP protect failed ({n})")
+        return PyBytes_FromStringAndSize(<char*>self.scratch, n)
+
+    def send_rtcp(self, int peer, bytes data):
+        """SRTCP-protect `data` and send it to the peer. Returns False when the
+        peer is not connected yet or the send failed."""
+        cdef Peer* p = self._peer(peer)
+        if not p.bound or p.tx == NULL:
+            return False
+        protected = self.protect_rtcp(peer, data)
+        return self._send(p, <const uint8_t*><char*>protected, len(protected)) > 0
+
+    def resend(self, int out_idx, seqs):
+        """Answer a NACK: resend the cached packets of out stream `out_idx` with
+        these sequence numbers. Returns how many were still in the cache."""
+        cdef OutStream* o = self._out(out_idx)
+        cdef Peer* d = &self.peers[o.peer]
+        cdef int n, count = 0
+        cdef uint16_t seq
+        if not d.bound:
+            return 0
+        for s in seqs:
+            seq = <uint16_t>(s & 0xFFFF)
+            n = cache_lookup(&o.cache, seq)
+            if n:
+                self._send(d, cache_slot(&o.cache, seq), n)
+                count += 1
+        self.retransmitted += count
+        return count
+
+    def in_stats(self, int peer):
+        """Reception statistics of what `peer` sends: a list of dicts with ssrc,
+        payload_type, ext_highest_seq, received, octets, jitter, base_seq."""
+        cdef Peer* p = self._peer(peer)
+        cdef int i
+        out = []
+        for i in range(MAX_IN_STREAMS):
+            if p.ins[i].used:
+                out.append({
+                    "ssrc": p.ins[i].ssrc,
+                    "payload_type": p.ins[i].payload_type,
+                    "base_seq": p.ins[i].base_seq,
+                    "ext_highest_seq": p.ins[i].cycles + p.ins[i].max_seq,
+                    "received": p.ins[i].received,
+                    "octets": p.ins[i].octets,
+                    "jitter": p.ins[i].jitter,
+                })
+        return out
+
+    def out_stats(self, int out_idx):
+        """What out stream `out_idx` sent: ssrc, packets, octets, last RTP
+        timestamp and when (router time), and its current source."""
+        cdef OutStream* o = self._out(out_idx)
+        return {
+            "ssrc": o.ssrc,
+            "peer": o.peer,
+            "packets": o.packets,
+            "octets": o.octets,
+            "started": bool(o.started),
+            "last_timestamp": o.last_ts,
+            "last_time": o.last_time,
+            "clock_rate": o.clock_rate,
+            "source_peer": o.src_peer if o.has_source else None,
+            "source_ssrc": o.src_ssrc if o.has_source else None,
+        }
+
+    def counters(self):
+        """Totals since start: datagrams, forwarded packets/bytes, drops by reason."""
+        cdef int i
+        return {
+            "rx_datagrams": self.rx_datagrams,
+            "forwarded_packets": self.forwarded_packets,
+            "forwarded_bytes": self.forwarded_bytes,
+            "retransmitted": self.retransmitted,
+            "slow_datagrams": self.slow_datagrams,
+            "recv_errors": self.recv_errors,
+            "batches": self.batches,
+            "drops": {DROP_NAMES[i]: self.drops[i] for i in range(N_DROPS)},
+        }
+
+    def set_inbound_loss(self, double rate, uint64_t seed=1):
+        """Test hook: drop this fraction (0..1) of inbound SRTP/SRTCP at random."""
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("loss rate must be within 0..1")
+        self.loss_threshold = <uint32_t>(rate * 4294967295.0)
+        self.rng = seed * 0x9E3779B97F4A7C15 + 1

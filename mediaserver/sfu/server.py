@@ -1,0 +1,485 @@
+"""The SFU's API for the rest of the server.
+
+    sfu = Sfu(SfuConfig(announced_ip="203.0.113.7"))
+    await sfu.start()
+    a = sfu.create_session(offer_a)      # a.answer goes back to peer A
+    b = sfu.create_session(offer_b)
+    sfu.connect(a.id, b.id)              # A's audio and video to B
+    sfu.connect(b.id, a.id)
+    ...
+    sfu.disconnect(a.id, b.id); sfu.close_session(a.id)
+
+Events (SessionConnected, SessionClosed, KeyframeNeeded) go to the callbacks
+given to `subscribe`. The per-packet work happens in ext/_router.pyx; this class
+handles what needs a decision: STUN, DTLS, RTCP, and timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from mediaserver._router import SLOW_DTLS, SLOW_RTCP, SLOW_STUN
+from mediaserver.sfu import rtcp
+from mediaserver.sfu.dtls import (
+    DtlsCertificate,
+    DtlsClosed,
+    DtlsConnected,
+    DtlsEndpoint,
+    DtlsFailed,
+)
+from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
+from mediaserver.sfu.router import Codec, payload_type_map
+from mediaserver.sfu.sdp import build_answer, parse_offer
+from mediaserver.sfu.session import Session, SessionState, Track
+from mediaserver.sfu.udp import Address, UdpEndpoint
+
+logger = logging.getLogger(__name__)
+
+TICK = 0.1  # timer resolution: DTLS retransmits, consent, RTCP reports
+REPORT_INTERVAL = 1.0  # RR/SR/REMB per session (RFC 3550 allows more for 2-party)
+
+
+@dataclass
+class SfuConfig:
+    host: str = "0.0.0.0"
+    udp_port: int = 0
+    announced_ip: str = "127.0.0.1"
+    """Address put in the SDP candidate: what peers send media to."""
+    consent_timeout: float = 30.0
+    """A peer that sends no valid STUN for this long is dropped (RFC 7675)."""
+    max_peers: int = 4096
+    cache_packets: int = 512
+    """Packets kept per outbound stream for NACK (a power of two)."""
+    max_bitrate: int = 2_500_000
+    """Ceiling of the REMB we send publishers, bits/s."""
+    keyframe_interval: float = 0.5
+    """At most one PLI per publisher stream per this many seconds."""
+
+
+@dataclass(frozen=True)
+class SessionConnected:
+    session_id: str
+    """ICE and DTLS done: media flows from now on."""
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    session_id: str
+    reason: str
+    """"closed", "consent expired", "dtls failed: ...", "dtls closed"."""
+
+
+@dataclass(frozen=True)
+class KeyframeNeeded:
+    session_id: str
+    """The publisher asked for a keyframe (a subscriber's PLI/FIR)."""
+    ssrc: int
+
+
+SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded]
+
+
+class SfuError(ValueError):
+    """A request the SFU cannot carry out (unknown session, bad offer)."""
+
+
+class Sfu:
+    def __init__(self, config: SfuConfig | None = None) -> None:
+        self.config = config or SfuConfig()
+        self.certificate = DtlsCertificate.generate()
+        self.ice = IceLiteServer(consent_timeout=self.config.consent_timeout)
+        self.sessions: dict[str, Session] = {}
+        self._by_peer: dict[int, Session] = {}
+        self._callbacks: list[Callable[[SfuEvent], None]] = []
+        self._limiter = rtcp.KeyframeRequestLimiter(self.config.keyframe_interval)
+        self.udp: UdpEndpoint | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.stats: Counter[str] = Counter()
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.udp = UdpEndpoint(
+            self.config.host,
+            self.config.udp_port,
+            self._on_slow,
+            max_peers=self.config.max_peers,
+            cache_packets=self.config.cache_packets,
+        )
+        self.udp.start(self._loop)
+        self._schedule()
+
+    async def close(self) -> None:
+        for session_id in list(self.sessions):
+            self.close_session(session_id)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+
+    @property
+    def udp_port(self) -> int:
+        assert self.udp is not None, "start() first"
+        return self.udp.port
+
+    def subscribe(self, callback: Callable[[SfuEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    def _emit(self, event: SfuEvent) -> None:
+        for callback in self._callbacks:
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("SFU event callback failed")
+
+    def _now(self) -> float:
+        return self._loop.time() if self._loop is not None else time.monotonic()
+
+    @property
+    def _router(self):  # type: ignore[no-untyped-def]
+        assert self.udp is not None, "start() first"
+        return self.udp.router
+
+    # ---- the API -------------------------------------------------------------
+
+    def create_session(self, offer_sdp: str) -> Session:
+        """Create a session from a peer's SDP offer; its `answer` goes back to the peer.
+
+        Raises:
+            SfuError: the offer is unusable (the message says why), or the
+                server is full.
+        """
+        try:
+            offer = parse_offer(offer_sdp)
+        except ValueError as exc:
+            raise SfuError(f"bad offer: {exc}") from exc
+        router = self._router
+        ufrag, pwd = generate_credentials()
+        session_id = secrets.token_urlsafe(12)
+        send_ssrcs = {m.mid: _random_ssrc() for m in offer.media if m.kind in ("audio", "video")}
+        algorithm, value = self.certificate.fingerprint()
+        try:
+            answer = build_answer(
+                offer,
+                ice_ufrag=ufrag,
+                ice_pwd=pwd,
+                fingerprint=value,
+                ip=self.config.announced_ip,
+                port=self.udp_port,
+                send_ssrcs=send_ssrcs,
+                cname=secrets.token_hex(8),
+            )
+        except ValueError as exc:
+            raise SfuError(f"bad offer: {exc}") from exc
+        try:
+            peer = router.add_peer()
+        except RuntimeError as exc:
+            raise SfuError("server full") from exc
+        tracks: dict[str, Track] = {}
+        for media in answer.media:
+            if media.kind not in ("audio", "video") or media.kind in tracks or media.rejected:
+                continue  # one track per kind: a 1:1 call needs no more
+            codecs = [
+                Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
+                for c in media.codecs
+            ]
+            track = Track(
+                kind=media.kind,
+                mid=media.mid,
+                codecs=codecs,
+                receives=media.direction in ("sendrecv", "recvonly"),
+                sends=media.direction in ("sendrecv", "sendonly"),
+                offered_ssrcs=list(media.remote_ssrcs),
+            )
+            for codec in codecs:
+                router.set_clock_rate(peer, codec.payload_type, codec.clock_rate)
+            if track.sends and codecs:
+                track.out_ssrc = media.send_ssrc
+                track.out_stream = router.add_out_stream(peer, media.send_ssrc, codecs[0].clock_rate)
+            tracks[media.kind] = track
+        session = Session(
+            id=session_id,
+            peer=peer,
+            local_ufrag=ufrag,
+            local_pwd=pwd,
+            answer=answer.sdp,
+            dtls=DtlsEndpoint(self.certificate, "server", offer.fingerprints),
+            tracks=tracks,
+            rtcp_ssrc=_random_ssrc(),
+            created_at=self._now(),
+        )
+        self.sessions[session_id] = session
+        self._by_peer[peer] = session
+        self.ice.add_session(session_id, ufrag, pwd, offer.ice_ufrag, now=self._now())
+        self.stats["sessions_created"] += 1
+        return session
+
+    def connect(self, publisher_id: str, subscriber_id: str) -> None:
+        """Forward the publisher's audio and video to the subscriber."""
+        pub = self._session(publisher_id)
+        sub = self._session(subscriber_id)
+        router = self._router
+        for kind, pub_track in pub.tracks.items():
+            sub_track = sub.tracks.get(kind)
+            if sub_track is None or sub_track.out_stream is None or not pub_track.receives:
+                continue
+            for pub_pt, sub_pt in payload_type_map(pub_track.codecs, sub_track.codecs):
+                router.add_route(pub.peer, pub_pt, sub_track.out_stream, sub_pt)
+        pub.subscribers.add(sub.id)
+        sub.publishers.add(pub.id)
+        # the subscriber's decoder needs a keyframe to start on this source
+        self.request_keyframe(pub.id)
+
+    def disconnect(self, publisher_id: str, subscriber_id: str) -> None:
+        """Stop forwarding the publisher's media to the subscriber."""
+        pub = self.sessions.get(publisher_id)
+        sub = self.sessions.get(subscriber_id)
+        if pub is None or sub is None:
+            return
+        for track in sub.tracks.values():
+            if track.out_stream is not None:
+                self._router.remove_route(pub.peer, track.out_stream)
+        pub.subscribers.discard(sub.id)
+        sub.publishers.discard(pub.id)
+
+    def close_session(self, session_id: str, reason: str = "closed") -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        for other in list(session.publishers):
+            self.disconnect(other, session_id)
+        for other in list(session.subscribers):
+            self.disconnect(session_id, other)
+        self.ice.remove_session(session_id)
+        self._by_peer.pop(session.peer, None)
+        self._router.remove_peer(session.peer)
+        session.state = SessionState.CLOSED
+        self.stats[f"sessions_closed:{reason.split(':')[0]}"] += 1
+        self._emit(SessionClosed(session_id, reason))
+
+    def request_keyframe(self, publisher_id: str) -> None:
+        """Ask the publisher for a video keyframe (PLI), rate-limited."""
+        pub = self.sessions.get(publisher_id)
+        if pub is None:
+            return
+        ssrc = self._video_ssrc(pub)
+        if ssrc is None or pub.state is not SessionState.CONNECTED:
+            pub.keyframe_pending = True  # sent once media shows the SSRC
+            return
+        if self._limiter.allow((pub.id, ssrc), self._now()):
+            pub.keyframe_pending = False
+            self._router.send_rtcp(pub.peer, rtcp.build_pli(pub.rtcp_ssrc, ssrc))
+            self.stats["pli_sent"] += 1
+            self._emit(KeyframeNeeded(pub.id, ssrc))
+
+    def _session(self, session_id: str) -> Session:
+        try:
+            return self.sessions[session_id]
+        except KeyError:
+            raise SfuError(f"no session {session_id!r}") from None
+
+    def _video_ssrc(self, session: Session) -> int | None:
+        video = session.tracks.get("video")
+        if video is None:
+            return None
+        pts = {c.payload_type for c in video.codecs}
+        for stream in self._router.in_stats(session.peer):
+            if stream["payload_type"] in pts:
+                return int(stream["ssrc"])
+        return video.offered_ssrcs[0] if video.offered_ssrcs else None
+
+    def counters(self) -> dict[str, object]:
+        """Router totals and drops, plus the slow path's counts."""
+        out = dict(self._router.counters())
+        drops = dict(out["drops"])  # type: ignore[call-overload]
+        for reason, count in self.ice.drops.items():
+            drops[reason] = count
+        for reason, count in self.stats.items():
+            drops.setdefault(reason, 0)
+            out[reason] = count
+        out["drops"] = drops
+        return out
+
+    # ---- the slow path ---------------------------------------------------------
+
+    def _on_slow(self, kind: int, peer: int, addr: Address, data: bytes, now: float) -> None:
+        if kind == SLOW_STUN:
+            self._on_stun(data, addr, now)
+        elif kind == SLOW_DTLS:
+            session = self._by_peer.get(peer)
+            if session is None or session.address != addr:
+                self.stats["dtls_unknown_address"] += 1
+                return
+            session.dtls.receive_datagram(data, now)
+            self._service_dtls(session, now)
+        elif kind == SLOW_RTCP:
+            session = self._by_peer.get(peer)
+            if session is not None:
+                self._on_rtcp(session, data, now)
+
+    def _on_stun(self, data: bytes, addr: Address, now: float) -> None:
+        self.ice.receive_datagram(data, addr, now)
+        self._service_ice(now)
+
+    def _service_ice(self, now: float) -> None:
+        assert self.udp is not None
+        for reply, dest in self.ice.datagrams_to_send(now):
+            self.udp.sendto(reply, dest)
+        while (event := self.ice.next_event()) is not None:
+            if isinstance(event, AddressBound):
+                session = self.sessions.get(event.key)
+                if session is None:
+                    continue
+                if session.address is None or event.nominated:
+                    session.address = event.addr
+                    self._router.bind_address(session.peer, event.addr[0], event.addr[1])
+                    if session.state is SessionState.NEW:
+                        session.state = SessionState.CHECKING
+            elif isinstance(event, ConsentExpired):
+                self.close_session(event.key, "consent expired")
+
+    def _service_dtls(self, session: Session, now: float) -> None:
+        assert self.udp is not None
+        if session.address is not None:
+            for datagram in session.dtls.datagrams_to_send(now):
+                self.udp.sendto(datagram, session.address)
+        while (event := session.dtls.next_event()) is not None:
+            if isinstance(event, DtlsConnected):
+                self._router.set_srtp(
+                    session.peer,
+                    event.profile,
+                    event.remote_key,
+                    event.remote_salt,
+                    event.local_key,
+                    event.local_salt,
+                )
+                session.state = SessionState.CONNECTED
+                self.stats["sessions_connected"] += 1
+                self._emit(SessionConnected(session.id))
+            elif isinstance(event, DtlsFailed):
+                self.close_session(session.id, f"dtls failed: {event.reason}")
+                return
+            elif isinstance(event, DtlsClosed):
+                self.close_session(session.id, "dtls closed")
+                return
+
+    def _on_rtcp(self, session: Session, data: bytes, now: float) -> None:
+        try:
+            feedback = rtcp.parse_feedback(data)
+        except ValueError:
+            self.stats["rtcp_malformed"] += 1
+            return
+        router = self._router
+        for item in feedback:
+            if isinstance(item, rtcp.Nack):
+                track = session.track_by_out_ssrc(item.media_ssrc)
+                if track is not None and track.out_stream is not None:
+                    self.stats["nack_received"] += 1
+                    self.stats["nack_packets"] += len(item.lost)
+                    router.resend(track.out_stream, item.lost)
+            elif isinstance(item, (rtcp.Pli, rtcp.Fir)):
+                self.stats["pli_received"] += 1
+                track = session.track_by_out_ssrc(item.media_ssrc)
+                if track is not None and track.out_stream is not None:
+                    source = router.out_stats(track.out_stream)["source_peer"]
+                    publisher = self._by_peer.get(source) if source is not None else None
+                    if publisher is not None:
+                        self.request_keyframe(publisher.id)
+            elif isinstance(item, rtcp.Remb):
+                session.remb_bitrate = item.bitrate
+            elif isinstance(item, rtcp.SenderReport):
+                session.last_sr[item.ssrc] = ((item.ntp_timestamp >> 16) & 0xFFFFFFFF, now)
+
+    # ---- timers ----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_at(self._loop.time() + TICK, self._on_timer)
+
+    def _on_timer(self) -> None:
+        now = self._now()
+        try:
+            self.ice.handle_timer(now)
+            self._service_ice(now)
+            for session in list(self.sessions.values()):
+                if session.state is SessionState.CHECKING:
+                    deadline = session.dtls.get_timer()
+                    if deadline is not None and deadline <= now:
+                        session.dtls.handle_timer(now)
+                        self._service_dtls(session, now)
+                elif session.state is SessionState.CONNECTED:
+                    if session.keyframe_pending:
+                        self.request_keyframe(session.id)
+                    last = session.report_state.get(-1)
+                    if last is None or now - float(last) >= REPORT_INTERVAL:  # type: ignore[arg-type]
+                        session.report_state[-1] = now
+                        self._send_reports(session, now)
+        except Exception:
+            logger.exception("SFU timer failed")
+        finally:
+            self._schedule()
+
+    def _send_reports(self, session: Session, now: float) -> None:
+        """RR (+REMB) for what the peer sends us, SR for what we send it."""
+        router = self._router
+        blocks = []
+        for stream in router.in_stats(session.peer):
+            ssrc = int(stream["ssrc"])
+            stats = session.report_state.get(ssrc)
+            if not isinstance(stats, rtcp.ReceptionStats):
+                stats = rtcp.ReceptionStats(ssrc, int(stream["base_seq"]))
+                session.report_state[ssrc] = stats
+            last_sr = session.last_sr.get(ssrc)
+            blocks.append(
+                stats.report(
+                    ext_highest_seq=int(stream["ext_highest_seq"]),
+                    received=int(stream["received"]),
+                    jitter=int(stream["jitter"]),
+                    now=now,
+                    last_sr=last_sr[0] if last_sr else None,
+                    last_sr_at=last_sr[1] if last_sr else None,
+                )
+            )
+        if blocks:
+            # REMB: what this publisher's subscribers can take, within our ceiling
+            bitrate = self.config.max_bitrate
+            for sub_id in session.subscribers:
+                sub = self.sessions.get(sub_id)
+                if sub is not None and sub.remb_bitrate:
+                    bitrate = min(bitrate, sub.remb_bitrate)
+            ssrcs = [b.ssrc for b in blocks]
+            packet = rtcp.build_receiver_report(session.rtcp_ssrc, blocks, remb=(bitrate, ssrcs))
+            router.send_rtcp(session.peer, packet)
+        wall = time.time()
+        for track in session.tracks.values():
+            if track.out_stream is None:
+                continue
+            out = router.out_stats(track.out_stream)
+            if not out["started"]:
+                continue
+            rtp_ts = (
+                int(out["last_timestamp"])
+                + int((now - float(out["last_time"])) * int(out["clock_rate"]))
+            ) & 0xFFFFFFFF
+            packet = rtcp.build_sender_report(
+                int(out["ssrc"]),
+                rtcp.ntp_from_unix(wall),
+                rtp_ts,
+                int(out["packets"]) & 0xFFFFFFFF,
+                int(out["octets"]) & 0xFFFFFFFF,
+            )
+            router.send_rtcp(session.peer, packet)
+
+
+def _random_ssrc() -> int:
+    return secrets.randbits(32) or 1

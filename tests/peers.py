@@ -1,0 +1,96 @@
+"""Real WebRTC peers for tests: aiortc clients wired to an in-process Sfu."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack, VideoStreamTrack
+from av import VideoFrame
+
+
+class PatternVideoTrack(VideoStreamTrack):
+    """A moving test pattern (so the encoder makes real inter frames)."""
+
+    def __init__(self, width: int = 320, height: int = 240) -> None:
+        super().__init__()
+        self.width, self.height = width, height
+        self.counter = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        img = np.zeros((self.height, self.width, 3), np.uint8)
+        x = (self.counter * 4) % self.width
+        img[:, x : x + 16] = (255, 128, 0)
+        img[(self.counter * 3) % self.height, :] = (0, 255, 255)
+        self.counter += 1
+        frame = VideoFrame.from_ndarray(img, format="bgr24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+class FrameCounter:
+    """Consumes a remote track, counting decoded frames and remembering sizes."""
+
+    def __init__(self, track: MediaStreamTrack) -> None:
+        self.track = track
+        self.frames = 0
+        self.sizes: set[tuple[int, int]] = set()
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                frame = await self.track.recv()
+            except Exception:
+                return
+            self.frames += 1
+            if hasattr(frame, "width"):
+                self.sizes.add((frame.width, frame.height))
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class AiortcPeer:
+    """An aiortc RTCPeerConnection sending audio+video and counting what it receives."""
+
+    def __init__(self, width: int = 320, height: int = 240, audio: bool = True) -> None:
+        self.pc = RTCPeerConnection()
+        self.video = PatternVideoTrack(width, height)
+        self.pc.addTrack(self.video)
+        if audio:
+            self.pc.addTrack(AudioStreamTrack())
+        self.received: dict[str, FrameCounter] = {}
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.received[track.kind] = FrameCounter(track)
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
+
+    async def accept(self, answer: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def frames(self, kind: str) -> int:
+        counter = self.received.get(kind)
+        return counter.frames if counter else 0
+
+    async def close(self) -> None:
+        for counter in self.received.values():
+            counter.stop()
+        await self.pc.close()
+
+
+async def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
