@@ -553,7 +553,7 @@ def test_aioice_agent_connects() -> None:
         loop = asyncio.get_running_loop()
         server = IceLiteServer()
         ufrag, pwd = generate_credentials()
-        transport, shell = await loop.create_datagram_endpoint(
+        transport, _ = await loop.create_datagram_endpoint(
             lambda: _Shell(server), local_addr=(netns.SERVER_IP, 0)
         )
         port = transport.get_extra_info("sockname")[1]

@@ -5,7 +5,7 @@ import struct
 
 import pylibsrtp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mediaserver import _srtp
@@ -345,8 +345,7 @@ def test_rollover_over_70000_packets_both_directions(profile):
         packet = rtp(65_000 + n, ssrc=0xABCDEF01, payload=payload)
         mine = ours_tx.protect(packet)
         theirs = lib_tx.protect(packet)
-        if n % 997 == 0 or (65_000 + n) & 0xFFFF in (0xFFFF, 0, 1):
-            assert mine == theirs
+        assert mine == theirs
         assert lib_rx.unprotect(mine) == packet
         assert ours_rx.unprotect(theirs) == packet
 
@@ -545,20 +544,22 @@ def test_forged_packets_do_not_move_the_window_or_roc(profile):
 def test_only_authenticated_packets_take_stream_slots(profile):
     key, salt = master(profile)
     srtp = Srtp(profile, key, salt)
-    forger = Srtp(profile, bytes(len(key)), salt)
     for ssrc in range(100, 140):
+        forged = Srtp(profile, bytes(len(key)), salt).protect(rtp(1, ssrc=ssrc))
         with pytest.raises(SrtpError, match="^authentication failed$"):
-            srtp.unprotect(forger.protect(rtp(1, ssrc=ssrc)))
+            srtp.unprotect(forged)
     good = Srtp(profile, key, salt)
     for ssrc in range(_srtp.SRTP_MAX_STREAMS):
         assert srtp.unprotect(good.protect(rtp(1, ssrc=ssrc))) == rtp(1, ssrc=ssrc)
     # RTCP from a known SSRC shares its slot
     assert srtp.unprotect_rtcp(good.protect_rtcp(rtcp(ssrc=3))) == rtcp(ssrc=3)
+    newcomer = Srtp(profile, key, salt)
     with pytest.raises(SrtpError, match="^too many SSRCs in one context$") as info:
-        srtp.unprotect(good.protect(rtp(1, ssrc=999)))
+        srtp.unprotect(newcomer.protect(rtp(1, ssrc=999)))
     assert info.value.status == _srtp.SRTP_ERR_STREAMS
     with pytest.raises(SrtpError, match="^too many SSRCs in one context$"):
-        srtp.unprotect_rtcp(good.protect_rtcp(rtcp(ssrc=999)))
+        srtp.unprotect_rtcp(newcomer.protect_rtcp(rtcp(ssrc=999)))
+    # the sending side has the same limit
     with pytest.raises(SrtpError, match="^too many SSRCs in one context$"):
         good.protect(rtp(1, ssrc=999))
 
@@ -577,7 +578,14 @@ def test_malformed_packets_are_rejected(profile):
         with pytest.raises(SrtpError, match="^malformed packet$"):
             srtp.protect_rtcp(packet)
     # a bare header with no payload is valid (RFC 3550 allows an empty payload)
-    assert srtp.unprotect(srtp.protect(good[:12])) == good[:12]
+    bare = rtp(2)[:12]
+    assert srtp.unprotect(srtp.protect(bare)) == bare
+
+
+def test_uninitialised_srtp_is_refused():
+    srtp = Srtp.__new__(Srtp)
+    with pytest.raises(ValueError, match="^Srtp is not initialised$"):
+        srtp.protect(rtp(1))
 
 
 @by_profile
@@ -637,6 +645,7 @@ def test_unprotect_rtcp_inverts_protect_rtcp(profile, packet):
 @settings(max_examples=100, deadline=None)
 @given(profile=st.sampled_from(PROFILES), packet=rtp_packets())
 def test_random_packets_match_libsrtp(profile, packet):
+    assume(len(packet) <= 1500 - 144)  # pylibsrtp's buffer less its largest trailer
     key, salt = master(profile)
     lib_tx, lib_rx = libsrtp_pair(profile, key, salt)
     srtp = Srtp(profile, key, salt)
