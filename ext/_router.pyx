@@ -105,6 +105,7 @@ ctypedef struct OutStream:
     uint32_t src_ssrc
     uint16_t seq_delta
     uint32_t ts_delta
+    uint16_t src_start_seq  # first sequence number (ours) of the current source
     int started
     uint16_t max_seq
     uint32_t last_ts
@@ -170,8 +171,10 @@ cdef class Router:
     cdef uint64_t slow_datagrams
     cdef uint64_t recv_errors
     cdef uint64_t batches
-    # test hook: drop a fraction of inbound SRTP/SRTCP
+    # test hook: drop a fraction of inbound SRTP/SRTCP, or of forwarded packets
+    # after they are cached (so the subscriber's NACKs can be answered)
     cdef uint32_t loss_threshold
+    cdef uint32_t out_loss_threshold
     cdef uint64_t rng
     cdef double now        # router time of the batch being processed
 
@@ -431,6 +434,13 @@ cdef class Router:
 
     # ---- the per-packet path (C, no GIL) -----------------------------------
 
+    cdef inline bint _lose(self, uint32_t threshold) noexcept nogil:
+        # xorshift64: cheap and reproducible from the seed
+        self.rng ^= self.rng << 13
+        self.rng ^= self.rng >> 7
+        self.rng ^= self.rng << 17
+        return <uint32_t>(self.rng >> 32) < threshold
+
     cdef inline void _drop(self, int reason) noexcept nogil:
         self.drops[reason] += 1
 
@@ -468,13 +478,9 @@ cdef class Router:
         if not (128 <= b0 <= 191):
             self._drop(DROP_UNKNOWN_FIRST_BYTE)
             return
-        if self.loss_threshold:
-            self.rng ^= self.rng << 13
-            self.rng ^= self.rng >> 7
-            self.rng ^= self.rng << 17
-            if <uint32_t>(self.rng >> 32) < self.loss_threshold:
-                self._drop(DROP_TEST_LOSS)
-                return
+        if self.loss_threshold and self._lose(self.loss_threshold):
+            self._drop(DROP_TEST_LOSS)
+            return
         peer = self._lookup(src)
         if peer < 0:
             self._drop(DROP_UNKNOWN_ADDRESS)
@@ -580,6 +586,7 @@ cdef class Router:
             o.has_source = 1
             o.src_peer = src_peer
             o.src_ssrc = h.ssrc
+            o.src_start_seq = <uint16_t>(h.seq + o.seq_delta)
         seq = <uint16_t>(h.seq + o.seq_delta)
         ts = h.timestamp + o.ts_delta
         slot = cache_slot(&o.cache, seq)
@@ -597,6 +604,9 @@ cdef class Router:
             o.started = 1
         o.packets += 1
         o.octets += n - h.header_len
+        if self.out_loss_threshold and self._lose(self.out_loss_threshold):
+            self._drop(DROP_TEST_LOSS)
+            return
         self._queue(slot, m, &d.addr)
 
     cdef inline void _queue(self, uint8_t* data, int length, const sockaddr_in* addr) noexcept nogil:
@@ -741,21 +751,30 @@ cdef class Router:
 
     def resend(self, int out_idx, seqs):
         """Answer a NACK: resend the cached packets of out stream `out_idx` with
-        these sequence numbers. Returns how many were still in the cache."""
+        these sequence numbers.
+
+        Returns:
+            The publisher's sequence numbers of those not in the cache but sent
+            by the current source (lost on the way in: ask the publisher), as a
+            list; empty when every packet was resent.
+        """
         cdef OutStream* o = self._out(out_idx)
         cdef Peer* d = &self.peers[o.peer]
         cdef int n, count = 0
         cdef uint16_t seq
+        missing = []
         if not d.bound:
-            return 0
+            return missing
         for s in seqs:
             seq = <uint16_t>(s & 0xFFFF)
             n = cache_lookup(&o.cache, seq)
             if n:
                 self._send(d, cache_slot(&o.cache, seq), n)
                 count += 1
+            elif o.has_source and seq_diff(seq, o.src_start_seq) >= 0:
+                missing.append(<uint16_t>(seq - o.seq_delta))
         self.retransmitted += count
-        return count
+        return missing
 
     def in_stats(self, int peer):
         """Reception statistics of what `peer` sends: a list of dicts with ssrc,
@@ -807,9 +826,12 @@ cdef class Router:
             "drops": {DROP_NAMES[i]: self.drops[i] for i in range(N_DROPS)},
         }
 
-    def set_inbound_loss(self, double rate, uint64_t seed=1):
-        """Test hook: drop this fraction (0..1) of inbound SRTP/SRTCP at random."""
-        if not 0.0 <= rate <= 1.0:
+    def set_loss(self, double inbound=0.0, double outbound=0.0, uint64_t seed=1):
+        """Test hook: drop these fractions (0..1) at random, of inbound
+        SRTP/SRTCP before it is read, and of forwarded packets after they are
+        cached (what a lossy last mile does: NACKs can recover them)."""
+        if not (0.0 <= inbound <= 1.0 and 0.0 <= outbound <= 1.0):
             raise ValueError("loss rate must be within 0..1")
-        self.loss_threshold = <uint32_t>(rate * 4294967295.0)
-        self.rng = seed * 0x9E3779B97F4A7C15 + 1
+        self.loss_threshold = <uint32_t>(inbound * 4294967295.0)
+        self.out_loss_threshold = <uint32_t>(outbound * 4294967295.0)
+        self.rng = seed * <uint64_t>0x9E3779B97F4A7C15 + 1

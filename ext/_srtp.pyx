@@ -350,7 +350,7 @@ cdef inline bint _window_seen(const ReplayWindow* w, uint64_t index) noexcept no
     if index > w.highest:
         return False
     delta = w.highest - index
-    if delta > REPLAY_WINDOW:
+    if delta >= REPLAY_WINDOW:
         return True
     if delta < 64:
         return (w.bits0 >> delta) & 1

@@ -51,3 +51,25 @@ async def test_two_aiortc_peers_exchange_video_and_audio(sfu):
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.parametrize("leg", ["outbound", "inbound"])
+async def test_video_survives_5_percent_loss_with_nacks(sfu, leg):
+    """5% loss on one leg. Lost on the way out to the subscriber: its NACKs are
+    answered from the packet cache. Lost on the way in from the publisher: the
+    cache misses, and the NACK is relayed to the publisher, who resends."""
+    sfu._router.set_loss(**{leg: 0.05}, seed=7)
+    a, b = AiortcPeer(640, 480, audio=False), AiortcPeer(320, 240, audio=False)
+    try:
+        await connect_pair(sfu, a, b)
+        assert await wait_for(lambda: b.frames("video") >= 60, timeout=40), sfu.counters()
+        counters = sfu.counters()
+        assert counters["drops"]["test_loss"] > 0
+        assert counters["nack_received"] > 0
+        if leg == "outbound":
+            assert counters["retransmitted"] > 0
+        else:
+            assert counters["nack_relayed"] > 0
+    finally:
+        await a.close()
+        await b.close()

@@ -317,7 +317,6 @@ class _Transport:
 @dataclass
 class _Section:
     index: int
-    line_number: int
     kind: str
     port: int
     protocol: str

@@ -386,7 +386,9 @@ class Sfu:
                 if track is not None and track.out_stream is not None:
                     self.stats["nack_received"] += 1
                     self.stats["nack_packets"] += len(item.lost)
-                    router.resend(track.out_stream, item.lost)
+                    missing = router.resend(track.out_stream, item.lost)
+                    if missing:
+                        self._relay_nack(track.out_stream, missing)
             elif isinstance(item, (rtcp.Pli, rtcp.Fir)):
                 self.stats["pli_received"] += 1
                 track = session.track_by_out_ssrc(item.media_ssrc)
@@ -399,6 +401,16 @@ class Sfu:
                 session.remb_bitrate = item.bitrate
             elif isinstance(item, rtcp.SenderReport):
                 session.last_sr[item.ssrc] = ((item.ntp_timestamp >> 16) & 0xFFFFFFFF, now)
+
+    def _relay_nack(self, out_stream: int, publisher_seqs: list[int]) -> None:
+        """Ask the publisher again for packets that never reached us."""
+        source = self._router.out_stats(out_stream)
+        publisher = self._by_peer.get(source["source_peer"]) if source["source_peer"] is not None else None
+        if publisher is None or publisher.state is not SessionState.CONNECTED:
+            return
+        packet = rtcp.build_nack(publisher.rtcp_ssrc, int(source["source_ssrc"]), publisher_seqs)
+        self._router.send_rtcp(publisher.peer, packet)
+        self.stats["nack_relayed"] += len(publisher_seqs)
 
     # ---- timers ----------------------------------------------------------------
 

@@ -1,0 +1,632 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The load generator's packet loops, in C: paced SRTP senders and receivers.
+
+Compiled at run time by benchmarks/peers/loadgen.py (setup.py only builds
+ext/*.pyx). Both loops run without the GIL, so the sender (main thread) and the
+receiver (a second thread) run side by side, and the generator stays cheap next
+to the server it loads on the same 2 cores.
+
+SRTP comes from the project's own C transforms (mediaserver._srtp, cimported):
+the generator protects with one context per sender and the receivers unprotect
+with their own contexts. loadgen.py checks a sample of what the receivers got
+with libsrtp (pylibsrtp) too, so the server's output is checked by an
+independent implementation as well.
+
+Payload of every RTP packet, after the 12-byte header (big endian):
+
+    0  magic "MSBF"     4  sender index     8  sequence number (64 bits)
+    16 send time, CLOCK_MONOTONIC ns        24 send time, CLOCK_REALTIME ns
+    32 run id           36  filler up to the payload size
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memset
+
+from mediaserver._srtp cimport (
+    SrtpContext, srtp_context_free, srtp_context_new, srtp_overhead, srtp_protect,
+    srtp_unprotect,
+)
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int CLOCK_MONOTONIC
+    int CLOCK_REALTIME
+    int TIMER_ABSTIME
+    int clock_gettime(int clk, timespec* ts)
+    int clock_nanosleep(int clk, int flags, const timespec* request, timespec* remain)
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    struct sockaddr:
+        unsigned short sa_family
+    struct iovec:
+        void* iov_base
+        size_t iov_len
+    struct msghdr:
+        void* msg_name
+        socklen_t msg_namelen
+        iovec* msg_iov
+        size_t msg_iovlen
+        void* msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr* CMSG_FIRSTHDR(msghdr* m)
+    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c)
+    unsigned char* CMSG_DATA(cmsghdr* c)
+    int recvmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags, void* timeout)
+    int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
+    int setsockopt(int fd, int level, int name, const void* value, socklen_t length)
+    int MSG_DONTWAIT
+    int SOL_SOCKET
+    int SO_TIMESTAMPNS
+    int SCM_TIMESTAMPNS
+    int AF_INET
+
+cdef extern from "<netinet/in.h>" nogil:
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        unsigned short sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    uint16_t htons(uint16_t)
+
+cdef extern from "<arpa/inet.h>" nogil:
+    int inet_pton(int af, const char* src, void* dst)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd* fds, unsigned long nfds, int timeout)
+    short POLLIN
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t read(int fd, void* buf, size_t n)
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EINTR
+
+cdef enum:
+    BATCH = 64
+    SLOT = 2048
+    HEADER = 12
+    STAMP = 36              # magic .. run id
+    CMSG_SLOT = 64          # >= CMSG_SPACE(sizeof(struct timespec))
+    HIST_BUCKETS = 200000   # latency histogram: 1 us buckets up to 200 ms
+    MAGIC = 0x4D534246      # "MSBF"
+
+cdef inline int64_t clock_ns(int clk) noexcept nogil:
+    cdef timespec ts
+    clock_gettime(clk, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+cdef inline void store16(uint8_t* p, uint16_t v) noexcept nogil:
+    p[0] = v >> 8
+    p[1] = v & 0xFF
+
+cdef inline void store32(uint8_t* p, uint32_t v) noexcept nogil:
+    p[0] = v >> 24
+    p[1] = (v >> 16) & 0xFF
+    p[2] = (v >> 8) & 0xFF
+    p[3] = v & 0xFF
+
+cdef inline void store64(uint8_t* p, uint64_t v) noexcept nogil:
+    store32(p, <uint32_t>(v >> 32))
+    store32(p + 4, <uint32_t>v)
+
+cdef inline uint32_t load32(const uint8_t* p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+cdef inline uint64_t load64(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>load32(p) << 32) | load32(p + 4)
+
+
+def overhead(int profile):
+    """Bytes SRTP adds to an RTP packet under `profile` (the auth tag)."""
+    return srtp_overhead(profile)
+
+
+cdef int fill_addr(sockaddr_in* a, str host, int port) except -1:
+    memset(a, 0, sizeof(sockaddr_in))
+    a.sin_family = AF_INET
+    a.sin_port = htons(port)
+    if inet_pton(AF_INET, host.encode(), &a.sin_addr) != 1:
+        raise ValueError(f"not an IPv4 address: {host!r}")
+    return 0
+
+
+cdef SrtpContext* new_context(int profile, tuple key_salt) except NULL:
+    cdef bytes key = key_salt[0]
+    cdef bytes salt = key_salt[1]
+    cdef SrtpContext* ctx = srtp_context_new(profile, key, len(key), salt, len(salt))
+    if ctx == NULL:
+        raise ValueError(f"bad SRTP parameters for profile {profile}")
+    return ctx
+
+
+ctypedef struct TxPeer:
+    int fd
+    sockaddr_in dst
+    uint32_t ssrc
+    uint16_t seq
+    uint64_t count          # packets this sender made (the payload's sequence number)
+    SrtpContext* ctx
+
+
+cdef class Sender:
+    """N paced RTP senders, each with its own socket, destination and SRTP context.
+
+    Args:
+        fds: the senders' UDP sockets (bound, nonblocking).
+        dests: (host, port) each sender sends to.
+        ssrcs: each sender's SSRC.
+        payload_type: RTP payload type.
+        payload_size: bytes of RTP payload.
+        profile: SRTP profile id, or 0 to send plain RTP padded by `pad` bytes
+            (so a plain packet is as large on the wire as an SRTP one).
+        keys: (master key, master salt) per sender when profile != 0.
+    """
+    cdef int n
+    cdef TxPeer* peers
+    cdef int payload_size
+    cdef int payload_type
+    cdef int pad
+    cdef uint8_t* bufs
+    cdef uint8_t* filler
+    cdef mmsghdr msgs[BATCH]
+    cdef iovec iov[BATCH]
+    cdef int64_t t_base
+
+    def __cinit__(self, list fds, list dests, list ssrcs, int payload_type, int payload_size,
+                  int profile=0, list keys=None, int pad=0):
+        cdef int i
+        self.n = len(fds)
+        if self.n < 1 or len(dests) != self.n or len(ssrcs) != self.n:
+            raise ValueError("one destination and one SSRC per socket")
+        if not STAMP <= payload_size <= SLOT - HEADER - 64 - pad:
+            raise ValueError(f"payload size must be within {STAMP}..{SLOT - HEADER - 64 - pad}")
+        self.payload_size = payload_size
+        self.payload_type = payload_type
+        self.pad = pad
+        self.peers = <TxPeer*>calloc(self.n, sizeof(TxPeer))
+        self.bufs = <uint8_t*>calloc(BATCH, SLOT)
+        self.filler = <uint8_t*>calloc(SLOT, 1)
+        if self.peers == NULL or self.bufs == NULL or self.filler == NULL:
+            raise MemoryError()
+        for i in range(SLOT):
+            self.filler[i] = <uint8_t>(i * 7 + 3)
+        for i in range(self.n):
+            self.peers[i].fd = fds[i]
+            fill_addr(&self.peers[i].dst, dests[i][0], dests[i][1])
+            self.peers[i].ssrc = ssrcs[i]
+            self.peers[i].seq = <uint16_t>(ssrcs[i] * 2654435761)
+            if profile:
+                self.peers[i].ctx = new_context(profile, keys[i])
+        memset(self.msgs, 0, sizeof(self.msgs))
+        for i in range(BATCH):
+            self.iov[i].iov_base = self.bufs + i * SLOT
+            self.msgs[i].msg_hdr.msg_iov = &self.iov[i]
+            self.msgs[i].msg_hdr.msg_iovlen = 1
+            self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        self.t_base = clock_ns(CLOCK_MONOTONIC)
+
+    def __dealloc__(self):
+        cdef int i
+        if self.peers != NULL:
+            for i in range(self.n):
+                if self.peers[i].ctx != NULL:
+                    srtp_context_free(self.peers[i].ctx)
+            free(self.peers)
+        free(self.bufs)
+        free(self.filler)
+
+    cdef int _send(self, TxPeer* p, int count, uint32_t run_id, uint64_t* errors) noexcept nogil:
+        """Build `count` (<= BATCH) packets for one sender and send them in one sendmmsg."""
+        cdef int j, m, done = 0, r
+        cdef uint8_t* b
+        cdef int64_t mono
+        cdef uint32_t ts
+        for j in range(count):
+            b = self.bufs + j * SLOT
+            mono = clock_ns(CLOCK_MONOTONIC)
+            ts = <uint32_t>((mono - self.t_base) * 9 // 100000)   # 90 kHz
+            b[0] = 0x80
+            b[1] = self.payload_type & 0x7F
+            store16(b + 2, p.seq)
+            store32(b + 4, ts)
+            store32(b + 8, p.ssrc)
+            memcpy(b + HEADER, self.filler, self.payload_size + self.pad)
+            store32(b + HEADER, MAGIC)
+            store32(b + HEADER + 4, <uint32_t>(p - self.peers))
+            store64(b + HEADER + 8, p.count)
+            store64(b + HEADER + 16, <uint64_t>mono)
+            store64(b + HEADER + 24, <uint64_t>clock_ns(CLOCK_REALTIME))
+            store32(b + HEADER + 32, run_id)
+            m = HEADER + self.payload_size
+            if p.ctx != NULL:
+                m = srtp_protect(p.ctx, b, m, SLOT)
+                if m < 0:
+                    errors[0] += 1
+                    m = 0
+            else:
+                m += self.pad
+            self.iov[j].iov_len = m
+            self.msgs[j].msg_hdr.msg_name = &p.dst
+            p.seq += 1
+            p.count += 1
+        while done < count:
+            r = sendmmsg(p.fd, &self.msgs[done], count - done, MSG_DONTWAIT)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                errors[1] += count - done     # socket buffer full: lost at the sender
+                break
+            done += r
+        return done
+
+    def run(self, uint32_t run_id, double rate, long long total, double tick=0.001,
+            double max_seconds=0.0):
+        """Send `total` packets at `rate` packets/s in all, round robin over the
+        senders, in bursts every `tick` seconds; stop early after `max_seconds`
+        (default: twice the planned time plus 2 s) if the machine cannot keep up.
+
+        Returns:
+            dict: sent, elapsed (s), protect_errors, send_errors, max_lag (s: how
+            far behind schedule the sender fell), wakeups.
+        """
+        cdef int64_t t0, now, due, sent = 0, limit, tick_ns, next_wake, lag, max_lag = 0
+        cdef int64_t per_wake_cap, burst, g, stop_at
+        cdef uint64_t errors[2]
+        cdef uint64_t wakeups = 0
+        cdef int i, k, c, first
+        cdef int* counts = <int*>calloc(self.n, sizeof(int))
+        cdef timespec ts
+        cdef double period_ns
+        if counts == NULL:
+            raise MemoryError()
+        if rate <= 0 or total < 0:
+            raise ValueError("rate must be positive and total not negative")
+        errors[0] = errors[1] = 0
+        tick_ns = <int64_t>(tick * 1e9)
+        if tick_ns < 10000:
+            tick_ns = 10000
+        period_ns = 1e9 / rate
+        if max_seconds <= 0:
+            max_seconds = 2.0 * total / rate + 2.0
+        per_wake_cap = <int64_t>self.n * BATCH
+        with nogil:
+            t0 = clock_ns(CLOCK_MONOTONIC)
+            stop_at = t0 + <int64_t>(max_seconds * 1e9)
+            next_wake = t0
+            while sent < total:
+                now = clock_ns(CLOCK_MONOTONIC)
+                if now >= stop_at:
+                    break
+                wakeups += 1
+                due = <int64_t>((now - t0) / period_ns) + 1
+                if due > total:
+                    due = total
+                lag = now - (t0 + <int64_t>(sent * period_ns))
+                if due > sent and lag > max_lag:
+                    max_lag = lag
+                burst = due - sent
+                if burst > per_wake_cap:
+                    burst = per_wake_cap
+                if burst > 0:
+                    # packet g of the run goes to sender g % n
+                    for i in range(self.n):
+                        counts[i] = <int>(burst // self.n)
+                    first = <int>(sent % self.n)
+                    for k in range(<int>(burst % self.n)):
+                        counts[(first + k) % self.n] += 1
+                    for k in range(self.n):
+                        i = (first + k) % self.n
+                        c = counts[i]
+                        while c > 0:
+                            self._send(&self.peers[i], c if c < BATCH else BATCH, run_id, errors)
+                            c -= BATCH
+                    sent += burst
+                    if sent < due:
+                        continue        # behind schedule: no sleep
+                next_wake += tick_ns
+                if next_wake < now:
+                    next_wake = now + tick_ns
+                ts.tv_sec = next_wake // 1000000000
+                ts.tv_nsec = next_wake % 1000000000
+                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)
+            now = clock_ns(CLOCK_MONOTONIC)
+        free(counts)
+        return {
+            "sent": sent,
+            "elapsed": (now - t0) / 1e9,
+            "protect_errors": errors[0],
+            "send_errors": errors[1],
+            "max_lag": max_lag / 1e9,
+            "wakeups": wakeups,
+        }
+
+
+ctypedef struct RxPeer:
+    int fd
+    SrtpContext* ctx
+    uint8_t* seen            # bitmap of payload sequence numbers, this run
+    int64_t seen_bits
+    int64_t base             # payload sequence number of bit 0 (the first of the run)
+    int has_base
+    int kept                 # raw datagrams kept this run (samples)
+
+
+cdef class Receiver:
+    """N receivers: receiver i expects sender i's packets (its pair in the SFU).
+
+    Args:
+        fds: the receivers' UDP sockets (bound, nonblocking).
+        profile: SRTP profile id, or 0 for plain RTP.
+        keys: (master key, master salt) per receiver, to unprotect what it gets.
+        samples: how many raw datagrams to keep per receiver per run, for an
+            independent check (loadgen.py runs them through libsrtp).
+    """
+    cdef int n
+    cdef RxPeer* peers
+    cdef pollfd* pfds
+    cdef uint8_t* bufs
+    cdef uint8_t* cbufs
+    cdef mmsghdr msgs[BATCH]
+    cdef iovec iov[BATCH]
+    cdef uint32_t* hist_kernel
+    cdef uint32_t* hist_app
+    cdef int samples
+    # counters of the current run
+    cdef uint64_t c_datagrams, c_rtp, c_unique, c_dup, c_auth, c_rtcp, c_stun, c_other
+    cdef uint64_t c_stale, c_misrouted, c_malformed, c_no_stamp, c_over_kernel, c_over_app
+    cdef uint64_t c_wakeups, c_syscalls
+
+    def __cinit__(self, list fds, int profile=0, list keys=None, int samples=0):
+        cdef int i, on = 1
+        self.n = len(fds)
+        if self.n < 1:
+            raise ValueError("no receivers")
+        self.samples = samples
+        self.peers = <RxPeer*>calloc(self.n, sizeof(RxPeer))
+        self.pfds = <pollfd*>calloc(self.n + 1, sizeof(pollfd))
+        self.bufs = <uint8_t*>calloc(BATCH, SLOT)
+        self.cbufs = <uint8_t*>calloc(BATCH, CMSG_SLOT)
+        self.hist_kernel = <uint32_t*>calloc(HIST_BUCKETS, sizeof(uint32_t))
+        self.hist_app = <uint32_t*>calloc(HIST_BUCKETS, sizeof(uint32_t))
+        if not (self.peers and self.pfds and self.bufs and self.cbufs and self.hist_kernel
+                and self.hist_app):
+            raise MemoryError()
+        for i in range(self.n):
+            self.peers[i].fd = fds[i]
+            if profile:
+                self.peers[i].ctx = new_context(profile, keys[i])
+            # kernel receive timestamps: latency without the receiver's own wake-up delay
+            if setsockopt(fds[i], SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0:
+                raise OSError(errno, "setsockopt(SO_TIMESTAMPNS)")
+            self.pfds[i].fd = fds[i]
+            self.pfds[i].events = POLLIN
+        memset(self.msgs, 0, sizeof(self.msgs))
+        for i in range(BATCH):
+            self.iov[i].iov_base = self.bufs + i * SLOT
+            self.iov[i].iov_len = SLOT
+            self.msgs[i].msg_hdr.msg_iov = &self.iov[i]
+            self.msgs[i].msg_hdr.msg_iovlen = 1
+
+    def __dealloc__(self):
+        cdef int i
+        if self.peers != NULL:
+            for i in range(self.n):
+                if self.peers[i].ctx != NULL:
+                    srtp_context_free(self.peers[i].ctx)
+                free(self.peers[i].seen)
+            free(self.peers)
+        free(self.pfds)
+        free(self.bufs)
+        free(self.cbufs)
+        free(self.hist_kernel)
+        free(self.hist_app)
+
+    cdef void _datagram(self, int index, uint8_t* b, int length, msghdr* hdr, int64_t app_ns,
+                        uint32_t run_id) noexcept nogil:
+        cdef RxPeer* p = &self.peers[index]
+        cdef cmsghdr* c
+        cdef timespec* kts
+        cdef int64_t kernel_ns = -1, lat, bit
+        cdef int pos, m
+        cdef uint64_t seq
+        cdef const uint8_t* s
+        self.c_datagrams += 1
+        if length < 1:
+            self.c_other += 1
+            return
+        if b[0] < 4:
+            self.c_stun += 1           # consent responses
+            return
+        if not 128 <= b[0] <= 191:
+            self.c_other += 1          # DTLS (a retransmitted flight), garbage
+            return
+        if length >= 2 and 192 <= b[1] <= 223:
+            self.c_rtcp += 1           # the SFU's SR/RR/PLI (RFC 5761 4)
+            return
+        c = CMSG_FIRSTHDR(hdr)
+        while c != NULL:
+            if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+                kts = <timespec*>CMSG_DATA(c)
+                kernel_ns = <int64_t>kts.tv_sec * 1000000000 + kts.tv_nsec
+            c = CMSG_NXTHDR(hdr, c)
+        m = length
+        if p.ctx != NULL:
+            m = srtp_unprotect(p.ctx, b, length)
+            if m < 0:
+                self.c_auth += 1
+                return
+        if m < HEADER or (b[0] >> 6) != 2:
+            self.c_malformed += 1
+            return
+        pos = HEADER + 4 * (b[0] & 0x0F)
+        if b[0] & 0x10:
+            if pos + 4 > m:
+                self.c_malformed += 1
+                return
+            pos += 4 + 4 * ((b[pos + 2] << 8) | b[pos + 3])
+        if pos + STAMP > m:
+            self.c_malformed += 1
+            return
+        s = b + pos
+        if load32(s) != MAGIC:
+            self.c_malformed += 1
+            return
+        if load32(s + 32) != run_id:
+            self.c_stale += 1          # a late packet of an earlier run
+            return
+        self.c_rtp += 1
+        if load32(s + 4) != <uint32_t>index:
+            self.c_misrouted += 1      # another sender's packet reached this receiver
+            return
+        seq = load64(s + 8)
+        if not p.has_base:
+            p.has_base = 1
+            p.base = <int64_t>seq
+        bit = <int64_t>seq - p.base
+        if bit < 0 or bit >= p.seen_bits:
+            self.c_malformed += 1
+            return
+        if p.seen[bit >> 3] & (1 << (bit & 7)):
+            self.c_dup += 1
+            return
+        p.seen[bit >> 3] |= <uint8_t>(1 << (bit & 7))
+        self.c_unique += 1
+        if kernel_ns >= 0:
+            lat = (kernel_ns - <int64_t>load64(s + 24)) // 1000
+            if lat < 0:
+                lat = 0
+            if lat < HIST_BUCKETS:
+                self.hist_kernel[lat] += 1
+            else:
+                self.c_over_kernel += 1
+        else:
+            self.c_no_stamp += 1
+        lat = (app_ns - <int64_t>load64(s + 16)) // 1000
+        if lat < 0:
+            lat = 0
+        if lat < HIST_BUCKETS:
+            self.hist_app[lat] += 1
+        else:
+            self.c_over_app += 1
+
+    def run(self, uint32_t run_id, long long per_receiver, int ctrl_fd, double max_seconds):
+        """Receive until told to stop (see below) or `max_seconds` pass.
+
+        `ctrl_fd` is the read end of a pipe: 16 bytes written to it, two native
+        int64 (expected unique packets in all, deadline in CLOCK_MONOTONIC ns),
+        make the loop stop once that many packets of this run arrived or at the
+        deadline. `per_receiver` bounds the sequence numbers one receiver tracks.
+
+        Returns:
+            dict of counters, and the two latency histograms (1 us buckets) as
+            bytes of native uint32: kernel receive timestamp minus send time
+            (CLOCK_REALTIME), and receive-loop time minus send time
+            (CLOCK_MONOTONIC).
+        """
+        cdef int i, j, n, r
+        cdef int64_t expected = -1, deadline, now, msg[2]
+        cdef int64_t app_ns
+        cdef uint64_t got
+        cdef int keep
+        cdef list kept = [[] for _ in range(self.n)]
+        cdef uint8_t* b
+        self.c_datagrams = self.c_rtp = self.c_unique = self.c_dup = self.c_auth = 0
+        self.c_rtcp = self.c_stun = self.c_other = self.c_stale = self.c_misrouted = 0
+        self.c_malformed = self.c_no_stamp = self.c_over_kernel = self.c_over_app = 0
+        self.c_wakeups = self.c_syscalls = 0
+        memset(self.hist_kernel, 0, HIST_BUCKETS * sizeof(uint32_t))
+        memset(self.hist_app, 0, HIST_BUCKETS * sizeof(uint32_t))
+        for i in range(self.n):
+            free(self.peers[i].seen)
+            self.peers[i].seen_bits = per_receiver + 1
+            self.peers[i].seen = <uint8_t*>calloc(<size_t>(self.peers[i].seen_bits // 8 + 1), 1)
+            self.peers[i].has_base = 0
+            self.peers[i].kept = 0
+            if self.peers[i].seen == NULL:
+                raise MemoryError()
+        self.pfds[self.n].fd = ctrl_fd
+        self.pfds[self.n].events = POLLIN
+        with nogil:
+            deadline = clock_ns(CLOCK_MONOTONIC) + <int64_t>(max_seconds * 1e9)
+            while True:
+                now = clock_ns(CLOCK_MONOTONIC)
+                if now >= deadline or (expected >= 0 and <int64_t>self.c_unique >= expected):
+                    break
+                r = poll(self.pfds, self.n + 1, 20)
+                self.c_wakeups += 1
+                if r <= 0:
+                    continue
+                if self.pfds[self.n].revents:
+                    if read(ctrl_fd, msg, 16) == 16:
+                        expected = msg[0]
+                        deadline = msg[1]
+                    else:
+                        deadline = 0       # the writer closed: stop
+                for i in range(self.n):
+                    if not self.pfds[i].revents:
+                        continue
+                    while True:
+                        for j in range(BATCH):
+                            self.msgs[j].msg_hdr.msg_control = self.cbufs + j * CMSG_SLOT
+                            self.msgs[j].msg_hdr.msg_controllen = CMSG_SLOT
+                            self.msgs[j].msg_hdr.msg_flags = 0
+                        n = recvmmsg(self.peers[i].fd, self.msgs, BATCH, MSG_DONTWAIT, NULL)
+                        self.c_syscalls += 1
+                        if n <= 0:
+                            break
+                        app_ns = clock_ns(CLOCK_MONOTONIC)
+                        for j in range(n):
+                            b = self.bufs + j * SLOT
+                            if (self.peers[i].kept < self.samples and self.msgs[j].msg_len > 12
+                                    and 128 <= b[0] <= 191 and not 192 <= b[1] <= 223):
+                                self.peers[i].kept += 1
+                                with gil:   # a few per run: keep the raw SRTP for libsrtp
+                                    kept[i].append(PyBytes_FromStringAndSize(
+                                        <char*>b, self.msgs[j].msg_len))
+                            self._datagram(i, self.bufs + j * SLOT, self.msgs[j].msg_len,
+                                           &self.msgs[j].msg_hdr, app_ns, run_id)
+                        if n < BATCH:
+                            break
+        return {
+            "datagrams": self.c_datagrams,
+            "rtp": self.c_rtp,
+            "unique": self.c_unique,
+            "duplicates": self.c_dup,
+            "srtp_auth_failures": self.c_auth,
+            "rtcp": self.c_rtcp,
+            "stun": self.c_stun,
+            "other": self.c_other,
+            "stale": self.c_stale,
+            "misrouted": self.c_misrouted,
+            "malformed": self.c_malformed,
+            "no_kernel_timestamp": self.c_no_stamp,
+            "latency_over_range_kernel": self.c_over_kernel,
+            "latency_over_range_app": self.c_over_app,
+            "wakeups": self.c_wakeups,
+            "recv_calls": self.c_syscalls,
+            "hist_kernel": PyBytes_FromStringAndSize(<char*>self.hist_kernel,
+                                                     HIST_BUCKETS * sizeof(uint32_t)),
+            "hist_app": PyBytes_FromStringAndSize(<char*>self.hist_app,
+                                                  HIST_BUCKETS * sizeof(uint32_t)),
+            "samples": kept,
+        }
