@@ -462,7 +462,6 @@ def _parse_m_line(text: str, index: int, number: int, line: str) -> _Section:
         )
     section = _Section(
         index=index,
-        line_number=number,
         kind=match[1],
         port=_int(match[2], 0, 65535, "port", f"line {number}"),
         protocol=match[3],
@@ -700,26 +699,25 @@ def _choose_codecs(media: OfferMedia) -> list[Codec]:
     vp8 = next((c for c in media.codecs if c.name.lower() == "vp8" and c.clock_rate == 90000), None)
     if vp8 is not None:
         chosen.append(vp8)
-    h264 = [
-        c
-        for c in media.codecs
-        if c.name.lower() == "h264"
-        and c.clock_rate == 90000
-        and c.parameters.get("packetization-mode") == "1"
-    ]
-    for prefix in H264_PROFILE_PREFIXES:
-        match = next(
-            (
-                c
-                for c in h264
-                if c.parameters.get("profile-level-id", "").lower().startswith(prefix)
-            ),
-            None,
-        )
-        if match is not None:
-            chosen.append(match)
-            break
+    h264 = [(rank, c) for c in media.codecs if (rank := _h264_rank(c)) is not None]
+    if h264:
+        chosen.append(min(h264, key=lambda item: item[0])[1])  # first of the best profile
     return chosen
+
+
+def _h264_rank(codec: Codec) -> int | None:
+    """Preference of an H.264 payload type (lower is better), or None if refused."""
+    if codec.name.lower() != "h264" or codec.clock_rate != 90000:
+        return None
+    parameters = codec.parameters
+    # RFC 6184 section 8.1: mode 0 (single NAL unit) cannot carry FU-A fragments.
+    if parameters.get("packetization-mode") != "1":
+        return None
+    profile = parameters.get("profile-level-id", "").lower()
+    for rank, prefix in enumerate(H264_PROFILE_PREFIXES):
+        if profile.startswith(prefix):
+            return rank
+    return None
 
 
 def _remote_media_ssrcs(media: OfferMedia) -> tuple[int, ...]:
