@@ -145,14 +145,15 @@ cdef inline void _xor32(uint8_t* p, uint32_t v) noexcept nogil:
 
 
 cdef bint _profile_params(int profile, ProfileParams* out) noexcept nogil:
+    # key, salt, AEAD?, SRTP tag, SRTCP tag: the table at the top of this file
     if profile == PROFILE_AES128_CM_SHA1_80:
-        out.key_len, out.salt_len, out.aead, out.rtp_tag_len, out.rtcp_tag_len = 16, 14, False, 10, 10
+        out[0] = ProfileParams(16, 14, False, 10, 10)
     elif profile == PROFILE_AES128_CM_SHA1_32:
-        out.key_len, out.salt_len, out.aead, out.rtp_tag_len, out.rtcp_tag_len = 16, 14, False, 4, 10
+        out[0] = ProfileParams(16, 14, False, 4, 10)
     elif profile == PROFILE_AEAD_AES_128_GCM:
-        out.key_len, out.salt_len, out.aead, out.rtp_tag_len, out.rtcp_tag_len = 16, 12, True, 16, 16
+        out[0] = ProfileParams(16, 12, True, GCM_TAG_LEN, GCM_TAG_LEN)
     elif profile == PROFILE_AEAD_AES_256_GCM:
-        out.key_len, out.salt_len, out.aead, out.rtp_tag_len, out.rtcp_tag_len = 32, 12, True, 16, 16
+        out[0] = ProfileParams(32, 12, True, GCM_TAG_LEN, GCM_TAG_LEN)
     else:
         return False
     return True
@@ -219,15 +220,16 @@ cdef bint _aes_cm_prf(const uint8_t* key, int key_len, const uint8_t* salt, int 
 
 cdef bint _derive_session_keys(const ProfileParams* p, const uint8_t* key,
                                const uint8_t* salt, SessionKeys* out) noexcept nogil:
+    cdef int kl = p.key_len, sl = p.salt_len
     cdef bint ok = True
     memset(out, 0, sizeof(SessionKeys))
-    ok = ok and _aes_cm_prf(key, p.key_len, salt, p.salt_len, LABEL_RTP_ENCRYPTION, out.rtp_key, p.key_len)
-    ok = ok and _aes_cm_prf(key, p.key_len, salt, p.salt_len, LABEL_RTP_SALT, out.rtp_salt, p.salt_len)
-    ok = ok and _aes_cm_prf(key, p.key_len, salt, p.salt_len, LABEL_RTCP_ENCRYPTION, out.rtcp_key, p.key_len)
-    ok = ok and _aes_cm_prf(key, p.key_len, salt, p.salt_len, LABEL_RTCP_SALT, out.rtcp_salt, p.salt_len)
+    ok = ok and _aes_cm_prf(key, kl, salt, sl, LABEL_RTP_ENCRYPTION, out.rtp_key, kl)
+    ok = ok and _aes_cm_prf(key, kl, salt, sl, LABEL_RTP_SALT, out.rtp_salt, sl)
+    ok = ok and _aes_cm_prf(key, kl, salt, sl, LABEL_RTCP_ENCRYPTION, out.rtcp_key, kl)
+    ok = ok and _aes_cm_prf(key, kl, salt, sl, LABEL_RTCP_SALT, out.rtcp_salt, sl)
     if not p.aead:
-        ok = ok and _aes_cm_prf(key, p.key_len, salt, p.salt_len, LABEL_RTP_AUTH, out.rtp_auth, AUTH_KEY_LEN)
-        ok = ok and _aes_cm_prf(key, p.key_len, salt, p.salt_len, LABEL_RTCP_AUTH, out.rtcp_auth, AUTH_KEY_LEN)
+        ok = ok and _aes_cm_prf(key, kl, salt, sl, LABEL_RTP_AUTH, out.rtp_auth, AUTH_KEY_LEN)
+        ok = ok and _aes_cm_prf(key, kl, salt, sl, LABEL_RTCP_AUTH, out.rtcp_auth, AUTH_KEY_LEN)
     return ok
 
 
@@ -389,7 +391,8 @@ cdef inline void _window_add(ReplayWindow* w, uint64_t index) noexcept nogil:
 
 # --- the ciphers ------------------------------------------------------------------
 
-cdef inline void _cm_iv(const SrtpKeys* k, uint32_t ssrc, uint64_t index, uint8_t* iv) noexcept nogil:
+cdef inline void _cm_iv(const SrtpKeys* k, uint32_t ssrc, uint64_t index,
+                        uint8_t* iv) noexcept nogil:
     # RFC 3711 4.1.1: IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), where i
     # is the 48-bit SRTP index or the 31-bit SRTCP index.
     memcpy(iv, k.salt, CM_SALT_LEN)
@@ -401,7 +404,8 @@ cdef inline void _cm_iv(const SrtpKeys* k, uint32_t ssrc, uint64_t index, uint8_
     _xor32(iv + 10, <uint32_t>index)
 
 
-cdef inline void _gcm_iv(const SrtpKeys* k, uint32_t ssrc, uint32_t hi, uint32_t lo, uint8_t* iv) noexcept nogil:
+cdef inline void _gcm_iv(const SrtpKeys* k, uint32_t ssrc, uint32_t hi, uint32_t lo,
+                         uint8_t* iv) noexcept nogil:
     # RFC 7714 8.1 (SRTP): IV = (00 00 || SSRC || ROC || SEQ) XOR salt, hi = ROC,
     # lo = SEQ << 16. RFC 7714 9.1 (SRTCP): (00 00 || SSRC || 00 00 || 0 || index)
     # XOR salt, hi = index >> 16, lo = index << 16.
@@ -412,7 +416,8 @@ cdef inline void _gcm_iv(const SrtpKeys* k, uint32_t ssrc, uint32_t hi, uint32_t
     iv[11] ^= <uint8_t>(lo >> 16)
 
 
-cdef inline bint _ctr_xor(const SrtpKeys* k, const uint8_t* iv, uint8_t* data, int n) noexcept nogil:
+cdef inline bint _ctr_xor(const SrtpKeys* k, const uint8_t* iv, uint8_t* data,
+                          int n) noexcept nogil:
     cdef int outl
     if EVP_CipherInit_ex(k.cipher, NULL, NULL, NULL, iv, 1) != 1:
         return False
@@ -776,9 +781,11 @@ cdef class Srtp:
         if not _profile_params(profile, &p):
             raise ValueError(f"unknown SRTP profile 0x{profile:04x}")
         if len(key) != p.key_len:
-            raise ValueError(f"master key must be {p.key_len} bytes for this profile, got {len(key)}")
+            raise ValueError(
+                f"master key must be {p.key_len} bytes for this profile, got {len(key)}")
         if len(salt) != p.salt_len:
-            raise ValueError(f"master salt must be {p.salt_len} bytes for this profile, got {len(salt)}")
+            raise ValueError(
+                f"master salt must be {p.salt_len} bytes for this profile, got {len(salt)}")
         self._free()
         self.profile = profile
         cdef const uint8_t* k = <const uint8_t*><const char*>key

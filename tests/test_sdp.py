@@ -726,7 +726,8 @@ def test_mutated_offer(mutations: list[tuple[int, str, str]]) -> None:
 
 @pytest.mark.netns
 @pytest.mark.timeout(60)
-def test_aiortc_accepts_answer() -> None:
+@pytest.mark.parametrize("data_channel", [False, True])
+def test_aiortc_accepts_answer(data_channel: bool) -> None:
     # setLocalDescription gathers candidates, so this runs in the namespace, with
     # no STUN server (aiortc would use a public one by default).
     async def run() -> None:
@@ -734,9 +735,12 @@ def test_aiortc_accepts_answer() -> None:
         try:
             pc.addTrack(AudioStreamTrack())
             pc.addTrack(VideoStreamTrack())
+            if data_channel:
+                pc.createDataChannel("chat")  # its m-section is rejected
             offer = await pc.createOffer()
             await pc.setLocalDescription(offer)
             result = answer(pc.localDescription.sdp, ip=netns.SERVER_IP)
+            assert [m.rejected for m in result.media] == [False, False, True][: 2 + data_channel]
             await pc.setRemoteDescription(RTCSessionDescription(sdp=result.sdp, type="answer"))
             assert pc.signalingState == "stable"
             transceivers = pc.getTransceivers()

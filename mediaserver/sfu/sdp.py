@@ -886,9 +886,15 @@ def build_answer(
     if offer.bundle is not None:
         lines.append("a=group:BUNDLE " + " ".join(bundle))
     lines.append("a=msid-semantic: WMS")
+    transport = [
+        f"a=ice-ufrag:{ice_ufrag}",
+        f"a=ice-pwd:{ice_pwd}",
+        f"a=fingerprint:sha-256 {fingerprint}",
+        "a=setup:passive",
+    ]
     for media, answer in zip(offer.media, answers):
         if answer.rejected:
-            lines += _rejected_section(media)
+            lines += _rejected_section(media, transport)
             continue
         lines += [
             f"m={media.kind} {port} {RTP_PROTOCOL} "
@@ -896,10 +902,7 @@ def build_answer(
             connection,
             f"a=candidate:1 1 udp {CANDIDATE_PRIORITY} {ip} {port} typ host",
             "a=end-of-candidates",
-            f"a=ice-ufrag:{ice_ufrag}",
-            f"a=ice-pwd:{ice_pwd}",
-            f"a=fingerprint:sha-256 {fingerprint}",
-            "a=setup:passive",
+            *transport,
             f"a=mid:{media.mid}",
         ]
         lines += [f"a=extmap:{ext.id} {ext.uri}" for ext in answer.header_extensions]
@@ -928,14 +931,17 @@ def build_answer(
     )
 
 
-def _rejected_section(media: OfferMedia) -> list[str]:
+def _rejected_section(media: OfferMedia, transport: list[str]) -> list[str]:
     # RFC 3264 section 6 / RFC 8829 section 5.3.1: port 0, one offered format (an
-    # m-line needs one), and the mid so the offerer can match it.
+    # m-line needs one), and the mid so the offerer can match it. The ICE and DTLS
+    # lines are not needed there, but aiortc refuses an answer with any m-section
+    # that lacks them, and Chromium ignores them on a rejected section.
     lines = [
         f"m={media.kind} 0 {media.protocol} {media.formats[0]}",
         "c=IN IP4 0.0.0.0",
+        *transport,
+        f"a=mid:{media.mid}",
     ]
     if "RTP/" in media.protocol:
         lines.append("a=inactive")
-    lines.append(f"a=mid:{media.mid}")
     return lines
