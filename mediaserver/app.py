@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 import uvicorn
 import uvloop
@@ -46,6 +47,15 @@ async def serve(config: Config) -> None:
             lifespan="off",
         )
     )
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        server.should_exit = True
+
+    # uvicorn re-raises the signal it caught once it has shut down; with a
+    # handler of ours in place that ends in a clean exit (0), not a kill.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
     try:
         await server.serve()
     finally:

@@ -253,13 +253,14 @@ class Sfu:
         sub.publishers.discard(pub.id)
 
     def close_session(self, session_id: str, reason: str = "closed") -> None:
-        session = self.sessions.pop(session_id, None)
+        session = self.sessions.get(session_id)
         if session is None:
             return
         for other in list(session.publishers):
             self.disconnect(other, session_id)
         for other in list(session.subscribers):
             self.disconnect(session_id, other)
+        del self.sessions[session_id]
         self.ice.remove_session(session_id)
         self._by_peer.pop(session.peer, None)
         self._router.remove_peer(session.peer)
