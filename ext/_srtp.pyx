@@ -43,10 +43,13 @@ cdef enum:
     RTP_HEADER_LEN = 12
     RTCP_HEADER_LEN = 8          # V/P/RC, PT, length, sender SSRC: never encrypted
     SRTCP_INDEX_LEN = 4          # E flag + 31-bit SRTCP index
-    CM_SALT_LEN = 14             # RFC 3711 4.3.3: 112-bit session salt
+    CM_SALT_LEN = 14             # RFC 3711 4.1.1: 112-bit session salt
     GCM_SALT_LEN = 12            # RFC 7714 8.1: 96-bit salt
-    GCM_TAG_LEN = 16             # RFC 7714 5: 128-bit authentication tag
-    AUTH_KEY_LEN = 20            # RFC 3711 4.3.3: 160-bit HMAC-SHA1 session key
+    GCM_TAG_LEN = 16             # RFC 7714 14.2: 128-bit authentication tag
+    AUTH_KEY_LEN = 20            # RFC 3711 4.2.1: 160-bit HMAC-SHA1 session key
+    # AES-CM counts 2^16 blocks per packet (RFC 3711 4.1.1); a longer packet would
+    # run into the next index's keystream. No UDP datagram comes near this.
+    MAX_PACKET = 1 << 20
     MAX_KEY_LEN = 32
     MAX_OVERHEAD = 20            # GCM SRTCP: tag + E/index
 
@@ -494,7 +497,7 @@ cdef int srtp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity) 
     cdef uint8_t roc[4]
     cdef uint8_t mac[SHA_DIGEST_LENGTH]
     hdr = _rtp_header_len(buf, length)
-    if hdr < 0:
+    if hdr < 0 or length > MAX_PACKET:
         return SRTP_ERR_MALFORMED
     if capacity - length < ctx.rtp_tag_len:
         return SRTP_ERR_NO_SPACE
@@ -543,7 +546,7 @@ cdef int srtp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept nog
     cdef uint8_t mac[SHA_DIGEST_LENGTH]
     end = length - ctx.rtp_tag_len
     hdr = _rtp_header_len(buf, end)
-    if hdr < 0:
+    if hdr < 0 or end > MAX_PACKET:
         return SRTP_ERR_MALFORMED
     seq = _load16(buf + 2)
     ssrc = _load32(buf + 8)
@@ -596,7 +599,7 @@ cdef int srtcp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity)
     cdef uint8_t iv[16]
     cdef uint8_t word[SRTCP_INDEX_LEN]
     cdef uint8_t mac[SHA_DIGEST_LENGTH]
-    if length < RTCP_HEADER_LEN or (buf[0] >> 6) != 2:
+    if length < RTCP_HEADER_LEN or length > MAX_PACKET or (buf[0] >> 6) != 2:
         return SRTP_ERR_MALFORMED
     if capacity - length < trailer_len:
         return SRTP_ERR_NO_SPACE
@@ -606,7 +609,7 @@ cdef int srtcp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity)
     ssrc = _load32(buf + 4)
     _store32(word, (<uint32_t>1 << 31) | index)   # E = 1: we always encrypt
     if ctx.aead:
-        # RFC 7714 9.2: AAD = the 8-byte header || E + index
+        # RFC 7714 9.2: AAD = the 8-byte header || E + index (E = 1)
         _gcm_iv(&ctx.rtcp, ssrc, index, iv)
         status = _gcm_seal(&ctx.rtcp, iv, buf, RTCP_HEADER_LEN, word, SRTCP_INDEX_LEN,
                            buf + RTCP_HEADER_LEN, length - RTCP_HEADER_LEN, buf + length)
@@ -635,9 +638,9 @@ cdef int srtcp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept no
     cdef SrtpStream* st
     cdef uint8_t iv[16]
     cdef uint8_t mac[SHA_DIGEST_LENGTH]
-    if length < RTCP_HEADER_LEN + SRTCP_INDEX_LEN + tag_len or (buf[0] >> 6) != 2:
-        return SRTP_ERR_MALFORMED
     end = length - SRTCP_INDEX_LEN - tag_len
+    if end < RTCP_HEADER_LEN or end > MAX_PACKET or (buf[0] >> 6) != 2:
+        return SRTP_ERR_MALFORMED
     if ctx.aead:
         tag = buf + end
         word = buf + length - SRTCP_INDEX_LEN
@@ -660,7 +663,7 @@ cdef int srtcp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept no
             status = _gcm_open(&ctx.rtcp, iv, buf, RTCP_HEADER_LEN, word, SRTCP_INDEX_LEN,
                                buf + RTCP_HEADER_LEN, end - RTCP_HEADER_LEN, tag)
         else:
-            # RFC 7714 9.3: E = 0, the whole packet is associated data
+            # RFC 7714 9.2: E = 0, the whole packet is associated data
             status = _gcm_open(&ctx.rtcp, iv, buf, end, word, SRTCP_INDEX_LEN, NULL, 0, tag)
         if status < 0:
             return status

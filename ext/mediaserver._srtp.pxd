@@ -61,5 +61,6 @@ cdef int srtp_overhead(int profile) noexcept nogil
 #   protect two DIFFERENT packets with one (SSRC, sequence number): with GCM that
 #   reuses a nonce.
 # - unprotect accepts an SRTCP packet whose E flag is clear (authenticated, not
-#   encrypted: RFC 3711 3.4, RFC 7714 17.3); srtcp_protect always encrypts.
+#   encrypted: RFC 3711 3.4, RFC 7714 9.2); srtcp_protect always encrypts.
+# - Packets over 1 MiB are SRTP_ERR_MALFORMED (AES-CM's per-packet keystream limit).
 # - A context is used from one thread at a time (no locking inside).

@@ -577,6 +577,13 @@ def test_malformed_packets_are_rejected(profile):
     for packet in (b"", RTCP_SR[:7], bytes([0x01]) + RTCP_SR[1:]):
         with pytest.raises(SrtpError, match="^malformed packet$"):
             srtp.protect_rtcp(packet)
+    # AES-CM's keystream for one packet ends at 2^16 blocks: 1 MiB is the cap
+    largest = rtp(3, payload=bytes((1 << 20) - 12))
+    assert srtp.unprotect(srtp.protect(largest)) == largest
+    with pytest.raises(SrtpError, match="^malformed packet$"):
+        srtp.protect(largest + b"\x00")
+    with pytest.raises(SrtpError, match="^malformed packet$"):
+        srtp.protect_rtcp(RTCP_SR + bytes((1 << 20) - len(RTCP_SR) + 1))
     # a bare header with no payload is valid (RFC 3550 allows an empty payload)
     bare = rtp(2)[:12]
     assert srtp.unprotect(srtp.protect(bare)) == bare

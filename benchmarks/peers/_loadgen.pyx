@@ -214,7 +214,7 @@ cdef class Sender:
             self.peers[i].fd = fds[i]
             fill_addr(&self.peers[i].dst, dests[i][0], dests[i][1])
             self.peers[i].ssrc = ssrcs[i]
-            self.peers[i].seq = <uint16_t>(ssrcs[i] * 2654435761)
+            self.peers[i].seq = (ssrcs[i] * 2654435761) & 0xFFFF
             if profile:
                 self.peers[i].ctx = new_context(profile, keys[i])
         memset(self.msgs, 0, sizeof(self.msgs))

@@ -213,14 +213,14 @@ class Sfu:
             local_ufrag=ufrag,
             local_pwd=pwd,
             answer=answer.sdp,
-            dtls=DtlsEndpoint(self.certificate, "server", offer.fingerprints),
+            dtls=DtlsEndpoint(self.certificate, "server", list(answer.remote_fingerprints)),
             tracks=tracks,
             rtcp_ssrc=_random_ssrc(),
             created_at=self._now(),
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
-        self.ice.add_session(session_id, ufrag, pwd, offer.ice_ufrag, now=self._now())
+        self.ice.add_session(session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now())
         self.stats["sessions_created"] += 1
         return session
 

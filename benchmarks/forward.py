@@ -1,0 +1,655 @@
+"""Forwarding benchmark: CPU per forwarded SRTP packet, against a bare C forwarder.
+
+    python -m benchmarks.forward [--pairs 10] [--rate 20000] [--duration 10]
+                                 [--size 1100] [--profile aead-aes-128-gcm]
+                                 [--repeats 1] [--json]
+
+N synthetic publishers and N subscribers on 127.0.0.1, each with its own UDP
+socket, connect to the SFU (running alone in a child process, on uvloop) with
+real ICE (STUN Binding + USE-CANDIDATE), DTLS (the server is the DTLS server)
+and SRTP with the negotiated profile and exported keys; publisher i is
+forwarded to subscriber i. The generator offers a fixed total packet rate,
+round robin over the publishers, for a fixed time; each payload carries a
+sequence number and its send time, so the subscribers (which SRTP-unprotect
+everything with their own contexts) measure loss and one-way latency.
+
+In the same run, the same load (plain RTP of the same size on the wire) goes
+through benchmarks/peers/bare_forwarder.c (recvmmsg -> sendmmsg, no crypto),
+compiled here with gcc -O2: the floor. Each process's CPU is its utime+stime
+from /proc/PID/stat over the run, divided by the packets it forwarded; the
+headline figure is the ratio server / baseline (BENCHMARKS.md: <= 1.4).
+
+Latency is the subscriber socket's kernel receive timestamp (SO_TIMESTAMPNS)
+minus the send time stamped into the packet just before it was protected: the
+server's whole trip, not the receiving loop's wake-up delay (reported apart as
+"app" latency).
+
+Everything stays on loopback, every run stops by itself (bounded time and
+packet counts), and the child processes die with this one (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import math
+import os
+import select
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.peers import loadgen
+from benchmarks.peers.webrtc import (
+    LOOPBACK,
+    SOCKET_BUFFER,
+    VIDEO_PT,
+    ConsentKeeper,
+    SyntheticPeer,
+    check_loopback,
+    drain,
+    handshake,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FORWARDER_SOURCE = Path(__file__).resolve().parent / "peers" / "bare_forwarder.c"
+
+PROFILES = {
+    "aead-aes-128-gcm": 0x0007,
+    "aes-cm-128-hmac-sha1-80": 0x0001,
+    "aead-aes-256-gcm": 0x0008,
+}
+PROFILE_NAMES = {v: k for k, v in PROFILES.items()}
+# Below this many clock ticks of CPU (10 ms each), utime+stime is too coarse for
+# a per-packet figure and the schedstat run time (ns) is used for both sides.
+MIN_TICKS = 50
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchmarkError(RuntimeError):
+    """The benchmark could not run (a child failed, a handshake timed out...)."""
+
+
+# ---- CPU accounting -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cpu:
+    stat: float
+    """utime + stime of every thread, seconds (/proc/PID/stat, clock ticks)."""
+    sched: float
+    """Run time of every thread, seconds (/proc/PID/task/*/schedstat, ns)."""
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.stat - other.stat, self.sched - other.sched)
+
+
+def process_cpu(pid: int) -> Cpu:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15
+    ticks = int(fields[11]) + int(fields[12])
+    sched_ns = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                sched_ns += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just exited
+    return Cpu(ticks / CLK_TCK, sched_ns / 1e9)
+
+
+# ---- child processes ------------------------------------------------------------
+
+
+def _read_line(stream: Any, timeout: float, what: str) -> str:
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise BenchmarkError(f"{what}: no answer within {timeout} s")
+    line = stream.readline()
+    if not line:
+        raise BenchmarkError(f"{what}: the process exited")
+    return line
+
+
+class ServerProcess:
+    """benchmarks/sfu_harness.py in a child process: the SFU under test."""
+
+    def __init__(self, asyncio_loop: bool = False) -> None:
+        self.stderr = tempfile.TemporaryFile()
+        args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
+        if asyncio_loop:
+            args.append("--asyncio")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+        )
+        try:
+            hello = json.loads(_read_line(self.proc.stdout, 30, "SFU harness start"))
+        except (BenchmarkError, ValueError) as exc:
+            self.close()
+            raise BenchmarkError(f"{exc}\n{self.errors()}") from None
+        self.pid = int(hello["pid"])
+        self.port = int(hello["port"])
+        self.loop = hello.get("loop", "?")
+
+    def errors(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")[-4000:]
+
+    def request(self, op: str, **kwargs: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
+            self.proc.stdin.flush()
+            reply = json.loads(_read_line(self.proc.stdout, 30, f"SFU harness {op}"))
+        except (BenchmarkError, BrokenPipeError, ValueError) as exc:
+            raise BenchmarkError(f"{exc}\n{self.errors()}") from None
+        if not reply.get("ok"):
+            raise BenchmarkError(f"SFU harness {op}: {reply.get('error')}")
+        return reply
+
+    def counters(self) -> dict[str, Any]:
+        counters = self.request("counters")["counters"]
+        return {
+            "forwarded": int(counters["forwarded_packets"]),
+            "received": int(counters["rx_datagrams"]),
+            "drops": {k: int(v) for k, v in counters["drops"].items() if isinstance(v, int)},
+        }
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()  # type: ignore[union-attr]
+        self.stderr.close()
+
+
+def build_forwarder(directory: str) -> str:
+    gcc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
+    if gcc is None:
+        raise BenchmarkError("no C compiler (gcc) to build the bare forwarder")
+    exe = os.path.join(directory, "bare_forwarder")
+    proc = subprocess.run(
+        [gcc, "-O2", "-o", exe, str(FORWARDER_SOURCE)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise BenchmarkError(f"building bare_forwarder.c failed:\n{proc.stderr}")
+    return exe
+
+
+class ForwarderProcess:
+    """The bare C forwarder: 127.0.0.1:src -> 127.0.0.1:dst for each pair."""
+
+    def __init__(self, exe: str, pairs: list[tuple[int, int]], max_seconds: int) -> None:
+        self.proc = subprocess.Popen(
+            [exe, str(max_seconds), *(f"{s}:{d}" for s, d in pairs)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = _read_line(self.proc.stdout, 10, "bare forwarder start")
+        except BenchmarkError:
+            self.close()
+            raise
+        self.pid = self.proc.pid
+        self.port = int(line.split()[1])
+
+    def counters(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write("stats\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise BenchmarkError("the bare forwarder exited") from None
+        fields = _read_line(self.proc.stdout, 10, "bare forwarder stats").split()
+        received, forwarded, unmapped, send_failed, _ = (int(x) for x in fields[1:6])
+        return {
+            "forwarded": forwarded,
+            "received": received,
+            "drops": {"unmapped": unmapped, "send_failed": send_failed},
+        }
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(Exception):
+            self.proc.stdout.close()  # type: ignore[union-attr]
+
+
+# ---- one measured run -------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """What one phase loads: a forwarder process and the generator's two halves."""
+
+    name: str
+    pid: int
+    counters: Callable[[], dict[str, Any]]
+    sender: Any  # loadgen.Sender
+    receiver: Any  # loadgen.Receiver
+    pairs: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_once(target: Target, run_id: int, rate: float, duration: float, tick: float, grace: float) -> dict[str, Any]:
+    total = max(1, round(rate * duration))
+    per_receiver = math.ceil(total / target.pairs) + 1
+    ctrl_r, ctrl_w = os.pipe()
+    received: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            received.update(target.receiver.run(run_id, per_receiver, ctrl_r, 2 * duration + grace + 10))
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=receive, name=f"receive-{target.name}", daemon=True)
+    stopped = False
+    try:
+        before = target.counters()
+        cpu0 = process_cpu(target.pid)
+        gen0 = process_cpu(os.getpid())
+        thread.start()
+        sent = target.sender.run(run_id, rate, total, tick)
+        os.write(ctrl_w, struct.pack("=qq", sent["sent"], time.monotonic_ns() + int(grace * 1e9)))
+        stopped = True
+        thread.join()
+        cpu = process_cpu(target.pid) - cpu0
+        gen = process_cpu(os.getpid()) - gen0
+        after = target.counters()
+    finally:
+        if not stopped:
+            with contextlib.suppress(OSError):
+                os.write(ctrl_w, struct.pack("=qq", 0, 0))  # stop the receiver now
+            thread.join(timeout=5)
+        os.close(ctrl_w)
+        os.close(ctrl_r)
+    if errors:
+        raise errors[0]
+
+    forwarded = after["forwarded"] - before["forwarded"]
+    drops = {k: v - before["drops"].get(k, 0) for k, v in after["drops"].items()}
+    elapsed = sent["elapsed"] or duration
+    unique = received["unique"]
+    p50, p99, p999 = loadgen.percentiles(received["hist_kernel"], (50, 99, 99.9))
+    a50, a99 = loadgen.percentiles(received["hist_app"], (50, 99))
+    return {
+        "target": target.name,
+        "run_id": run_id,
+        "sent": sent["sent"],
+        "elapsed_s": elapsed,
+        "offered_pps": sent["sent"] / elapsed,
+        "received": unique,
+        "forwarded_pps": unique / elapsed,
+        "loss": 1 - unique / sent["sent"] if sent["sent"] else 0.0,
+        "forwarded": forwarded,
+        "drops": {k: v for k, v in drops.items() if v},
+        "cpu_s": cpu.stat,
+        "cpu_sched_s": cpu.sched,
+        "generator_cpu_sched_s": gen.sched,
+        "latency_p50_us": p50,
+        "latency_p99_us": p99,
+        "latency_p999_us": p999,
+        "app_latency_p50_us": a50,
+        "app_latency_p99_us": a99,
+        "srtp_auth_failures": received["srtp_auth_failures"],
+        "misrouted": received["misrouted"],
+        "duplicates": received["duplicates"],
+        "malformed": received["malformed"],
+        "stale": received["stale"],
+        "rtcp_received": received["rtcp"],
+        "send_errors": sent["send_errors"] + sent["protect_errors"],
+        "generator_max_lag_ms": sent["max_lag"] * 1e3,
+        "samples": received["samples"],
+    }
+
+
+def per_packet(run: dict[str, Any], source: str) -> float | None:
+    cpu = run["cpu_s"] if source == "stat" else run["cpu_sched_s"]
+    return cpu * 1e6 / run["forwarded"] if run["forwarded"] else None
+
+
+# ---- summary ------------------------------------------------------------------------
+
+
+def spread(values: list[float | None]) -> tuple[float | None, float | None, float | None]:
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return None, None, None
+    return statistics.median(vs), min(vs), max(vs)
+
+
+def summarize(server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    runs = server + baseline
+    ticks = min(r["cpu_s"] for r in runs) * CLK_TCK
+    source = "stat" if ticks >= MIN_TICKS else "schedstat"
+    out: dict[str, Any] = dict(meta)
+    out["cpu_source"] = source
+    for prefix, rs in (("", server), ("baseline_", baseline)):
+        for key in (
+            "forwarded_pps",
+            "offered_pps",
+            "loss",
+            "latency_p50_us",
+            "latency_p99_us",
+            "latency_p999_us",
+            "app_latency_p50_us",
+            "app_latency_p99_us",
+        ):
+            med, lo, hi = spread([r[key] for r in rs])
+            out[prefix + key] = med
+            out[prefix + key + "_min"] = lo
+            out[prefix + key + "_max"] = hi
+        name = "server_cpu_us_per_packet" if not prefix else "baseline_cpu_us_per_packet"
+        med, lo, hi = spread([per_packet(r, source) for r in rs])
+        out[name], out[name + "_min"], out[name + "_max"] = med, lo, hi
+        med, lo, hi = spread([r["generator_cpu_sched_s"] * 1e6 / r["sent"] if r["sent"] else None for r in rs])
+        out[prefix + "generator_cpu_us_per_packet"] = med
+    ratios = []
+    for s, b in zip(server, baseline):
+        sp, bp = per_packet(s, source), per_packet(b, source)
+        ratios.append(sp / bp if sp is not None and bp else None)
+    out["ratio"], out["ratio_min"], out["ratio_max"] = spread(ratios)
+    out["srtp_auth_failures"] = sum(r["srtp_auth_failures"] for r in server)
+    out["misrouted"] = sum(r["misrouted"] + r["duplicates"] for r in runs)
+    out["server_drops"] = _sum_drops(server)
+    out["baseline_drops"] = _sum_drops(baseline)
+    out["runs"] = [{k: v for k, v in r.items() if k != "samples"} for r in runs]
+    return out
+
+
+def _sum_drops(runs: list[dict[str, Any]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for r in runs:
+        for k, v in r["drops"].items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _cell(s: dict[str, Any], key: str, spec: str, repeats: int) -> str:
+    text = _fmt(s[key], spec)
+    if repeats > 1 and s.get(key + "_min") is not None:
+        text += f" [{_fmt(s[key + '_min'], spec)}-{_fmt(s[key + '_max'], spec)}]"
+    return text
+
+
+def print_table(s: dict[str, Any]) -> None:
+    repeats = s["repeats"]
+    rows = [
+        ("offered pps", "offered_pps", ".0f"),
+        ("forwarded pps", "forwarded_pps", ".0f"),
+        ("loss %", "loss", ".3%"),
+        ("latency p50 us", "latency_p50_us", ".0f"),
+        ("latency p99 us", "latency_p99_us", ".0f"),
+        ("CPU us/packet", "cpu_us_per_packet", ".2f"),
+    ]
+    title = (
+        f"forwarding: {s['pairs']} pairs, {s['target_pps']:.0f} packets/s for {s['duration']} s, "
+        f"{s['payload_size']}-byte payloads ({s['packet_size']} bytes on the wire), "
+        f"{s['profile']}, {repeats} repeat(s), CPU from {s['cpu_source']}"
+    )
+    print(title)
+    header = ["", f"mediaserver ({s['server_loop']})", "bare C forwarder"]
+    table = [header]
+    for label, key, spec in rows:
+        if key == "loss":
+            fmt = lambda p: _cell({k: (v * 100 if isinstance(v, float) else v) for k, v in s.items()}, p + "loss", ".3f", repeats)  # noqa: E731
+            table.append([label, fmt(""), fmt("baseline_")])
+            continue
+        if key == "cpu_us_per_packet":
+            table.append([label, _cell(s, "server_cpu_us_per_packet", spec, repeats),
+                          _cell(s, "baseline_cpu_us_per_packet", spec, repeats)])
+            continue
+        table.append([label, _cell(s, key, spec, repeats), _cell(s, "baseline_" + key, spec, repeats)])
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    for row in table:
+        print("  " + row[0].ljust(widths[0]) + "  " + row[1].rjust(widths[1]) + "  " + row[2].rjust(widths[2]))
+    print(f"ratio server/baseline CPU per packet: {_cell(s, 'ratio', '.2f', repeats)}")
+    notes = []
+    if s["srtp_auth_failures"]:
+        notes.append(f"{s['srtp_auth_failures']} SRTP auth failures at the subscribers")
+    if s["misrouted"]:
+        notes.append(f"{s['misrouted']} misrouted or duplicate packets")
+    check = s.get("libsrtp_check") or {}
+    if check.get("available"):
+        notes.append(f"libsrtp check of forwarded packets: {check['ok']}/{check['checked']} ok")
+    if s["server_drops"]:
+        notes.append(f"server drops: {s['server_drops']}")
+    if s["baseline_drops"]:
+        notes.append(f"baseline drops: {s['baseline_drops']}")
+    notes.append(
+        f"generator CPU: {_fmt(s['generator_cpu_us_per_packet'], '.2f')} us/packet (SRTP), "
+        f"{_fmt(s['baseline_generator_cpu_us_per_packet'], '.2f')} (plain)"
+    )
+    for note in notes:
+        print("  " + note)
+
+
+# ---- main ------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.forward",
+        description="CPU per forwarded SRTP packet: the SFU against a bare C forwarder, same load.",
+    )
+    parser.add_argument("--pairs", type=int, default=10, help="publisher/subscriber pairs (default 10)")
+    parser.add_argument("--rate", type=float, default=20000, help="packets/s offered in all (default 20000)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
+    parser.add_argument("--size", type=int, default=1100, help="RTP payload bytes (default 1100)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="aead-aes-128-gcm",
+                        help="SRTP profile the peers offer (the only one, so the server takes it)")
+    parser.add_argument("--repeats", type=int, default=1, help="measured runs of each (medians reported)")
+    parser.add_argument("--tick", type=float, default=0.001,
+                        help="generator pacing: a burst every TICK seconds (default 0.001)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before (default 0.5)")
+    parser.add_argument("--grace", type=float, default=0.5,
+                        help="seconds to wait for late packets after the last send (default 0.5)")
+    parser.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
+                        help="add an Opus m-section to the offers (default on; no audio is sent)")
+    parser.add_argument("--asyncio", action="store_true", help="run the SFU on the stdlib loop, not uvloop")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    args = parser.parse_args(argv)
+    if args.pairs < 1 or args.rate <= 0 or args.duration <= 0 or args.repeats < 1:
+        parser.error("--pairs, --rate, --duration and --repeats must be positive")
+    if args.rate * args.duration > 50_000_000:
+        parser.error("more than 50 million packets per run: lower --rate or --duration")
+    if not 36 <= args.size <= 1400:
+        parser.error("--size must be within 36..1400 (the payload carries a 36-byte stamp)")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from mediaserver._srtp import Srtp
+    from mediaserver.sfu.dtls import DtlsCertificate
+
+    module = loadgen.load()
+    profile = PROFILES[args.profile]
+    longest = args.repeats * 2 * (args.duration * 2 + args.grace + 12) + 120
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="msbench-"))
+        exe = build_forwarder(tmp)
+
+        # -- the SFU, and the peers it serves
+        server = ServerProcess(asyncio_loop=args.asyncio)
+        stack.callback(server.close)
+        certificate = DtlsCertificate.generate()
+        senders = [SyntheticPeer(i, "send", certificate, (profile,), args.audio) for i in range(args.pairs)]
+        receivers = [SyntheticPeer(i, "recv", certificate, (profile,), args.audio) for i in range(args.pairs)]
+        peers = senders + receivers
+        for peer in peers:
+            stack.callback(peer.close)
+        for peer in peers:
+            reply = server.request("create", offer=peer.offer())
+            peer.accept(reply["id"], reply["answer"])
+        handshake(peers, timeout=max(20.0, 0.2 * len(peers)))
+        for s, r in zip(senders, receivers):
+            server.request("connect", pub=s.session_id, sub=r.session_id)
+        deadline = time.monotonic() + 10
+        while True:
+            states = server.request("sessions")["sessions"]
+            if all(states.get(p.session_id) == "connected" for p in peers):
+                break
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"sessions not connected on the server: {states}")
+            time.sleep(0.05)
+        consent = ConsentKeeper(peers, interval=5.0)
+        consent.start()
+        stack.callback(consent.stop)
+        drain(peers)
+
+        keys = [p.keys for p in peers]
+        assert all(k is not None and k.profile == profile for k in keys), "negotiated another profile"
+        probe = bytes([0x80, VIDEO_PT]) + bytes(10) + bytes(args.size)
+        k0 = senders[0].keys
+        assert k0 is not None
+        tag = len(Srtp(profile, k0.tx_key, k0.tx_salt).protect(probe)) - len(probe)
+        for peer in peers:
+            assert peer.server_addr is not None
+            check_loopback(peer.server_addr[0])
+        server_target = Target(
+            name="mediaserver",
+            pid=server.pid,
+            counters=server.counters,
+            sender=module.Sender(
+                [p.sock.fileno() for p in senders],
+                [p.server_addr for p in senders],
+                [p.video_ssrc for p in senders],
+                VIDEO_PT,
+                args.size,
+                profile,
+                [(p.keys.tx_key, p.keys.tx_salt) for p in senders],  # type: ignore[union-attr]
+            ),
+            receiver=module.Receiver(
+                [p.sock.fileno() for p in receivers],
+                profile,
+                [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],  # type: ignore[union-attr]
+                4,
+            ),
+            pairs=args.pairs,
+        )
+
+        # -- the floor: plain RTP, same size on the wire, through the bare forwarder
+        plain_senders, plain_receivers = [], []
+        for opt, group in ((socket.SO_SNDBUF, plain_senders), (socket.SO_RCVBUF, plain_receivers)):
+            for _ in range(args.pairs):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                stack.callback(sock.close)
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+                sock.bind((LOOPBACK, 0))
+                sock.setblocking(False)
+                group.append(sock)
+        forwarder = ForwarderProcess(
+            exe,
+            [(s.getsockname()[1], r.getsockname()[1]) for s, r in zip(plain_senders, plain_receivers)],
+            max_seconds=int(longest),
+        )
+        stack.callback(forwarder.close)
+        baseline_target = Target(
+            name="bare forwarder",
+            pid=forwarder.pid,
+            counters=forwarder.counters,
+            sender=module.Sender(
+                [s.fileno() for s in plain_senders],
+                [(LOOPBACK, forwarder.port)] * args.pairs,
+                [p.video_ssrc for p in senders],
+                VIDEO_PT,
+                args.size,
+                0,
+                None,
+                tag,
+            ),
+            receiver=module.Receiver([s.fileno() for s in plain_receivers], 0),
+            pairs=args.pairs,
+        )
+
+        run_id = 1
+        if args.warmup > 0:
+            for target in (server_target, baseline_target):
+                run_once(target, run_id, args.rate, args.warmup, args.tick, args.grace)
+                run_id += 1
+        for repeat in range(args.repeats):
+            order = (server_target, baseline_target) if repeat % 2 == 0 else (baseline_target, server_target)
+            for target in order:
+                result = run_once(target, run_id, args.rate, args.duration, args.tick, args.grace)
+                run_id += 1
+                result["repeat"] = repeat
+                target.results.append(result)
+
+        check = loadgen.check_with_libsrtp(
+            server_target.results[0]["samples"],
+            profile,
+            [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],  # type: ignore[union-attr]
+        )
+        meta = {
+            "pairs": args.pairs,
+            "target_pps": args.rate,
+            "duration": args.duration,
+            "payload_size": args.size,
+            "packet_size": 12 + args.size + tag,
+            "profile": args.profile,
+            "repeats": args.repeats,
+            "tick_ms": args.tick * 1e3,
+            "server_loop": server.loop,
+            "libsrtp_check": check,
+            "consent_checks_sent": consent.sent,
+        }
+        return summarize(server_target.results, baseline_target.results, meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print_table(summary)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
