@@ -110,6 +110,20 @@ def process_cpu(pid: int) -> Cpu:
     return Cpu(ticks / CLK_TCK, sched_ns / 1e9)
 
 
+def udp_drops(ports: set[int]) -> dict[int, int]:
+    """The kernel's drop count (receive buffer full...) of the UDP sockets bound
+    to these local ports, from /proc/net/udp: says where lost packets were lost."""
+    drops = dict.fromkeys(ports, 0)
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if port in drops:
+                drops[port] += int(fields[-1])
+    return drops
+
+
 # ---- child processes ------------------------------------------------------------
 
 
@@ -261,6 +275,9 @@ class Target:
     sender: Any  # loadgen.Sender
     receiver: Any  # loadgen.Receiver
     pairs: int
+    port: int
+    """The forwarder's UDP port."""
+    receiver_ports: set[int]
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -281,6 +298,8 @@ def run_once(target: Target, run_id: int, rate: float, duration: float, tick: fl
     stopped = False
     try:
         before = target.counters()
+        ports = {target.port} | target.receiver_ports
+        drops0 = udp_drops(ports)
         cpu0 = process_cpu(target.pid)
         gen0 = process_cpu(os.getpid())
         thread.start()
@@ -290,6 +309,7 @@ def run_once(target: Target, run_id: int, rate: float, duration: float, tick: fl
         thread.join()
         cpu = process_cpu(target.pid) - cpu0
         gen = process_cpu(os.getpid()) - gen0
+        drops1 = udp_drops(ports)
         after = target.counters()
     finally:
         if not stopped:
@@ -318,6 +338,8 @@ def run_once(target: Target, run_id: int, rate: float, duration: float, tick: fl
         "loss": 1 - unique / sent["sent"] if sent["sent"] else 0.0,
         "forwarded": forwarded,
         "drops": {k: v for k, v in drops.items() if v},
+        "kernel_drops_forwarder_socket": drops1[target.port] - drops0[target.port],
+        "kernel_drops_receiver_sockets": sum(drops1[p] - drops0[p] for p in target.receiver_ports),
         "cpu_s": cpu.stat,
         "cpu_sched_s": cpu.sched,
         "generator_cpu_sched_s": gen.sched,
@@ -388,6 +410,11 @@ def summarize(server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta
     out["misrouted"] = sum(r["misrouted"] + r["duplicates"] for r in runs)
     out["server_drops"] = _sum_drops(server)
     out["baseline_drops"] = _sum_drops(baseline)
+    for prefix, rs in (("", server), ("baseline_", baseline)):
+        out[prefix + "kernel_drops"] = {
+            "forwarder_socket": sum(r["kernel_drops_forwarder_socket"] for r in rs),
+            "receiver_sockets": sum(r["kernel_drops_receiver_sockets"] for r in rs),
+        }
     out["runs"] = [{k: v for k, v in r.items() if k != "samples"} for r in runs]
     return out
 
@@ -455,6 +482,13 @@ def print_table(s: dict[str, Any]) -> None:
         notes.append(f"server drops: {s['server_drops']}")
     if s["baseline_drops"]:
         notes.append(f"baseline drops: {s['baseline_drops']}")
+    for prefix, name in (("", "server"), ("baseline_", "bare forwarder")):
+        kd = s[prefix + "kernel_drops"]
+        if kd["forwarder_socket"] or kd["receiver_sockets"]:
+            notes.append(
+                f"{name}: kernel dropped {kd['forwarder_socket']} at its socket (it fell behind), "
+                f"{kd['receiver_sockets']} at the subscribers' sockets (the generator fell behind)"
+            )
     notes.append(
         f"generator CPU: {_fmt(s['generator_cpu_us_per_packet'], '.2f')} us/packet (SRTP), "
         f"{_fmt(s['baseline_generator_cpu_us_per_packet'], '.2f')} (plain)"
@@ -565,6 +599,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 4,
             ),
             pairs=args.pairs,
+            port=server.port,
+            receiver_ports={p.port for p in receivers},
         )
 
         # -- the floor: plain RTP, same size on the wire, through the bare forwarder
@@ -599,13 +635,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ),
             receiver=module.Receiver([s.fileno() for s in plain_receivers], 0),
             pairs=args.pairs,
+            port=forwarder.port,
+            receiver_ports={s.getsockname()[1] for s in plain_receivers},
         )
 
         run_id = 1
+        samples = None  # the subscribers' first SRTP packets (rollover counter 0)
         if args.warmup > 0:
             for target in (server_target, baseline_target):
-                run_once(target, run_id, args.rate, args.warmup, args.tick, args.grace)
+                result = run_once(target, run_id, args.rate, args.warmup, args.tick, args.grace)
                 run_id += 1
+                if target is server_target:
+                    samples = result["samples"]
         for repeat in range(args.repeats):
             order = (server_target, baseline_target) if repeat % 2 == 0 else (baseline_target, server_target)
             for target in order:
@@ -613,9 +654,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 run_id += 1
                 result["repeat"] = repeat
                 target.results.append(result)
+                if samples is None and target is server_target:
+                    samples = result["samples"]
 
         check = loadgen.check_with_libsrtp(
-            server_target.results[0]["samples"],
+            samples,
             profile,
             [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],  # type: ignore[union-attr]
         )
