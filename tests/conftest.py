@@ -1,4 +1,7 @@
+import asyncio
+
 import pytest
+import uvloop
 
 from mediaserver import netns
 
@@ -12,3 +15,9 @@ def _require_netns(request):
             "needs the private network namespace: run `make test` "
             "or `python -m mediaserver.netns -- pytest`"
         )
+
+
+def pytest_asyncio_loop_factories(config, item):
+    if item.get_closest_marker("both_loops"):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}

@@ -57,11 +57,21 @@ class FrameCounter:
 class AiortcPeer:
     """An aiortc RTCPeerConnection sending audio+video and counting what it receives."""
 
-    def __init__(self, width: int = 320, height: int = 240, audio: bool = True) -> None:
+    def __init__(
+        self, width: int = 320, height: int = 240, audio: bool = True, video_codec: str | None = None
+    ) -> None:
         # no ICE servers: aiortc's default is a public STUN server
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.video = PatternVideoTrack(width, height)
         self.pc.addTrack(self.video)
+        if video_codec is not None:
+            from aiortc import RTCRtpSender
+
+            codecs = RTCRtpSender.getCapabilities("video").codecs
+            (transceiver,) = [t for t in self.pc.getTransceivers() if t.kind == "video"]
+            transceiver.setCodecPreferences(
+                [c for c in codecs if c.mimeType.lower() == f"video/{video_codec.lower()}"]
+            )
         if audio:
             self.pc.addTrack(AudioStreamTrack())
         self.received: dict[str, FrameCounter] = {}

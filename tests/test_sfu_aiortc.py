@@ -6,7 +6,8 @@ from mediaserver.netns import SERVER_IP
 from mediaserver.sfu.server import SessionConnected, Sfu, SfuConfig
 from tests.peers import AiortcPeer, wait_for
 
-pytestmark = pytest.mark.netns
+# the server runs on uvloop in production; these run on it and on the stdlib loop
+pytestmark = [pytest.mark.netns, pytest.mark.both_loops]
 
 
 @pytest.fixture
@@ -70,6 +71,19 @@ async def test_video_survives_5_percent_loss_with_nacks(sfu, leg):
             assert counters["retransmitted"] > 0
         else:
             assert counters["nack_relayed"] > 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_h264_is_forwarded(sfu):
+    a = AiortcPeer(320, 240, audio=False, video_codec="H264")
+    b = AiortcPeer(320, 240, audio=False, video_codec="H264")
+    try:
+        sa, sb = await connect_pair(sfu, a, b)
+        assert [c.name for c in sa.tracks["video"].codecs] == ["H264"]
+        assert await wait_for(lambda: min(a.frames("video"), b.frames("video")) >= 20, timeout=30)
+        assert b.received["video"].sizes == {(320, 240)}
     finally:
         await a.close()
         await b.close()
