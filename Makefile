@@ -24,14 +24,15 @@ $(VENV)/.test-installed: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/mediaserver $(ARGS)
 
-# Rebuild the Cython extensions in place after editing ext/
+# Rebuild the Cython extensions in place after editing ext/ (make run/test do it
+# too, through the editable install, whenever ext/ changed)
 build: $(VENV)/.installed
+	$(PY) -m pip install -q 'Cython~=3.1'
 	$(PY) setup.py -q build_ext --inplace
 
 # Every test runs inside a private network namespace (mediaserver.netns), so the
 # WebRTC peers can reach nothing but addresses the tests made themselves.
 test: $(VENV)/.test-installed
-	$(PY) setup.py -q build_ext --inplace
 	$(PY) -m mediaserver.netns -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed

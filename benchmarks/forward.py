@@ -38,6 +38,7 @@ import math
 import os
 import select
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -678,8 +679,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return summarize(server_target.results, baseline_target.results, meta)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup, as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = run(args)
     except BenchmarkError as exc:

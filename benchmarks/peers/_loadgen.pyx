@@ -97,6 +97,9 @@ cdef extern from "<poll.h>" nogil:
 cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void* buf, size_t n)
 
+cdef extern from "Python.h":
+    int PyErr_CheckSignals()    # no `except`: the error is raised by _pending() below
+
 cdef extern from "<errno.h>" nogil:
     int errno
     int EINTR
@@ -109,6 +112,11 @@ cdef enum:
     CMSG_SLOT = 64          # >= CMSG_SPACE(sizeof(struct timespec))
     HIST_BUCKETS = 200000   # latency histogram: 1 us buckets up to 200 ms
     MAGIC = 0x4D534246      # "MSBF"
+
+cdef int _pending() except -1:
+    """Propagate the exception a signal handler left (Ctrl-C in a nogil loop)."""
+    return -1
+
 
 cdef inline int64_t clock_ns(int clk) noexcept nogil:
     cdef timespec ts
@@ -290,7 +298,8 @@ cdef class Sender:
             far behind schedule the sender fell), wakeups.
         """
         cdef int64_t t0, now, due, sent = 0, limit, tick_ns, next_wake, lag, max_lag = 0
-        cdef int64_t per_wake_cap, burst, g, stop_at
+        cdef int64_t per_wake_cap, burst, g, stop_at, next_signal_check
+        cdef int interrupted = 0
         cdef uint64_t errors[2]
         cdef uint64_t wakeups = 0
         cdef int i, k, c, first
@@ -313,10 +322,17 @@ cdef class Sender:
             t0 = clock_ns(CLOCK_MONOTONIC)
             stop_at = t0 + <int64_t>(max_seconds * 1e9)
             next_wake = t0
+            next_signal_check = t0
             while sent < total:
                 now = clock_ns(CLOCK_MONOTONIC)
                 if now >= stop_at:
                     break
+                if now >= next_signal_check:
+                    next_signal_check = now + 50000000
+                    with gil:
+                        interrupted = PyErr_CheckSignals()
+                    if interrupted:
+                        break
                 wakeups += 1
                 due = <int64_t>((now - t0) / period_ns) + 1
                 if due > total:
@@ -351,6 +367,8 @@ cdef class Sender:
                 clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)
             now = clock_ns(CLOCK_MONOTONIC)
         free(counts)
+        if interrupted:
+            _pending()
         return {
             "sent": sent,
             "elapsed": (now - t0) / 1e9,
