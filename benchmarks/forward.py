@@ -47,9 +47,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmarks.peers import loadgen
 from benchmarks.peers.webrtc import (
@@ -282,7 +283,9 @@ class Target:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_once(target: Target, run_id: int, rate: float, duration: float, tick: float, grace: float) -> dict[str, Any]:
+def run_once(
+    target: Target, run_id: int, rate: float, duration: float, tick: float, grace: float
+) -> dict[str, Any]:
     total = max(1, round(rate * duration))
     per_receiver = math.ceil(total / target.pairs) + 1
     ctrl_r, ctrl_w = os.pipe()
@@ -291,7 +294,9 @@ def run_once(target: Target, run_id: int, rate: float, duration: float, tick: fl
 
     def receive() -> None:
         try:
-            received.update(target.receiver.run(run_id, per_receiver, ctrl_r, 2 * duration + grace + 10))
+            received.update(
+                target.receiver.run(run_id, per_receiver, ctrl_r, 2 * duration + grace + 10)
+            )
         except BaseException as exc:  # reported in the main thread
             errors.append(exc)
 
@@ -376,7 +381,9 @@ def spread(values: list[float | None]) -> tuple[float | None, float | None, floa
     return statistics.median(vs), min(vs), max(vs)
 
 
-def summarize(server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+def summarize(
+    server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta: dict[str, Any]
+) -> dict[str, Any]:
     runs = server + baseline
     ticks = min(r["cpu_s"] for r in runs) * CLK_TCK
     source = "stat" if ticks >= MIN_TICKS else "schedstat"
@@ -400,7 +407,9 @@ def summarize(server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta
         name = "server_cpu_us_per_packet" if not prefix else "baseline_cpu_us_per_packet"
         med, lo, hi = spread([per_packet(r, source) for r in rs])
         out[name], out[name + "_min"], out[name + "_max"] = med, lo, hi
-        med, lo, hi = spread([r["generator_cpu_sched_s"] * 1e6 / r["sent"] if r["sent"] else None for r in rs])
+        med, lo, hi = spread(
+            [r["generator_cpu_sched_s"] * 1e6 / r["sent"] if r["sent"] else None for r in rs]
+        )
         out[prefix + "generator_cpu_us_per_packet"] = med
     ratios = []
     for s, b in zip(server, baseline):
@@ -428,49 +437,40 @@ def _sum_drops(runs: list[dict[str, Any]]) -> dict[str, int]:
     return total
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
 
 
-def _cell(s: dict[str, Any], key: str, spec: str, repeats: int) -> str:
-    text = _fmt(s[key], spec)
-    if repeats > 1 and s.get(key + "_min") is not None:
-        text += f" [{_fmt(s[key + '_min'], spec)}-{_fmt(s[key + '_max'], spec)}]"
+def _cell(s: dict[str, Any], key: str, spec: str, scale: float = 1.0) -> str:
+    """The median, and [min-max] when there were several runs."""
+    text = _fmt(s[key], spec, scale)
+    if s["repeats"] > 1 and s.get(key + "_min") is not None:
+        text += f" [{_fmt(s[key + '_min'], spec, scale)}-{_fmt(s[key + '_max'], spec, scale)}]"
     return text
 
 
 def print_table(s: dict[str, Any]) -> None:
-    repeats = s["repeats"]
+    # (label, server key, baseline key, format, scale)
     rows = [
-        ("offered pps", "offered_pps", ".0f"),
-        ("forwarded pps", "forwarded_pps", ".0f"),
-        ("loss %", "loss", ".3%"),
-        ("latency p50 us", "latency_p50_us", ".0f"),
-        ("latency p99 us", "latency_p99_us", ".0f"),
-        ("CPU us/packet", "cpu_us_per_packet", ".2f"),
+        ("offered pps", "offered_pps", "baseline_offered_pps", ".0f", 1.0),
+        ("forwarded pps", "forwarded_pps", "baseline_forwarded_pps", ".0f", 1.0),
+        ("loss %", "loss", "baseline_loss", ".3f", 100.0),
+        ("latency p50 us", "latency_p50_us", "baseline_latency_p50_us", ".0f", 1.0),
+        ("latency p99 us", "latency_p99_us", "baseline_latency_p99_us", ".0f", 1.0),
+        ("CPU us/packet", "server_cpu_us_per_packet", "baseline_cpu_us_per_packet", ".2f", 1.0),
     ]
-    title = (
+    print(
         f"forwarding: {s['pairs']} pairs, {s['target_pps']:.0f} packets/s for {s['duration']} s, "
         f"{s['payload_size']}-byte payloads ({s['packet_size']} bytes on the wire), "
-        f"{s['profile']}, {repeats} repeat(s), CPU from {s['cpu_source']}"
+        f"{s['profile']}, {s['repeats']} repeat(s), CPU from {s['cpu_source']}"
     )
-    print(title)
-    header = ["", f"mediaserver ({s['server_loop']})", "bare C forwarder"]
-    table = [header]
-    for label, key, spec in rows:
-        if key == "loss":
-            fmt = lambda p: _cell({k: (v * 100 if isinstance(v, float) else v) for k, v in s.items()}, p + "loss", ".3f", repeats)  # noqa: E731
-            table.append([label, fmt(""), fmt("baseline_")])
-            continue
-        if key == "cpu_us_per_packet":
-            table.append([label, _cell(s, "server_cpu_us_per_packet", spec, repeats),
-                          _cell(s, "baseline_cpu_us_per_packet", spec, repeats)])
-            continue
-        table.append([label, _cell(s, key, spec, repeats), _cell(s, "baseline_" + key, spec, repeats)])
+    table = [["", f"mediaserver ({s['server_loop']})", "bare C forwarder"]]
+    for label, key, base_key, spec, scale in rows:
+        table.append([label, _cell(s, key, spec, scale), _cell(s, base_key, spec, scale)])
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     for row in table:
-        print("  " + row[0].ljust(widths[0]) + "  " + row[1].rjust(widths[1]) + "  " + row[2].rjust(widths[2]))
-    print(f"ratio server/baseline CPU per packet: {_cell(s, 'ratio', '.2f', repeats)}")
+        print(f"  {row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}")
+    print(f"ratio server/baseline CPU per packet: {_cell(s, 'ratio', '.2f')}")
     notes = []
     if s["srtp_auth_failures"]:
         notes.append(f"{s['srtp_auth_failures']} SRTP auth failures at the subscribers")
@@ -506,22 +506,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks.forward",
         description="CPU per forwarded SRTP packet: the SFU against a bare C forwarder, same load.",
     )
-    parser.add_argument("--pairs", type=int, default=10, help="publisher/subscriber pairs (default 10)")
-    parser.add_argument("--rate", type=float, default=20000, help="packets/s offered in all (default 20000)")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured run (default 10)")
+    parser.add_argument(
+        "--pairs", type=int, default=10, help="publisher/subscriber pairs (default 10)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=20000, help="packets/s offered in all (default 20000)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=10.0, help="seconds per measured run (default 10)"
+    )
     parser.add_argument("--size", type=int, default=1100, help="RTP payload bytes (default 1100)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="aead-aes-128-gcm",
-                        help="SRTP profile the peers offer (the only one, so the server takes it)")
-    parser.add_argument("--repeats", type=int, default=1, help="measured runs of each (medians reported)")
-    parser.add_argument("--tick", type=float, default=0.001,
-                        help="generator pacing: a burst every TICK seconds (default 0.001)")
-    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before (default 0.5)")
-    parser.add_argument("--grace", type=float, default=0.5,
-                        help="seconds to wait for late packets after the last send (default 0.5)")
-    parser.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True,
-                        help="add an Opus m-section to the offers (default on; no audio is sent)")
-    parser.add_argument("--asyncio", action="store_true", help="run the SFU on the stdlib loop, not uvloop")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="aead-aes-128-gcm",
+        help="SRTP profile the peers offer (the only one, so the server takes it)",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="measured runs of each (medians reported)"
+    )
+    parser.add_argument(
+        "--tick",
+        type=float,
+        default=0.001,
+        help="generator pacing: a burst every TICK seconds (default 0.001)",
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=0.5, help="unmeasured seconds before (default 0.5)"
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=0.5,
+        help="seconds to wait for late packets after the last send (default 0.5)",
+    )
+    parser.add_argument(
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add an Opus m-section to the offers (default on; no audio is sent)",
+    )
+    parser.add_argument(
+        "--asyncio", action="store_true", help="run the SFU on the stdlib loop, not uvloop"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on the last line"
+    )
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.rate <= 0 or args.duration <= 0 or args.repeats < 1:
         parser.error("--pairs, --rate, --duration and --repeats must be positive")
@@ -547,8 +577,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server = ServerProcess(asyncio_loop=args.asyncio)
         stack.callback(server.close)
         certificate = DtlsCertificate.generate()
-        senders = [SyntheticPeer(i, "send", certificate, (profile,), args.audio) for i in range(args.pairs)]
-        receivers = [SyntheticPeer(i, "recv", certificate, (profile,), args.audio) for i in range(args.pairs)]
+        senders = [
+            SyntheticPeer(i, "send", certificate, (profile,), args.audio) for i in range(args.pairs)
+        ]
+        receivers = [
+            SyntheticPeer(i, "recv", certificate, (profile,), args.audio) for i in range(args.pairs)
+        ]
         peers = senders + receivers
         for peer in peers:
             stack.callback(peer.close)
@@ -572,7 +606,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         drain(peers)
 
         keys = [p.keys for p in peers]
-        assert all(k is not None and k.profile == profile for k in keys), "negotiated another profile"
+        assert all(k is not None and k.profile == profile for k in keys), (
+            "negotiated another profile"
+        )
         probe = bytes([0x80, VIDEO_PT]) + bytes(10) + bytes(args.size)
         k0 = senders[0].keys
         assert k0 is not None
@@ -616,7 +652,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 group.append(sock)
         forwarder = ForwarderProcess(
             exe,
-            [(s.getsockname()[1], r.getsockname()[1]) for s, r in zip(plain_senders, plain_receivers)],
+            [
+                (s.getsockname()[1], r.getsockname()[1])
+                for s, r in zip(plain_senders, plain_receivers)
+            ],
             max_seconds=int(longest),
         )
         stack.callback(forwarder.close)
@@ -649,7 +688,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if target is server_target:
                     samples = result["samples"]
         for repeat in range(args.repeats):
-            order = (server_target, baseline_target) if repeat % 2 == 0 else (baseline_target, server_target)
+            order = (
+                (server_target, baseline_target)
+                if repeat % 2 == 0
+                else (baseline_target, server_target)
+            )
             for target in order:
                 result = run_once(target, run_id, args.rate, args.duration, args.tick, args.grace)
                 run_id += 1

@@ -22,12 +22,12 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket  # noqa: E402
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters  # noqa: E402
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+from mediaserver._router import Router
 
-from mediaserver import _rtp  # noqa: E402
-from mediaserver._router import Router  # noqa: E402
-from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, Srtp  # noqa: E402
+from mediaserver import _rtp
+from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, Srtp
 
 PAYLOAD = bytes(range(256)) * 4 + bytes(76)  # 1,100 bytes
 PUB = ("127.0.0.1", 40001)
@@ -109,7 +109,10 @@ def test_rewrite_aiortc(benchmark):
 
 KEYS = {
     "pub": (bytes(range(16)), bytes(range(100, 112))),  # what the publisher protects with
-    "sub": (bytes(range(32, 48)), bytes(range(200, 212))),  # what the server protects with for the subscriber
+    "sub": (
+        bytes(range(32, 48)),
+        bytes(range(200, 212)),
+    ),  # what the server protects with for the subscriber
 }
 
 
@@ -159,7 +162,7 @@ def test_route_step_router_feed(benchmark):
     assert not any(counters["drops"].values()), counters["drops"]
     # what reached the subscriber decrypts with its keys, rewritten
     sent, _ = router.feed(next(packets), host, port, 1.0)
-    (data, addr), = sent
+    ((data, addr),) = sent
     plain = Srtp(PROFILE_AEAD_AES_128_GCM, *KEYS["sub"]).unprotect(data)
     assert addr == SUB and _rtp.parse_header(plain)["ssrc"] == OUT_SSRC
     assert plain.endswith(PAYLOAD)
@@ -174,7 +177,9 @@ def test_route_step_python_libsrtp(benchmark):
     def session(keys: tuple[bytes, bytes], inbound: bool):  # type: ignore[no-untyped-def]
         kind = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
         return pylibsrtp.Session(
-            pylibsrtp.Policy(key=keys[0] + keys[1], ssrc_type=kind, srtp_profile=PROFILE_AEAD_AES_128_GCM)
+            pylibsrtp.Policy(
+                key=keys[0] + keys[1], ssrc_type=kind, srtp_profile=PROFILE_AEAD_AES_128_GCM
+            )
         )
 
     rx = session(KEYS["pub"], inbound=True)

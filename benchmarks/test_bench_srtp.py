@@ -26,14 +26,22 @@ from mediaserver._srtp import Srtp
 PAYLOAD = 1100
 C_LOOP = 1000
 PROFILES = {
-    "aes128_cm_sha1_80": (_srtp.PROFILE_AES128_CM_SHA1_80,
-                          pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80),
-    "aes128_cm_sha1_32": (_srtp.PROFILE_AES128_CM_SHA1_32,
-                          pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32),
-    "aead_aes_128_gcm": (_srtp.PROFILE_AEAD_AES_128_GCM,
-                         pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM),
-    "aead_aes_256_gcm": (_srtp.PROFILE_AEAD_AES_256_GCM,
-                         pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM),
+    "aes128_cm_sha1_80": (
+        _srtp.PROFILE_AES128_CM_SHA1_80,
+        pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    ),
+    "aes128_cm_sha1_32": (
+        _srtp.PROFILE_AES128_CM_SHA1_32,
+        pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    ),
+    "aead_aes_128_gcm": (
+        _srtp.PROFILE_AEAD_AES_128_GCM,
+        pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    ),
+    "aead_aes_256_gcm": (
+        _srtp.PROFILE_AEAD_AES_256_GCM,
+        pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+    ),
 }
 by_profile = pytest.mark.parametrize("name", list(PROFILES))
 by_impl = pytest.mark.parametrize("impl", ["mediaserver", "pylibsrtp"])
@@ -51,11 +59,13 @@ def pair(name: str, impl: str):
     if impl == "mediaserver":
         srtp = Srtp(ours, key, salt)
         return srtp.protect, srtp.unprotect
-    tx = pylibsrtp.Policy(key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
-                          srtp_profile=lib)
+    tx = pylibsrtp.Policy(
+        key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=lib
+    )
     tx.allow_repeat_tx = True  # the protect benchmark sends one packet again and again
-    rx = pylibsrtp.Policy(key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
-                          srtp_profile=lib)
+    rx = pylibsrtp.Policy(
+        key=key + salt, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=lib
+    )
     return pylibsrtp.Session(tx).protect, pylibsrtp.Session(rx).unprotect
 
 
@@ -94,7 +104,8 @@ def test_py_unprotect(benchmark, name, impl):
     protect, unprotect = pair(name, impl)
     seqs = itertools.count(1000)
     benchmark.extra_info["py_blocks_per_call"] = blocks_per_call(
-        unprotect, lambda: protect(rtp(next(seqs))))
+        unprotect, lambda: protect(rtp(next(seqs)))
+    )
 
     def setup():
         return (protect(rtp(next(seqs))),), {}
@@ -107,8 +118,9 @@ def test_py_unprotect(benchmark, name, impl):
 def test_c_loop_protect(benchmark, name):
     benchmark.group = f"c-loop-protect-{name} (us per round = ns per packet)"
     profile = PROFILES[name][0]
-    ns = benchmark.pedantic(_srtp._bench_protect_loop, args=(profile, C_LOOP, PAYLOAD),
-                            rounds=200, warmup_rounds=5)
+    ns = benchmark.pedantic(
+        _srtp._bench_protect_loop, args=(profile, C_LOOP, PAYLOAD), rounds=200, warmup_rounds=5
+    )
     benchmark.extra_info["ns_per_packet"] = round(ns, 1)
     assert ns > 0
 

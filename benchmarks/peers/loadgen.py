@@ -181,7 +181,9 @@ def percentiles(data: bytes | array, points: tuple[float, ...]) -> list[float | 
     return out
 
 
-def check_with_libsrtp(samples: list[list[bytes]], profile: int, keys: list[tuple[bytes, bytes]]) -> dict:
+def check_with_libsrtp(
+    samples: list[list[bytes]], profile: int, keys: list[tuple[bytes, bytes]]
+) -> dict:
     """Unprotect the raw datagrams the receivers kept with libsrtp (pylibsrtp):
     an implementation independent of mediaserver._srtp, which protected them.
 

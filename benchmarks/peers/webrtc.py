@@ -212,7 +212,9 @@ class SyntheticPeer:
             elif line.startswith("a=ssrc:") and self.server_video_ssrc is None:
                 self.server_video_ssrc = int(line.split(":", 1)[1].split()[0])
         if not (self.server_ufrag and self.server_pwd and self.server_fingerprint and host):
-            raise HandshakeError(f"answer lacks ICE credentials, fingerprint or candidate:\n{answer}")
+            raise HandshakeError(
+                f"answer lacks ICE credentials, fingerprint or candidate:\n{answer}"
+            )
         check_loopback(host)
         self.server_addr = (host, int(port))  # type: ignore[arg-type]
 
@@ -307,7 +309,11 @@ class _Handshake:
         while (event := peer.dtls.next_event()) is not None:
             if isinstance(event, DtlsConnected):
                 peer.keys = SrtpKeys(
-                    event.profile, event.local_key, event.local_salt, event.remote_key, event.remote_salt
+                    event.profile,
+                    event.local_key,
+                    event.local_salt,
+                    event.remote_key,
+                    event.remote_salt,
                 )
                 self.state = "done"
             elif isinstance(event, DtlsFailed):
@@ -335,7 +341,9 @@ def handshake(peers: list[SyntheticPeer], timeout: float = 20.0) -> None:
             now = time.monotonic()
             if now >= deadline:
                 stuck = ", ".join(f"{s.peer.role}{s.peer.index}:{s.state}" for s in pending[:8])
-                raise HandshakeError(f"{len(pending)} peers not connected after {timeout} s ({stuck})")
+                raise HandshakeError(
+                    f"{len(pending)} peers not connected after {timeout} s ({stuck})"
+                )
             for state in pending:
                 state.tick(now)
             for key, _ in selector.select(timeout=0.01):
