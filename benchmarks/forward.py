@@ -92,9 +92,11 @@ class Cpu:
     """utime + stime of every thread, seconds (/proc/PID/stat, clock ticks)."""
     sched: float
     """Run time of every thread, seconds (/proc/PID/task/*/schedstat, ns)."""
+    switches: int
+    """Context switches of every thread, voluntary (a wait) or not (preempted)."""
 
     def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(self.stat - other.stat, self.sched - other.sched)
+        return Cpu(self.stat - other.stat, self.sched - other.sched, self.switches - other.switches)
 
 
 def process_cpu(pid: int) -> Cpu:
@@ -102,14 +104,18 @@ def process_cpu(pid: int) -> Cpu:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15
     ticks = int(fields[11]) + int(fields[12])
-    sched_ns = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+    sched_ns = switches = 0
+    for task in glob.glob(f"/proc/{pid}/task/*"):
         try:
-            with open(path) as f:
+            with open(f"{task}/schedstat") as f:
                 sched_ns += int(f.read().split()[0])
+            with open(f"{task}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        switches += int(line.split()[1])
         except (OSError, ValueError, IndexError):
             pass  # a thread that just exited
-    return Cpu(ticks / CLK_TCK, sched_ns / 1e9)
+    return Cpu(ticks / CLK_TCK, sched_ns / 1e9, switches)
 
 
 def udp_drops(ports: set[int]) -> dict[int, int]:
@@ -143,7 +149,7 @@ class ServerProcess:
     """benchmarks/sfu_harness.py in a child process: the SFU under test."""
 
     def __init__(self, asyncio_loop: bool = False) -> None:
-        self.stderr = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
         if asyncio_loop:
             args.append("--asyncio")
@@ -211,7 +217,10 @@ def build_forwarder(directory: str) -> str:
         raise BenchmarkError("no C compiler (gcc) to build the bare forwarder")
     exe = os.path.join(directory, "bare_forwarder")
     proc = subprocess.run(
-        [gcc, "-O2", "-o", exe, str(FORWARDER_SOURCE)], capture_output=True, text=True
+        [gcc, "-O2", "-o", exe, str(FORWARDER_SOURCE)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise BenchmarkError(f"building bare_forwarder.c failed:\n{proc.stderr}")
@@ -297,7 +306,7 @@ def run_once(
             received.update(
                 target.receiver.run(run_id, per_receiver, ctrl_r, 2 * duration + grace + 10)
             )
-        except BaseException as exc:  # reported in the main thread
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
             errors.append(exc)
 
     thread = threading.Thread(target=receive, name=f"receive-{target.name}", daemon=True)
@@ -348,6 +357,7 @@ def run_once(
         "kernel_drops_receiver_sockets": sum(drops1[p] - drops0[p] for p in target.receiver_ports),
         "cpu_s": cpu.stat,
         "cpu_sched_s": cpu.sched,
+        "context_switches_per_packet": cpu.switches / forwarded if forwarded else None,
         "generator_cpu_sched_s": gen.sched,
         "latency_p50_us": p50,
         "latency_p99_us": p99,
@@ -399,6 +409,7 @@ def summarize(
             "latency_p999_us",
             "app_latency_p50_us",
             "app_latency_p99_us",
+            "context_switches_per_packet",
         ):
             med, lo, hi = spread([r[key] for r in rs])
             out[prefix + key] = med
@@ -458,6 +469,13 @@ def print_table(s: dict[str, Any]) -> None:
         ("latency p50 us", "latency_p50_us", "baseline_latency_p50_us", ".0f", 1.0),
         ("latency p99 us", "latency_p99_us", "baseline_latency_p99_us", ".0f", 1.0),
         ("CPU us/packet", "server_cpu_us_per_packet", "baseline_cpu_us_per_packet", ".2f", 1.0),
+        (
+            "context switches/packet",
+            "context_switches_per_packet",
+            "baseline_context_switches_per_packet",
+            ".3f",
+            1.0,
+        ),
     ]
     print(
         f"forwarding: {s['pairs']} pairs, {s['target_pps']:.0f} packets/s for {s['duration']} s, "

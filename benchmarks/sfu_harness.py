@@ -88,7 +88,7 @@ class Harness:
                 self._finish()
                 return {"ok": True}
             return {"ok": False, "error": f"unknown op {op!r}"}
-        except Exception as exc:  # a bad request must not end the server
+        except Exception as exc:  # noqa: BLE001 (a bad request must not end the server)
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     @staticmethod

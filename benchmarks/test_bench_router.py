@@ -19,15 +19,14 @@ import itertools
 import struct
 
 import pytest
-
-pytest.importorskip("pytest_benchmark")
-
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
-from mediaserver._router import Router
 
-from mediaserver import _rtp
-from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, Srtp
+from mediaserver import _router, _rtp, _srtp
+
+Router = _router.Router
+Srtp = _srtp.Srtp
+PROFILE_AEAD_AES_128_GCM = _srtp.PROFILE_AEAD_AES_128_GCM
 
 PAYLOAD = bytes(range(256)) * 4 + bytes(76)  # 1,100 bytes
 PUB = ("127.0.0.1", 40001)
@@ -149,7 +148,7 @@ def test_route_step_router_feed(benchmark):
     next() on the packet iterator). It bounds the C route step from above; the
     forwarding benchmark (python -m benchmarks.forward) measures it in place.
     """
-    router, out = make_router()
+    router, _ = make_router()
     packets = iter(protected_stream(FEED_PACKETS))
     host, port = PUB
 

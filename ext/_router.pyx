@@ -120,6 +120,7 @@ ctypedef struct Peer:
     sockaddr_in addr
     SrtpContext* rx        # unprotects what the peer sends
     SrtpContext* tx        # protects what we send the peer
+    double last_rx         # router time of the last authenticated packet from it
     int32_t routes[128][MAX_FANOUT]    # out stream per inbound payload type, EMPTY-terminated
     uint8_t route_pt[128][MAX_FANOUT]  # the subscriber's payload type for it
     uint32_t clock[128]                # clock rate per inbound payload type (for jitter)
@@ -495,6 +496,7 @@ cdef class Router:
                 self._drop(DROP_SRTCP_AUTH if n == SRTP_ERR_AUTH else
                            DROP_SRTCP_REPLAY if n == SRTP_ERR_REPLAY else DROP_SRTCP_OTHER)
                 return
+            p.last_rx = self.now
             self.slow_datagrams += 1
             self._slow(KIND_RTCP, peer, slot, n)
             return
@@ -503,6 +505,7 @@ cdef class Router:
             self._drop(DROP_SRTP_AUTH if n == SRTP_ERR_AUTH else
                        DROP_SRTP_REPLAY if n == SRTP_ERR_REPLAY else DROP_SRTP_OTHER)
             return
+        p.last_rx = self.now
         self._route(peer, p, buf, n)
 
     cdef void _route(self, int peer, Peer* p, uint8_t* buf, int n) noexcept nogil:
@@ -794,6 +797,12 @@ cdef class Router:
                     "jitter": p.ins[i].jitter,
                 })
         return out
+
+    def last_rx(self, int peer):
+        """Router time of the last authenticated SRTP/SRTCP packet from the
+        peer, or None if none arrived yet (media liveness)."""
+        cdef Peer* p = self._peer(peer)
+        return p.last_rx if p.last_rx > 0 else None
 
     def out_stats(self, int out_idx):
         """What out stream `out_idx` sent: ssrc, packets, octets, last RTP

@@ -87,3 +87,24 @@ async def test_h264_is_forwarded(sfu):
     finally:
         await a.close()
         await b.close()
+
+
+async def test_dead_media_closes_the_session_within_the_timeout():
+    from mediaserver.sfu.server import SessionClosed
+
+    server = Sfu(SfuConfig(announced_ip=SERVER_IP, media_timeout=1.0))
+    await server.start()
+    events = []
+    server.subscribe(events.append)
+    a, b = AiortcPeer(audio=False), AiortcPeer(audio=False)
+    try:
+        sa, sb = await connect_pair(server, a, b)
+        assert await wait_for(lambda: b.frames("video") >= 5, timeout=20)
+        server._router.set_loss(inbound=1.0)  # both peers go silent, as a dead network would
+        assert await wait_for(lambda: len(server.sessions) == 0, timeout=3)
+        closed = {e.session_id: e.reason for e in events if isinstance(e, SessionClosed)}
+        assert closed == {sa.id: "media timeout", sb.id: "media timeout"}
+    finally:
+        await a.close()
+        await b.close()
+        await server.close()

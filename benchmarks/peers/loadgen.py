@@ -102,6 +102,7 @@ def build(force: bool = False) -> Path:
             cwd=ROOT,
             capture_output=True,
             text=True,
+            check=False,
         )
         if proc.returncode != 0 or _find(staging) is None:
             raise RuntimeError(

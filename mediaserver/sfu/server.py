@@ -60,6 +60,9 @@ class SfuConfig:
     """Ceiling of the REMB we send publishers, bits/s."""
     keyframe_interval: float = 0.5
     """At most one PLI per publisher stream per this many seconds."""
+    media_timeout: float = 5.0
+    """A connected peer that sends no SRTP/SRTCP for this long is closed: its
+    media died (browsers send RTCP at least every few seconds)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ class SessionConnected:
 class SessionClosed:
     session_id: str
     reason: str
-    """"closed", "consent expired", "dtls failed: ...", "dtls closed"."""
+    """"closed", "consent expired", "media timeout", "dtls failed: ...", "dtls closed"."""
 
 
 @dataclass(frozen=True)
@@ -365,6 +368,7 @@ class Sfu:
                     event.local_salt,
                 )
                 session.state = SessionState.CONNECTED
+                session.connected_at = now
                 self.stats["sessions_connected"] += 1
                 self._emit(SessionConnected(session.id))
             elif isinstance(event, DtlsFailed):
@@ -431,11 +435,15 @@ class Sfu:
                         session.dtls.handle_timer(now)
                         self._service_dtls(session, now)
                 elif session.state is SessionState.CONNECTED:
+                    last = self._router.last_rx(session.peer)
+                    since = session.connected_at if last is None else last
+                    if now - since > self.config.media_timeout:
+                        self.close_session(session.id, "media timeout")
+                        continue
                     if session.keyframe_pending:
                         self.request_keyframe(session.id)
-                    last = session.report_state.get(-1)
-                    if last is None or now - float(last) >= REPORT_INTERVAL:  # type: ignore[arg-type]
-                        session.report_state[-1] = now
+                    if now - session.last_report >= REPORT_INTERVAL:
+                        session.last_report = now
                         self._send_reports(session, now)
         except Exception:
             logger.exception("SFU timer failed")
@@ -448,10 +456,9 @@ class Sfu:
         blocks = []
         for stream in router.in_stats(session.peer):
             ssrc = int(stream["ssrc"])
-            stats = session.report_state.get(ssrc)
-            if not isinstance(stats, rtcp.ReceptionStats):
-                stats = rtcp.ReceptionStats(ssrc, int(stream["base_seq"]))
-                session.report_state[ssrc] = stats
+            stats = session.reception.get(ssrc)
+            if stats is None:
+                stats = session.reception[ssrc] = rtcp.ReceptionStats(ssrc, int(stream["base_seq"]))
             last_sr = session.last_sr.get(ssrc)
             blocks.append(
                 stats.report(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mediaserver.sfu.dtls import DtlsEndpoint
 from mediaserver.sfu.router import Codec
+from mediaserver.sfu.rtcp import ReceptionStats
 
 Address = tuple[str, int]
 
@@ -63,8 +64,11 @@ class Session:
     """Latest REMB this peer sent (what it can receive), bits/s."""
     last_sr: dict[int, tuple[int, float]] = field(default_factory=dict)
     """Per SSRC the peer sends: (middle 32 bits of the SR's NTP time, arrival time)."""
-    report_state: dict[int, object] = field(default_factory=dict)
-    """Per inbound SSRC: receiver-report bookkeeping (rtcp.ReceptionStats)."""
+    reception: dict[int, ReceptionStats] = field(default_factory=dict)
+    """Per inbound SSRC: receiver-report bookkeeping."""
+    last_report: float = float("-inf")
+    """When we last sent this peer RR/SR."""
+    connected_at: float = 0.0
     keyframe_pending: bool = False
     """A keyframe was asked for before the publisher's SSRC was known."""
 
