@@ -11,7 +11,9 @@ and SRTP with the negotiated profile and exported keys; publisher i is
 forwarded to subscriber i. The generator offers a fixed total packet rate,
 round robin over the publishers, for a fixed time; each payload carries a
 sequence number and its send time, so the subscribers (which SRTP-unprotect
-everything with their own contexts) measure loss and one-way latency.
+everything with their own contexts) measure loss and one-way latency. Like
+browsers, every peer also sends an SRTCP receiver report each second and a STUN
+consent check every 5 s, so sessions stay up through long runs.
 
 In the same run, the same load (plain RTP of the same size on the wire) goes
 through benchmarks/peers/bare_forwarder.c (recvmmsg -> sendmmsg, no crypto),
@@ -57,7 +59,7 @@ from benchmarks.peers.webrtc import (
     LOOPBACK,
     SOCKET_BUFFER,
     VIDEO_PT,
-    ConsentKeeper,
+    KeepAlive,
     SyntheticPeer,
     check_loopback,
     drain,
@@ -618,9 +620,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise BenchmarkError(f"sessions not connected on the server: {states}")
             time.sleep(0.05)
-        consent = ConsentKeeper(peers, interval=5.0)
-        consent.start()
-        stack.callback(consent.stop)
+        keepalive = KeepAlive(peers)
+        keepalive.start()
+        stack.callback(keepalive.stop)
         drain(peers)
 
         keys = [p.keys for p in peers]
@@ -735,7 +737,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "tick_ms": args.tick * 1e3,
             "server_loop": server.loop,
             "libsrtp_check": check,
-            "consent_checks_sent": consent.sent,
+            "consent_checks_sent": keepalive.consent_sent,
+            "rtcp_reports_sent": keepalive.rtcp_sent,
         }
         return summarize(server_target.results, baseline_target.results, meta)
 

@@ -1,36 +1,73 @@
-"""Wires the HTTP/WebSocket app and the SFU into one process on uvloop."""
+"""Wires the HTTP/WebSocket app, the SFU and the matchmaker into one process on uvloop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import uvicorn
 import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from mediaserver.config import Config
+from mediaserver.matchmaker import MatchPolicy, create_matchmaker
 from mediaserver.sfu.server import Sfu, SfuConfig
+from mediaserver.signalling.hub import SignallingHub
+from mediaserver.signalling.protocol import MAX_FRAME_BYTES
+from mediaserver.signalling.ws import websocket_endpoint
 
 logger = logging.getLogger("mediaserver")
 
+WEB_ROOT = Path(__file__).parent / "web"
+MATCH_TICK = 0.25  # seconds between re-examinations of the queue (interest waits)
 
-def create_app(sfu: Sfu) -> Starlette:
+
+def create_app(sfu: Sfu, hub: SignallingHub) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "sessions": len(sfu.sessions)})
 
-    return Starlette(routes=[Route("/healthz", healthz)])
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            WebSocketRoute("/ws", websocket_endpoint),
+            Mount("/", StaticFiles(directory=WEB_ROOT, html=True)),
+        ]
+    )
+    app.state.hub = hub
+    app.state.sfu = sfu
+    return app
 
 
-async def serve(config: Config) -> None:
+async def start_services(config: Config) -> tuple[Sfu, SignallingHub]:
+    """The SFU and the signalling hub with its matchmaker, started."""
     sfu = Sfu(
         SfuConfig(host=config.udp_host, udp_port=config.udp_port, announced_ip=config.announced_ip)
     )
     await sfu.start()
+    policy = MatchPolicy(
+        interest_wait=config.match_interest_wait, skip_cooldown=config.skip_cooldown
+    )
+    hub = SignallingHub(sfu, lambda on_match: create_matchmaker(config.redis_url, policy, on_match))
+    return sfu, hub
+
+
+async def _tick(hub: SignallingHub) -> None:
+    while True:
+        await asyncio.sleep(MATCH_TICK)
+        try:
+            await hub.tick()
+        except Exception:
+            logger.exception("match queue tick failed")
+
+
+async def serve(config: Config) -> None:
+    sfu, hub = await start_services(config)
     logger.info(
         "media on udp/%d (announced %s), http on %s:%d",
         sfu.udp_port,
@@ -40,11 +77,15 @@ async def serve(config: Config) -> None:
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(sfu),
+            create_app(sfu, hub),
             host=config.host,
             port=config.port,
             log_level=config.log_level,
             lifespan="off",
+            ws="websockets",
+            ws_max_size=MAX_FRAME_BYTES,  # larger frames: closed with 1009
+            ws_ping_interval=2.0,  # a dead client is noticed within ~5 s
+            ws_ping_timeout=3.0,
         )
     )
     loop = asyncio.get_running_loop()
@@ -56,9 +97,12 @@ async def serve(config: Config) -> None:
     # handler of ours in place that ends in a clean exit (0), not a kill.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
+    ticker = asyncio.create_task(_tick(hub))
     try:
         await server.serve()
     finally:
+        ticker.cancel()
+        await hub.matchmaker.close()
         await sfu.close()
 
 

@@ -18,6 +18,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be 0..86400 seconds, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
     parser = argparse.ArgumentParser(
@@ -41,6 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default=defaults.log_level, choices=LOG_LEVELS, help="logging threshold"
     )
+    parser.add_argument(
+        "--redis-url",
+        default=defaults.redis_url,
+        help="keep the match queue in Redis, shared by several nodes (absent: in-process)",
+    )
+    parser.add_argument(
+        "--match-interest-wait",
+        type=_seconds,
+        default=defaults.match_interest_wait,
+        help="seconds a waiting visitor prefers a partner with a shared interest",
+    )
+    parser.add_argument(
+        "--skip-cooldown",
+        type=_seconds,
+        default=defaults.skip_cooldown,
+        help="seconds before two visitors who skipped each other can be matched again",
+    )
     return parser
 
 
@@ -53,6 +80,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
         udp_port=args.udp_port,
         announced_ip=args.announced_ip,
         log_level=args.log_level,
+        redis_url=args.redis_url,
+        match_interest_wait=args.match_interest_wait,
+        skip_cooldown=args.skip_cooldown,
     )
     try:
         config.validate()

@@ -20,6 +20,12 @@ class Config:
     announced_ip: str = "127.0.0.1"
     """Address put in SDP candidates: the one peers can reach the server at."""
     log_level: str = "info"
+    redis_url: str | None = None
+    """Match queue in Redis (several nodes share it); None: in-process."""
+    match_interest_wait: float = 3.0
+    """Seconds a waiting visitor prefers a partner with a shared interest."""
+    skip_cooldown: float = 30.0
+    """Seconds before two visitors who skipped each other can meet again."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -29,6 +35,14 @@ class Config:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        for name in ("match_interest_wait", "skip_cooldown"):
+            value = getattr(self, name)
+            if not 0 <= value <= 86400:
+                raise ValueError(f"--{name.replace('_', '-')} must be 0..86400 seconds, not {value}")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("--redis-url must start with redis://, rediss:// or unix://")
         import ipaddress
 
         try:

@@ -112,6 +112,7 @@ cdef enum:
     CMSG_SLOT = 64          # >= CMSG_SPACE(sizeof(struct timespec))
     HIST_BUCKETS = 200000   # latency histogram: 1 us buckets up to 200 ms
     MAGIC = 0x4D534246      # "MSBF"
+    REORDER = 1024          # sequence numbers tracked below a run's first arrival
 
 cdef int _pending() except -1:
     """Propagate the exception a signal handler left (Ctrl-C in a nogil loop)."""
@@ -518,8 +519,9 @@ cdef class Receiver:
             return
         seq = load64(s + 8)
         if not p.has_base:
+            # room below the first arrival, in case the next ones arrive out of order
             p.has_base = 1
-            p.base = <int64_t>seq
+            p.base = <int64_t>seq - REORDER if seq > REORDER else 0
         bit = <int64_t>seq - p.base
         if bit < 0 or bit >= p.seen_bits:
             self.c_malformed += 1
@@ -576,7 +578,7 @@ cdef class Receiver:
         memset(self.hist_app, 0, HIST_BUCKETS * sizeof(uint32_t))
         for i in range(self.n):
             free(self.peers[i].seen)
-            self.peers[i].seen_bits = per_receiver + 1
+            self.peers[i].seen_bits = per_receiver + 2 * REORDER
             self.peers[i].seen = <uint8_t*>calloc(<size_t>(self.peers[i].seen_bits // 8 + 1), 1)
             self.peers[i].has_base = 0
             self.peers[i].kept = 0

@@ -95,7 +95,7 @@ def build(force: bool = False) -> Path:
     if found is not None:
         return found
     build_dir().mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="loadgen-", dir=build_dir()))
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=build_dir()))
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.peers.loadgen", "--compile", str(staging)],
@@ -110,10 +110,10 @@ def build(force: bool = False) -> Path:
                 "(is mediaserver built? `python setup.py build_ext --inplace`):\n"
                 + (proc.stdout + proc.stderr)[-4000:]
             )
-        if target.exists():
+        if force and target.exists():
             shutil.rmtree(target, ignore_errors=True)
         try:
-            os.replace(staging, target)  # atomic: a concurrent build just wins or loses
+            os.replace(staging, target)  # atomic; a concurrent build that won is kept
         except OSError:
             pass
     finally:

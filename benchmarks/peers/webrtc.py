@@ -12,15 +12,16 @@ point where media can flow, and keeps their ICE consent alive.
     peer.accept(answer)
     handshake(peers, timeout=10)               # ICE + DTLS, all peers at once
     peer.keys                                  # SrtpKeys: profile, tx/rx key+salt
+    KeepAlive(peers).start()                   # RTCP and consent, as a browser
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import selectors
 import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -376,18 +377,37 @@ def drain(peers: list[SyntheticPeer]) -> int:
     return count
 
 
-class ConsentKeeper:
-    """Sends every peer's consent check (RFC 7675) every `interval` seconds from a
-    thread, so sessions outlive the server's 30 s consent timeout in long runs.
-    Responses land on the peers' sockets, where the receive loops count and skip
-    them (first byte < 4)."""
+class KeepAlive:
+    """What a browser sends while a call is up, from a thread: an SRTCP receiver
+    report every `rtcp_interval` seconds (the server closes a connected session
+    that sends nothing authenticated for a few seconds: "media timeout"), and a
+    STUN consent check (RFC 7675) every `consent_interval` seconds (the server
+    drops a session after 30 s without one).
 
-    def __init__(self, peers: list[SyntheticPeer], interval: float = 5.0) -> None:
+    Responses and the server's own RTCP land on the peers' sockets, where the
+    receive loops count and skip them. The SRTCP context is the peer's own,
+    apart from the packet loops' SRTP one (RTCP has its own keys and index).
+    """
+
+    def __init__(
+        self,
+        peers: list[SyntheticPeer],
+        rtcp_interval: float = 1.0,
+        consent_interval: float = 5.0,
+    ) -> None:
+        from mediaserver._srtp import Srtp
+
         self.peers = peers
-        self.interval = interval
-        self.sent = 0
+        self.rtcp_interval = rtcp_interval
+        self.consent_interval = consent_interval
+        self.rtcp_sent = 0
+        self.consent_sent = 0
+        self._contexts = []
+        for peer in peers:
+            assert peer.keys is not None, "handshake() first"
+            self._contexts.append(Srtp(peer.keys.profile, peer.keys.tx_key, peer.keys.tx_salt))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="consent", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="keepalive", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -398,13 +418,17 @@ class ConsentKeeper:
             self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for peer in self.peers:
-                _, data = peer.binding_request(nominate=False)
-                peer.send(data)
-                self.sent += 1
-
-
-def random_tag() -> int:
-    """A run identifier for packet payloads (never 0)."""
-    return int.from_bytes(os.urandom(4), "big") or 1
+        next_consent = time.monotonic() + self.consent_interval
+        while not self._stop.wait(self.rtcp_interval):
+            for peer, context in zip(self.peers, self._contexts):
+                # RFC 3550 6.4.2: a receiver report with no report block (rtcp-rsize)
+                ssrc = peer.video_ssrc if peer.role == "send" else peer.audio_ssrc
+                report = struct.pack("!BBHL", 0x80, 201, 1, ssrc)
+                peer.send(context.protect_rtcp(report))
+                self.rtcp_sent += 1
+            if time.monotonic() >= next_consent:
+                next_consent += self.consent_interval
+                for peer in self.peers:
+                    _, data = peer.binding_request(nominate=False)
+                    peer.send(data)
+                    self.consent_sent += 1

@@ -1,0 +1,320 @@
+"""The signalling hub: visitors, their state, the match queue and the SFU, joined.
+
+The WebSocket shell (ws.py) turns frames into `receive()` calls and sends what a
+visitor's `send` callback is given; this module holds every decision: what a
+message may do in the visitor's state, pairing, Next, chat relay, and what the
+partner is told. Partners only ever learn each other's random handle.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
+from mediaserver.sfu.server import SessionClosed, Sfu, SfuError, SfuEvent
+from mediaserver.signalling import protocol
+from mediaserver.signalling.protocol import Message, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    NEW = "new"  # before hello
+    IDLE = "idle"  # hello done, not queued
+    QUEUED = "queued"
+    MATCHED = "matched"
+    GONE = "gone"
+
+
+@dataclass(eq=False)
+class Visitor:
+    id: str
+    """Connection id: never sent to anyone."""
+    identity: str
+    """Stable opaque key (HMAC of the address): skips, blocks and reports stick to it."""
+    handle: str
+    """The only name a partner ever sees."""
+    send: Callable[[Message], None]
+    close: Callable[[int], None]
+    state: State = State.NEW
+    interests: frozenset[str] = frozenset()
+    language: str | None = None
+    session_id: str | None = None
+    """The visitor's SFU session, from its offer."""
+    partner: Visitor | None = None
+    limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.limits = {k: protocol.TokenBucket(*rate) for k, rate in protocol.RATES.items()}
+
+
+def _handle() -> str:
+    return "stranger-" + secrets.token_hex(3)
+
+
+class SignallingHub:
+    """Args:
+    sfu: the started SFU.
+    matchmaker_factory: builds the matchmaker given the hub's on_match callback.
+    identity_key: secret for hashing addresses into identities (shared by nodes).
+    """
+
+    def __init__(
+        self,
+        sfu: Sfu,
+        matchmaker_factory: Callable[[Callable[[Match], None]], Matchmaker],
+        identity_key: bytes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sfu = sfu
+        self.matchmaker = matchmaker_factory(self._on_match)
+        self.visitors: dict[str, Visitor] = {}
+        self._by_session: dict[str, Visitor] = {}
+        self._identity_key = identity_key or secrets.token_bytes(32)
+        self._clock = clock
+        self.stats: Counter[str] = Counter()
+        sfu.subscribe(self._on_sfu_event)
+
+    # ---- connections ---------------------------------------------------------------
+
+    def join(
+        self, address: str, send: Callable[[Message], None], close: Callable[[int], None]
+    ) -> Visitor:
+        identity = hmac.new(self._identity_key, address.encode(), hashlib.sha256).hexdigest()
+        visitor = Visitor(secrets.token_urlsafe(12), identity, _handle(), send, close)
+        self.visitors[visitor.id] = visitor
+        self.stats["connections"] += 1
+        return visitor
+
+    async def leave(self, visitor: Visitor) -> None:
+        """The WebSocket is gone (or the visitor said bye): end everything."""
+        if visitor.state is State.GONE:
+            return
+        await self._end_pair(visitor, requeue_self=False, reason="left")
+        await self.matchmaker.cancel(visitor.id)
+        visitor.state = State.GONE
+        if visitor.session_id is not None:
+            self._by_session.pop(visitor.session_id, None)
+            self.sfu.close_session(visitor.session_id)
+        self.visitors.pop(visitor.id, None)
+
+    async def receive(self, visitor: Visitor, frame: str | bytes) -> None:
+        """One frame from the visitor; errors are answered, never raised."""
+        try:
+            msg = protocol.validate(protocol.decode(frame))
+            await self._dispatch(visitor, msg)
+        except ProtocolError as exc:
+            self.stats[f"error:{exc.code}"] += 1
+            visitor.send(protocol.error(exc.code, exc.message, exc.ref))
+            if exc.code == "too_large":
+                visitor.close(1009)
+
+    async def tick(self) -> None:
+        await self.matchmaker.tick()
+
+    # ---- messages ----------------------------------------------------------------------
+
+    async def _dispatch(self, v: Visitor, msg: Message) -> None:
+        kind = msg["type"]
+        handler: Callable[[Visitor, Message], Awaitable[None]] = getattr(self, f"_on_{kind}")
+        if kind != "hello" and kind != "bye" and v.state is State.NEW:
+            raise ProtocolError("out_of_order", "send hello first", kind)
+        limiter = v.limits.get(kind)
+        if limiter is not None and not limiter.allow(self._clock()):
+            raise ProtocolError("rate_limited", f"too many {kind} messages", kind)
+        await handler(v, msg)
+
+    async def _on_hello(self, v: Visitor, msg: Message) -> None:
+        if v.state is not State.NEW:
+            raise ProtocolError("out_of_order", "hello was already sent", "hello")
+        if msg["age_confirmed"] is not True:
+            raise ProtocolError("age_required", "confirm you are 18 or older", "hello")
+        v.interests = frozenset(msg.get("interests", ()))
+        v.language = msg.get("language")
+        v.state = State.IDLE
+        v.send(protocol.message("welcome", handle=v.handle, limits=protocol.limits()))
+
+    async def _on_start(self, v: Visitor, msg: Message) -> None:
+        if v.state is not State.IDLE:
+            raise ProtocolError("out_of_order", f"already {v.state.value}", "start")
+        await self._enqueue(v)
+
+    async def _on_offer(self, v: Visitor, msg: Message) -> None:
+        if v.state not in (State.QUEUED, State.MATCHED):
+            raise ProtocolError("out_of_order", "send start before offer", "offer")
+        if v.session_id is not None:
+            raise ProtocolError("out_of_order", "one offer per connection", "offer")
+        try:
+            session = self.sfu.create_session(msg["sdp"])
+        except SfuError as exc:
+            code = "server_full" if "full" in str(exc) else "offer_rejected"
+            raise ProtocolError(code, str(exc), "offer") from None
+        v.session_id = session.id
+        self._by_session[session.id] = v
+        v.send(protocol.message("answer", sdp=session.answer))
+        if v.partner is not None:
+            self._connect_media(v, v.partner)
+
+    async def _on_next(self, v: Visitor, msg: Message) -> None:
+        if v.state is State.MATCHED:
+            await self._skip(v)
+        elif v.state is not State.QUEUED:
+            raise ProtocolError("out_of_order", "press start first", "next")
+
+    async def _on_stop(self, v: Visitor, msg: Message) -> None:
+        if v.state is State.MATCHED:
+            await self._end_pair(v, requeue_self=False, reason="left")
+        elif v.state is State.QUEUED:
+            await self.matchmaker.cancel(v.id)
+        else:
+            raise ProtocolError("out_of_order", "not queued or matched", "stop")
+        v.state = State.IDLE
+        v.send(protocol.message("stopped"))
+
+    async def _on_chat(self, v: Visitor, msg: Message) -> None:
+        partner = self._partner(v, "chat")
+        partner.send(protocol.message("chat", text=msg["text"]))
+        self.stats["chat"] += 1
+
+    async def _on_typing(self, v: Visitor, msg: Message) -> None:
+        self._partner(v, "typing").send(protocol.message("typing"))
+
+    async def _on_report(self, v: Visitor, msg: Message) -> None:
+        partner = self._partner(v, "report")
+        await self.matchmaker.record_report(v.identity, partner.identity)
+        self.stats[f"report:{msg['reason']}"] += 1
+        logger.info("report", extra={"reason": msg["reason"]})
+        await self._block(v, partner)
+        v.send(protocol.message("reported"))
+
+    async def _on_block(self, v: Visitor, msg: Message) -> None:
+        await self._block(v, self._partner(v, "block"))
+
+    async def _on_effect(self, v: Visitor, msg: Message) -> None:
+        # effects come with the effects issue; the request is acknowledged honestly
+        v.send(protocol.message("effect", name=msg["name"], on=msg["on"], applied=False))
+
+    async def _on_bye(self, v: Visitor, msg: Message) -> None:
+        await self.leave(v)
+        v.close(1000)
+
+    # ---- pairing -----------------------------------------------------------------------
+
+    def _partner(self, v: Visitor, kind: str) -> Visitor:
+        if v.state is not State.MATCHED or v.partner is None:
+            raise ProtocolError("out_of_order", "not matched", kind)
+        return v.partner
+
+    async def _enqueue(self, v: Visitor) -> None:
+        ticket = Ticket(
+            peer=v.id,
+            identity=v.identity,
+            interests=v.interests | ({f"lang:{v.language}"} if v.language else frozenset()),
+            language=v.language,
+            age_confirmed=True,
+        )
+        v.state = State.QUEUED
+        v.send(protocol.message("queued"))
+        try:
+            await self.matchmaker.enqueue(ticket)  # may call _on_match right away
+        except MatchRefused as exc:
+            v.state = State.IDLE
+            raise ProtocolError("refused", f"not queued: {exc}", "start") from None
+
+    def _on_match(self, match: Match) -> None:
+        a, b = self.visitors.get(match.a), self.visitors.get(match.b)
+        if a is None or b is None:
+            return  # a peer of another node, or gone since
+        if a.state is not State.QUEUED or b.state is not State.QUEUED:
+            logger.warning("match for a peer not queued; ignored")
+            return
+        a.partner, b.partner = b, a
+        shared = sorted(i for i in match.shared_interests if not i.startswith("lang:"))
+        for me, other in ((a, b), (b, a)):
+            me.state = State.MATCHED
+            me.send(protocol.message("matched", partner=other.handle, shared_interests=shared))
+        self._connect_media(a, b)
+        self.stats["matches"] += 1
+
+    def _connect_media(self, a: Visitor, b: Visitor) -> None:
+        if a.session_id is None or b.session_id is None:
+            return  # connected when the later offer arrives
+        try:
+            self.sfu.connect(a.session_id, b.session_id)
+            self.sfu.connect(b.session_id, a.session_id)
+        except SfuError:
+            logger.warning("media session vanished before connect")
+
+    async def _skip(self, v: Visitor) -> None:
+        partner = v.partner
+        if partner is not None:
+            await self.matchmaker.record_skip(v.identity, partner.identity)
+        await self._end_pair(v, requeue_self=True, reason="next")
+
+    async def _block(self, v: Visitor, partner: Visitor) -> None:
+        await self.matchmaker.record_block(v.identity, partner.identity)
+        await self._end_pair(v, requeue_self=True, reason="next")
+
+    async def _end_pair(self, v: Visitor, *, requeue_self: bool, reason: str) -> None:
+        """End v's pair for both. The partner is told and re-queued; v is
+        re-queued when it pressed Next (requeue_self)."""
+        partner = v.partner
+        if partner is None:
+            return
+        v.partner = partner.partner = None
+        if v.session_id and partner.session_id:
+            self.sfu.disconnect(v.session_id, partner.session_id)
+            self.sfu.disconnect(partner.session_id, v.session_id)
+        partner.state = State.IDLE
+        v.state = State.IDLE
+        partner.send(protocol.message("partner_left", reason=reason))
+        await self._requeue(partner)
+        if requeue_self:
+            await self._requeue(v)
+
+    async def _requeue(self, v: Visitor) -> None:
+        try:
+            await self._enqueue(v)
+        except ProtocolError as exc:
+            v.send(protocol.error(exc.code, exc.message, exc.ref))
+
+    # ---- media events ------------------------------------------------------------------
+
+    def _on_sfu_event(self, event: SfuEvent) -> None:
+        if isinstance(event, SessionClosed):
+            v = self._by_session.pop(event.session_id, None)
+            if v is None or v.state is State.GONE:
+                return
+            # the visitor's media died: end its pair as if it left; it may offer again
+            v.session_id = None
+            self.stats[f"media_closed:{event.reason.split(':')[0]}"] += 1
+            if v.partner is not None:
+                partner = v.partner
+                v.partner = partner.partner = None
+                if partner.session_id:
+                    self.sfu.disconnect(partner.session_id, event.session_id)
+                partner.state = State.IDLE
+                partner.send(protocol.message("partner_left", reason="left"))
+                _spawn(self._requeue(partner))
+            v.state = State.IDLE
+            v.send(protocol.error("media_closed", f"media connection ended ({event.reason})"))
+            v.send(protocol.message("stopped"))
+
+
+def _spawn(coro: Awaitable[Any]) -> None:
+    import asyncio
+
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[Any] = set()

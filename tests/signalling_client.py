@@ -1,0 +1,115 @@
+"""A test client and an in-process server for the signalling protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from typing import Any, AsyncIterator
+
+import msgpack
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from mediaserver.app import _tick, create_app, start_services
+from mediaserver.config import Config
+from mediaserver.signalling.protocol import MAX_FRAME_BYTES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_server(**overrides: Any) -> AsyncIterator[Any]:
+    """The real app (SFU + hub + matchmaker + /ws) on a free loopback port."""
+    config = Config(host="127.0.0.1", port=free_port(), udp_port=0, **overrides)
+    sfu, hub = await start_services(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(sfu, hub),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            lifespan="off",
+            ws="websockets",
+            ws_max_size=MAX_FRAME_BYTES,
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    ticker = asyncio.create_task(_tick(hub))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    server.url = f"ws://127.0.0.1:{config.port}/ws"  # type: ignore[attr-defined]
+    server.hub, server.sfu = hub, sfu  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        ticker.cancel()
+        server.should_exit = True
+        await serving
+        await hub.matchmaker.close()
+        await sfu.close()
+
+
+class Client:
+    """One visitor: speaks JSON or msgpack and keeps every frame it receives."""
+
+    def __init__(self, ws: ClientConnection, binary: bool) -> None:
+        self.ws = ws
+        self.binary = binary
+        self.frames: list[str | bytes] = []
+        self.messages: list[dict[str, Any]] = []
+        self._pending: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, binary: bool = False, source: str = "127.0.0.1") -> "Client":
+        ws = await connect(url, local_addr=(source, 0), max_size=None)
+        return cls(ws, binary)
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in self.ws:
+                self.frames.append(frame)
+                msg = msgpack.unpackb(frame) if isinstance(frame, bytes) else json.loads(frame)
+                self.messages.append(msg)
+                await self._pending.put(msg)
+
+    async def send(self, kind: str | None = None, raw: Any = None, **fields: Any) -> None:
+        msg = raw if raw is not None else {"v": 1, "type": kind, **fields}
+        if isinstance(msg, (str, bytes)):
+            await self.ws.send(msg)
+        elif self.binary:
+            await self.ws.send(msgpack.packb(msg, use_bin_type=True))
+        else:
+            await self.ws.send(json.dumps(msg))
+
+    async def expect(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next message, which must be of this type."""
+        msg = await asyncio.wait_for(self._pending.get(), timeout)
+        assert msg["type"] == kind, msg
+        assert msg["v"] == 1
+        return msg
+
+    async def error(self, code: str, timeout: float = 5.0) -> dict[str, Any]:
+        msg = await self.expect("error", timeout)
+        assert msg["code"] == code, msg
+        assert isinstance(msg["message"], str) and msg["message"]
+        return msg
+
+    async def quiet(self, seconds: float = 0.2) -> None:
+        """Assert nothing more arrives for a while."""
+        await asyncio.sleep(seconds)
+        assert self._pending.empty(), self._pending.get_nowait()
+
+    async def hello(self, **fields: Any) -> dict[str, Any]:
+        await self.send("hello", age_confirmed=True, **fields)
+        return await self.expect("welcome")
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()

@@ -1,0 +1,283 @@
+"""The signalling protocol over a real WebSocket, in JSON and in msgpack."""
+
+import asyncio
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mediaserver.signalling import protocol
+from tests.signalling_client import Client, running_server
+
+OFFER = (Path(__file__).parent / "data" / "offer_aiortc.sdp").read_text()
+
+
+@pytest.fixture
+async def server():
+    async with running_server(match_interest_wait=0.5) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["json", "msgpack"])
+def binary(request):
+    return request.param == "msgpack"
+
+
+async def visitor(server, binary, n, **hello):
+    client = await Client.open(server.url, binary, source=f"127.0.0.{n + 1}")
+    await client.hello(**hello)
+    return client
+
+
+async def test_a_visit_start_offer_match_chat_next(server, binary):
+    a = await visitor(server, binary, 1, interests=["Music", "chess"])
+    b = await visitor(server, binary, 2, interests=["music"])
+    await a.send("start")
+    await a.expect("queued")
+    await a.send("offer", sdp=OFFER)
+    answer = await a.expect("answer")
+    assert "a=ice-lite" in answer["sdp"]
+    await b.send("start")
+    await b.expect("queued")
+    ma, mb = await a.expect("matched"), await b.expect("matched")
+    assert ma["shared_interests"] == mb["shared_interests"] == ["music"]
+    assert ma["partner"].startswith("stranger-") and ma["partner"] != mb["partner"]
+    await b.send("offer", sdp=OFFER)
+    await b.expect("answer")
+    # media routed both ways once both sessions exist
+    sa, sb = (server.hub.visitors[v].session_id for v in list(server.hub.visitors))[:2]
+    assert server.sfu.sessions[sa].subscribers == {sb}
+
+    await a.send("chat", text="hello stranger ✓")
+    assert (await b.expect("chat"))["text"] == "hello stranger ✓"
+    await b.send("typing")
+    await a.expect("typing")
+
+    await a.send("next")
+    assert (await b.expect("partner_left"))["reason"] == "next"
+    await b.expect("queued")
+    await a.expect("queued")
+    # a skipped b: they are not matched again
+    await a.quiet(0.8)
+    c = await visitor(server, binary, 3)
+    await c.send("start")
+    await c.expect("queued")
+    # b waited longest: c meets b
+    await c.expect("matched")
+    assert (await b.expect("matched"))["partner"] == c.messages[0]["handle"]
+    await a.quiet(0.1)
+    for client in (a, b, c):
+        await client.close()
+
+
+async def test_stop_and_disconnect_tell_the_partner(server, binary):
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+    await a.expect("matched")
+    await b.expect("matched")
+    await a.send("stop")
+    await a.expect("stopped")
+    assert (await b.expect("partner_left"))["reason"] == "left"
+    await b.expect("queued")
+    await a.send("start")
+    await a.expect("queued")
+    await a.expect("matched")
+    await b.expect("matched")
+    await a.close()  # the WebSocket dies
+    assert (await b.expect("partner_left"))["reason"] == "left"
+    await b.expect("queued")
+    await b.send("stop")
+    await b.expect("stopped")
+    await b.send("bye")
+    await asyncio.wait_for(b._reader, 5)
+    assert b.ws.close_code == 1000
+    assert server.hub.visitors == {}
+
+
+async def test_block_and_report(server, binary):
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+    await a.expect("matched")
+    await b.expect("matched")
+    await a.send("report", reason="spam")
+    assert (await b.expect("partner_left"))["reason"] == "next"  # b cannot tell it was reported
+    await b.expect("queued")
+    await a.expect("queued")
+    await a.expect("reported")
+    await a.quiet(0.8)  # blocked: never matched again
+
+
+async def test_reported_by_three_people_is_refused(server, binary):
+    target = await visitor(server, binary, 10)
+    for n in (1, 2, 3):
+        reporter = await visitor(server, binary, n)
+        await reporter.send("start")
+        await reporter.expect("queued")
+        if n == 1:
+            await target.send("start")
+            await target.expect("queued")
+        else:
+            await target.expect("queued")
+        await reporter.expect("matched")
+        await target.expect("matched")
+        await reporter.send("report", reason="harassment")
+        assert (await target.expect("partner_left"))["reason"] == "next"
+        await reporter.close()
+    # re-queued after the third report: refused
+    await target.error("refused")
+    await target.send("start")
+    await target.error("refused")
+
+
+async def test_effect_is_acknowledged_not_applied(server, binary):
+    a = await visitor(server, binary, 1)
+    await a.send("effect", name="blur_background", on=True)
+    msg = await a.expect("effect")
+    assert (msg["name"], msg["on"], msg["applied"]) == ("blur_background", True, False)
+
+
+ERRORS = [
+    # (frames before, the bad message, expected code)
+    ([], {"v": 1, "type": "start"}, "out_of_order"),
+    ([], {"v": 1, "type": "hello", "age_confirmed": False}, "age_required"),
+    ([], {"v": 1, "type": "hello"}, "bad_field"),
+    ([], {"v": 1, "type": "hello", "age_confirmed": "yes"}, "bad_field"),
+    ([], {"v": 1, "type": "hello", "age_confirmed": True, "interests": "music"}, "bad_field"),
+    ([], {"v": 1, "type": "hello", "age_confirmed": True, "interests": ["x" * 33]}, "bad_field"),
+    ([], {"v": 2, "type": "hello", "age_confirmed": True}, "unsupported_version"),
+    ([], {"type": "hello", "age_confirmed": True}, "unsupported_version"),
+    ([], {"v": 1, "type": "dance"}, "unknown_type"),
+    ([], {"v": 1}, "unknown_type"),
+    ([], [1, 2], "not_an_object"),
+    (["hello"], {"v": 1, "type": "hello", "age_confirmed": True}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "offer", "sdp": OFFER}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "chat", "text": "hi"}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "next"}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "stop"}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "report", "reason": "spam"}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "block"}, "out_of_order"),
+    (["hello", "start"], {"v": 1, "type": "start"}, "out_of_order"),
+    (["hello", "start"], {"v": 1, "type": "offer", "sdp": "not sdp"}, "offer_rejected"),
+    (["hello", "start"], {"v": 1, "type": "offer", "sdp": 5}, "bad_field"),
+    (["hello", "start", "offer"], {"v": 1, "type": "offer", "sdp": OFFER}, "out_of_order"),
+    (["hello"], {"v": 1, "type": "chat", "text": ""}, "bad_field"),
+    (["hello"], {"v": 1, "type": "chat", "text": "x" * 1001}, "bad_field"),
+    (["hello"], {"v": 1, "type": "report", "reason": "ugly"}, "bad_field"),
+    (["hello"], {"v": 1, "type": "effect", "name": "blur", "on": 1}, "bad_field"),
+]
+
+
+@pytest.mark.parametrize("before, bad, code", ERRORS)
+async def test_bad_messages_get_an_error_and_the_connection_lives(server, binary, before, bad, code):
+    client = await Client.open(server.url, binary)
+    for kind in before:
+        if kind == "hello":
+            await client.hello()
+        elif kind == "start":
+            await client.send("start")
+            await client.expect("queued")
+        elif kind == "offer":
+            await client.send("offer", sdp=OFFER)
+            await client.expect("answer")
+    await client.send(raw=bad)
+    msg = await client.error(code)
+    assert msg["ref"] in (None, bad.get("type") if isinstance(bad, dict) else None)
+    # still usable afterwards
+    await client.send("effect", name="x", on=False)
+    if "hello" in before:
+        await client.expect("effect")
+    else:
+        await client.error("out_of_order")
+    await client.close()
+
+
+@pytest.mark.parametrize("frame, code", [
+    ("{", "bad_json"),
+    ("NaN", "bad_json"),
+    ("[" * 100_00, "bad_json"),
+    ('"just a string"', "not_an_object"),
+    (b"\xc1", "bad_msgpack"),
+    (b"\x92\x01\x02", "not_an_object"),
+    (msgpack.packb({"v": 1, "type": 7}), "unknown_type"),
+    (msgpack.packb({1: 2}), "bad_msgpack"),
+])
+async def test_undecodable_frames(server, frame, code):
+    client = await Client.open(server.url)
+    await client.send(raw=frame)
+    await client.error(code)
+    await client.hello()
+    await client.close()
+
+
+async def test_replies_follow_the_encoding_of_the_last_frame(server):
+    client = await Client.open(server.url, binary=True)
+    await client.hello()
+    assert isinstance(client.frames[-1], bytes)
+    client.binary = False
+    await client.send("effect", name="x", on=True)
+    await client.expect("effect")
+    assert isinstance(client.frames[-1], str)
+
+
+async def test_oversized_frame_closes_with_1009(server, binary):
+    client = await Client.open(server.url, binary)
+    await client.hello()
+    await client.send("chat", text="x" * (protocol.MAX_FRAME_BYTES + 10))
+    await asyncio.wait_for(client._reader, 5)
+    assert client.ws.close_code == 1009
+
+
+async def test_rate_limits(server, binary):
+    client = await visitor(server, binary, 1)
+    seen = []
+    for _ in range(7):
+        await client.send("start")
+        msg = await asyncio.wait_for(client._pending.get(), 5)
+        seen.append(msg["type"] if msg["type"] != "error" else msg["code"])
+        if msg["type"] == "queued":
+            await client.send("stop")
+            await client.expect("stopped")
+    # start allows a burst of 5, then 1/s: within a quick loop the 6th is refused
+    assert seen[:5] == ["queued"] * 5
+    assert "rate_limited" in seen[5:]
+
+
+# ---- sans-I/O: decode + validate ----------------------------------------------------
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300)))
+def test_random_frames_only_raise_protocol_errors(frame):
+    try:
+        protocol.validate(protocol.decode(frame))
+    except protocol.ProtocolError as exc:
+        assert exc.code in {
+            "bad_json", "bad_msgpack", "not_an_object", "unsupported_version", "unknown_type",
+            "bad_field",
+        }
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(sorted(protocol.CLIENT_MESSAGES)), st.dictionaries(st.text(max_size=12), json_values, max_size=5))
+def test_random_fields_only_raise_protocol_errors(kind, fields):
+    msg = {**fields, "v": 1, "type": kind}
+    for encoded in (protocol.encode(msg, False), protocol.encode(msg, True)):
+        try:
+            clean = protocol.validate(protocol.decode(encoded))
+        except protocol.ProtocolError as exc:
+            assert exc.code == "bad_field" and exc.ref == kind
+        else:
+            assert clean["type"] == kind
