@@ -122,6 +122,9 @@ def build(force: bool = False) -> Path:
     found = _find(target)
     if found is None:
         raise RuntimeError(f"no {MODULE} module in {target} after the build")
+    for old in build_dir().glob("loadgen-*"):
+        if old != target:  # builds of earlier sources
+            shutil.rmtree(old, ignore_errors=True)
     return found
 
 

@@ -5,11 +5,11 @@ the way Chromium writes one (BUNDLE, rtcp-mux, VP8 on payload type 96 and
 optionally Opus on 111), STUN Binding requests built with aioice's codec, and a
 DTLS client (mediaserver.sfu.dtls in its "client" role) that ends with the SRTP
 keys. The packet loops live in _loadgen.pyx; this module only gets peers to the
-point where media can flow, and keeps their ICE consent alive.
+point where media can flow, and keeps their sessions alive (RTCP, consent).
 
     peers = [SyntheticPeer(i, "send", cert) for i in range(n)]
-    answer = create_session(peer.offer())      # over the harness
-    peer.accept(answer)
+    session_id, answer = create_session(peer.offer())   # over the harness
+    peer.accept(session_id, answer)
     handshake(peers, timeout=10)               # ICE + DTLS, all peers at once
     peer.keys                                  # SrtpKeys: profile, tx/rx key+salt
     KeepAlive(peers).start()                   # RTCP and consent, as a browser
