@@ -1,0 +1,551 @@
+// mediaserver browser client: signalling protocol v1 (docs/protocol.md).
+//
+// One WebSocket and one RTCPeerConnection per visit. The server forwards each new
+// stranger's media into the same tracks, so Next never renegotiates. Everything
+// that comes from the network is shown with textContent, never as HTML.
+"use strict";
+
+(() => {
+  const PROTOCOL_VERSION = 1;
+  const MAX_INTERESTS = 10;
+  const INTEREST_MAX_CHARS = 32;
+  const TYPING_EVERY_MS = 2000; // at most one `typing` per this long
+  const TYPING_SHOWN_MS = 3500; // how long "Stranger is typing…" stays up
+  const FLASH_MS = 4000; // errors and notices in the status line
+
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    start: $("start"),
+    next: $("next"),
+    stop: $("stop"),
+    local: $("local"),
+    remote: $("remote"),
+    remoteBox: $("remote-box"),
+    placeholderText: $("placeholder-text"),
+    shared: $("shared"),
+    status: $("status"),
+    chatLog: $("chat-log"),
+    chatForm: $("chat-form"),
+    chatInput: $("chat-input"),
+    chatSend: $("chat-send"),
+    typing: $("typing"),
+    report: $("report"),
+    reportDialog: $("report-dialog"),
+    effect: $("effect"),
+    effectNote: $("effect-note"),
+    ageConfirm: $("age-confirm"),
+    ageLabel: $("age-label"),
+    interests: $("interests"),
+  };
+
+  // ---- state ------------------------------------------------------------------------
+  //
+  // phase: "idle"       no WebSocket, or connected and not queued (after stop)
+  //        "connecting" camera + WebSocket + hello in progress
+  //        "queued"     waiting for a stranger
+  //        "matched"    talking to a stranger
+  const st = {
+    phase: "idle",
+    ws: null,
+    welcomed: false,
+    pc: null,
+    offered: false,
+    localStream: null,
+    remoteStream: null,
+    effect: "none", // the effect the user picked
+    sentEffect: null, // the effect the server was last told is on
+    lastTypingSent: 0,
+    typingTimer: null,
+    baseStatus: "Press Start",
+    flashTimer: null,
+    strangerLeft: false, // show "Stranger left…" until the next match
+  };
+
+  // Debug/test hook: read-only view of the connection (nothing about the stranger).
+  window.mediaserverClient = {
+    get phase() { return st.phase; },
+    get pc() { return st.pc; },
+    get ws() { return st.ws; },
+  };
+
+  // ---- status line ----------------------------------------------------------------------
+
+  function setStatus(text) {
+    st.baseStatus = text;
+    if (st.flashTimer === null) ui.status.textContent = text;
+    ui.status.classList.remove("flash");
+  }
+
+  function flash(text, ms = FLASH_MS) {
+    ui.status.textContent = text;
+    ui.status.classList.add("flash");
+    clearTimeout(st.flashTimer);
+    st.flashTimer = setTimeout(() => {
+      st.flashTimer = null;
+      ui.status.classList.remove("flash");
+      ui.status.textContent = st.baseStatus;
+    }, ms);
+  }
+
+  function clearFlash() {
+    clearTimeout(st.flashTimer);
+    st.flashTimer = null;
+    ui.status.classList.remove("flash");
+    ui.status.textContent = st.baseStatus;
+  }
+
+  // ---- phase -> controls ------------------------------------------------------------------
+
+  function setPhase(phase) {
+    st.phase = phase;
+    const connected = st.ws !== null;
+    const matched = phase === "matched";
+    ui.start.disabled = phase !== "idle";
+    ui.next.disabled = !matched;
+    ui.stop.disabled = !(matched || phase === "queued");
+    ui.report.disabled = !matched;
+    ui.chatInput.disabled = !matched;
+    ui.chatSend.disabled = !matched;
+    // hello is sent once per connection: these apply to the next connection
+    ui.ageConfirm.disabled = connected;
+    ui.interests.disabled = connected;
+    ui.remoteBox.classList.toggle("waiting", !matched);
+    ui.placeholderText.textContent =
+      phase === "queued" || phase === "connecting" ? "Looking for someone…" : "Nobody here yet";
+    ui.remoteBox.classList.toggle("searching", phase === "queued" || phase === "connecting");
+    document.body.dataset.phase = phase;
+    document.body.dataset.connected = connected ? "yes" : "no";
+    if (!matched) {
+      hideTyping();
+      ui.shared.hidden = true;
+      if (ui.reportDialog.open) ui.reportDialog.close("cancel");
+    }
+  }
+
+  // ---- chat log ---------------------------------------------------------------------------
+
+  function addLine(who, text) {
+    const li = document.createElement("li");
+    li.className = who;
+    if (who === "you" || who === "stranger") {
+      const name = document.createElement("b");
+      name.textContent = who === "you" ? "You: " : "Stranger: ";
+      li.append(name, document.createTextNode(text));
+    } else {
+      li.textContent = text;
+    }
+    ui.chatLog.append(li);
+    ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+  }
+
+  function clearChat() {
+    ui.chatLog.replaceChildren();
+    hideTyping();
+  }
+
+  function showTyping() {
+    ui.typing.hidden = false;
+    clearTimeout(st.typingTimer);
+    st.typingTimer = setTimeout(hideTyping, TYPING_SHOWN_MS);
+  }
+
+  function hideTyping() {
+    clearTimeout(st.typingTimer);
+    st.typingTimer = null;
+    ui.typing.hidden = true;
+  }
+
+  // ---- signalling ---------------------------------------------------------------------------
+
+  function send(type, fields = {}) {
+    if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return false;
+    st.ws.send(JSON.stringify({ v: PROTOCOL_VERSION, type, ...fields }));
+    return true;
+  }
+
+  function parseInterests(text) {
+    const out = [];
+    for (const raw of text.split(",")) {
+      const item = raw.trim().toLowerCase().slice(0, INTEREST_MAX_CHARS);
+      if (item && !out.includes(item)) out.push(item);
+      if (out.length === MAX_INTERESTS) break;
+    }
+    return out;
+  }
+
+  function wsUrl() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/ws`;
+  }
+
+  function openSocket() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(wsUrl());
+      let opened = false;
+      ws.onopen = () => {
+        opened = true;
+        resolve(ws);
+      };
+      ws.onerror = () => {
+        if (!opened) reject(new Error("cannot reach the server"));
+      };
+      ws.onclose = (ev) => {
+        if (!opened) reject(new Error("cannot reach the server"));
+        else onSocketClosed(ws, ev);
+      };
+      ws.onmessage = (ev) => {
+        if (ws !== st.ws) return;
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        if (msg && typeof msg === "object") onMessage(msg);
+      };
+    });
+  }
+
+  function onSocketClosed(ws, ev) {
+    if (ws !== st.ws) return;
+    st.ws = null;
+    st.welcomed = false;
+    closePeerConnection();
+    setPhase("idle");
+    const why = ev.code === 1000 ? "" : ` (code ${ev.code})`;
+    clearFlash();
+    setStatus(`Disconnected from the server${why}. Press Start to reconnect.`);
+  }
+
+  function onMessage(msg) {
+    switch (msg.type) {
+      case "welcome":
+        st.welcomed = true;
+        if (msg.limits && Number.isInteger(msg.limits.chat_max_chars)) {
+          ui.chatInput.maxLength = msg.limits.chat_max_chars;
+        }
+        syncEffect();
+        send("start");
+        break;
+      case "queued":
+        setPhase("queued");
+        setStatus(st.strangerLeft ? "Stranger left — finding someone new…" : "Looking for someone…");
+        ensureOffer();
+        break;
+      case "answer":
+        onAnswer(msg.sdp);
+        break;
+      case "matched":
+        onMatched(msg);
+        break;
+      case "partner_left":
+        st.strangerLeft = true;
+        setPhase("queued"); // re-queued by the server; `queued` follows
+        addLine("system", "Stranger left.");
+        setStatus("Stranger left — finding someone new…");
+        break;
+      case "chat":
+        if (typeof msg.text === "string" && st.phase === "matched") {
+          hideTyping();
+          addLine("stranger", msg.text);
+        }
+        break;
+      case "typing":
+        if (st.phase === "matched") showTyping();
+        break;
+      case "stopped":
+        st.strangerLeft = false;
+        setPhase("idle");
+        setStatus("Stopped. Press Start to meet someone.");
+        break;
+      case "reported":
+        flash("Thanks, your report was recorded.");
+        break;
+      case "effect":
+        onEffectEcho(msg);
+        break;
+      case "error":
+        onError(msg);
+        break;
+      default:
+        break; // newer servers may send more
+    }
+  }
+
+  function onMatched(msg) {
+    st.strangerLeft = false;
+    clearChat();
+    setPhase("matched");
+    clearFlash();
+    setStatus("Connected");
+    const shared = Array.isArray(msg.shared_interests)
+      ? msg.shared_interests.filter((s) => typeof s === "string")
+      : [];
+    addLine("system", "You are now talking to a stranger. Say hi!");
+    if (shared.length) {
+      const text = `You both like: ${shared.join(", ")}`;
+      ui.shared.textContent = text;
+      ui.shared.hidden = false;
+      addLine("system", text);
+    }
+    playRemote();
+  }
+
+  function onError(msg) {
+    const code = typeof msg.code === "string" ? msg.code : "error";
+    const text = typeof msg.message === "string" ? msg.message : "";
+    if (code === "media_closed") {
+      // our media session is gone (`stopped` follows): a fresh RTCPeerConnection
+      // offers on the next start
+      closePeerConnection();
+    } else if (code === "offer_rejected" || code === "server_full") {
+      // no media: leave the queue rather than meet someone with a black screen
+      closePeerConnection();
+      if (st.phase === "queued" || st.phase === "matched") send("stop");
+    }
+    if (msg.ref === "start" && st.phase === "connecting") {
+      setPhase("idle"); // not queued (refused, rate limited): Start can try again
+      setStatus("Press Start");
+    } else if (code === "refused") {
+      setPhase("idle"); // a re-queue after the stranger left was refused
+      setStatus("Press Start");
+    }
+    flash(text ? `Error: ${text} (${code})` : `Error: ${code}`);
+  }
+
+  // ---- media -------------------------------------------------------------------------------
+
+  async function getCamera() {
+    if (st.localStream) return st.localStream;
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error("this browser cannot use a camera here (a secure https page is needed)");
+    }
+    st.localStream = await navigator.mediaDevices.getUserMedia({
+      audio: true,
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } },
+    });
+    ui.local.srcObject = st.localStream;
+    ui.local.play().catch(() => {});
+    return st.localStream;
+  }
+
+  function ensureOffer() {
+    if (st.pc || !st.localStream) return;
+    const pc = new RTCPeerConnection(); // the server is ICE-lite with a public candidate
+    st.pc = pc;
+    st.offered = false;
+    st.remoteStream = new MediaStream();
+    ui.remote.srcObject = st.remoteStream;
+    for (const track of st.localStream.getTracks()) pc.addTrack(track, st.localStream);
+    pc.ontrack = (ev) => {
+      if (pc !== st.pc) return;
+      st.remoteStream.addTrack(ev.track);
+      playRemote();
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc !== st.pc) return;
+      if (pc.connectionState === "failed") {
+        flash("Media connection failed.");
+      }
+    };
+    (async () => {
+      try {
+        await pc.setLocalDescription(await pc.createOffer());
+        if (pc !== st.pc) return;
+        st.offered = send("offer", { sdp: pc.localDescription.sdp });
+      } catch (err) {
+        if (pc === st.pc) flash(`Cannot start video: ${err.message || err}`);
+      }
+    })();
+  }
+
+  async function onAnswer(sdp) {
+    const pc = st.pc;
+    if (!pc || typeof sdp !== "string" || pc.signalingState !== "have-local-offer") return;
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp });
+    } catch (err) {
+      flash(`Cannot use the server's answer: ${err.message || err}`);
+    }
+  }
+
+  function playRemote() {
+    if (!ui.remote.srcObject) return;
+    ui.remote.play().catch(() => {
+      // autoplay with sound refused (no user gesture yet): the next click plays it
+      const resume = () => ui.remote.play().catch(() => {});
+      document.addEventListener("click", resume, { once: true });
+    });
+  }
+
+  function closePeerConnection() {
+    if (st.pc) {
+      st.pc.ontrack = null;
+      st.pc.onconnectionstatechange = null;
+      st.pc.close();
+    }
+    st.pc = null;
+    st.offered = false;
+    st.remoteStream = null;
+    ui.remote.srcObject = null;
+  }
+
+  // ---- effects ------------------------------------------------------------------------------
+
+  function syncEffect() {
+    // one effect at a time: turn the old one off, the new one on
+    if (!st.welcomed) return;
+    const want = st.effect === "none" ? null : st.effect;
+    if (st.sentEffect === want) return;
+    if (st.sentEffect) send("effect", { name: st.sentEffect, on: false });
+    if (want) send("effect", { name: want, on: true });
+    st.sentEffect = want;
+  }
+
+  function onEffectEcho(msg) {
+    if (typeof msg.name !== "string" || msg.name !== st.effect || msg.on !== true) {
+      if (st.effect === "none") ui.effectNote.hidden = true;
+      return;
+    }
+    ui.effectNote.hidden = false;
+    ui.effectNote.textContent = msg.applied
+      ? "Effect on."
+      : "This effect is not available on the server yet: your video is sent unchanged.";
+  }
+
+  // ---- user actions -------------------------------------------------------------------------
+
+  async function onStart() {
+    if (st.phase !== "idle") return;
+    if (!ui.ageConfirm.checked) {
+      ui.ageLabel.classList.add("attention");
+      ui.ageConfirm.focus();
+      flash("Please confirm you are 18 or older first.");
+      return;
+    }
+    ui.ageLabel.classList.remove("attention");
+    if (st.ws && st.welcomed) {
+      // connected and idle (after Stop): just queue again
+      st.strangerLeft = false;
+      setPhase("connecting");
+      setStatus("Looking for someone…");
+      send("start");
+      return;
+    }
+    st.strangerLeft = false;
+    setPhase("connecting");
+    clearFlash();
+    setStatus("Starting camera…");
+    try {
+      await getCamera();
+    } catch (err) {
+      setPhase("idle");
+      setStatus("Press Start");
+      flash(`Camera or microphone unavailable: ${err.message || err.name || err}`, 8000);
+      return;
+    }
+    setStatus("Connecting…");
+    let ws;
+    try {
+      ws = await openSocket();
+    } catch (err) {
+      setPhase("idle");
+      setStatus("Cannot reach the server. Press Start to try again.");
+      return;
+    }
+    st.ws = ws;
+    st.welcomed = false;
+    st.sentEffect = null;
+    setPhase("connecting");
+    setStatus("Looking for someone…");
+    const hello = { age_confirmed: true };
+    const interests = parseInterests(ui.interests.value);
+    if (interests.length) hello.interests = interests;
+    send("hello", hello);
+  }
+
+  function onNext() {
+    if (st.phase !== "matched" && st.phase !== "queued") return;
+    if (st.phase === "matched") {
+      st.strangerLeft = false;
+      // the server answers `queued` (or an error, and we stay matched)
+      if (send("next")) addLine("system", "You skipped.");
+    }
+  }
+
+  function onStop() {
+    if (st.phase !== "matched" && st.phase !== "queued") return;
+    send("stop"); // `stopped` makes the page idle
+  }
+
+  function onChatSubmit(ev) {
+    ev.preventDefault();
+    const text = ui.chatInput.value.trim();
+    if (!text || st.phase !== "matched") return;
+    if (send("chat", { text: text.slice(0, ui.chatInput.maxLength) })) {
+      addLine("you", text);
+      ui.chatInput.value = "";
+      st.lastTypingSent = 0;
+    }
+  }
+
+  function onChatInput() {
+    if (st.phase !== "matched" || !ui.chatInput.value) return;
+    const now = Date.now();
+    if (now - st.lastTypingSent >= TYPING_EVERY_MS) {
+      st.lastTypingSent = now;
+      send("typing");
+    }
+  }
+
+  function onReport() {
+    if (st.phase !== "matched") return;
+    if (typeof ui.reportDialog.showModal === "function") {
+      ui.reportDialog.returnValue = "cancel";
+      ui.reportDialog.showModal();
+    } else {
+      const reason = window.prompt("Reason: spam, nudity, harassment, underage or other", "other");
+      sendReport((reason || "").trim().toLowerCase());
+    }
+  }
+
+  function sendReport(reason) {
+    if (!["spam", "nudity", "harassment", "underage", "other"].includes(reason)) return;
+    if (st.phase !== "matched") return;
+    if (send("report", { reason })) addLine("system", "You reported the stranger.");
+  }
+
+  function onEffectChange() {
+    st.effect = ui.effect.value;
+    if (st.effect === "none") ui.effectNote.hidden = true;
+    syncEffect();
+  }
+
+  ui.start.addEventListener("click", onStart);
+  ui.next.addEventListener("click", onNext);
+  ui.stop.addEventListener("click", onStop);
+  ui.chatForm.addEventListener("submit", onChatSubmit);
+  ui.chatInput.addEventListener("input", onChatInput);
+  ui.report.addEventListener("click", onReport);
+  ui.reportDialog.addEventListener("close", () => sendReport(ui.reportDialog.returnValue));
+  ui.effect.addEventListener("change", onEffectChange);
+  ui.ageConfirm.addEventListener("change", () => {
+    if (ui.ageConfirm.checked) ui.ageLabel.classList.remove("attention");
+  });
+  document.addEventListener("keydown", (ev) => {
+    // Esc skips, as on the classic sites, unless a dialog or a text field has it
+    if (ev.key !== "Escape" || ui.reportDialog.open) return;
+    const tag = document.activeElement && document.activeElement.tagName;
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
+    onNext();
+  });
+  window.addEventListener("pagehide", () => {
+    if (st.ws) {
+      send("bye");
+      st.ws.close(1000);
+    }
+  });
+
+  ui.effect.value = "none";
+  setPhase("idle");
+})();
