@@ -18,6 +18,8 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	# Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser)
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	# a real redis-server for the Redis matchmaker's tests (they start their own on loopback)
+	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	touch $@
 
 # Start the server with embedded defaults (flags: make run ARGS="--port 9000")

@@ -54,6 +54,7 @@ async def start_services(config: Config) -> tuple[Sfu, SignallingHub]:
         interest_wait=config.match_interest_wait, skip_cooldown=config.skip_cooldown
     )
     hub = SignallingHub(sfu, lambda on_match: create_matchmaker(config.redis_url, policy, on_match))
+    await hub.matchmaker.start()
     return sfu, hub
 
 
@@ -82,7 +83,7 @@ async def serve(config: Config) -> None:
             port=config.port,
             log_level=config.log_level,
             lifespan="off",
-            ws="websockets",
+            ws="websockets-sansio",
             ws_max_size=MAX_FRAME_BYTES,  # larger frames: closed with 1009
             ws_ping_interval=2.0,  # a dead client is noticed within ~5 s
             ws_ping_timeout=3.0,

@@ -35,7 +35,7 @@ async def running_server(**overrides: Any) -> AsyncIterator[Any]:
             port=config.port,
             log_level="warning",
             lifespan="off",
-            ws="websockets",
+            ws="websockets-sansio",
             ws_max_size=MAX_FRAME_BYTES,
         )
     )

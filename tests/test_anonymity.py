@@ -69,7 +69,7 @@ async def test_frames_carry_nothing_about_the_partner():
             for me, other_offer, other in ((0, offers[1], 1), (1, offers[0], 0)):
                 partner = visitors[other]
                 forbidden = secrets_of(other_offer) + [
-                    partner.id, partner.identity, partner.session_id,
+                    partner.id, partner.reputation, partner.session_id,
                     sessions[partner.session_id].local_ufrag,
                     sessions[partner.session_id].local_pwd,
                 ]

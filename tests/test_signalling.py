@@ -47,7 +47,7 @@ async def test_a_visit_start_offer_match_chat_next(server, binary):
     await b.send("offer", sdp=OFFER)
     await b.expect("answer")
     # media routed both ways once both sessions exist
-    sa, sb = (server.hub.visitors[v].session_id for v in list(server.hub.visitors))[:2]
+    sa, sb = [v.session_id for v in server.hub.visitors.values()]
     assert server.sfu.sessions[sa].subscribers == {sb}
 
     await a.send("chat", text="hello stranger ✓")
@@ -133,6 +133,18 @@ async def test_reported_by_three_people_is_refused(server, binary):
     await target.error("refused")
     await target.send("start")
     await target.error("refused")
+
+
+async def test_visitors_behind_one_address_meet(server, binary):
+    # one household, one office, or carrier-grade NAT: the same source address
+    a = await Client.open(server.url, binary, source="127.0.0.1")
+    b = await Client.open(server.url, binary, source="127.0.0.1")
+    for client in (a, b):
+        await client.hello()
+        await client.send("start")
+        await client.expect("queued")
+    await a.expect("matched")
+    await b.expect("matched")
 
 
 async def test_effect_is_acknowledged_not_applied(server, binary):
@@ -264,7 +276,8 @@ def test_random_frames_only_raise_protocol_errors(frame):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )

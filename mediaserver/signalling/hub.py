@@ -38,8 +38,9 @@ class State(enum.Enum):
 class Visitor:
     id: str
     """Connection id: never sent to anyone."""
-    identity: str
-    """Stable opaque key (HMAC of the address): skips, blocks and reports stick to it."""
+    reputation: str
+    """Stable opaque key (HMAC of the address): reports count, and refusals
+    stick, under it. Skips and blocks are kept per visit (the id)."""
     handle: str
     """The only name a partner ever sees."""
     send: Callable[[Message], None]
@@ -50,6 +51,7 @@ class Visitor:
     session_id: str | None = None
     """The visitor's SFU session, from its offer."""
     partner: Visitor | None = None
+    queued_announced: bool = False
     limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,8 +90,8 @@ class SignallingHub:
     def join(
         self, address: str, send: Callable[[Message], None], close: Callable[[int], None]
     ) -> Visitor:
-        identity = hmac.new(self._identity_key, address.encode(), hashlib.sha256).hexdigest()
-        visitor = Visitor(secrets.token_urlsafe(12), identity, _handle(), send, close)
+        reputation = hmac.new(self._identity_key, address.encode(), hashlib.sha256).hexdigest()
+        visitor = Visitor(secrets.token_urlsafe(12), reputation, _handle(), send, close)
         self.visitors[visitor.id] = visitor
         self.stats["connections"] += 1
         return visitor
@@ -189,7 +191,7 @@ class SignallingHub:
 
     async def _on_report(self, v: Visitor, msg: Message) -> None:
         partner = self._partner(v, "report")
-        await self.matchmaker.record_report(v.identity, partner.identity)
+        await self.matchmaker.record_report(v.reputation, partner.reputation)
         self.stats[f"report:{msg['reason']}"] += 1
         logger.info("report", extra={"reason": msg["reason"]})
         await self._block(v, partner)
@@ -216,18 +218,27 @@ class SignallingHub:
     async def _enqueue(self, v: Visitor) -> None:
         ticket = Ticket(
             peer=v.id,
-            identity=v.identity,
-            interests=v.interests | ({f"lang:{v.language}"} if v.language else frozenset()),
+            identity=v.id,  # skips and blocks last the visit
+            reputation=v.reputation,
+            interests=v.interests,
             language=v.language,
             age_confirmed=True,
         )
         v.state = State.QUEUED
-        v.send(protocol.message("queued"))
+        v.queued_announced = False
         try:
             await self.matchmaker.enqueue(ticket)  # may call _on_match right away
         except MatchRefused as exc:
             v.state = State.IDLE
             raise ProtocolError("refused", f"not queued: {exc}", "start") from None
+        self._announce_queued(v)
+
+    def _announce_queued(self, v: Visitor) -> None:
+        # "queued" always comes before "matched", even when the match was made
+        # inside enqueue(), and never for a refused ticket
+        if not v.queued_announced:
+            v.queued_announced = True
+            v.send(protocol.message("queued"))
 
     def _on_match(self, match: Match) -> None:
         a, b = self.visitors.get(match.a), self.visitors.get(match.b)
@@ -237,8 +248,9 @@ class SignallingHub:
             logger.warning("match for a peer not queued; ignored")
             return
         a.partner, b.partner = b, a
-        shared = sorted(i for i in match.shared_interests if not i.startswith("lang:"))
+        shared = sorted(match.shared_interests)
         for me, other in ((a, b), (b, a)):
+            self._announce_queued(me)
             me.state = State.MATCHED
             me.send(protocol.message("matched", partner=other.handle, shared_interests=shared))
         self._connect_media(a, b)
@@ -256,11 +268,11 @@ class SignallingHub:
     async def _skip(self, v: Visitor) -> None:
         partner = v.partner
         if partner is not None:
-            await self.matchmaker.record_skip(v.identity, partner.identity)
+            await self.matchmaker.record_skip(v.id, partner.id)
         await self._end_pair(v, requeue_self=True, reason="next")
 
     async def _block(self, v: Visitor, partner: Visitor) -> None:
-        await self.matchmaker.record_block(v.identity, partner.identity)
+        await self.matchmaker.record_block(v.id, partner.id)
         await self._end_pair(v, requeue_self=True, reason="next")
 
     async def _end_pair(self, v: Visitor, *, requeue_self: bool, reason: str) -> None:

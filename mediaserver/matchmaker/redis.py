@@ -1,0 +1,599 @@
+"""The Redis matchmaker: several server nodes share one queue.
+
+Every step that reads and changes the queue is one call of one Lua script, so
+it is atomic across nodes: "pair the oldest allowed waiter or add the caller",
+"re-examine the waiters whose recheck is due", "cancel", "record a skip/block",
+"record a report". The rules are the in-process ones (see base.py); the data
+structures mirror memory.py:
+
+    {prefix}seq              counter: arrival order
+    {prefix}q                ZSET peer -> arrival number: every waiter
+    {prefix}open             ZSET peer -> arrival number: waiters open to anyone
+                             (no interests, or interest window over)
+    {prefix}k:i:{interest}   ZSET peer -> arrival number, per interest
+    {prefix}k:l:{language}   ZSET peer -> arrival number, per language
+    {prefix}due              ZSET peer -> time of its next re-examination
+    {prefix}t:{peer}         HASH id (identity), s (arrival number), t (arrival
+                             time), k (JSON list of its k: keys), o ("1" = open)
+    {prefix}c:{n}:{a}{b}     STRING: a skip/block between identity a (n = its
+                             length) and b is active until this time; set for
+                             both orders, with PX so Redis forgets it afterwards
+    {prefix}r:{identity}     ZSET reporter -> time, trimmed to the report window
+    {prefix}x:{reputation}   STRING: refused until this time (PX)
+
+Times are the node's ``clock()`` passed into the script (never Redis's own
+clock), so tests can use a fake one; the PX lifetimes only garbage-collect, with
+a margin, and are never what decides whether a skip is active.
+
+Matches made by any node are published on one channel (``mediaserver:matches``
+by default) by the script itself. Every RedisMatchmaker subscribes and calls
+``on_match`` for every match it hears; the node whose call made a match calls
+``on_match`` before that call returns and skips its own message.
+
+The script reads keys it computes (not passed in KEYS), so it needs a
+standalone Redis (or Redis Cluster with every key in one hash slot: give a
+prefix like ``{mm}:``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import Clock, Match, Matchmaker, MatchPolicy, MatchRefused, OnMatch, Ticket
+
+__all__ = ["RedisMatchmaker"]
+
+logger = logging.getLogger("mediaserver.matchmaker")
+
+DEFAULT_CHANNEL = "mediaserver:matches"
+DEFAULT_PREFIX = "mediaserver:mm:"
+
+# Keys with a lifetime outlive it by this much (ms): they only garbage-collect,
+# the stored time decides, and node clocks may differ a little.
+_PX_MARGIN_MS = 60_000
+# Due waiters handled by one script call (bounds the time Redis is busy).
+_DUE_BATCH = 1000
+# Operations in one script call, and script calls on their way at once.
+_MAX_BATCH = 256
+_MAX_INFLIGHT = 2
+
+# An operation waiting to be sent: name, now, arguments, its result.
+_Op = tuple[str, str, tuple[str, ...], "asyncio.Future[str]"]
+
+_LUA = r"""
+-- ARGV: prefix, interest wait, node id, channel, due batch size, then the
+-- operations, each as: name, now, argument count, arguments...
+local P = ARGV[1]
+local W = tonumber(ARGV[2])
+local NODE = ARGV[3]
+local CHANNEL = ARGV[4]
+local DUE_LIMIT = tonumber(ARGV[5])
+local now = 0  -- the clock() of the operation being run
+
+local Q = P .. 'q'
+local OPEN = P .. 'open'
+local DUE = P .. 'due'
+
+local function fmt(x) return string.format('%.17g', x) end
+local function tkey(peer) return P .. 't:' .. peer end
+local function ckey(a, b) return P .. 'c:' .. #a .. ':' .. a .. b end
+
+-- Reading a sorted set in arrival order, a page at a time (most scans stop at
+-- the first waiter).
+local function cursor(key) return {key = key, buf = {}, pos = 1, off = 0, n = 4, done = false} end
+local function head(c)
+  if c.pos > #c.buf then
+    if c.done then return nil end
+    local r = redis.call('ZRANGE', c.key, c.off, c.off + c.n - 1, 'WITHSCORES')
+    c.off = c.off + c.n
+    if #r < 2 * c.n then c.done = true end
+    if c.n < 256 then c.n = c.n * 4 end
+    c.buf = r
+    c.pos = 1
+    if #r == 0 then return nil end
+  end
+  return c.buf[c.pos], tonumber(c.buf[c.pos + 1])
+end
+
+-- The oldest waiter in the sets `keys` that identity `myid` may meet now:
+-- returns its peer and arrival number (or nil), and the earliest end of the
+-- skips/blocks that made the scan pass over waiters (or nil).
+local function scan(keys, myid)
+  local cs = {}
+  for i, k in ipairs(keys) do cs[i] = cursor(k) end
+  local cend = nil
+  local last = nil
+  while true do
+    local bc, bp, bs = nil, nil, nil
+    for _, c in ipairs(cs) do
+      local p, s = head(c)
+      if p and (bs == nil or s < bs) then bc, bp, bs = c, p, s end
+    end
+    if bc == nil then return nil, nil, cend end
+    bc.pos = bc.pos + 2
+    if bs ~= last then
+      last = bs
+      local id = redis.call('HGET', tkey(bp), 'id')
+      if id and id ~= myid then
+        local u = redis.call('GET', ckey(myid, id))
+        local untl = u and tonumber(u)
+        if untl and untl > now then
+          if cend == nil or untl < cend then cend = untl end
+        else
+          return bp, bs, cend
+        end
+      end
+    end
+  end
+end
+
+local function keys_of(toks)
+  local ks = {}
+  for i, tok in ipairs(toks) do ks[i] = P .. 'k:' .. tok end
+  return ks
+end
+
+local function sources(open, toks)
+  local ks = keys_of(toks)
+  if open then table.insert(ks, 1, OPEN) end
+  return ks
+end
+
+local function toks_of(peer)
+  local k = redis.call('HGET', tkey(peer), 'k')
+  if k == false then return nil end
+  if k == '' then return {} end
+  return cjson.decode(k)
+end
+
+local function remove(peer, toks)
+  toks = toks or toks_of(peer)
+  if toks == nil then return false end
+  for _, tok in ipairs(toks) do redis.call('ZREM', P .. 'k:' .. tok, peer) end
+  redis.call('ZREM', Q, peer)
+  redis.call('ZREM', OPEN, peer)
+  redis.call('ZREM', DUE, peer)
+  redis.call('DEL', tkey(peer))
+  return true
+end
+
+local function shared(t1, t2)
+  local seen = {}
+  for _, tok in ipairs(t1) do seen[tok] = true end
+  local out = {}
+  for _, tok in ipairs(t2) do
+    if seen[tok] and string.sub(tok, 1, 2) == 'i:' then out[#out + 1] = string.sub(tok, 3) end
+  end
+  return out
+end
+
+local function schedule(peer, open, t0, cend)
+  local at = cend
+  if not open then
+    local we = t0 + W
+    if at == nil or we < at then at = we end
+  end
+  if at ~= nil then redis.call('ZADD', DUE, fmt(at), peer) end
+end
+
+-- Pair the waiters whose recheck is due, greedily, oldest pair first (see
+-- memory.py _run_due). Returns how many due waiters it looked at.
+local function run_due(out)
+  local peers = redis.call('ZRANGEBYSCORE', DUE, '-inf', fmt(now), 'LIMIT', 0, DUE_LIMIT)
+  if #peers == 0 then return 0 end
+  local ws = {}
+  for _, p in ipairs(peers) do
+    redis.call('ZREM', DUE, p)
+    local v = redis.call('HMGET', tkey(p), 'id', 's', 't', 'k', 'o')
+    if v[1] then
+      local toks = {}
+      if v[4] ~= '' then toks = cjson.decode(v[4]) end
+      ws[#ws + 1] = {peer = p, id = v[1], seq = tonumber(v[2]), t0 = tonumber(v[3]),
+                     toks = toks, open = (v[5] == '1')}
+    end
+  end
+  table.sort(ws, function(x, y) return x.seq < y.seq end)
+  for _, w in ipairs(ws) do
+    if not w.open and now >= w.t0 + W then
+      w.open = true
+      redis.call('ZADD', OPEN, w.seq, w.peer)
+      redis.call('HSET', tkey(w.peer), 'o', '1')
+    end
+  end
+  local dead = {}
+  local cand = {}
+  local cends = {}
+  while true do
+    local bi, k1, k2 = nil, nil, nil
+    for i, w in ipairs(ws) do
+      if not dead[w.peer] then
+        local c = cand[i]
+        if c and dead[c[1]] then c = nil end
+        if c == nil then
+          local p, s, cend = scan(sources(w.open, w.toks), w.id)
+          if p then c = {p, s} else c = false; cends[i] = cend end
+          cand[i] = c
+        end
+        if c then
+          local a, b = w.seq, c[2]
+          if b < a then a, b = b, a end
+          if bi == nil or a < k1 or (a == k1 and b < k2) then bi, k1, k2 = i, a, b end
+        end
+      end
+    end
+    if bi == nil then break end
+    local w = ws[bi]
+    local c = cand[bi]
+    local ptoks = toks_of(c[1])
+    remove(w.peer, w.toks)
+    remove(c[1], ptoks)
+    dead[w.peer] = true
+    dead[c[1]] = true
+    if w.seq < c[2] then
+      out[#out + 1] = {w.peer, c[1], shared(w.toks, ptoks)}
+    else
+      out[#out + 1] = {c[1], w.peer, shared(ptoks, w.toks)}
+    end
+  end
+  for i, w in ipairs(ws) do
+    if not dead[w.peer] then schedule(w.peer, w.open, w.t0, cends[i]) end
+  end
+  return #peers
+end
+
+local function enqueue(a, out)
+  -- a: peer, identity, reputation, tokens... ('i:' interest, 'l:' language)
+  local peer, id, rep = a[1], a[2], a[3]
+  remove(peer)
+  local x = redis.call('GET', P .. 'x:' .. rep)
+  if x and tonumber(x) > now then return 'refused' end
+  run_due(out)
+  local toks = {}
+  for i = 4, #a do toks[#toks + 1] = a[i] end
+  local open = (#toks == 0) or (now >= now + W)
+  local seq = redis.call('INCR', P .. 'seq')
+  local p, _, cend = scan(sources(open, toks), id)
+  if p then
+    local ptoks = toks_of(p)
+    remove(p, ptoks)
+    out[#out + 1] = {p, peer, shared(ptoks, toks)}
+  else
+    local enc = ''
+    if #toks > 0 then enc = cjson.encode(toks) end
+    redis.call('HSET', tkey(peer), 'id', id, 's', seq, 't', fmt(now), 'k', enc,
+               'o', open and '1' or '0')
+    redis.call('ZADD', Q, seq, peer)
+    if open then redis.call('ZADD', OPEN, seq, peer) end
+    for _, k in ipairs(keys_of(toks)) do redis.call('ZADD', k, seq, peer) end
+    schedule(peer, open, now, cend)
+  end
+  return 'ok'
+end
+
+local function conflict(a)
+  -- a: identity, other identity, until, px
+  local untl = tonumber(a[3])
+  for _, k in ipairs({ckey(a[1], a[2]), ckey(a[2], a[1])}) do
+    local cur = redis.call('GET', k)
+    if not cur or tonumber(cur) < untl then redis.call('SET', k, a[3], 'PX', a[4]) end
+  end
+  return 'ok'
+end
+
+local function report(a)
+  -- a: reporter, reported, now - window, window px, threshold, refused until, its px
+  local rk = P .. 'r:' .. a[2]
+  redis.call('ZADD', rk, fmt(now), a[1])
+  redis.call('ZREMRANGEBYSCORE', rk, '-inf', a[3])
+  redis.call('PEXPIRE', rk, a[4])
+  local n = redis.call('ZCARD', rk)
+  if n >= tonumber(a[5]) then redis.call('SET', P .. 'x:' .. a[2], a[6], 'PX', a[7]) end
+  return tostring(n)
+end
+
+local out = {}
+local results = {''}
+local i = 6
+while i <= #ARGV do
+  local op = ARGV[i]
+  now = tonumber(ARGV[i + 1])
+  local n = tonumber(ARGV[i + 2])
+  local a = {}
+  for j = 1, n do a[j] = ARGV[i + 2 + j] end
+  i = i + 3 + n
+  local r
+  if op == 'enqueue' then r = enqueue(a, out)
+  elseif op == 'tick' then r = tostring(run_due(out))
+  elseif op == 'cancel' then remove(a[1]); r = 'ok'
+  elseif op == 'conflict' then r = conflict(a)
+  elseif op == 'report' then r = report(a)
+  else return redis.error_reply('unknown matchmaker op ' .. tostring(op)) end
+  results[#results + 1] = r
+end
+-- One message per call, whatever the number of matches: the first line names
+-- the node, so that it can skip its own.
+if #out > 0 then
+  results[1] = cjson.encode(out)
+  redis.call('PUBLISH', CHANNEL, NODE .. '\n' .. results[1])
+end
+return results
+"""
+
+
+def _px(seconds: float) -> str:
+    return str(max(1, int(seconds * 1000)) + _PX_MARGIN_MS)
+
+
+def _tokens(ticket: Ticket) -> list[str]:
+    toks = ["i:" + i for i in sorted(ticket.interests)]
+    if ticket.language is not None:
+        toks.append("l:" + ticket.language)
+    return toks
+
+
+def _decode_matches(data: str) -> list[Match]:
+    matches = []
+    for a, b, shared in json.loads(data):
+        # cjson encodes an empty list as {}
+        matches.append(Match(a, b, tuple(sorted(shared)) if isinstance(shared, list) else ()))
+    return matches
+
+
+class RedisMatchmaker(Matchmaker):
+    """The queue in Redis, shared by every node that points at it.
+
+    Args:
+        url: a redis:// (or rediss://, unix://) URL.
+        policy: the matching rules' knobs; every node must use the same.
+        on_match: called for every match made by any node (from a background
+            task for matches made elsewhere).
+        clock: seconds as a float; ``time.time`` by default.
+        channel: the pub/sub channel for matches.
+        prefix: the prefix of every key (the queue's namespace).
+        client: an existing ``redis.asyncio.Redis`` (``decode_responses=True``)
+            to use instead of connecting to ``url``; not closed by ``close``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        policy: MatchPolicy,
+        on_match: OnMatch,
+        clock: Clock = time.time,
+        *,
+        channel: str = DEFAULT_CHANNEL,
+        prefix: str = DEFAULT_PREFIX,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        super().__init__(policy, on_match, clock)
+        self._own_client = client is None
+        self._redis: aioredis.Redis = (
+            client if client is not None else aioredis.Redis.from_url(url, decode_responses=True)
+        )
+        self._script = self._redis.register_script(_LUA)
+        self._channel = channel
+        self._prefix = prefix
+        self.node_id = uuid.uuid4().hex
+        self._own_mark = self.node_id + "\n"
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._closed = False
+        self._pending: list[_Op] = []
+        self._flush_scheduled = False
+        self._inflight = 0
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            await self._subscribe()
+            self._listener = asyncio.create_task(self._listen(), name="matchmaker-listener")
+            self._started = True
+
+    async def _subscribe(self) -> None:
+        pubsub = self._redis.pubsub()
+        await pubsub.subscribe(self._channel)
+        # Wait for the confirmation, so that no match published after start()
+        # returns can be missed.
+        while True:
+            msg = await pubsub.get_message(timeout=5.0)
+            if msg is None:
+                raise RedisTimeoutError("no confirmation of SUBSCRIBE")
+            if msg["type"] == "subscribe":
+                break
+        self._pubsub = pubsub
+
+    async def _listen(self) -> None:
+        while not self._closed:
+            try:
+                async for msg in self._pubsub.listen():
+                    if msg["type"] == "message":
+                        self._on_message(msg["data"])
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                if self._closed:
+                    return
+                # redis-py already retried; matches published until we are back
+                # are lost for this node.
+                logger.warning("match channel lost; subscribing again", exc_info=True)
+            if not self._closed:
+                await self._resubscribe()
+
+    async def _resubscribe(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        backoff = 0.05
+        while not self._closed:
+            await asyncio.sleep(backoff)
+            try:
+                await self._subscribe()
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                backoff = min(backoff * 2, 5.0)
+
+    def _on_message(self, data: str) -> None:
+        if data.startswith(self._own_mark):
+            return  # this node called on_match already
+        try:
+            matches = _decode_matches(data.partition("\n")[2])
+        except (ValueError, TypeError):
+            logger.exception("bad message on the match channel: %.200r", data)
+            return
+        self._emit(matches)
+
+    # -- calls: concurrent operations share one script call -------------------
+
+    def _call(self, op: str, now: float, *args: str) -> asyncio.Future[str]:
+        """Queue one operation for the next script call; its future gets its result.
+
+        Operations issued while a call is on its way go in the next one (at most
+        ``_MAX_BATCH`` each, ``_MAX_INFLIGHT`` calls at a time), so under load a
+        node makes far fewer round trips than operations; alone, an operation is
+        sent at the next turn of the event loop.
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+        self._pending.append((op, repr(now), args, fut))
+        if not self._flush_scheduled and self._inflight < _MAX_INFLIGHT:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        while self._pending and self._inflight < _MAX_INFLIGHT:
+            batch = self._pending[:_MAX_BATCH]
+            del self._pending[:_MAX_BATCH]
+            self._inflight += 1
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Op]) -> None:
+        argv: list[str | int] = [
+            self._prefix,
+            repr(float(self.policy.interest_wait)),
+            self.node_id,
+            self._channel,
+            _DUE_BATCH,
+        ]
+        for op, now, args, _ in batch:
+            argv += (op, now, len(args), *args)
+        try:
+            if not self._started:
+                await self.start()
+            result: list[str] = await self._script(args=argv)
+        except BaseException as e:
+            for *_, fut in batch:
+                if not fut.done():
+                    if isinstance(e, asyncio.CancelledError):
+                        fut.cancel()
+                    else:
+                        fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            # on_match first, so that it runs before the enqueue that made the
+            # match returns
+            if result[0]:
+                self._emit(_decode_matches(result[0]))
+            for (*_, fut), r in zip(batch, result[1:], strict=True):
+                if not fut.done():
+                    fut.set_result(r)
+        finally:
+            self._inflight -= 1
+            if self._pending and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    # -- the interface ---------------------------------------------------------
+
+    async def enqueue(self, ticket: Ticket) -> None:
+        if not ticket.age_confirmed:
+            await self.cancel(ticket.peer)
+            raise MatchRefused("age")
+        status = await self._call(
+            "enqueue",
+            self._now(),
+            ticket.peer,
+            ticket.identity,
+            ticket.reputation_key,
+            *_tokens(ticket),
+        )
+        if status == "refused":
+            raise MatchRefused("reported")
+
+    async def cancel(self, peer: str) -> None:
+        await self._call("cancel", self._now(), peer)
+
+    async def _conflict(self, a: str, b: str, ttl: float) -> None:
+        if a == b:
+            return
+        now = self._now()
+        await self._call("conflict", now, a, b, repr(now + ttl), _px(ttl))
+
+    async def record_skip(self, identity: str, other_identity: str) -> None:
+        await self._conflict(identity, other_identity, self.policy.skip_cooldown)
+
+    async def record_block(self, identity: str, other_identity: str) -> None:
+        await self._conflict(identity, other_identity, self.policy.block_ttl)
+
+    async def record_report(self, reporter_identity: str, reported_identity: str) -> None:
+        if reporter_identity == reported_identity:
+            return
+        await self.record_block(reporter_identity, reported_identity)
+        now = self._now()
+        p = self.policy
+        await self._call(
+            "report",
+            now,
+            reporter_identity,
+            reported_identity,
+            repr(now - p.report_window),
+            _px(p.report_window),
+            str(p.report_threshold),
+            repr(now + p.refuse_for),
+            _px(p.refuse_for),
+        )
+
+    async def tick(self) -> None:
+        now = self._now()
+        while int(await self._call("tick", now)) >= _DUE_BATCH:
+            pass
+
+    async def queue_length(self) -> int:
+        n: int = await self._redis.zcard(self._prefix + "q")
+        return n
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._pending or self._sending:  # let operations already issued finish
+            if self._sending:
+                await asyncio.gather(*self._sending, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+            self._pubsub = None
+        if self._own_client:
+            await self._redis.aclose()

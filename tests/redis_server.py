@@ -1,0 +1,139 @@
+"""A throwaway redis-server for tests and benchmarks.
+
+    with RedisServer() as server:
+        url = server.url          # redis://127.0.0.1:PORT/0
+
+Starts Debian's ``redis-server`` binary (``apt-get install redis-server``; no
+system service is used) on a free loopback port, with its own temporary
+directory, no persistence (``--save "" --appendonly no``), and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from types import TracebackType
+from typing import Self
+
+__all__ = ["RedisServer", "RedisServerMissing"]
+
+
+class RedisServerMissing(RuntimeError):
+    """The redis-server binary is not installed."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server process on 127.0.0.1 (a context manager).
+
+    Attributes:
+        port: its TCP port.
+        url: ``redis://127.0.0.1:PORT/0``.
+        pid: its process id (for CPU accounting in benchmarks).
+    """
+
+    def __init__(self, executable: str | None = None, startup_timeout: float = 10.0) -> None:
+        exe = executable or shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.access(exe, os.X_OK):
+            raise RedisServerMissing(
+                "redis-server not found: install it with "
+                "`apt-get update && apt-get install -y redis-server`"
+            )
+        self._exe = exe
+        self._timeout = startup_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def start(self) -> Self:
+        self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
+        for _ in range(5):  # the free port may be taken between probe and bind
+            self.port = _free_port()
+            self._proc = subprocess.Popen(
+                [
+                    self._exe,
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--dir", self._dir.name,
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--daemonize", "no",
+                    "--protected-mode", "yes",
+                    "--loglevel", "warning",
+                    "--logfile", os.path.join(self._dir.name, "redis.log"),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            deadline = time.monotonic() + self._timeout
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    break
+                if _ping(self.port):
+                    return self
+                time.sleep(0.02)
+            self._kill()
+        log = os.path.join(self._dir.name, "redis.log")
+        tail = ""
+        if os.path.exists(log):
+            with open(log) as f:
+                tail = f.read()[-2000:]
+        self.stop()
+        raise RuntimeError(f"redis-server did not start:\n{tail}")
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+            self._proc = None
+
+    def stop(self) -> None:
+        self._kill()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
