@@ -67,6 +67,22 @@ async def _tick(hub: SignallingHub) -> None:
             logger.exception("match queue tick failed")
 
 
+def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        lifespan="off",
+        ws="websockets-sansio",
+        ws_max_size=MAX_FRAME_BYTES,  # larger frames: closed with 1009
+        # a client that stops answering pings is dropped within 4 s, and its
+        # partner told (the media side has its own 4 s timeout)
+        ws_ping_interval=1.5,
+        ws_ping_timeout=2.5,
+    )
+
+
 async def serve(config: Config) -> None:
     sfu, hub = await start_services(config)
     logger.info(
@@ -76,19 +92,7 @@ async def serve(config: Config) -> None:
         config.host,
         config.port,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(sfu, hub),
-            host=config.host,
-            port=config.port,
-            log_level=config.log_level,
-            lifespan="off",
-            ws="websockets-sansio",
-            ws_max_size=MAX_FRAME_BYTES,  # larger frames: closed with 1009
-            ws_ping_interval=2.0,  # a dead client is noticed within ~5 s
-            ws_ping_timeout=3.0,
-        )
-    )
+    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub), config))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:

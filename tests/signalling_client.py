@@ -12,9 +12,8 @@ import msgpack
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from mediaserver.app import _tick, create_app, start_services
+from mediaserver.app import _tick, create_app, start_services, uvicorn_config
 from mediaserver.config import Config
-from mediaserver.signalling.protocol import MAX_FRAME_BYTES
 
 
 def free_port() -> int:
@@ -26,19 +25,11 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def running_server(**overrides: Any) -> AsyncIterator[Any]:
     """The real app (SFU + hub + matchmaker + /ws) on a free loopback port."""
-    config = Config(host="127.0.0.1", port=free_port(), udp_port=0, **overrides)
-    sfu, hub = await start_services(config)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(sfu, hub),
-            host=config.host,
-            port=config.port,
-            log_level="warning",
-            lifespan="off",
-            ws="websockets-sansio",
-            ws_max_size=MAX_FRAME_BYTES,
-        )
+    config = Config(
+        host="127.0.0.1", port=free_port(), udp_port=0, log_level="warning", **overrides
     )
+    sfu, hub = await start_services(config)
+    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub), config))
     serving = asyncio.create_task(server.serve())
     ticker = asyncio.create_task(_tick(hub))
     while not server.started:

@@ -294,3 +294,41 @@ def test_random_fields_only_raise_protocol_errors(kind, fields):
             assert exc.code == "bad_field" and exc.ref == kind
         else:
             assert clean["type"] == kind
+
+
+async def test_dead_media_ends_the_pair(server, binary):
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+        await client.send("offer", sdp=OFFER)
+    got = [[(await c._pending.get())["type"] for _ in range(2)] for c in (a, b)]
+    assert all(sorted(g) == ["answer", "matched"] for g in got)
+    # the SFU closes a's media (what its 4 s media timeout or consent expiry does)
+    (va,) = [v for v in server.hub.visitors.values() if v.handle == a.messages[0]["handle"]]
+    server.sfu.close_session(va.session_id, "media timeout")
+    await a.error("media_closed")
+    await a.expect("stopped")
+    assert (await b.expect("partner_left"))["reason"] == "left"
+    await b.expect("queued")
+    # a may offer again and come back
+    await a.send("start")
+    await a.expect("queued")
+    await a.send("offer", sdp=OFFER)
+    got = sorted([(await a._pending.get())["type"] for _ in range(2)])
+    assert got == ["answer", "matched"]
+
+
+async def test_a_silent_websocket_is_dropped_and_its_partner_told(server, binary):
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+    await a.expect("matched")
+    await b.expect("matched")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    a.ws.transport.pause_reading()  # a's network dies: no pongs, no close
+    msg = await b.expect("partner_left", timeout=8)
+    assert msg["reason"] == "left"
+    assert loop.time() - started < 5.0
