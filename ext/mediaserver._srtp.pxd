@@ -64,3 +64,7 @@ cdef int srtp_overhead(int profile) noexcept nogil
 #   encrypted: RFC 3711 3.4, RFC 7714 9.2); srtcp_protect always encrypts.
 # - Packets over 1 MiB are SRTP_ERR_MALFORMED (AES-CM's per-packet keystream limit).
 # - A context is used from one thread at a time (no locking inside).
+# - Importing mediaserver._srtp resolves OpenSSL's provider implementations of
+#   AES-128-GCM, AES-256-GCM and AES-128-CTR (those EVP_CIPHER_fetch picks) and
+#   raises ImportError if the OpenSSL configuration offers none; the per-packet
+#   functions then call them without the EVP layer.

@@ -22,27 +22,19 @@ cdef extern from "openssl/evp.h" nogil:
     ctypedef struct ENGINE:
         pass
 
-    enum:
-        EVP_CTRL_GCM_GET_TAG
-        EVP_CTRL_GCM_SET_TAG
-
+    # EVP is used only for the key derivation (once per context); the per-packet
+    # ciphers use the provider interface below.
     const EVP_CIPHER* EVP_aes_128_ctr()
     const EVP_CIPHER* EVP_aes_256_ctr()
-    const EVP_CIPHER* EVP_aes_128_gcm()
-    const EVP_CIPHER* EVP_aes_256_gcm()
 
     EVP_CIPHER_CTX* EVP_CIPHER_CTX_new()
     void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX* ctx)
-    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX* ctx, int type, int arg, void* ptr)
 
-    # enc: 1 encrypt, 0 decrypt, -1 keep. With cipher and key NULL only the IV
-    # is (re)set: the key schedule from the first call is kept.
+    # enc: 1 encrypt, 0 decrypt, -1 keep
     int EVP_CipherInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
                           const unsigned char* key, const unsigned char* iv, int enc)
-    # out NULL: `in` is additional authenticated data (GCM)
     int EVP_CipherUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
                          const unsigned char* inp, int inl)
-    int EVP_CipherFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* outm, int* outl)
 
 
 # --- provider cipher interface (OpenSSL 3: core.h, core_dispatch.h, provider.h) ---
@@ -100,7 +92,6 @@ cdef extern from "openssl/core_dispatch.h" nogil:
         OSSL_FUNC_CIPHER_FINAL
         OSSL_FUNC_CIPHER_FREECTX
         OSSL_FUNC_CIPHER_GET_CTX_PARAMS
-        OSSL_FUNC_CIPHER_SET_CTX_PARAMS
 
 
 # The provider cipher functions (provider-cipher(7)); `cctx` is the provider's own
@@ -117,7 +108,6 @@ ctypedef int (*ossl_cipher_final_fn)(void* cctx, unsigned char* out, size_t* out
                                      size_t outsize) noexcept nogil
 ctypedef void (*ossl_cipher_freectx_fn)(void* cctx) noexcept nogil
 ctypedef int (*ossl_cipher_get_ctx_params_fn)(void* cctx, OSSL_PARAM* params) noexcept nogil
-ctypedef int (*ossl_cipher_set_ctx_params_fn)(void* cctx, const OSSL_PARAM* params) noexcept nogil
 
 
 cdef extern from "openssl/evp.h" nogil:
