@@ -29,62 +29,13 @@ from mediaserver._srtp cimport (
     srtp_unprotect,
 )
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    int CLOCK_MONOTONIC
-    int CLOCK_REALTIME
-    int TIMER_ABSTIME
-    int clock_gettime(int clk, timespec* ts)
-    int clock_nanosleep(int clk, int flags, const timespec* request, timespec* remain)
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    struct sockaddr:
-        unsigned short sa_family
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    struct msghdr:
-        void* msg_name
-        socklen_t msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    struct cmsghdr:
-        size_t cmsg_len
-        int cmsg_level
-        int cmsg_type
-    cmsghdr* CMSG_FIRSTHDR(msghdr* m)
-    cmsghdr* CMSG_NXTHDR(msghdr* m, cmsghdr* c)
-    unsigned char* CMSG_DATA(cmsghdr* c)
-    int recvmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags, void* timeout)
-    int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
-    int setsockopt(int fd, int level, int name, const void* value, socklen_t length)
-    int MSG_DONTWAIT
-    int SOL_SOCKET
-    int SO_TIMESTAMPNS
-    int SCM_TIMESTAMPNS
-    int AF_INET
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        uint32_t s_addr
-    struct sockaddr_in:
-        unsigned short sin_family
-        uint16_t sin_port
-        in_addr sin_addr
-    uint16_t htons(uint16_t)
-
-cdef extern from "<arpa/inet.h>" nogil:
-    int inet_pton(int af, const char* src, void* dst)
+from includes.system cimport (
+    AF_INET, CLOCK_MONOTONIC, CLOCK_REALTIME, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR,
+    EINTR, MSG_DONTWAIT, SCM_TIMESTAMPNS, SO_TIMESTAMPNS, SOL_SOCKET, TIMER_ABSTIME,
+    clock_gettime, clock_nanosleep, cmsghdr, errno, htons, inet_pton, iovec, mmsghdr,
+    msghdr, recvmmsg, sendmmsg, setsockopt, sockaddr, sockaddr_in, socklen_t, timespec,
+)
+from mediaserver._rtp cimport load32, store16, store32
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -99,10 +50,6 @@ cdef extern from "<unistd.h>" nogil:
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals()    # no `except`: the error is raised by _pending() below
-
-cdef extern from "<errno.h>" nogil:
-    int errno
-    int EINTR
 
 cdef enum:
     BATCH = 64
@@ -124,22 +71,9 @@ cdef inline int64_t clock_ns(int clk) noexcept nogil:
     clock_gettime(clk, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
-cdef inline void store16(uint8_t* p, uint16_t v) noexcept nogil:
-    p[0] = v >> 8
-    p[1] = v & 0xFF
-
-cdef inline void store32(uint8_t* p, uint32_t v) noexcept nogil:
-    p[0] = v >> 24
-    p[1] = (v >> 16) & 0xFF
-    p[2] = (v >> 8) & 0xFF
-    p[3] = v & 0xFF
-
 cdef inline void store64(uint8_t* p, uint64_t v) noexcept nogil:
     store32(p, <uint32_t>(v >> 32))
     store32(p + 4, <uint32_t>v)
-
-cdef inline uint32_t load32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 cdef inline uint64_t load64(const uint8_t* p) noexcept nogil:
     return (<uint64_t>load32(p) << 32) | load32(p + 4)

@@ -26,6 +26,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 SOURCE = HERE / "_loadgen.pyx"
 SRTP_PXD = ROOT / "ext" / "mediaserver._srtp.pxd"
+RTP_PXD = ROOT / "ext" / "mediaserver._rtp.pxd"
+SYSTEM_PXD = ROOT / "ext" / "includes" / "system.pxd"
 MODULE = "msbench_loadgen"
 
 _module: ModuleType | None = None
@@ -38,7 +40,7 @@ def build_dir() -> Path:
 
 def _digest() -> str:
     h = hashlib.sha256()
-    for path in (SOURCE, SRTP_PXD):
+    for path in (SOURCE, SRTP_PXD, RTP_PXD, SYSTEM_PXD):  # everything it cimports
         h.update(path.read_bytes())
     h.update(sys.version.encode())
     try:
