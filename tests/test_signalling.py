@@ -113,6 +113,27 @@ async def test_block_and_report(server, binary):
     await a.quiet(0.8)  # blocked: never matched again
 
 
+async def test_block_ends_the_pair_for_the_visit(server, binary):
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+    await a.expect("matched")
+    await b.expect("matched")
+    await a.send("block")
+    assert (await b.expect("partner_left"))["reason"] == "next"
+    await b.expect("queued")
+    await a.expect("queued")
+    await a.quiet(0.8)  # both waiting, interest windows long over: still never paired
+    c = await visitor(server, binary, 3)
+    await c.send("start")
+    await c.expect("queued")
+    await c.expect("matched")  # the newcomer meets one of them; the other still waits
+    await asyncio.sleep(0.3)
+    matched = [x for x in (a, b) if x.messages[-1]["type"] == "matched"]
+    assert len(matched) == 1
+
+
 async def test_reported_by_three_people_is_refused(server, binary):
     target = await visitor(server, binary, 10)
     for n in (1, 2, 3):
