@@ -35,6 +35,7 @@ build: $(VENV)/.installed
 # Every test runs inside a private network namespace (mediaserver.netns), so the
 # WebRTC peers can reach nothing but addresses the tests made themselves.
 test: $(VENV)/.test-installed
+	$(PY) -m mypy --strict mediaserver
 	$(PY) -m mediaserver.netns -- $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.test-installed

@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 
 from mediaserver._srtp cimport (
     SrtpContext, srtp_context_free, srtp_context_new, srtp_overhead, srtp_protect,
-    srtp_unprotect,
+    srtp_unprotect, srtcp_unprotect,
 )
 
 from includes.system cimport (
@@ -60,6 +60,8 @@ cdef enum:
     HIST_BUCKETS = 200000   # latency histogram: 1 us buckets up to 200 ms
     MAGIC = 0x4D534246      # "MSBF"
     REORDER = 1024          # sequence numbers tracked below a run's first arrival
+    AUDIO_PT_C = 111
+    VIDEO_PT_C = 96
 
 cdef int _pending() except -1:
     """Propagate the exception a signal handler left (Ctrl-C in a nogil loop)."""
@@ -584,3 +586,500 @@ cdef class Receiver:
                                                   HIST_BUCKETS * sizeof(uint32_t)),
             "samples": kept,
         }
+
+
+# ---- visitors: frame-paced audio + video, both directions, dynamic pairing --------------
+#
+# Used by benchmarks/loadgen.py (the end-to-end load generator). Every visitor sends
+# audio (one packet every 20 ms) and video (frames at `fps`, each split into packets
+# of at most `max_packet` payload bytes, marker on the last, a keyframe-sized frame
+# after a PLI/FIR from the server) and receives its partner's, whoever that is now.
+#
+# Payload of every RTP packet, after the 12-byte header (big endian):
+#
+#     0  magic "MSBV"   4  sender visitor index   8  pair generation (0: not matched)
+#     12 kind (0 video, 1 audio)   16 sequence (64 bits)   24 send time CLOCK_MONOTONIC ns
+#     32 send time CLOCK_REALTIME ns   40 filler
+
+cdef enum:
+    VMAGIC = 0x4D534256     # "MSBV"
+    VSTAMP = 40
+    GEN_SLOTS = 8
+
+ctypedef struct Vis:
+    int fd
+    int active
+    sockaddr_in dst
+    SrtpContext* tx
+    SrtpContext* rx
+    SrtpContext* rxc
+    uint32_t assrc
+    uint32_t vssrc
+    uint16_t aseq
+    uint16_t vseq
+    uint32_t gen
+    int keyframe
+    int64_t next_audio
+    int64_t next_video
+    uint64_t count
+    uint64_t sent_pkts
+    uint64_t sent_bytes
+    uint64_t send_errors
+    uint64_t keyframes
+    uint64_t plis
+    uint64_t sent_gen[GEN_SLOTS]
+    uint64_t recv_gen[GEN_SLOTS]    # packets FROM this visitor that a partner received
+    int first_from
+    int64_t first_ns
+    int jfrom[2]
+    int64_t jlast[2]
+    double jitter[2]
+
+
+cdef class Visitors:
+    """N visitors' media, sent from one thread (run_sender) and received in another
+    (run_receiver), both without the GIL. Python sets keys, activity and the pair
+    generation of each visitor while the loops run (plain int fields)."""
+    cdef int n
+    cdef Vis* v
+    cdef pollfd* pfds
+    cdef uint8_t* tbufs
+    cdef uint8_t* rbufs
+    cdef uint8_t* cbufs
+    cdef uint8_t* filler
+    cdef mmsghdr tmsgs[BATCH]
+    cdef iovec tiov[BATCH]
+    cdef mmsghdr rmsgs[BATCH]
+    cdef iovec riov[BATCH]
+    cdef uint32_t* hist
+    cdef uint32_t* hist_recent
+    cdef int64_t t_base
+    cdef int64_t frame_ns
+    cdef int frame_bytes, key_bytes, audio_bytes, max_packet
+    cdef volatile int stop_tx, stop_rx
+    cdef uint64_t r_datagrams, r_rtp, r_bytes, r_rtcp, r_stun, r_other, r_auth, r_malformed
+    cdef uint64_t r_unmatched, r_over, r_wakeups, t_wakeups, r_plis
+
+    def __cinit__(self, int n, double fps=30.0, double video_kbps=1000.0,
+                  double keyframe_factor=6.0, int audio_bytes=100, int max_packet=1200):
+        cdef int i
+        if n < 1:
+            raise ValueError("no visitors")
+        self.n = n
+        self.v = <Vis*>calloc(n, sizeof(Vis))
+        self.pfds = <pollfd*>calloc(n, sizeof(pollfd))
+        self.tbufs = <uint8_t*>calloc(BATCH, SLOT)
+        self.rbufs = <uint8_t*>calloc(BATCH, SLOT)
+        self.cbufs = <uint8_t*>calloc(BATCH, CMSG_SLOT)
+        self.filler = <uint8_t*>calloc(SLOT, 1)
+        self.hist = <uint32_t*>calloc(HIST_BUCKETS, sizeof(uint32_t))
+        self.hist_recent = <uint32_t*>calloc(HIST_BUCKETS, sizeof(uint32_t))
+        if not (self.v and self.pfds and self.tbufs and self.rbufs and self.cbufs
+                and self.filler and self.hist and self.hist_recent):
+            raise MemoryError()
+        for i in range(SLOT):
+            self.filler[i] = <uint8_t>(i * 7 + 3)
+        if not VSTAMP <= max_packet <= SLOT - HEADER - 64:
+            raise ValueError("max_packet out of range")
+        self.max_packet = max_packet
+        self.frame_ns = <int64_t>(1e9 / fps) if fps > 0 else 0
+        self.frame_bytes = <int>(video_kbps * 1000.0 / 8.0 / fps) if fps > 0 else 0
+        if self.frame_bytes < VSTAMP:
+            self.frame_bytes = VSTAMP
+        self.key_bytes = <int>(self.frame_bytes * keyframe_factor)
+        self.audio_bytes = audio_bytes if audio_bytes >= VSTAMP else VSTAMP
+        for i in range(n):
+            self.v[i].fd = -1
+            self.v[i].first_from = -1
+            self.v[i].jfrom[0] = self.v[i].jfrom[1] = -1
+        for i in range(BATCH):
+            self.tiov[i].iov_base = self.tbufs + i * SLOT
+            self.tmsgs[i].msg_hdr.msg_iov = &self.tiov[i]
+            self.tmsgs[i].msg_hdr.msg_iovlen = 1
+            self.tmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.riov[i].iov_base = self.rbufs + i * SLOT
+            self.riov[i].iov_len = SLOT
+            self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
+            self.rmsgs[i].msg_hdr.msg_iovlen = 1
+        self.t_base = clock_ns(CLOCK_MONOTONIC)
+
+    def __dealloc__(self):
+        cdef int i
+        if self.v != NULL:
+            for i in range(self.n):
+                if self.v[i].tx != NULL:
+                    srtp_context_free(self.v[i].tx)
+                if self.v[i].rx != NULL:
+                    srtp_context_free(self.v[i].rx)
+                if self.v[i].rxc != NULL:
+                    srtp_context_free(self.v[i].rxc)
+            free(self.v)
+        free(self.pfds)
+        free(self.tbufs)
+        free(self.rbufs)
+        free(self.cbufs)
+        free(self.filler)
+        free(self.hist)
+        free(self.hist_recent)
+
+    @property
+    def size(self):
+        return self.n
+
+    def setup(self, int i, int fd, str host, int port, uint32_t audio_ssrc, uint32_t video_ssrc):
+        """Visitor i's socket, the server's address and its SSRCs (before keys)."""
+        cdef int on = 1
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        self.v[i].fd = fd
+        fill_addr(&self.v[i].dst, host, port)
+        self.v[i].assrc = audio_ssrc
+        self.v[i].vssrc = video_ssrc
+        self.v[i].aseq = (audio_ssrc * 2654435761) & 0xFFFF
+        self.v[i].vseq = (video_ssrc * 2654435761) & 0xFFFF
+        if setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0:
+            raise OSError(errno, "setsockopt(SO_TIMESTAMPNS)")
+        self.pfds[i].fd = fd
+        self.pfds[i].events = POLLIN
+
+    def set_keys(self, int i, int profile, bytes tx_key, bytes tx_salt, bytes rx_key,
+                 bytes rx_salt):
+        """SRTP keys (call once, before activate)."""
+        if self.v[i].tx != NULL:
+            raise ValueError("keys already set")
+        self.v[i].rxc = new_context(profile, (rx_key, rx_salt))
+        self.v[i].rx = new_context(profile, (rx_key, rx_salt))
+        self.v[i].tx = new_context(profile, (tx_key, tx_salt))
+
+    def activate(self, int i, bint on, double phase=0.0):
+        """Start (stop) sending; the first audio packet and video frame go out after
+        `phase` seconds (spread the visitors' frames over time)."""
+        cdef int64_t now = clock_ns(CLOCK_MONOTONIC)
+        if on and self.v[i].tx == NULL:
+            raise ValueError("no keys")
+        if on and not self.v[i].active:
+            self.v[i].next_audio = now + <int64_t>(phase * 20000000)
+            self.v[i].next_video = now + <int64_t>(phase * self.frame_ns)
+            self.v[i].keyframe = 1
+        self.v[i].active = 1 if on else 0
+
+    def set_gen(self, int i, uint32_t gen):
+        self.v[i].gen = gen
+
+    def take_slot(self, int i, uint32_t gen):
+        """(packets sent by visitor i with pair generation `gen`, of those how many
+        its partner received), and clear the slot for reuse."""
+        cdef int s = gen % GEN_SLOTS
+        cdef uint64_t sent = self.v[i].sent_gen[s], got = self.v[i].recv_gen[s]
+        self.v[i].sent_gen[s] = 0
+        self.v[i].recv_gen[s] = 0
+        return sent, got
+
+    def reset_first(self, int i):
+        self.v[i].first_from = -1
+        self.v[i].first_ns = 0
+
+    def first(self, int i):
+        """(index of the visitor whose packet visitor i got first since
+        reset_first, its arrival CLOCK_MONOTONIC ns)."""
+        return self.v[i].first_from, self.v[i].first_ns
+
+    def jitter(self, int i):
+        """RFC 3550 interarrival jitter (ns) of the audio and video visitor i receives."""
+        return self.v[i].jitter[1], self.v[i].jitter[0]
+
+    def visitor(self, int i):
+        return {"sent": self.v[i].sent_pkts, "keyframes": self.v[i].keyframes,
+                "plis": self.v[i].plis}
+
+    def counters(self):
+        cdef int i
+        cdef uint64_t sent = 0, sent_bytes = 0, errors = 0, keyframes = 0
+        for i in range(self.n):
+            sent += self.v[i].sent_pkts
+            sent_bytes += self.v[i].sent_bytes
+            errors += self.v[i].send_errors
+            keyframes += self.v[i].keyframes
+        return {
+            "sent": sent, "sent_bytes": sent_bytes, "send_errors": errors,
+            "keyframes_sent": keyframes, "plis_received": self.r_plis,
+            "datagrams": self.r_datagrams, "received": self.r_rtp, "received_bytes": self.r_bytes,
+            "rtcp": self.r_rtcp, "stun": self.r_stun, "other": self.r_other,
+            "srtp_auth_failures": self.r_auth, "malformed": self.r_malformed,
+            "latency_over_range": self.r_over, "rx_wakeups": self.r_wakeups,
+            "tx_wakeups": self.t_wakeups,
+        }
+
+    def histogram(self, bint recent=False):
+        """Latency histogram (1 us buckets, native uint32): kernel receive time minus
+        send time. recent=True: since the last such call (then cleared)."""
+        cdef uint32_t* h = self.hist_recent if recent else self.hist
+        data = PyBytes_FromStringAndSize(<char*>h, HIST_BUCKETS * sizeof(uint32_t))
+        if recent:
+            memset(self.hist_recent, 0, HIST_BUCKETS * sizeof(uint32_t))
+        return data
+
+    def stop(self):
+        self.stop_tx = 1
+        self.stop_rx = 1
+
+    # ---- sending ----------------------------------------------------------------
+
+    cdef int _build(self, Vis* p, int j, int kind, int size, int marker, uint32_t ts,
+                    uint32_t gen) noexcept nogil:
+        cdef uint8_t* b = self.tbufs + j * SLOT
+        cdef int m
+        b[0] = 0x80
+        if kind:
+            b[1] = AUDIO_PT_C
+            store16(b + 2, p.aseq)
+            p.aseq += 1
+            store32(b + 8, p.assrc)
+        else:
+            b[1] = VIDEO_PT_C | (0x80 if marker else 0)
+            store16(b + 2, p.vseq)
+            p.vseq += 1
+            store32(b + 8, p.vssrc)
+        store32(b + 4, ts)
+        memcpy(b + HEADER, self.filler, size)
+        store32(b + HEADER, VMAGIC)
+        store32(b + HEADER + 4, <uint32_t>(p - self.v))
+        store32(b + HEADER + 8, gen)
+        store32(b + HEADER + 12, <uint32_t>kind)
+        store64(b + HEADER + 16, p.count)
+        store64(b + HEADER + 24, <uint64_t>clock_ns(CLOCK_MONOTONIC))
+        store64(b + HEADER + 32, <uint64_t>clock_ns(CLOCK_REALTIME))
+        p.count += 1
+        m = srtp_protect(p.tx, b, HEADER + size, SLOT)
+        if m < 0:
+            m = 0
+        self.tiov[j].iov_len = m
+        self.tmsgs[j].msg_hdr.msg_name = &p.dst
+        return m
+
+    cdef void _flush(self, Vis* p, int count, uint32_t gen) noexcept nogil:
+        cdef int done = 0, r, j
+        while done < count:
+            r = sendmmsg(p.fd, &self.tmsgs[done], count - done, MSG_DONTWAIT)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                p.send_errors += count - done
+                break
+            done += r
+        for j in range(done):
+            p.sent_bytes += self.tiov[j].iov_len
+        p.sent_pkts += done
+        if gen:
+            p.sent_gen[gen % GEN_SLOTS] += done
+
+    def run_sender(self, double tick=0.002, double max_seconds=3600.0):
+        """Send every active visitor's audio and video on schedule until stop()
+        (or max_seconds). Returns the number of packets sent."""
+        cdef int64_t now, t0, wake, tick_ns = <int64_t>(tick * 1e9), stop_at
+        cdef int64_t late = 200000000     # more than 200 ms behind: skip, don't burst
+        cdef int i, cnt, k, npk, size, rem, kind
+        cdef uint32_t gen, ts
+        cdef Vis* p
+        cdef timespec tsp
+        cdef uint64_t total = 0
+        self.stop_tx = 0
+        with nogil:
+            t0 = clock_ns(CLOCK_MONOTONIC)
+            stop_at = t0 + <int64_t>(max_seconds * 1e9)
+            wake = t0
+            while not self.stop_tx:
+                now = clock_ns(CLOCK_MONOTONIC)
+                if now >= stop_at:
+                    break
+                self.t_wakeups += 1
+                for i in range(self.n):
+                    p = &self.v[i]
+                    if not p.active:
+                        continue
+                    gen = p.gen
+                    cnt = 0
+                    if now - p.next_audio > late:
+                        p.next_audio = now
+                    if now - p.next_video > late:
+                        p.next_video = now
+                    while p.next_audio <= now:
+                        ts = <uint32_t>((p.next_audio - self.t_base) * 48 // 1000000)
+                        self._build(p, cnt, 1, self.audio_bytes, 0, ts, gen)
+                        cnt += 1
+                        p.next_audio += 20000000
+                        if cnt == BATCH:
+                            self._flush(p, cnt, gen)
+                            cnt = 0
+                    while self.frame_ns and p.next_video <= now:
+                        ts = <uint32_t>((p.next_video - self.t_base) * 9 // 100000)
+                        size = self.frame_bytes
+                        if p.keyframe:
+                            p.keyframe = 0
+                            p.keyframes += 1
+                            size = self.key_bytes
+                        npk = (size + self.max_packet - 1) // self.max_packet
+                        rem = size
+                        for k in range(npk):
+                            kind = rem // (npk - k)        # even split
+                            if kind < VSTAMP:
+                                kind = VSTAMP
+                            rem -= kind
+                            self._build(p, cnt, 0, kind, k == npk - 1, ts, gen)
+                            cnt += 1
+                            if cnt == BATCH:
+                                self._flush(p, cnt, gen)
+                                cnt = 0
+                        p.next_video += self.frame_ns
+                    if cnt:
+                        self._flush(p, cnt, gen)
+                wake += tick_ns
+                if wake < now:
+                    wake = now + tick_ns
+                tsp.tv_sec = wake // 1000000000
+                tsp.tv_nsec = wake % 1000000000
+                clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tsp, NULL)
+        for i in range(self.n):
+            total += self.v[i].sent_pkts
+        return total
+
+    # ---- receiving --------------------------------------------------------------
+
+    cdef void _rtcp(self, Vis* p, uint8_t* b, int length) noexcept nogil:
+        cdef int m, off = 0, plen
+        self.r_rtcp += 1
+        if p.rxc == NULL:
+            return
+        m = srtcp_unprotect(p.rxc, b, length)
+        if m < 0:
+            self.r_auth += 1
+            return
+        while off + 4 <= m:
+            plen = (((b[off + 2] << 8) | b[off + 3]) + 1) * 4
+            if b[off + 1] == 206 and ((b[off] & 0x1F) == 1 or (b[off] & 0x1F) == 4):
+                p.keyframe = 1          # PLI or FIR: the next frame is a keyframe
+                p.plis += 1
+                self.r_plis += 1
+            off += plen
+
+    cdef void _datagram(self, int index, uint8_t* b, int length, msghdr* hdr,
+                        int64_t app_ns) noexcept nogil:
+        cdef Vis* p = &self.v[index]
+        cdef Vis* src
+        cdef cmsghdr* c
+        cdef timespec* kts
+        cdef int64_t kernel_ns = -1, lat, transit, d, sent_rt
+        cdef int pos, m, kind
+        cdef uint32_t sender, gen
+        cdef const uint8_t* s
+        self.r_datagrams += 1
+        if length < 1:
+            self.r_other += 1
+            return
+        if b[0] < 4:
+            self.r_stun += 1
+            return
+        if not 128 <= b[0] <= 191:
+            self.r_other += 1
+            return
+        if length >= 2 and 192 <= b[1] <= 223:
+            self._rtcp(p, b, length)
+            return
+        if p.rx == NULL:
+            self.r_other += 1
+            return
+        c = CMSG_FIRSTHDR(hdr)
+        while c != NULL:
+            if c.cmsg_level == SOL_SOCKET and c.cmsg_type == SCM_TIMESTAMPNS:
+                kts = <timespec*>CMSG_DATA(c)
+                kernel_ns = <int64_t>kts.tv_sec * 1000000000 + kts.tv_nsec
+            c = CMSG_NXTHDR(hdr, c)
+        m = srtp_unprotect(p.rx, b, length)
+        if m < 0:
+            self.r_auth += 1
+            return
+        if m < HEADER:
+            self.r_malformed += 1
+            return
+        pos = HEADER + 4 * (b[0] & 0x0F)
+        if b[0] & 0x10:
+            if pos + 4 > m:
+                self.r_malformed += 1
+                return
+            pos += 4 + 4 * ((b[pos + 2] << 8) | b[pos + 3])
+        if pos + VSTAMP > m:
+            self.r_malformed += 1
+            return
+        s = b + pos
+        if load32(s) != VMAGIC:
+            self.r_malformed += 1
+            return
+        sender = load32(s + 4)
+        if sender >= <uint32_t>self.n:
+            self.r_malformed += 1
+            return
+        gen = load32(s + 8)
+        kind = load32(s + 12) & 1
+        self.r_rtp += 1
+        self.r_bytes += length
+        src = &self.v[sender]
+        if gen:
+            src.recv_gen[gen % GEN_SLOTS] += 1
+        else:
+            self.r_unmatched += 1
+        if p.first_from != <int>sender:
+            p.first_from = <int>sender
+            p.first_ns = app_ns
+        sent_rt = <int64_t>load64(s + 32)
+        if kernel_ns < 0:
+            kernel_ns = app_ns - <int64_t>load64(s + 24) + sent_rt
+        transit = kernel_ns - sent_rt
+        # RFC 3550 6.4.1 / A.8: J += (|D| - J) / 16, per stream (reset on a new sender)
+        if p.jfrom[kind] == <int>sender:
+            d = transit - p.jlast[kind]
+            if d < 0:
+                d = -d
+            p.jitter[kind] += (d - p.jitter[kind]) / 16.0
+        else:
+            p.jfrom[kind] = <int>sender
+            p.jitter[kind] = 0
+        p.jlast[kind] = transit
+        lat = transit // 1000
+        if lat < 0:
+            lat = 0
+        if lat < HIST_BUCKETS:
+            self.hist[lat] += 1
+            self.hist_recent[lat] += 1
+        else:
+            self.r_over += 1
+
+    def run_receiver(self, double max_seconds=3600.0):
+        """Receive on every visitor's socket until stop() (or max_seconds)."""
+        cdef int i, j, n, r
+        cdef int64_t app_ns, deadline
+        self.stop_rx = 0
+        with nogil:
+            deadline = clock_ns(CLOCK_MONOTONIC) + <int64_t>(max_seconds * 1e9)
+            while not self.stop_rx and clock_ns(CLOCK_MONOTONIC) < deadline:
+                r = poll(self.pfds, self.n, 20)
+                self.r_wakeups += 1
+                if r <= 0:
+                    continue
+                for i in range(self.n):
+                    if not self.pfds[i].revents:
+                        continue
+                    while True:
+                        for j in range(BATCH):
+                            self.rmsgs[j].msg_hdr.msg_control = self.cbufs + j * CMSG_SLOT
+                            self.rmsgs[j].msg_hdr.msg_controllen = CMSG_SLOT
+                            self.rmsgs[j].msg_hdr.msg_flags = 0
+                        n = recvmmsg(self.v[i].fd, self.rmsgs, BATCH, MSG_DONTWAIT, NULL)
+                        if n <= 0:
+                            break
+                        app_ns = clock_ns(CLOCK_MONOTONIC)
+                        for j in range(n):
+                            self._datagram(i, self.rbufs + j * SLOT, self.rmsgs[j].msg_len,
+                                           &self.rmsgs[j].msg_hdr, app_ns)
+                        if n < BATCH:
+                            break
+        return self.r_rtp

@@ -93,9 +93,12 @@ class SyntheticPeer:
         certificate: DtlsCertificate,
         profiles: tuple[int, ...] = (SRTP_AEAD_AES_128_GCM,),
         audio: bool = True,
+        host: str = LOOPBACK,
     ) -> None:
-        if role not in ("send", "recv"):
-            raise ValueError(f"role must be 'send' or 'recv', not {role!r}")
+        if role not in ("send", "recv", "sendrecv"):
+            raise ValueError(f"role must be 'send', 'recv' or 'sendrecv', not {role!r}")
+        check_loopback(host)
+        self.host = host
         self.index = index
         self.role = role
         self.certificate = certificate
@@ -103,9 +106,11 @@ class SyntheticPeer:
         self.audio = audio
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            opt = socket.SO_SNDBUF if role == "send" else socket.SO_RCVBUF
-            self.sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            self.sock.bind((LOOPBACK, 0))
+            if role != "recv":
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+            if role != "send":
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            self.sock.bind((host, 0))
         except OSError:
             self.sock.close()
             raise
@@ -135,7 +140,7 @@ class SyntheticPeer:
     def offer(self) -> str:
         """The SDP offer, as Chromium would write it for this peer."""
         _, fingerprint = self.certificate.fingerprint("sha-256")
-        direction = "sendonly" if self.role == "send" else "recvonly"
+        direction = {"send": "sendonly", "recv": "recvonly"}.get(self.role, "sendrecv")
         stream = f"bench-{self.role}-{self.index}"
         mids = ["0", "1"] if self.audio else ["0"]
         lines = [
@@ -154,7 +159,7 @@ class SyntheticPeer:
                     f"m={kind} 9 UDP/TLS/RTP/SAVPF {pt}",
                     "c=IN IP4 0.0.0.0",
                     "a=rtcp:9 IN IP4 0.0.0.0",
-                    f"a=candidate:1 1 udp 2130706431 {LOOPBACK} {self.port} typ host",
+                    f"a=candidate:1 1 udp 2130706431 {self.host} {self.port} typ host",
                     f"a=ice-ufrag:{self.ufrag}",
                     f"a=ice-pwd:{self.pwd}",
                     "a=ice-options:trickle",
@@ -165,10 +170,10 @@ class SyntheticPeer:
                     f"a={direction}",
                 ]
             )
-            if self.role == "send":
+            if self.role != "recv":
                 lines.append(f"a=msid:{stream} {kind}-{mid}")
             lines.extend(["a=rtcp-mux", "a=rtcp-rsize", f"a=rtpmap:{pt} {rtpmap}", *extra])
-            if self.role == "send":
+            if self.role != "recv":
                 lines.append(f"a=ssrc:{ssrc} cname:{self.cname}")
                 lines.append(f"a=ssrc:{ssrc} msid:{stream} {kind}-{mid}")
 
@@ -325,13 +330,18 @@ class _Handshake:
                 self.error = "DTLS closed by the server"
 
 
-def handshake(peers: list[SyntheticPeer], timeout: float = 20.0) -> None:
+def handshake(
+    peers: list[SyntheticPeer], timeout: float = 20.0, state_class: type | None = None
+) -> None:
     """Run ICE (one nominating check) and DTLS for all peers at once.
+
+    `state_class` replaces _Handshake (benchmarks/peers/fullice.py answers the
+    server's own connectivity checks too, for full ICE agents).
 
     Raises:
         HandshakeError: a peer failed or did not finish within `timeout`.
     """
-    states = [_Handshake(p) for p in peers]
+    states = [(state_class or _Handshake)(p) for p in peers]
     by_fd = {p.sock.fileno(): s for p, s in zip(peers, states)}
     deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as selector:
@@ -422,7 +432,7 @@ class KeepAlive:
         while not self._stop.wait(self.rtcp_interval):
             for peer, context in zip(self.peers, self._contexts):
                 # RFC 3550 6.4.2: a receiver report with no report block (rtcp-rsize)
-                ssrc = peer.video_ssrc if peer.role == "send" else peer.audio_ssrc
+                ssrc = peer.audio_ssrc if peer.role == "recv" else peer.video_ssrc
                 report = struct.pack("!BBHL", 0x80, 201, 1, ssrc)
                 peer.send(context.protect_rtcp(report))
                 self.rtcp_sent += 1

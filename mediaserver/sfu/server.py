@@ -21,10 +21,11 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import Union
 
-from mediaserver._router import SLOW_DTLS, SLOW_RTCP, SLOW_STUN
+from mediaserver._router import SLOW_DTLS, SLOW_RTCP, SLOW_STUN, Router
 from mediaserver.sfu import rtcp
 from mediaserver.sfu.dtls import (
     DtlsCertificate,
@@ -150,7 +151,7 @@ class Sfu:
         return self._loop.time() if self._loop is not None else time.monotonic()
 
     @property
-    def _router(self):  # type: ignore[no-untyped-def]
+    def _router(self) -> Router:
         assert self.udp is not None, "start() first"
         return self.udp.router
 
@@ -171,7 +172,7 @@ class Sfu:
         ufrag, pwd = generate_credentials()
         session_id = secrets.token_urlsafe(12)
         send_ssrcs = {m.mid: _random_ssrc() for m in offer.media if m.kind in ("audio", "video")}
-        algorithm, value = self.certificate.fingerprint()
+        _, value = self.certificate.fingerprint()
         try:
             answer = build_answer(
                 offer,
@@ -207,7 +208,7 @@ class Sfu:
             )
             for codec in codecs:
                 router.set_clock_rate(peer, codec.payload_type, codec.clock_rate)
-            if track.sends and codecs:
+            if track.sends and codecs and media.send_ssrc is not None:
                 track.out_ssrc = media.send_ssrc
                 track.out_stream = router.add_out_stream(peer, media.send_ssrc, codecs[0].clock_rate)
             tracks[media.kind] = track
@@ -306,7 +307,7 @@ class Sfu:
     def counters(self) -> dict[str, object]:
         """Router totals and drops, plus the slow path's counts."""
         out = dict(self._router.counters())
-        drops = dict(out["drops"])  # type: ignore[call-overload]
+        drops = dict(out["drops"])
         for reason, count in self.ice.drops.items():
             drops[reason] = count
         for reason, count in self.stats.items():

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import socket
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from mediaserver._router import Router
 

@@ -15,8 +15,9 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
 from mediaserver.sfu.server import SessionClosed, Sfu, SfuError, SfuEvent

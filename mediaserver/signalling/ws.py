@@ -62,7 +62,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             close(1000)
         try:
             await asyncio.wait_for(writer, timeout=2)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             writer.cancel()
 
 
