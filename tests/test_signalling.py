@@ -353,3 +353,20 @@ async def test_a_silent_websocket_is_dropped_and_its_partner_told(server, binary
     msg = await b.expect("partner_left", timeout=8)
     assert msg["reason"] == "left"
     assert loop.time() - started < 5.0
+
+
+async def test_a_match_with_someone_no_longer_queued_requeues_the_other(server, binary):
+    # what a Redis match crossing a stop looks like: the matchmaker took both tickets
+    from mediaserver.matchmaker import Match
+
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    await a.send("start")
+    await a.expect("queued")
+    va, vb = list(server.hub.visitors.values())
+    await server.hub.matchmaker.cancel(va.id)  # as if the matchmaker had taken it
+    server.hub._on_match(Match(va.id, vb.id, ()))  # b never pressed start
+    await a.expect("queued")  # a is back in the queue
+    await b.quiet(0.2)
+    await b.send("start")
+    await b.expect("queued")
+    assert (await a.expect("matched"))["partner"] == b.messages[0]["handle"]

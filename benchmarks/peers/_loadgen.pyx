@@ -690,6 +690,7 @@ cdef class Visitors:
         self.audio_bytes = audio_bytes if audio_bytes >= VSTAMP else VSTAMP
         for i in range(n):
             self.v[i].fd = -1
+            self.pfds[i].fd = -1            # poll() skips it until setup()
             self.v[i].first_from = -1
             self.v[i].jfrom[0] = self.v[i].jfrom[1] = -1
         for i in range(BATCH):

@@ -246,7 +246,12 @@ class SignallingHub:
         if a is None or b is None:
             return  # a peer of another node, or gone since
         if a.state is not State.QUEUED or b.state is not State.QUEUED:
-            logger.warning("match for a peer not queued; ignored")
+            # one left the queue while the match was made (Redis is asynchronous):
+            # the matchmaker took both tickets, so put the one still waiting back
+            for v in (a, b):
+                if v.state is State.QUEUED:
+                    _spawn(self._requeue(v))
+            self.stats["stale_matches"] += 1
             return
         a.partner, b.partner = b, a
         shared = sorted(match.shared_interests)
