@@ -64,7 +64,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.peers import loadgen
-from benchmarks.peers.webrtc import KeepAlive, SyntheticPeer, check_loopback, handshake
+from benchmarks.peers.webrtc import (
+    HandshakeError,
+    KeepAlive,
+    SyntheticPeer,
+    check_loopback,
+    handshake,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 HIST_BUCKETS = 200_000
@@ -105,7 +111,8 @@ def hist_percentiles(hist: np.ndarray, points: tuple[float, ...]) -> list[float 
     if total == 0:
         return [None for _ in points]
     cum = np.cumsum(hist)
-    return [float(np.searchsorted(cum, max(1, math.ceil(p / 100 * total))) + 1) / 1000 for p in points]
+    ranks = [max(1, math.ceil(p / 100 * total)) for p in points]
+    return [float(np.searchsorted(cum, r) + 1) / 1000 for r in ranks]
 
 
 # ---- the server -------------------------------------------------------------------
@@ -189,6 +196,7 @@ class Run:
         self.by_handle: dict[str, int] = {}
         self.measuring = False
         self.matches = 0  # `matched` messages in the window (2 per pair)
+        self.matches_total = 0  # and since the visitors connected
         self.nexts = 0
         self.sent_matched = 0
         self.got_matched = 0
@@ -229,17 +237,19 @@ class Run:
         self._check_first(v)
         v.partner = self.by_handle.get(partner_handle)
         v.next_at = now + self.opts.next_every * self.rng.uniform(0.5, 1.5)
+        self.matches_total += 1
         if self.measuring:
             self.matches += 1
-            self._count(v)
+            self._count(v, fresh=True)
 
-    def _count(self, v: Visitor) -> None:
-        """Start counting this visitor's packets as sent while matched."""
+    def _count(self, v: Visitor, fresh: bool) -> None:
+        """Start counting this visitor's packets as sent while matched; `fresh`: the
+        match was just made (time its first media)."""
         v.gens += 1
         v.gen = v.gens
         self.eng.set_gen(v.index, v.gen)
-        self.eng.reset_first(v.index)
-        if v.partner is not None:
+        if fresh and v.partner is not None:
+            self.eng.reset_first(v.index)
             v.first_pending = (v.partner, time.monotonic_ns())
 
     def _end_match(self, v: Visitor) -> None:
@@ -303,6 +313,7 @@ class Run:
     def _snapshot(self) -> dict[str, float]:
         c = self.eng.counters()
         return {"t": time.monotonic(), "sent": c["sent"], "received": c["received"],
+                "own_cpu": time.process_time(),
                 "cpu": server_cpu(self.pid) if self.pid else 0.0, "matches": self.matches}
 
     async def run(self) -> dict[str, Any]:
@@ -331,7 +342,7 @@ class Run:
         self.measuring = True
         for v in self.visitors:
             if v.partner is not None:
-                self._count(v)
+                self._count(v, fresh=False)
         start = last = self._snapshot()
         per_second = []
         end = start["t"] + self.duration
@@ -405,7 +416,9 @@ class Run:
         c = self.eng.counters()
 
         def pct(values: list[float], p: float) -> float | None:
-            return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 3) if values else None
+            if not values:
+                return None
+            return round(values[min(len(values) - 1, int(p / 100 * len(values)))], 3)
 
         def mean_ms(values: list[float]) -> float:
             return round(sum(values) / len(values) / 1e6, 4) if values else 0.0
@@ -424,18 +437,22 @@ class Run:
             "received": received,
             "sent_while_matched": self.sent_matched,
             "received_while_matched": self.got_matched,
-            "loss": round(1 - self.got_matched / self.sent_matched, 5) if self.sent_matched else None,
+            "loss": round(1 - self.got_matched / self.sent_matched, 5)
+            if self.sent_matched else None,
             "jitter_audio_ms": mean_ms(jitter_a),
             "jitter_video_ms": mean_ms(jitter_v),
             "latency_p50_ms": p50,
             "latency_p99_ms": p99,
             "matches": self.matches // 2,
             "matches_per_s": round(self.matches / 2 / dt, 3),
+            "matches_total": self.matches_total // 2,
             "nexts": self.nexts,
             "first_media_p50_ms": pct(fm, 50),
             "first_media_p99_ms": pct(fm, 99),
             "server_cpu": round(cpu / dt, 4) if self.pid else None,
-            "server_cpu_us_per_packet": round(cpu / received * 1e6, 3) if self.pid and received else None,
+            "generator_cpu": round((final["own_cpu"] - start["own_cpu"]) / dt, 4),
+            "server_cpu_us_per_packet": round(cpu / received * 1e6, 3)
+            if self.pid and received else None,
             "keyframes_sent": c["keyframes_sent"],
             "plis_received": c["plis_received"],
             "send_errors": c["send_errors"],
@@ -491,16 +508,27 @@ def capacity(url: str, pid: int | None, args: argparse.Namespace, opts: Options)
     calls = args.start_calls
     while True:
         elapsed = time.monotonic() - t0
+        # the next step's wall time, from the last one's (setup grows with the visitors)
         last = steps[-1] if steps else None
-        estimate = (last["duration_s"] + last["setup_s"] + 3) if last else args.duration + 5
-        if elapsed + estimate * (1 + calls / max(1, last["calls"] if last else calls)) / 2 > args.max_seconds:
+        estimate = last["wall_s"] * max(1.0, calls / last["calls"]) if last else args.duration + 5
+        if steps and elapsed + estimate > args.max_seconds:
             break
-        r = run_once(url, pid, 2 * calls, args.duration, opts, args.seed)
+        t_step = time.monotonic()
+        try:
+            r = run_once(url, pid, 2 * calls, args.duration, opts, args.seed)
+        except (HandshakeError, OSError, RuntimeError, asyncio.TimeoutError) as exc:
+            # could not even connect that many visitors: not held
+            r = {"calls": calls, "visitors": 2 * calls, "loss": None, "latency_p99_ms": None,
+                 "offered_pps": 0.0, "received_pps": 0.0, "duration_s": 0.0, "setup_s": 0.0,
+                 "failed": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        r["wall_s"] = round(time.monotonic() - t_step, 2)
         r["held"] = held(r, args.loss_limit, args.p99_limit_ms)
         steps.append(r)
-        print(f"capacity: {calls} calls -> {'held' if r['held'] else 'NOT held'} "
-              f"(offered {r['offered_pps']:.0f} pps, loss {r['loss']}, p99 {r['latency_p99_ms']} ms)",
-              file=sys.stderr, flush=True)
+        verdict = "held" if r["held"] else "NOT held"
+        print(f"capacity: {calls} calls -> {verdict} (offered {r['offered_pps']:.0f} pps, "
+              f"loss {r['loss']}, p99 {r['latency_p99_ms']} ms)", file=sys.stderr, flush=True)
+        if "failed" in r:
+            print(f"capacity: {calls} calls -> failed: {r['failed']}", file=sys.stderr, flush=True)
         if r["held"]:
             if good is None or calls > good["calls"]:
                 good = r
@@ -572,7 +600,7 @@ def plot(results: list[dict[str, Any]], path: str, title: str = "") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rs = sorted(results, key=lambda r: r["offered_pps"])
+    rs = sorted((r for r in results if "failed" not in r), key=lambda r: r["offered_pps"])
     x = [r["offered_pps"] / 1000 for r in rs]
     fig, axes = plt.subplots(3, 1, figsize=(6, 7), sharex=True)
     axes[0].plot(x, [r["received_pps"] / 1000 for r in rs], "o-", label="received")
@@ -604,7 +632,7 @@ def plot(results: list[dict[str, Any]], path: str, title: str = "") -> None:
 def _table(r: dict[str, Any]) -> str:
     keys = ["calls", "offered_pps", "received_pps", "loss", "jitter_audio_ms", "jitter_video_ms",
             "latency_p50_ms", "latency_p99_ms", "matches_per_s", "first_media_p50_ms",
-            "first_media_p99_ms", "server_cpu", "server_cpu_us_per_packet"]
+            "first_media_p99_ms", "server_cpu", "server_cpu_us_per_packet", "generator_cpu"]
     return "\n".join(f"{k:>26}  {r.get(k)}" for k in keys)
 
 
@@ -648,6 +676,11 @@ def main(argv: list[str] | None = None) -> int:
                    audio_bytes=args.audio_bytes, next_every=args.next_every,
                    progress=not args.quiet)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with contextlib.suppress(ValueError, OSError):  # two sockets per visitor
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     server = None
     try:
         loadgen.load()  # compile before the server starts

@@ -1,0 +1,37 @@
+"""The load generator end to end: a short run against the real server (no speed asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+KEYS = {
+    "offered_pps", "received_pps", "loss", "jitter_audio_ms", "jitter_video_ms",
+    "latency_p50_ms", "latency_p99_ms", "matches", "matches_per_s", "nexts",
+    "first_media_p50_ms", "first_media_p99_ms", "server_cpu_us_per_packet", "per_second",
+    "sent_while_matched", "received_while_matched", "calls", "visitors", "matches_total",
+}
+
+
+def test_short_run_with_next() -> None:
+    visitors = 6
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.loadgen", "--visitors", str(visitors),
+         "--duration", "3", "--next-every", "1.5", "--seed", "1", "--json", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert KEYS <= result.keys(), KEYS - result.keys()
+    assert result["matches"] > 0
+    assert result["received"] > 0
+    assert result["sent_while_matched"] > 0
+    assert result["loss"] is not None and result["loss"] < 0.2
+    # next happened: visitors were matched again after the first pairs
+    assert result["nexts"] >= 1
+    assert result["matches_total"] > visitors // 2
+    assert result["plis_received"] > 0 and result["keyframes_sent"] > 0
