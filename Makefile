@@ -20,6 +20,8 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	# a real redis-server for the Redis matchmaker's tests (they start their own on loopback)
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+	# Janus 1.1 (Debian), a target of the side-by-side benchmark (benchmarks.compare)
+	command -v janus >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus)
 	touch $@
 
 # Start the server with embedded defaults (flags: make run ARGS="--port 9000")

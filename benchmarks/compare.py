@@ -3,7 +3,7 @@ use instead, in one run.
 
     python -m benchmarks.compare [--calls 4] [--duration 10] [--repeats 1]
                                  [--targets mediaserver,bare_forwarder,aiortc_relay,janus]
-                                 [--quick] [--json]
+                                 [--no-aiortc-capacity] [--quick] [--json]
 
 A call is one synthetic publisher whose video goes to one synthetic subscriber
 (real ICE, DTLS and SRTP on 127.0.0.1), at the packet rate of a 640x480 20 fps
@@ -21,9 +21,13 @@ VP8 stream (--call-pps; by default that of the clip below, ~126 packets/s).
    output (its encoder picks the rate), so "forwarded" counts the packets the
    subscribers get, loss is frames out vs frames in, and there is no latency
    (the send stamps do not survive a re-encode).
-4. janus: Debian's janus (1.1), VideoCall plugin, started here on loopback with
-   benchmarks/peers/janus/ configs, driven over its HTTP API
-   (benchmarks/peers/janus_client.py), fed by the same C loops as 1 and 2.
+   --aiortc-capacity (default, but not with --quick) also doubles its calls
+   until frame loss passes 1%: how many calls it holds here.
+4. janus: Debian's janus (1.1), VideoCall plugin, with benchmarks/peers/janus/
+   configs, driven over its HTTP API on 127.0.0.1 (benchmarks/peers/janus_client.py),
+   fed by the same C loops as 1 and 2. Janus never gathers loopback candidates,
+   so this target runs (Janus and its peers) inside mediaserver.netns's private
+   namespace, on its veth pair; the HTTP API stays on that namespace's loopback.
 
 CPU per forwarded packet is each server process's CPU (all threads: utime+stime
 from /proc, or schedstat run time for short runs) over the run, divided by the
@@ -37,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import signal
 import statistics
 import subprocess
@@ -48,7 +51,7 @@ import time
 from typing import Any
 
 from benchmarks import forward
-from benchmarks.forward import BenchmarkError, ROOT, _read_line, process_cpu
+from benchmarks.forward import ROOT, BenchmarkError, _read_line, process_cpu
 
 TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
 LABELS = {
@@ -111,7 +114,10 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
     )
     s = forward.run(fargs)
     entries = []
-    for prefix, cpu_key in (("", "server_cpu_us_per_packet"), ("baseline_", "baseline_cpu_us_per_packet")):
+    for prefix, cpu_key in (
+        ("", "server_cpu_us_per_packet"),
+        ("baseline_", "baseline_cpu_us_per_packet"),
+    ):
         cpu_us, pps = s[cpu_key], s[prefix + "forwarded_pps"]
         entries.append(
             _entry(
@@ -127,6 +133,7 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
                 else s[prefix + "latency_p50_us"] / 1e3,
                 context_switches_per_packet=s[prefix + "context_switches_per_packet"],
                 cpu_source=s["cpu_source"],
+                cpu_us_per_packet_range=[s[cpu_key + "_min"], s[cpu_key + "_max"]],
             )
         )
     entries[0]["srtp_profile"] = s["profile"]
@@ -199,7 +206,9 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
         relay = RelayProcess()
         stack.callback(relay.close)
         certificate = DtlsCertificate.generate()
-        senders = [FullIcePeer(i, "send", certificate, (profile,), False) for i in range(args.calls)]
+        senders = [
+            FullIcePeer(i, "send", certificate, (profile,), False) for i in range(args.calls)
+        ]
         receivers = [
             FullIcePeer(i, "recv", certificate, (profile,), False) for i in range(args.calls)
         ]
@@ -219,7 +228,9 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
             cpu0 = process_cpu(relay.pid)
             counts = loop.run(args.duration)
             cpu = process_cpu(relay.pid) - cpu0
-            counts["cpu_s"] = cpu.stat if cpu.stat * forward.CLK_TCK >= forward.MIN_TICKS else cpu.sched
+            counts["cpu_s"] = (
+                cpu.stat if cpu.stat * forward.CLK_TCK >= forward.MIN_TICKS else cpu.sched
+            )
             counts["switches"] = cpu.switches
             runs.append(counts)
         if relay.proc.poll() is not None:
@@ -228,7 +239,8 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
     def med(f: Any) -> float | None:
         return _median([f(r) for r in runs])
 
-    cpu_us = med(lambda r: r["cpu_s"] * 1e6 / r["received"] if r["received"] else None)
+    per_run = [r["cpu_s"] * 1e6 / r["received"] for r in runs if r["received"]]
+    cpu_us = _median(list(per_run))
     if not any(r["received"] for r in runs):
         raise BenchmarkError(
             f"the aiortc relay forwarded nothing (sent {runs[0]['sent']} packets; "
@@ -239,10 +251,17 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
         cpu_us,
         med(lambda r: r["received"] / r["elapsed_s"]),
         None,
-        med(lambda r: max(0.0, 1 - r["received_frames"] / r["sent_frames"]) if r["sent_frames"] else None),
+        med(
+            lambda r: (
+                max(0.0, 1 - r["received_frames"] / r["sent_frames"]) if r["sent_frames"] else None
+            )
+        ),
         med(lambda r: r["cpu_s"] / r["elapsed_s"]),
         offered_pps=med(lambda r: r["sent"] / r["elapsed_s"]),
-        cpu_us_per_offered_packet=med(lambda r: r["cpu_s"] * 1e6 / r["sent"] if r["sent"] else None),
+        cpu_us_per_packet_range=[min(per_run), max(per_run)],
+        cpu_us_per_offered_packet=med(
+            lambda r: r["cpu_s"] * 1e6 / r["sent"] if r["sent"] else None
+        ),
         frames_in_per_s=med(lambda r: r["sent_frames"] / r["elapsed_s"]),
         frames_out_per_s=med(lambda r: r["received_frames"] / r["elapsed_s"]),
         bitrate_out_kbps=med(lambda r: r["received_bytes"] * 8 / r["elapsed_s"] / 1e3),
@@ -252,6 +271,37 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
         note="decodes and re-encodes: forwarded = its re-encoded packets; loss = frames; "
         "no latency (send stamps do not survive a re-encode)",
     )
+
+
+def aiortc_capacity(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
+    """Double the calls (1, 2, 4... up to --aiortc-max-calls) while the relay keeps
+    up: frame loss <= 1%. Short single runs; the last step that held is the answer."""
+    steps = []
+    held = 0
+    calls = 1
+    while calls <= args.aiortc_max_calls:
+        step_args = argparse.Namespace(**vars(args))
+        step_args.calls, step_args.repeats = calls, 1
+        step_args.duration = min(args.duration, 5.0)
+        try:
+            e = run_aiortc(step_args, clip)
+        except Exception as exc:  # noqa: BLE001
+            steps.append({"calls": calls, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            break
+        steps.append(
+            {
+                "calls": calls,
+                "loss": e["loss"],
+                "cpu_cores": e["cpu_cores"],
+                "frames_out_per_s": e["frames_out_per_s"],
+                "frames_in_per_s": e["frames_in_per_s"],
+            }
+        )
+        if e["loss"] is None or e["loss"] > 0.01:
+            break
+        held = calls
+        calls *= 2
+    return {"calls_held": held, "capacity_steps": steps}
 
 
 # ---- 4: Janus ---------------------------------------------------------------------
@@ -268,7 +318,7 @@ def run_janus(args: argparse.Namespace, call_pps: float) -> dict[str, Any]:
 
 def add_ratios(results: dict[str, dict[str, Any]]) -> None:
     base = results.get("mediaserver", {})
-    for name, entry in results.items():
+    for entry in results.values():
         if "error" in entry or "error" in base:
             continue
         ratios = {}
@@ -282,14 +332,33 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _spread(entry: dict[str, Any], repeats: int) -> str:
+    text = _fmt(entry["cpu_us_per_packet"], ".2f")
+    lo_hi = entry.get("cpu_us_per_packet_range")
+    if repeats > 1 and lo_hi and None not in lo_hi:
+        text += f" [{lo_hi[0]:.2f}-{lo_hi[1]:.2f}]"
+    return text
+
+
 def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
     print(
         f"side by side: {meta['calls']} call(s), {meta['call_pps']:.0f} packets/s each "
         f"({meta['calls'] * meta['call_pps']:.0f} offered), {meta['duration']} s x "
         f"{meta['repeats']} repeat(s) (medians), {meta['cpus']} CPUs"
     )
-    header = ["target", "CPU us/pkt", "x ms", "pkts/s", "x ms", "p99 ms", "x ms", "loss %",
-              "cores", "calls/core", "x ms"]
+    header = [
+        "target",
+        "CPU us/pkt",
+        "x ms",
+        "pkts/s",
+        "x ms",
+        "p99 ms",
+        "x ms",
+        "loss %",
+        "cores",
+        "calls/core",
+        "x ms",
+    ]
     rows = [header]
     errors = []
     for name in TARGETS:
@@ -304,7 +373,7 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
         rows.append(
             [
                 LABELS[name],
-                _fmt(e["cpu_us_per_packet"], ".2f"),
+                _spread(e, meta["repeats"]),
                 _fmt(r.get("cpu_us_per_packet"), ".2f"),
                 _fmt(e["packets_per_s"], ".0f"),
                 _fmt(r.get("packets_per_s"), ".2f"),
@@ -318,8 +387,16 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
-        print("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-    print("  (x ms: ratio to mediaserver; calls/core = calls / CPU cores used)")
+        print(
+            "  "
+            + "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
+    print(
+        "  (CPU: median [min-max] over the repeats; x ms: ratio to mediaserver; "
+        "calls/core = calls / CPU cores used, at this load)"
+    )
     a = results.get("aiortc_relay", {})
     if "error" not in a and a:
         print(
@@ -327,6 +404,17 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
             f"per s, {a['bitrate_out_kbps']:.0f} kbit/s out; {a['cpu_us_per_offered_packet']:.0f} us "
             f"per packet offered; {a['cpu_cores'] / a['calls']:.3f} of a core per stream"
         )
+        if "calls_held" in a:
+            steps = ", ".join(
+                f"{s['calls']}: "
+                + (
+                    "error"
+                    if "error" in s
+                    else f"loss {s['loss'] * 100:.1f}% {s['cpu_cores']:.2f} cores"
+                )
+                for s in a["capacity_steps"]
+            )
+            print(f"  aiortc relay holds {a['calls_held']} call(s) on this machine ({steps})")
     for line in errors:
         print(line)
 
@@ -348,22 +436,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="packets/s per call (default: the VP8 clip's, ~126: 640x480 20 fps 1.5 Mbit/s)",
     )
     parser.add_argument(
-        "--duration", type=float, default=None, help="seconds per measured run (default 10; --quick 4)"
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds per measured run (default 10; --quick 4)",
     )
-    parser.add_argument("--repeats", type=int, default=None, help="runs per target (default 3; --quick 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per target (default 3; --quick 1)"
+    )
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     parser.add_argument(
         "--targets",
         default=",".join(TARGETS),
         help=f"comma-separated, of {','.join(TARGETS)} (default all)",
     )
+    parser.add_argument(
+        "--aiortc-capacity",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also find how many calls the aiortc relay holds (doubling, frame loss <= 1%%; "
+        "default on, off with --quick)",
+    )
+    parser.add_argument(
+        "--aiortc-max-calls", type=int, default=32, help="stop the capacity search there (32)"
+    )
     parser.add_argument("--quick", action="store_true", help="short runs: done within 3 minutes")
-    parser.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on the last line"
+    )
     args = parser.parse_args(argv)
     args.calls = args.calls or (2 if args.quick else 4)
     args.duration = args.duration or (4.0 if args.quick else 10.0)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.warmup_aiortc = max(2.0, args.warmup)
+    if args.aiortc_capacity is None:
+        args.aiortc_capacity = not args.quick
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
@@ -405,6 +512,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results.pop(name, None)
     if "aiortc_relay" in args.targets and clip is not None:
         attempt(("aiortc_relay",), lambda: (run_aiortc(args, clip),))
+        if args.aiortc_capacity and "error" not in results["aiortc_relay"]:
+            results["aiortc_relay"].update(aiortc_capacity(args, clip))
     if "janus" in args.targets:
         attempt(("janus",), lambda: (run_janus(args, call_pps),))
     add_ratios(results)
@@ -436,7 +545,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print_table(out["results"], out["meta"])
     if args.json:
-        print(json.dumps({**{k: out["results"][k] for k in TARGETS if k in out["results"]}, "meta": out["meta"]}, sort_keys=True))
+        print(
+            json.dumps(
+                {
+                    **{k: out["results"][k] for k in TARGETS if k in out["results"]},
+                    "meta": out["meta"],
+                },
+                sort_keys=True,
+            )
+        )
     return 0
 
 

@@ -140,7 +140,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
         asyncio.run(serve())
-    except (asyncio.TimeoutError, KeyboardInterrupt):
+    except (TimeoutError, KeyboardInterrupt):
         pass
     return 0
 

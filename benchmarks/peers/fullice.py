@@ -91,7 +91,11 @@ class Clip:
 
 
 def make_clip(
-    seconds: float = 1.0, fps: int = 20, width: int = 640, height: int = 480, bitrate: int = 1_500_000
+    seconds: float = 1.0,
+    fps: int = 20,
+    width: int = 640,
+    height: int = 480,
+    bitrate: int = 1_500_000,
 ) -> Clip:
     """Encode a moving pattern with aiortc's VP8 encoder; frame 0 is a keyframe."""
     import av

@@ -1,0 +1,55 @@
+"""The side-by-side benchmark runs end to end (it reports; it asserts no speed).
+
+One minimal run of `python -m benchmarks.compare`: one call, short runs, every
+target. A target that cannot run here (Janus not installed...) must say why in
+its entry instead of failing the run.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
+FIGURES = ("cpu_us_per_packet", "packets_per_s", "p99_latency_ms", "loss", "calls")
+
+
+def test_compare_runs_and_reports_every_target():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.compare",
+            "--quick",
+            "--calls",
+            "1",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.3",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in TARGETS:
+        entry = summary[name]
+        if "error" in entry:
+            assert isinstance(entry["error"], str) and entry["error"], name
+            continue
+        missing = [key for key in FIGURES if key not in entry]
+        assert not missing, (name, missing)
+        assert entry["calls"] == 1
+        assert entry["packets_per_s"] > 0, name
+        assert entry["cpu_us_per_packet"] > 0, name
+    # the two cheap targets always run
+    assert "error" not in summary["mediaserver"], summary["mediaserver"]
+    assert "error" not in summary["bare_forwarder"], summary["bare_forwarder"]
+    assert summary["mediaserver"]["ratio_to_mediaserver"]["cpu_us_per_packet"] == 1.0
