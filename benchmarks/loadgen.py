@@ -36,7 +36,7 @@ number for each match, set when `matched` arrives and cleared before `next` or o
   received (every one of them went through the server).
 
 Figures cover the measurement window: after every visitor is connected and a short
-warm-up, for --duration seconds. A progress line per second goes to stderr;
+warm-up, for --duration seconds. A progress bar and line per second go to stderr;
 --json prints one JSON object on the last line of stdout. Loopback only; every run
 is bounded in time and kills the server it started on exit or Ctrl-C.
 """
@@ -400,7 +400,10 @@ class Run:
     def _progress(self, s: dict, t: float) -> None:
         loss = 1 - self.got_matched / self.sent_matched if self.sent_matched else 0.0
         p99 = f"{s['latency_p99_ms']:.2f}" if s["latency_p99_ms"] is not None else "-"
-        print(f"[{t:5.1f}/{self.duration:.0f}s] visitors {self.n}  offered {s['offered_pps']:>8.0f}"
+        # a bar that fills as the run goes, then the figures of the last second
+        done = min(1.0, t / self.duration) if self.duration else 1.0
+        bar = "#" * int(20 * done) + "." * (20 - int(20 * done))
+        print(f"[{bar}] {t:5.1f}/{self.duration:.0f}s visitors {self.n}  offered {s['offered_pps']:>8.0f}"
               f" pps  received {s['received_pps']:>8.0f} pps  loss {100 * loss:5.2f}%  p99 {p99}"
               f" ms  matches/s {s['matches_per_s']:.1f}  server cpu {100 * s['server_cpu']:.0f}%",
               file=sys.stderr, flush=True)
