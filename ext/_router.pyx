@@ -45,11 +45,13 @@ cdef enum:  # slow-path kinds
     KIND_STUN = 0
     KIND_DTLS = 1
     KIND_RTCP = 2
+    KIND_MEDIA = 3
 
 # Slow-path kinds, as pop_slow() reports them
 SLOW_STUN = KIND_STUN
 SLOW_DTLS = KIND_DTLS
 SLOW_RTCP = KIND_RTCP
+SLOW_MEDIA = KIND_MEDIA  # decrypted RTP of a tapped payload type (the effects path)
 
 cdef enum:  # drop reasons, index into Router.drops
     DROP_UNKNOWN_FIRST_BYTE
@@ -124,6 +126,7 @@ ctypedef struct Peer:
     int32_t routes[128][MAX_FANOUT]    # out stream per inbound payload type, EMPTY-terminated
     uint8_t route_pt[128][MAX_FANOUT]  # the subscriber's payload type for it
     uint32_t clock[128]                # clock rate per inbound payload type (for jitter)
+    uint8_t tap[128]                   # 1: hand this payload type to Python, not the routes
     InStream ins[MAX_IN_STREAMS]
 
 ctypedef struct SlowItem:
@@ -429,6 +432,43 @@ cdef class Router:
                 return
         raise RuntimeError(f"more than {MAX_FANOUT} subscribers for one payload type")
 
+    def set_tap(self, int peer, int payload_type, bint on):
+        """Divert the peer's packets of this payload type to pop_slow()
+        (decrypted, kind SLOW_MEDIA) instead of forwarding them."""
+        cdef Peer* p = self._peer(peer)
+        if not 0 <= payload_type < 128:
+            raise ValueError("payload type out of range")
+        p.tap[payload_type] = on
+
+    def inject(self, int src_peer, bytes packet, int out_idx, int out_payload_type, double now):
+        """Send a plaintext RTP packet made in Python (e.g. re-encoded video) on
+        out stream `out_idx` as if `src_peer` had sent it: same rewrite, cache
+        and protection as forwarded packets.
+
+        Returns:
+            The protected bytes sent (the router has no socket: not sent), or
+            None when the subscriber is not ready (counted as a drop).
+        """
+        self._peer(src_peer)
+        self._out(out_idx)
+        cdef RtpHeader h
+        cdef int n = len(packet)
+        if n > RTP_MAX_PACKET or rtp_parse(<const uint8_t*><char*>packet, n, &h) < 0:
+            raise ValueError("not an RTP packet that fits the MTU")
+        if not 0 <= out_payload_type < 128:
+            raise ValueError("payload type out of range")
+        self.now = now
+        if self.ntx:
+            self._flush()
+        self._forward(src_peer, <const uint8_t*><char*>packet, n, &h, out_idx, out_payload_type)
+        if not self.ntx:
+            return None
+        sent = PyBytes_FromStringAndSize(<char*>self.tx_iov[0].iov_base, self.tx_iov[0].iov_len)
+        if self.fd >= 0:
+            self._flush()
+        self.ntx = 0
+        return sent
+
     def remove_route(self, int src_peer, int out_idx):
         """Stop forwarding anything of src_peer to out stream out_idx."""
         self._unroute(self._peer(src_peer), out_idx)
@@ -515,6 +555,11 @@ cdef class Router:
             self._drop(DROP_MALFORMED_RTP)
             return
         self._count_in(p, &h, n)
+        if p.tap[h.payload_type]:
+            # an effect is on: Python decodes, processes and re-injects the stream
+            self.slow_datagrams += 1
+            self._slow(KIND_MEDIA, peer, <int>((buf - self.rx_buf) // RECV_SLOT), n)
+            return
         if p.routes[h.payload_type][0] == EMPTY:
             self._drop(DROP_NO_ROUTE)
             return

@@ -254,3 +254,30 @@ def test_drain_over_a_real_loopback_socket():
     finally:
         for sock in (server, pub, sub):
             sock.close()
+
+
+def test_tapped_payload_type_goes_to_python_and_injected_packets_continue_the_stream():
+    from mediaserver._router import SLOW_MEDIA
+
+    w = Wiring()
+    sent, _ = w.publish(seq=500, ts=1000)
+    (first,) = w.received(sent)
+    w.router.set_tap(w.pub, 96, True)
+    sent, slow = w.publish(seq=501, ts=4000, payload=b"raw")
+    assert sent == []
+    ((kind, peer, addr, data),) = slow
+    assert (kind, peer, addr) == (SLOW_MEDIA, w.pub, PUB)
+    assert RtpPacket.parse(data).payload == b"raw"  # decrypted, untouched
+    # the effects path sends its own (re-encoded) stream in its place
+    made = RtpPacket(payload_type=96, sequence_number=9, timestamp=77, ssrc=0xE0, payload=b"fx")
+    protected = w.router.inject(w.pub, bytes(made.serialize()), w.out, 100, 0.05)
+    (packet,) = [RtpPacket.parse(w.sub_srtp.unprotect(protected))]
+    assert (packet.ssrc, packet.payload_type, packet.payload) == (OUT_SSRC, 100, b"fx")
+    assert packet.sequence_number == first.sequence_number + 1  # one continuous stream
+    assert packet.timestamp > first.timestamp
+    # effect off: plain forwarding resumes, still continuous
+    w.router.set_tap(w.pub, 96, False)
+    (back,) = w.received(w.publish(seq=502, ts=7000, now=0.1)[0])
+    assert back.sequence_number == packet.sequence_number + 1
+    with pytest.raises(ValueError):
+        w.router.inject(w.pub, b"\x00" * 5, w.out, 100, 0.0)
