@@ -38,6 +38,7 @@ class FrameCounter:
         self.track = track
         self.frames = 0
         self.sizes: set[tuple[int, int]] = set()
+        self.last = None
         self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
@@ -47,6 +48,7 @@ class FrameCounter:
             except Exception:
                 return
             self.frames += 1
+            self.last = frame
             if hasattr(frame, "width"):
                 self.sizes.add((frame.width, frame.height))
 

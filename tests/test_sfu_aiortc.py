@@ -108,3 +108,49 @@ async def test_dead_media_closes_the_session_within_the_timeout():
         await a.close()
         await b.close()
         await server.close()
+
+
+class FlatGrey:
+    """A real (if plain) effect: paints the picture mid-grey, keeps size and time."""
+
+    def apply(self, frame):
+        import numpy as np
+
+        for plane in frame.planes:
+            view = np.frombuffer(plane, np.uint8)
+            view[:] = 128
+        return frame
+
+
+async def test_effect_pipeline_processes_the_publishers_video_and_turns_off(sfu):
+    import numpy as np
+
+    a, b = AiortcPeer(320, 240, audio=False), AiortcPeer(320, 240, audio=False)
+    seen = []
+    try:
+        sa, sb = await connect_pair(sfu, a, b)
+        assert await wait_for(lambda: b.frames("video") >= 10, timeout=20)
+
+        def luma_spread():
+            frame = b.received["video"].last
+            y = frame.to_ndarray(format="gray")
+            return float(np.std(y))
+
+        assert luma_spread() > 20  # the moving test pattern
+        sfu.set_effect(sa.id, FlatGrey())
+        stream = sfu.effects[sa.id]
+        assert await wait_for(lambda: luma_spread() < 3, timeout=15), str((
+            luma_spread(), stream.frames_in, stream.frames_out, stream.frames_dropped, stream.errors,
+            b.frames("video"), dict(sfu.stats)))
+        stream = sfu.effects[sa.id]
+        assert stream.frames_out > 0
+        frames_before = b.frames("video")
+        assert await wait_for(lambda: b.frames("video") > frames_before + 20, timeout=15)
+        assert luma_spread() < 3  # still processed
+        seen.append(sfu.counters()["drops"])
+        sfu.set_effect(sa.id, None)
+        assert await wait_for(lambda: luma_spread() > 20, timeout=15)  # back to plain forwarding
+        assert sa.id not in sfu.effects
+    finally:
+        await a.close()
+        await b.close()

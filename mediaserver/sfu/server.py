@@ -21,11 +21,13 @@ import logging
 import secrets
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Union
 
-from mediaserver._router import SLOW_DTLS, SLOW_RTCP, SLOW_STUN, Router
+from mediaserver._router import SLOW_DTLS, SLOW_MEDIA, SLOW_RTCP, SLOW_STUN, Router
+from mediaserver.ai_filters.pipeline import Effect, EffectStream
 from mediaserver.sfu import rtcp
 from mediaserver.sfu.dtls import (
     DtlsCertificate,
@@ -61,6 +63,10 @@ class SfuConfig:
     """Ceiling of the REMB we send publishers, bits/s."""
     keyframe_interval: float = 0.5
     """At most one PLI per publisher stream per this many seconds."""
+    effects_workers: int = 2
+    """Threads decoding, processing and encoding video for effects."""
+    max_effect_streams: int = 8
+    """Publishers with an effect on at once; more get SfuError("effects busy")."""
     media_timeout: float = 4.0
     """A connected peer that sends no SRTP/SRTCP for this long is closed: its
     media died (browsers send RTCP every second or so, audio 50 times a second),
@@ -107,6 +113,8 @@ class Sfu:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: Counter[str] = Counter()
+        self.effects: dict[str, EffectStream] = {}
+        self._executor: ThreadPoolExecutor | None = None
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -131,6 +139,9 @@ class Sfu:
         if self.udp is not None:
             self.udp.close()
             self.udp = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     @property
     def udp_port(self) -> int:
@@ -243,7 +254,11 @@ class Sfu:
         pub.subscribers.add(sub.id)
         sub.publishers.add(pub.id)
         # the subscriber's decoder needs a keyframe to start on this source
-        self.request_keyframe(pub.id)
+        effect = self.effects.get(pub.id)
+        if effect is not None:
+            effect.force_keyframe = True
+        else:
+            self.request_keyframe(pub.id)
 
     def disconnect(self, publisher_id: str, subscriber_id: str) -> None:
         """Stop forwarding the publisher's media to the subscriber."""
@@ -266,12 +281,76 @@ class Sfu:
         for other in list(session.subscribers):
             self.disconnect(session_id, other)
         del self.sessions[session_id]
+        stream = self.effects.pop(session_id, None)
+        if stream is not None:
+            stream.close()
         self.ice.remove_session(session_id)
         self._by_peer.pop(session.peer, None)
         self._router.remove_peer(session.peer)
         session.state = SessionState.CLOSED
         self.stats[f"sessions_closed:{reason.split(':')[0]}"] += 1
         self._emit(SessionClosed(session_id, reason))
+
+    def set_effect(self, session_id: str, effect: Effect | None) -> None:
+        """Process the session's outgoing video with `effect` (None: plain
+        forwarding again). Its subscribers get the processed stream in the same
+        tracks, sequence numbers and timestamps continuing.
+
+        Raises:
+            SfuError: unknown session, no video, or too many effect streams.
+        """
+        session = self._session(session_id)
+        video = session.tracks.get("video")
+        if video is None or not video.receives or not video.codecs:
+            raise SfuError("the session sends no video")
+        router = self._router
+        old = self.effects.pop(session_id, None)
+        if old is not None:
+            old.close()
+        if effect is None:
+            for codec in video.codecs:
+                router.set_tap(session.peer, codec.payload_type, False)
+            self.request_keyframe(session_id)  # subscribers resume on the original stream
+            return
+        if len(self.effects) >= self.config.max_effect_streams:
+            raise SfuError("effects busy")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self.config.effects_workers, thread_name_prefix="effects"
+            )
+        codec = video.codecs[0]  # what the browser sends: the first codec of the answer
+        stream = EffectStream(
+            effect,
+            f"video/{codec.name}",
+            codec.payload_type,
+            self._executor,
+            emit=lambda packets: self._emit_effect(session_id, packets),
+            request_keyframe=lambda: self.request_keyframe(session_id),
+        )
+        self.effects[session_id] = stream
+        for c in video.codecs:
+            router.set_tap(session.peer, c.payload_type, True)
+        self.request_keyframe(session_id)
+        self.stats["effects_started"] += 1
+
+    def _emit_effect(self, publisher_id: str, packets: list[bytes]) -> None:
+        pub = self.sessions.get(publisher_id)
+        stream = self.effects.get(publisher_id)
+        if pub is None or stream is None:
+            return
+        router, now = self._router, self._now()
+        pub_codecs = pub.tracks["video"].codecs
+        for sub_id in pub.subscribers:
+            sub = self.sessions.get(sub_id)
+            track = sub.tracks.get("video") if sub is not None else None
+            if track is None or track.out_stream is None:
+                continue
+            pt_map = dict(payload_type_map(pub_codecs, track.codecs))
+            out_pt = pt_map.get(stream.payload_type)
+            if out_pt is None:
+                continue
+            for packet in packets:
+                router.inject(pub.peer, packet, track.out_stream, out_pt, now)
 
     def request_keyframe(self, publisher_id: str) -> None:
         """Ask the publisher for a video keyframe (PLI), rate-limited."""
@@ -332,6 +411,11 @@ class Sfu:
             session = self._by_peer.get(peer)
             if session is not None:
                 self._on_rtcp(session, data, now)
+        elif kind == SLOW_MEDIA:
+            session = self._by_peer.get(peer)
+            stream = self.effects.get(session.id) if session is not None else None
+            if stream is not None:
+                stream.receive_rtp(data)
 
     def _on_stun(self, data: bytes, addr: Address, now: float) -> None:
         self.ice.receive_datagram(data, addr, now)
@@ -402,7 +486,10 @@ class Sfu:
                 if track is not None and track.out_stream is not None:
                     source = router.out_stats(track.out_stream)["source_peer"]
                     publisher = self._by_peer.get(source) if source is not None else None
-                    if publisher is not None:
+                    effect = self.effects.get(publisher.id) if publisher is not None else None
+                    if effect is not None:
+                        effect.force_keyframe = True  # our encoder makes it
+                    elif publisher is not None:
                         self.request_keyframe(publisher.id)
             elif isinstance(item, rtcp.Remb):
                 session.remb_bitrate = item.bitrate
