@@ -11,7 +11,10 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/includes/*.pxd)
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[effects]'
+	# the effects' two models (BlazeFace, selfie segmentation) ship in this wheel;
+	# its declared dependencies (numpy<2, jax...) are not needed: the files are read, never imported
+	$(PY) -m pip install -q --no-deps mediapipe==0.10.21
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed

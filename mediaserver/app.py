@@ -47,13 +47,26 @@ def create_app(sfu: Sfu, hub: SignallingHub) -> Starlette:
 async def start_services(config: Config) -> tuple[Sfu, SignallingHub]:
     """The SFU and the signalling hub with its matchmaker, started."""
     sfu = Sfu(
-        SfuConfig(host=config.udp_host, udp_port=config.udp_port, announced_ip=config.announced_ip)
+        SfuConfig(
+            host=config.udp_host,
+            udp_port=config.udp_port,
+            announced_ip=config.announced_ip,
+            effects_workers=config.effects_workers,
+            max_effect_streams=config.max_effect_streams,
+        )
     )
     await sfu.start()
     policy = MatchPolicy(
         interest_wait=config.match_interest_wait, skip_cooldown=config.skip_cooldown
     )
-    hub = SignallingHub(sfu, lambda on_match: create_matchmaker(config.redis_url, policy, on_match))
+    from mediaserver import ai_filters
+
+    hub = SignallingHub(
+        sfu,
+        lambda on_match: create_matchmaker(config.redis_url, policy, on_match),
+        mutual_reveal=config.mutual_reveal,
+        effects=ai_filters.EFFECTS,
+    )
     await hub.matchmaker.start()
     return sfu, hub
 

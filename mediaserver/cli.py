@@ -68,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.skip_cooldown,
         help="seconds before two visitors who skipped each other can be matched again",
     )
+    parser.add_argument(
+        "--mutual-reveal",
+        action="store_true",
+        help="every match starts with both faces covered by the server until both press Reveal",
+    )
+    parser.add_argument(
+        "--effects-workers",
+        type=int,
+        default=defaults.effects_workers,
+        help="threads that decode, process and encode video for effects",
+    )
+    parser.add_argument(
+        "--max-effect-streams",
+        type=int,
+        default=defaults.max_effect_streams,
+        help="senders with an effect on at once; more get the error effects_busy",
+    )
     return parser
 
 
@@ -83,6 +100,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
         redis_url=args.redis_url,
         match_interest_wait=args.match_interest_wait,
         skip_cooldown=args.skip_cooldown,
+        mutual_reveal=args.mutual_reveal,
+        effects_workers=args.effects_workers,
+        max_effect_streams=args.max_effect_streams,
     )
     try:
         config.validate()

@@ -26,6 +26,12 @@ class Config:
     """Seconds a waiting visitor prefers a partner with a shared interest."""
     skip_cooldown: float = 30.0
     """Seconds before two visitors who skipped each other can meet again."""
+    mutual_reveal: bool = False
+    """Every match starts with both faces covered until both press Reveal."""
+    effects_workers: int = 2
+    """Threads that decode, process and encode video for effects."""
+    max_effect_streams: int = 8
+    """Senders with an effect on at once; more are refused with effects_busy."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -39,6 +45,10 @@ class Config:
             value = getattr(self, name)
             if not 0 <= value <= 86400:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..86400 seconds, not {value}")
+        if not 1 <= self.effects_workers <= 64:
+            raise ValueError("--effects-workers must be 1..64")
+        if not 0 <= self.max_effect_streams <= 10000:
+            raise ValueError("--max-effect-streams must be 0..10000")
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):

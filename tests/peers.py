@@ -60,11 +60,16 @@ class AiortcPeer:
     """An aiortc RTCPeerConnection sending audio+video and counting what it receives."""
 
     def __init__(
-        self, width: int = 320, height: int = 240, audio: bool = True, video_codec: str | None = None
+        self,
+        width: int = 320,
+        height: int = 240,
+        audio: bool = True,
+        video_codec: str | None = None,
+        video: VideoStreamTrack | None = None,
     ) -> None:
         # no ICE servers: aiortc's default is a public STUN server
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.video = PatternVideoTrack(width, height)
+        self.video = video or PatternVideoTrack(width, height)
         self.pc.addTrack(self.video)
         if video_codec is not None:
             from aiortc import RTCRtpSender
@@ -107,3 +112,17 @@ async def wait_for(predicate, timeout: float, interval: float = 0.1) -> bool:
             return True
         await asyncio.sleep(interval)
     return predicate()
+
+
+class ImageVideoTrack(VideoStreamTrack):
+    """Sends one RGB picture as video (e.g. a real face), 30 fps."""
+
+    def __init__(self, rgb: "np.ndarray") -> None:
+        super().__init__()
+        self.rgb = rgb
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame.from_ndarray(self.rgb, format="rgb24")
+        frame.pts, frame.time_base = pts, time_base
+        return frame

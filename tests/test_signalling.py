@@ -168,11 +168,61 @@ async def test_visitors_behind_one_address_meet(server, binary):
     await b.expect("matched")
 
 
-async def test_effect_is_acknowledged_not_applied(server, binary):
+async def test_effect_applies_once_media_exists_and_turns_off(server, binary):
     a = await visitor(server, binary, 1)
     await a.send("effect", name="blur_background", on=True)
     msg = await a.expect("effect")
-    assert (msg["name"], msg["on"], msg["applied"]) == ("blur_background", True, False)
+    assert (msg["name"], msg["on"], msg["applied"]) == ("blur_background", True, False)  # no media yet
+    await a.send("effect", name="no_such_effect", on=True)
+    assert "unknown effect" in (await a.error("bad_field"))["message"]
+    await a.send("start")
+    await a.expect("queued")
+    await a.send("offer", sdp=OFFER)
+    await a.expect("answer")
+    (va,) = server.hub.visitors.values()
+    assert type(server.sfu.effects[va.session_id].effect).__name__ == "BlurBackground"
+    await a.send("effect", name="low_light", on=True)
+    assert (await a.expect("effect"))["applied"] is True
+    assert type(server.sfu.effects[va.session_id].effect).__name__ == "LowLight"
+    await a.send("effect", name="low_light", on=False)
+    assert (await a.expect("effect"))["applied"] is False
+    assert va.session_id not in server.sfu.effects
+
+
+async def test_mutual_reveal_hides_until_both_reveal_and_each_new_match(binary):
+    async with running_server(mutual_reveal=True, match_interest_wait=0.0) as server:
+        a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+        for client in (a, b):
+            await client.send("start")
+            await client.expect("queued")
+            await client.send("offer", sdp=OFFER)
+        got: list[dict] = [{}, {}]
+        for i, c in enumerate((a, b)):
+            for _ in range(2):
+                m = await c._pending.get()
+                got[i][m["type"]] = m
+        assert all(g["matched"]["hidden"] is True for g in got)
+        va, vb = server.hub.visitors.values()
+        for v in (va, vb):
+            assert type(server.sfu.effects[v.session_id].effect).__name__ == "PixelateFace"
+        await a.send("reveal")
+        assert (await b.expect("revealed"))["by"] == "partner"
+        assert type(server.sfu.effects[va.session_id].effect).__name__ == "PixelateFace"
+        await b.send("reveal")
+        assert (await a.expect("revealed"))["by"] == "partner"
+        for c in (a, b):
+            assert (await c.expect("revealed"))["by"] == "both"
+        assert server.sfu.effects == {}  # faces show
+        await a.send("next")
+        await b.expect("partner_left")
+        c = await visitor(server, binary, 3)
+        await c.send("start")
+        await c.expect("queued")
+        await c.send("offer", sdp=OFFER)
+        # b waited longest: b meets c, hidden again
+        await b.expect("queued")
+        assert (await b.expect("matched"))["hidden"] is True
+        assert type(server.sfu.effects[vb.session_id].effect).__name__ == "PixelateFace"
 
 
 ERRORS = [
@@ -253,7 +303,7 @@ async def test_replies_follow_the_encoding_of_the_last_frame(server):
     await client.hello()
     assert isinstance(client.frames[-1], bytes)
     client.binary = False
-    await client.send("effect", name="x", on=True)
+    await client.send("effect", name="x", on=False)
     await client.expect("effect")
     assert isinstance(client.frames[-1], str)
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,10 @@ class Visitor:
     """The visitor's SFU session, from its offer."""
     partner: Visitor | None = None
     queued_announced: bool = False
+    effect: str | None = None
+    """The effect the visitor chose for its own video."""
+    revealed: bool = False
+    """Mutual reveal: this visitor pressed Reveal in the current match."""
     limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,6 +80,9 @@ class SignallingHub:
         matchmaker_factory: Callable[[Callable[[Match], None]], Matchmaker],
         identity_key: bytes | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        mutual_reveal: bool = False,
+        effects: Mapping[str, Callable[[], Any]] | None = None,
     ) -> None:
         self.sfu = sfu
         self.matchmaker = matchmaker_factory(self._on_match)
@@ -83,6 +90,8 @@ class SignallingHub:
         self._by_session: dict[str, Visitor] = {}
         self._identity_key = identity_key or secrets.token_bytes(32)
         self._clock = clock
+        self.mutual_reveal = mutual_reveal
+        self._effects = effects  # name -> effect class (a new object per stream)
         self.stats: Counter[str] = Counter()
         sfu.subscribe(self._on_sfu_event)
 
@@ -163,6 +172,8 @@ class SignallingHub:
         v.session_id = session.id
         self._by_session[session.id] = v
         v.send(protocol.message("answer", sdp=session.answer))
+        if v.effect is not None or (self.mutual_reveal and v.partner is not None):
+            self._apply_video_effect(v)
         if v.partner is not None:
             self._connect_media(v, v.partner)
 
@@ -202,8 +213,49 @@ class SignallingHub:
         await self._block(v, self._partner(v, "block"))
 
     async def _on_effect(self, v: Visitor, msg: Message) -> None:
-        # effects come with the effects issue; the request is acknowledged honestly
-        v.send(protocol.message("effect", name=msg["name"], on=msg["on"], applied=False))
+        name, on = msg["name"], msg["on"]
+        if on:
+            if self._effects is None:
+                raise ProtocolError("effect_unavailable", "effects are off on this server", "effect")
+            if name not in self._effects:
+                known = ", ".join(sorted(self._effects))
+                raise ProtocolError("bad_field", f"unknown effect {name!r} (known: {known})", "effect")
+            v.effect = name
+        elif v.effect == name:
+            v.effect = None
+        applied = self._apply_video_effect(v)
+        v.send(protocol.message("effect", name=name, on=on, applied=applied and on))
+
+    async def _on_reveal(self, v: Visitor, msg: Message) -> None:
+        partner = self._partner(v, "reveal")
+        if not self.mutual_reveal:
+            raise ProtocolError("out_of_order", "mutual reveal is off on this server", "reveal")
+        if v.revealed:
+            return
+        v.revealed = True
+        partner.send(protocol.message("revealed", by="partner"))
+        if partner.revealed:
+            for me in (v, partner):
+                me.send(protocol.message("revealed", by="both"))
+                self._apply_video_effect(me)
+
+    def _apply_video_effect(self, v: Visitor) -> bool:
+        """Put on v's video what it should carry now: hidden for mutual reveal
+        (until both revealed in this match), else the effect it chose, else none.
+        Returns whether the chosen effect is applied."""
+        if v.session_id is None or self._effects is None:
+            return False
+        hidden = self.mutual_reveal and v.partner is not None and not (
+            v.revealed and v.partner.revealed
+        )
+        name = "pixelate_face" if hidden else v.effect
+        try:
+            self.sfu.set_effect(v.session_id, self._effects[name]() if name else None)
+        except SfuError as exc:
+            code = "effects_busy" if "busy" in str(exc) else "effect_unavailable"
+            v.send(protocol.error(code, str(exc), "effect"))
+            return False
+        return name is not None and name == v.effect
 
     async def _on_bye(self, v: Visitor, msg: Message) -> None:
         await self.leave(v)
@@ -258,7 +310,14 @@ class SignallingHub:
         for me, other in ((a, b), (b, a)):
             self._announce_queued(me)
             me.state = State.MATCHED
-            me.send(protocol.message("matched", partner=other.handle, shared_interests=shared))
+            me.revealed = False
+            extra = {"hidden": True} if self.mutual_reveal else {}
+            me.send(
+                protocol.message("matched", partner=other.handle, shared_interests=shared, **extra)
+            )
+        for me in (a, b):
+            if self.mutual_reveal:
+                self._apply_video_effect(me)  # every new match starts hidden
         self._connect_media(a, b)
         self.stats["matches"] += 1
 

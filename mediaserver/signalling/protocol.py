@@ -135,6 +135,7 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
     "report": {"reason": Field(_one_of(*REPORT_REASONS))},
     "block": {},
     "effect": {"name": Field(_string(1, 32)), "on": Field(_boolean)},
+    "reveal": {},
     "bye": {},
 }
 
