@@ -173,7 +173,9 @@ class SignallingHub:
         self._by_session[session.id] = v
         v.send(protocol.message("answer", sdp=session.answer))
         if v.effect is not None or (self.mutual_reveal and v.partner is not None):
-            self._apply_video_effect(v)
+            applied = self._apply_video_effect(v)
+            if v.effect is not None:  # the choice made before the offer is on now
+                v.send(protocol.message("effect", name=v.effect, on=True, applied=applied))
         if v.partner is not None:
             self._connect_media(v, v.partner)
 

@@ -32,6 +32,7 @@
     report: $("report"),
     reportDialog: $("report-dialog"),
     effect: $("effect"),
+    reveal: $("reveal"),
     effectNote: $("effect-note"),
     ageConfirm: $("age-confirm"),
     ageLabel: $("age-label"),
@@ -104,6 +105,7 @@
     ui.next.disabled = !matched;
     ui.stop.disabled = !(matched || phase === "queued");
     ui.report.disabled = !matched;
+    if (!matched) ui.reveal.hidden = true;
     ui.chatInput.disabled = !matched;
     ui.chatSend.disabled = !matched;
     // hello is sent once per connection: these apply to the next connection
@@ -238,6 +240,9 @@
       case "matched":
         onMatched(msg);
         break;
+      case "revealed":
+        onRevealed(msg);
+        break;
       case "partner_left":
         st.strangerLeft = true;
         setPhase("queued"); // re-queued by the server; `queued` follows
@@ -288,7 +293,20 @@
       ui.shared.hidden = false;
       addLine("system", text);
     }
+    // mutual reveal: faces stay covered by the server until both press Reveal
+    ui.reveal.hidden = msg.hidden !== true;
+    ui.reveal.disabled = false;
+    if (msg.hidden === true) addLine("system", "Faces are hidden. Press Reveal to show yours when you both agree.");
     playRemote();
+  }
+
+  function onRevealed(msg) {
+    if (msg.by === "both") {
+      ui.reveal.hidden = true;
+      addLine("system", "You both revealed: faces are visible now.");
+    } else if (msg.by === "partner") {
+      addLine("system", "The stranger pressed Reveal.");
+    }
   }
 
   function onError(msg) {
@@ -410,7 +428,7 @@
     ui.effectNote.hidden = false;
     ui.effectNote.textContent = msg.applied
       ? "Effect on."
-      : "This effect is not available on the server yet: your video is sent unchanged.";
+      : "The effect starts once you are connected.";
   }
 
   // ---- user actions -------------------------------------------------------------------------
@@ -529,6 +547,11 @@
   ui.report.addEventListener("click", onReport);
   ui.reportDialog.addEventListener("close", () => sendReport(ui.reportDialog.returnValue));
   ui.effect.addEventListener("change", onEffectChange);
+  ui.reveal.addEventListener("click", () => {
+    send("reveal", {});
+    ui.reveal.disabled = true;
+    addLine("system", "You pressed Reveal.");
+  });
   ui.ageConfirm.addEventListener("change", () => {
     if (ui.ageConfirm.checked) ui.ageLabel.classList.remove("attention");
   });
