@@ -420,3 +420,24 @@ async def test_a_match_with_someone_no_longer_queued_requeues_the_other(server, 
     await b.send("start")
     await b.expect("queued")
     assert (await a.expect("matched"))["partner"] == b.messages[0]["handle"]
+
+
+async def test_effects_beyond_the_cap_are_refused(binary):
+    async with running_server(max_effect_streams=1) as server:
+        a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+        for client in (a, b):
+            await client.send("start")
+            await client.expect("queued")
+            await client.send("offer", sdp=OFFER)
+        for client in (a, b):
+            got = {(await client._pending.get())["type"] for _ in range(2)}
+            assert got == {"answer", "matched"}
+        await a.send("effect", name="low_light", on=True)
+        assert (await a.expect("effect"))["applied"] is True
+        await b.send("effect", name="low_light", on=True)
+        assert "busy" in (await b.error("effects_busy"))["message"]
+        assert (await b.expect("effect"))["applied"] is False
+        await a.send("effect", name="low_light", on=False)
+        await a.expect("effect")
+        await b.send("effect", name="low_light", on=True)  # room again
+        assert (await b.expect("effect"))["applied"] is True

@@ -91,6 +91,11 @@ class EffectStream:
         self.frames_dropped = 0
         self.errors = 0
 
+    def set_bitrate(self, bitrate: int) -> None:
+        """Target bitrate of the re-encoded video (from the subscribers' REMB)."""
+        if hasattr(self._encoder, "target_bitrate"):
+            self._encoder.target_bitrate = max(100_000, bitrate)
+
     def close(self) -> None:
         self._closed = True
         self._pending.clear()

@@ -567,6 +567,9 @@ class Sfu:
                 if sub is not None and sub.remb_bitrate:
                     bitrate = min(bitrate, sub.remb_bitrate)
             ssrcs = [b.ssrc for b in blocks]
+            effect = self.effects.get(session.id)
+            if effect is not None:
+                effect.set_bitrate(bitrate)  # our encoder follows the subscribers too
             packet = rtcp.build_receiver_report(session.rtcp_ssrc, blocks, remb=(bitrate, ssrcs))
             router.send_rtcp(session.peer, packet)
         wall = time.time()
