@@ -179,6 +179,8 @@ async def test_effect_applies_once_media_exists_and_turns_off(server, binary):
     await a.expect("queued")
     await a.send("offer", sdp=OFFER)
     await a.expect("answer")
+    msg = await a.expect("effect")  # the choice made before the offer is on now
+    assert (msg["name"], msg["on"], msg["applied"]) == ("blur_background", True, True)
     (va,) = server.hub.visitors.values()
     assert type(server.sfu.effects[va.session_id].effect).__name__ == "BlurBackground"
     await a.send("effect", name="low_light", on=True)
