@@ -1,0 +1,82 @@
+"""Retention: `python -m mediaserver.store.retention --db PATH --data-key-file PATH
+--run-once` (also `mediaserver retention --run-once`), for cron; and a loop the server
+can run on a timer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+from mediaserver.store.crypto import load_data_key
+from mediaserver.store.db import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+async def retention_loop(store: Store, interval: float = 3600.0) -> None:
+    """Run retention (and complete pending privacy requests' due work) every `interval`
+    seconds, in a worker thread, until cancelled."""
+    while True:
+        try:
+            counts = await asyncio.to_thread(store.run_retention)
+            if any(counts.values()):
+                log.info("retention: %s", counts)
+        except StoreError:
+            log.exception("retention failed")
+        await asyncio.sleep(interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mediaserver retention",
+        description="Purge chat history 6 months after a conversation's last message, "
+        "flag accounts inactive 12 months, delete those flagged 30 days ago.",
+    )
+    parser.add_argument("--db", required=True, help="the SQLite database file")
+    parser.add_argument(
+        "--data-key-file", required=True, help="the data key file (32 bytes, mode 0600)"
+    )
+    parser.add_argument(
+        "--run-once", action="store_true", help="one pass, print the counts as JSON, exit"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=3600.0,
+        help="without --run-once: seconds between passes",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.interval <= 0:
+        parser.error("--interval must be positive")
+    if not os.path.exists(args.db):
+        print(f"mediaserver retention: no database at {args.db!r}", file=sys.stderr)
+        return 1
+    try:
+        key = load_data_key(args.data_key_file)
+        store = Store(args.db, key)
+    except StoreError as exc:
+        print(f"mediaserver retention: {exc}", file=sys.stderr)
+        return 1
+    try:
+        while True:
+            counts = store.run_retention()
+            print(json.dumps(counts, sort_keys=True), flush=True)
+            if args.run_once:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
