@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sqlite3
 from pathlib import Path
 
 import uvicorn
@@ -15,12 +16,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from mediaserver.api import background_tasks, create_api
 from mediaserver.config import Config
 from mediaserver.matchmaker import MatchPolicy, create_matchmaker
 from mediaserver.sfu.server import Sfu, SfuConfig
 from mediaserver.signalling.hub import SignallingHub
 from mediaserver.signalling.protocol import MAX_FRAME_BYTES
 from mediaserver.signalling.ws import websocket_endpoint
+from mediaserver.store import Store, StoreError, load_or_create_data_key
 
 logger = logging.getLogger("mediaserver")
 
@@ -28,24 +31,40 @@ WEB_ROOT = Path(__file__).parent / "web"
 MATCH_TICK = 0.25  # seconds between re-examinations of the queue (interest waits)
 
 
-def create_app(sfu: Sfu, hub: SignallingHub) -> Starlette:
+def create_app(sfu: Sfu, hub: SignallingHub, store: Store | None = None) -> Starlette:
+    """The HTTP app; with a store, the REST API under /api/v1 (its background
+    processing is started by `start_background`, since lifespan is off)."""
+
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "sessions": len(sfu.sessions)})
 
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            WebSocketRoute("/ws", websocket_endpoint),
-            Mount("/", StaticFiles(directory=WEB_ROOT, html=True)),
-        ]
-    )
+    routes: list[Route | WebSocketRoute | Mount] = [
+        Route("/healthz", healthz),
+        WebSocketRoute("/ws", websocket_endpoint),
+    ]
+    if store is not None:
+        routes.append(create_api(store))  # before the static Mount at "/"
+    routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True)))
+    app = Starlette(routes=routes)
     app.state.hub = hub
     app.state.sfu = sfu
+    app.state.store = store
     return app
 
 
-async def start_services(config: Config) -> tuple[Sfu, SignallingHub]:
-    """The SFU and the signalling hub with its matchmaker, started."""
+def start_background(store: Store) -> asyncio.Task[None]:
+    """The store's timer (pending privacy requests, retention); cancel it on shutdown."""
+    return asyncio.create_task(background_tasks(store))
+
+
+def open_store(config: Config) -> Store:
+    """The SQLite store at --db, its chat key from --data-key-file (made on first run)."""
+    return Store(config.db, load_or_create_data_key(config.data_key_file))
+
+
+async def start_services(config: Config) -> tuple[Sfu, SignallingHub, Store]:
+    """The store, the SFU and the signalling hub with its matchmaker, started."""
+    store = await asyncio.to_thread(open_store, config)
     sfu = Sfu(
         SfuConfig(
             host=config.udp_host,
@@ -55,7 +74,11 @@ async def start_services(config: Config) -> tuple[Sfu, SignallingHub]:
             max_effect_streams=config.max_effect_streams,
         )
     )
-    await sfu.start()
+    try:
+        await sfu.start()
+    except BaseException:
+        store.close()
+        raise
     policy = MatchPolicy(
         interest_wait=config.match_interest_wait, skip_cooldown=config.skip_cooldown
     )
@@ -66,9 +89,10 @@ async def start_services(config: Config) -> tuple[Sfu, SignallingHub]:
         lambda on_match: create_matchmaker(config.redis_url, policy, on_match),
         mutual_reveal=config.mutual_reveal,
         effects=ai_filters.EFFECTS,
+        store=store,
     )
     await hub.matchmaker.start()
-    return sfu, hub
+    return sfu, hub, store
 
 
 async def _tick(hub: SignallingHub) -> None:
@@ -97,7 +121,7 @@ def uvicorn_config(app: Starlette, config: Config) -> uvicorn.Config:
 
 
 async def serve(config: Config) -> None:
-    sfu, hub = await start_services(config)
+    sfu, hub, store = await start_services(config)
     logger.info(
         "media on udp/%d (announced %s), http on %s:%d",
         sfu.udp_port,
@@ -105,7 +129,7 @@ async def serve(config: Config) -> None:
         config.host,
         config.port,
     )
-    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub), config))
+    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub, store), config))
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -116,12 +140,15 @@ async def serve(config: Config) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     ticker = asyncio.create_task(_tick(hub))
+    background = start_background(store)
     try:
         await server.serve()
     finally:
         ticker.cancel()
+        background.cancel()
         await hub.matchmaker.close()
         await sfu.close()
+        await asyncio.to_thread(store.close)  # after a run in flight (the store's lock)
 
 
 def run(config: Config) -> int:
@@ -130,7 +157,7 @@ def run(config: Config) -> int:
     )
     try:
         uvloop.run(serve(config))
-    except OSError as exc:
+    except (OSError, StoreError, sqlite3.Error) as exc:
         logger.error("cannot start: %s", exc)
         return 1
     return 0

@@ -85,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.max_effect_streams,
         help="senders with an effect on at once; more get the error effects_busy",
     )
+    parser.add_argument(
+        "--db",
+        default=defaults.db,
+        help="SQLite file for profiles, privacy requests and opted-in chat history "
+        "(created if absent)",
+    )
+    parser.add_argument(
+        "--data-key-file",
+        default=defaults.data_key_file,
+        help="key that encrypts chat history at rest (generated with 0600 permissions "
+        "on first run)",
+    )
     return parser
 
 
@@ -103,6 +115,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         mutual_reveal=args.mutual_reveal,
         effects_workers=args.effects_workers,
         max_effect_streams=args.max_effect_streams,
+        db=args.db,
+        data_key_file=args.data_key_file,
     )
     try:
         config.validate()
@@ -112,6 +126,11 @@ def parse_config(argv: list[str] | None = None) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["retention"]:  # `mediaserver retention --run-once`, for cron
+        from mediaserver.store.retention import main as retention_main
+
+        return retention_main(args[1:])
     config = parse_config(argv)
     from mediaserver.app import run
 

@@ -32,6 +32,10 @@ class Config:
     """Threads that decode, process and encode video for effects."""
     max_effect_streams: int = 8
     """Senders with an effect on at once; more are refused with effects_busy."""
+    db: str = "mediaserver.db"
+    """SQLite file for profiles, privacy requests and opted-in chat history."""
+    data_key_file: str = "mediaserver.key"
+    """32-byte key encrypting chat history at rest; created (0600) on first run."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -53,6 +57,9 @@ class Config:
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError("--redis-url must start with redis://, rediss:// or unix://")
+        for name in ("db", "data_key_file"):
+            _check_file(f"--{name.replace('_', '-')}", getattr(self, name))
+        _check_data_key(self.data_key_file)
         import ipaddress
 
         try:
@@ -61,3 +68,37 @@ class Config:
             raise ValueError(
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
+
+
+def _check_file(flag: str, path: str) -> None:
+    """A file the server reads and writes: it exists and is a readable, writable
+    regular file, or it can be created in an existing, writable directory."""
+    import os
+
+    if not path or "\x00" in path:
+        raise ValueError(f"{flag} must be a file path")
+    if os.path.exists(path):
+        if not os.path.isfile(path):
+            raise ValueError(f"{flag} {path!r} is not a regular file")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"{flag} {path!r} is not readable and writable")
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"{flag} {path!r}: directory {parent!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path!r}: directory {parent!r} is not writable")
+
+
+def _check_data_key(path: str) -> None:
+    """An existing key file must be one the store accepts (32 bytes, mode 0600)."""
+    import os
+
+    if not os.path.exists(path):
+        return  # created on first run
+    from mediaserver.store import StoreError, load_data_key
+
+    try:
+        load_data_key(path)
+    except StoreError as exc:
+        raise ValueError(f"--data-key-file: {exc}") from None

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import json
 import socket
+import tempfile
 from typing import Any, AsyncIterator
 
 import msgpack
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from mediaserver.app import _tick, create_app, start_services, uvicorn_config
+from mediaserver.app import _tick, create_app, start_background, start_services, uvicorn_config
 from mediaserver.config import Config
 
 
@@ -24,26 +25,40 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def running_server(**overrides: Any) -> AsyncIterator[Any]:
-    """The real app (SFU + hub + matchmaker + /ws) on a free loopback port."""
+    """The real app (SFU + hub + matchmaker + /ws + /api/v1) on a free loopback port,
+    its database and key in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="mediaserver-test-") as tmp:
+        overrides.setdefault("db", f"{tmp}/mediaserver.db")
+        overrides.setdefault("data_key_file", f"{tmp}/mediaserver.key")
+        async with _running_server(**overrides) as server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def _running_server(**overrides: Any) -> AsyncIterator[Any]:
     config = Config(
         host="127.0.0.1", port=free_port(), udp_port=0, log_level="warning", **overrides
     )
-    sfu, hub = await start_services(config)
-    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub), config))
+    sfu, hub, store = await start_services(config)
+    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub, store), config))
     serving = asyncio.create_task(server.serve())
     ticker = asyncio.create_task(_tick(hub))
+    background = start_background(store)
     while not server.started:
         await asyncio.sleep(0.01)
     server.url = f"ws://127.0.0.1:{config.port}/ws"  # type: ignore[attr-defined]
-    server.hub, server.sfu = hub, sfu  # type: ignore[attr-defined]
+    server.http_url = f"http://127.0.0.1:{config.port}"  # type: ignore[attr-defined]
+    server.hub, server.sfu, server.store = hub, sfu, store  # type: ignore[attr-defined]
     try:
         yield server
     finally:
         ticker.cancel()
+        background.cancel()
         server.should_exit = True
         await serving
         await hub.matchmaker.close()
         await sfu.close()
+        store.close()
 
 
 class Client:

@@ -39,11 +39,12 @@ def test_bad_flags_exit_2_with_one_clear_line(args, message):
     assert message in proc.stderr.strip().splitlines()[-1]
 
 
-def test_starts_serves_health_and_stops_on_sigterm():
+def test_starts_serves_health_and_stops_on_sigterm(tmp_path):
     port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen(
         MEDIASERVER + ["--host", "127.0.0.1", "--port", str(port), "--udp-port", str(udp_port),
-                       "--log-level", "warning"],
+                       "--log-level", "warning", "--db", str(tmp_path / "db"),
+                       "--data-key-file", str(tmp_path / "key")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -68,12 +69,13 @@ def test_starts_serves_health_and_stops_on_sigterm():
             proc.wait()
 
 
-def test_busy_udp_port_is_a_clear_error():
+def test_busy_udp_port_is_a_clear_error(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", 0))
         busy = s.getsockname()[1]
         proc = subprocess.run(
-            MEDIASERVER + ["--host", "127.0.0.1", "--port", str(free_port()), "--udp-port", str(busy)],
+            MEDIASERVER + ["--host", "127.0.0.1", "--port", str(free_port()), "--udp-port", str(busy),
+                           "--db", str(tmp_path / "db"), "--data-key-file", str(tmp_path / "key")],
             capture_output=True, text=True, timeout=20, env={**os.environ},
         )
     assert proc.returncode == 1

@@ -443,3 +443,34 @@ async def test_effects_beyond_the_cap_are_refused(binary):
         await a.expect("effect")
         await b.send("effect", name="low_light", on=True)  # room again
         assert (await b.expect("effect"))["applied"] is True
+
+
+async def test_profile_token_feeds_interests_and_keeps_opted_in_chat(server, binary):
+    store = server.hub.store
+    alice, alice_token = store.create_profile(
+        "alice", "1990-01-01", interests=["chess", "jazz"], chat_history_consent=True
+    )
+    _, bob_token = store.create_profile("bob", "1991-02-02", interests=["jazz"])
+    bad = await Client.open(server.url, binary, source="127.0.0.9")
+    await bad.send("hello", age_confirmed=True, token="not-a-token")
+    await bad.error("unauthorized")
+    a = await Client.open(server.url, binary, source="127.0.0.2")
+    b = await Client.open(server.url, binary, source="127.0.0.3")
+    await a.hello(token=alice_token)
+    await b.hello(token=bob_token)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+    assert (await a.expect("matched"))["shared_interests"] == ["jazz"]  # from the profiles
+    await b.expect("matched")
+    await a.send("chat", text="kept for alice")
+    await b.expect("chat")
+    await b.send("chat", text="from the stranger")
+    await a.expect("chat")
+    for _ in range(50):
+        history = store.chat_history(alice.id)
+        if len(history) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(m["text"] for m in history) == ["from the stranger", "kept for alice"]
+    assert {m["sender"] for m in history} == {"me", "stranger"}

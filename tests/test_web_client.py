@@ -48,13 +48,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server():
+def server(tmp_path):
     """The real server (`python -m mediaserver.cli`) on a free port; `.urls` has the
     base URL of each visitor (one address each)."""
     port = _free_port()
     # --host 0.0.0.0: every interface of the private namespace (lo and the veth pair)
     args = ["--host", "0.0.0.0", "--port", str(port), "--udp-port", "0"]
     args += ["--announced-ip", SERVER_IP, "--log-level", "warning"]
+    args += ["--db", str(tmp_path / "db"), "--data-key-file", str(tmp_path / "key")]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mediaserver.cli", *args],
         cwd=ROOT,

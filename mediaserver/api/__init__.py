@@ -1,1 +1,5 @@
-"""REST for profiles and privacy requests: built by the REST issue; empty until then."""
+"""REST for profiles and privacy requests under /api/v1 (docs: GET /api/v1/docs)."""
+
+from mediaserver.api.routes import PREFIX, background_tasks, create_api
+
+__all__ = ["PREFIX", "background_tasks", "create_api"]

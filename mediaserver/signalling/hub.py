@@ -57,6 +57,10 @@ class Visitor:
     """The effect the visitor chose for its own video."""
     revealed: bool = False
     """Mutual reveal: this visitor pressed Reveal in the current match."""
+    user_id: str | None = None
+    """The profile signed in with hello's token (never sent to anyone)."""
+    conversation: str | None = None
+    """Id of the current match's conversation (chat history of opted-in users)."""
     limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -83,6 +87,7 @@ class SignallingHub:
         *,
         mutual_reveal: bool = False,
         effects: Mapping[str, Callable[[], Any]] | None = None,
+        store: Any = None,
     ) -> None:
         self.sfu = sfu
         self.matchmaker = matchmaker_factory(self._on_match)
@@ -92,6 +97,7 @@ class SignallingHub:
         self._clock = clock
         self.mutual_reveal = mutual_reveal
         self._effects = effects  # name -> effect class (a new object per stream)
+        self.store = store  # mediaserver.store.Store: profiles, chat history, reports
         self.stats: Counter[str] = Counter()
         sfu.subscribe(self._on_sfu_event)
 
@@ -151,8 +157,26 @@ class SignallingHub:
             raise ProtocolError("age_required", "confirm you are 18 or older", "hello")
         v.interests = frozenset(msg.get("interests", ()))
         v.language = msg.get("language")
+        if "token" in msg:
+            profile = await self._sign_in(msg["token"])
+            v.user_id = profile.id
+            # the profile's interests feed the match queue unless hello names others
+            v.interests = v.interests or frozenset(profile.interests)
+            v.language = v.language or profile.language
         v.state = State.IDLE
         v.send(protocol.message("welcome", handle=v.handle, limits=protocol.limits()))
+
+    async def _sign_in(self, token: str) -> Any:
+        if self.store is None:
+            raise ProtocolError("unauthorized", "profiles are off on this server", "hello")
+        import asyncio
+
+        from mediaserver.store import StoreError
+
+        try:
+            return await asyncio.to_thread(self.store.authenticate, token)
+        except StoreError:
+            raise ProtocolError("unauthorized", "unknown or expired token", "hello") from None
 
     async def _on_start(self, v: Visitor, msg: Message) -> None:
         if v.state is not State.IDLE:
@@ -199,6 +223,20 @@ class SignallingHub:
         partner = self._partner(v, "chat")
         partner.send(protocol.message("chat", text=msg["text"]))
         self.stats["chat"] += 1
+        # chat history only for signed-in users who opted in (the store checks)
+        for who, sender in ((v, "me"), (partner, "stranger")):
+            if who.user_id is not None and who.conversation is not None and self.store is not None:
+                _spawn(self._keep_chat(who.user_id, who.conversation, sender, msg["text"]))
+
+    async def _keep_chat(self, user_id: str, conversation: str, sender: str, text: str) -> None:
+        import asyncio
+
+        try:
+            await asyncio.to_thread(
+                self.store.store_chat_message, user_id, conversation, sender, text
+            )
+        except Exception:
+            logger.exception("storing chat history failed")
 
     async def _on_typing(self, v: Visitor, msg: Message) -> None:
         self._partner(v, "typing").send(protocol.message("typing"))
@@ -206,6 +244,11 @@ class SignallingHub:
     async def _on_report(self, v: Visitor, msg: Message) -> None:
         partner = self._partner(v, "report")
         await self.matchmaker.record_report(v.reputation, partner.reputation)
+        if v.user_id is not None and self.store is not None:
+            import asyncio
+
+            # the reporter's own record (part of its access export); nothing about the partner
+            await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
         self.stats[f"report:{msg['reason']}"] += 1
         logger.info("report", extra={"reason": msg["reason"]})
         await self._block(v, partner)
@@ -308,6 +351,7 @@ class SignallingHub:
             self.stats["stale_matches"] += 1
             return
         a.partner, b.partner = b, a
+        a.conversation = b.conversation = secrets.token_hex(8)
         shared = sorted(match.shared_interests)
         for me, other in ((a, b), (b, a)):
             self._announce_queued(me)

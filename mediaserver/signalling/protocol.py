@@ -125,6 +125,7 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
         "age_confirmed": Field(_boolean),
         "interests": Field(_interests, required=False),
         "language": Field(_string(2, 16), required=False),
+        "token": Field(_string(1, 256), required=False),
     },
     "start": {},
     "offer": {"sdp": Field(_string(1, MAX_FRAME_BYTES))},
