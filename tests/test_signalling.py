@@ -31,6 +31,24 @@ async def visitor(server, binary, n, **hello):
     return client
 
 
+async def matched_pair(server, binary, offer: bool = False):
+    """Two visitors who pressed start (and offered, if asked) and were matched.
+    With offers, the answer and matched messages are consumed in whatever order."""
+    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+        if offer:
+            await client.send("offer", sdp=OFFER)
+    for client in (a, b):
+        if offer:
+            got = {(await client._pending.get())["type"] for _ in range(2)}
+            assert got == {"answer", "matched"}
+        else:
+            await client.expect("matched")
+    return a, b
+
+
 async def test_a_visit_start_offer_match_chat_next(server, binary):
     a = await visitor(server, binary, 1, interests=["Music", "chess"])
     b = await visitor(server, binary, 2, interests=["music"])
@@ -73,12 +91,7 @@ async def test_a_visit_start_offer_match_chat_next(server, binary):
 
 
 async def test_stop_and_disconnect_tell_the_partner(server, binary):
-    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
-    for client in (a, b):
-        await client.send("start")
-        await client.expect("queued")
-    await a.expect("matched")
-    await b.expect("matched")
+    a, b = await matched_pair(server, binary)
     await a.send("stop")
     await a.expect("stopped")
     assert (await b.expect("partner_left"))["reason"] == "left"
@@ -99,12 +112,7 @@ async def test_stop_and_disconnect_tell_the_partner(server, binary):
 
 
 async def test_block_and_report(server, binary):
-    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
-    for client in (a, b):
-        await client.send("start")
-        await client.expect("queued")
-    await a.expect("matched")
-    await b.expect("matched")
+    a, b = await matched_pair(server, binary)
     await a.send("report", reason="spam")
     assert (await b.expect("partner_left"))["reason"] == "next"  # b cannot tell it was reported
     await b.expect("queued")
@@ -114,12 +122,7 @@ async def test_block_and_report(server, binary):
 
 
 async def test_block_ends_the_pair_for_the_visit(server, binary):
-    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
-    for client in (a, b):
-        await client.send("start")
-        await client.expect("queued")
-    await a.expect("matched")
-    await b.expect("matched")
+    a, b = await matched_pair(server, binary)
     await a.send("block")
     assert (await b.expect("partner_left"))["reason"] == "next"
     await b.expect("queued")
@@ -370,13 +373,7 @@ def test_random_fields_only_raise_protocol_errors(kind, fields):
 
 
 async def test_dead_media_ends_the_pair(server, binary):
-    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
-    for client in (a, b):
-        await client.send("start")
-        await client.expect("queued")
-        await client.send("offer", sdp=OFFER)
-    got = [[(await c._pending.get())["type"] for _ in range(2)] for c in (a, b)]
-    assert all(sorted(g) == ["answer", "matched"] for g in got)
+    a, b = await matched_pair(server, binary, offer=True)
     # the SFU closes a's media (what its 4 s media timeout or consent expiry does)
     (va,) = [v for v in server.hub.visitors.values() if v.handle == a.messages[0]["handle"]]
     server.sfu.close_session(va.session_id, "media timeout")
@@ -393,12 +390,7 @@ async def test_dead_media_ends_the_pair(server, binary):
 
 
 async def test_a_silent_websocket_is_dropped_and_its_partner_told(server, binary):
-    a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
-    for client in (a, b):
-        await client.send("start")
-        await client.expect("queued")
-    await a.expect("matched")
-    await b.expect("matched")
+    a, b = await matched_pair(server, binary)
     loop = asyncio.get_running_loop()
     started = loop.time()
     a.ws.transport.pause_reading()  # a's network dies: no pongs, no close
@@ -426,14 +418,7 @@ async def test_a_match_with_someone_no_longer_queued_requeues_the_other(server, 
 
 async def test_effects_beyond_the_cap_are_refused(binary):
     async with running_server(max_effect_streams=1) as server:
-        a, b = await visitor(server, binary, 1), await visitor(server, binary, 2)
-        for client in (a, b):
-            await client.send("start")
-            await client.expect("queued")
-            await client.send("offer", sdp=OFFER)
-        for client in (a, b):
-            got = {(await client._pending.get())["type"] for _ in range(2)}
-            assert got == {"answer", "matched"}
+        a, b = await matched_pair(server, binary, offer=True)
         await a.send("effect", name="low_light", on=True)
         assert (await a.expect("effect"))["applied"] is True
         await b.send("effect", name="low_light", on=True)
