@@ -1,11 +1,20 @@
-"""The `mediaserver` command: flags -> Config -> run."""
+"""The `mediaserver` command: flags, environment and a TOML file -> Config -> run.
+
+Precedence for every setting: command-line flag > MEDIASERVER_<FLAG> environment
+variable > --config file > built-in default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
-from mediaserver.config import LOG_LEVELS, Config
+from mediaserver.config import LIVE_SETTINGS, LOG_FORMATS, LOG_LEVELS, Config, load_toml
+
+ENV_PREFIX = "MEDIASERVER_"
 
 
 def _port(text: str) -> int:
@@ -28,101 +37,170 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text not in options:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {text!r} (choose from {', '.join(options)})"
+            )
+        return text
+
+    return check
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean (1/0, true/false): {text!r}")
+
+
+def _str(text: str) -> str:
+    return text
+
+
+# name -> (type for flag/env text, help); a type of None: a switch (store_true)
+_FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
+    "host": (_str, "address for HTTP and WebSocket"),
+    "port": (_port, "HTTP/WebSocket port"),
+    "udp_port": (_port, "the one UDP port all WebRTC media goes through (0: any free port)"),
+    "announced_ip": (_str, "IPv4 address put in SDP candidates: where browsers send media"),
+    "log_level": (_choice(LOG_LEVELS), f"logging threshold ({', '.join(LOG_LEVELS)}); live"),
+    "log_format": (_choice(LOG_FORMATS), "text, or json: one JSON object per line; live"),
+    "log_ips": (None, "let IP addresses into the logs (off: masked, and no access log)"),
+    "drain_seconds": (
+        _seconds,
+        "on SIGTERM, seconds current pairs may go on (no new peers) before exiting",
+    ),
+    "redis_url": (
+        _str,
+        "keep the match queue in Redis, shared by several nodes (absent: in-process)",
+    ),
+    "match_interest_wait": (
+        _seconds,
+        "seconds a waiting visitor prefers a partner with a shared interest; live",
+    ),
+    "skip_cooldown": (
+        _seconds,
+        "seconds before two visitors who skipped each other can be matched again; live",
+    ),
+    "mutual_reveal": (
+        None,
+        "every match starts with both faces covered by the server until both press Reveal",
+    ),
+    "effects_workers": (_int, "threads that decode, process and encode video for effects"),
+    "max_effect_streams": (
+        _int,
+        "senders with an effect on at once; more get the error effects_busy; live",
+    ),
+    "db": (
+        _str,
+        (
+            "SQLite file for profiles, privacy requests and opted-in chat history "
+            "(created if absent)"
+        ),
+    ),
+    "data_key_file": (
+        _str,
+        (
+            "key that encrypts chat history at rest (generated with 0600 permissions "
+            "on first run)"
+        ),
+    ),
+}
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr, exit code 2 (no usage block)."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = Config()
-    parser = argparse.ArgumentParser(
+    live = ", ".join("--" + n.replace("_", "-") for n in LIVE_SETTINGS)
+    parser = _Parser(
         prog="mediaserver",
-        description="Realtime media server (SFU) for anonymous random video chat.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--host", default=defaults.host, help="address for HTTP and WebSocket")
-    parser.add_argument("--port", type=_port, default=defaults.port, help="HTTP/WebSocket port")
-    parser.add_argument(
-        "--udp-port",
-        type=_port,
-        default=defaults.udp_port,
-        help="the one UDP port all WebRTC media goes through (0: any free port)",
+        description="Realtime media server (SFU) for anonymous random video chat. "
+        "Every setting comes from its flag, else its environment variable, else the "
+        "--config file (TOML, keys = flag names with underscores), else its default.",
+        epilog=f"Signals: SIGTERM drains (readyz 503, no new peers; current pairs go on "
+        f"up to --drain-seconds) then exits 0. SIGHUP re-reads --config and applies the "
+        f"live settings: {live}.",
     )
     parser.add_argument(
-        "--announced-ip",
-        default=defaults.announced_ip,
-        help="IPv4 address put in SDP candidates: where browsers send media",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help=f"TOML file with any of the settings below [env {env_name('config')}]",
     )
-    parser.add_argument(
-        "--log-level", default=defaults.log_level, choices=LOG_LEVELS, help="logging threshold"
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=defaults.redis_url,
-        help="keep the match queue in Redis, shared by several nodes (absent: in-process)",
-    )
-    parser.add_argument(
-        "--match-interest-wait",
-        type=_seconds,
-        default=defaults.match_interest_wait,
-        help="seconds a waiting visitor prefers a partner with a shared interest",
-    )
-    parser.add_argument(
-        "--skip-cooldown",
-        type=_seconds,
-        default=defaults.skip_cooldown,
-        help="seconds before two visitors who skipped each other can be matched again",
-    )
-    parser.add_argument(
-        "--mutual-reveal",
-        action="store_true",
-        help="every match starts with both faces covered by the server until both press Reveal",
-    )
-    parser.add_argument(
-        "--effects-workers",
-        type=int,
-        default=defaults.effects_workers,
-        help="threads that decode, process and encode video for effects",
-    )
-    parser.add_argument(
-        "--max-effect-streams",
-        type=int,
-        default=defaults.max_effect_streams,
-        help="senders with an effect on at once; more get the error effects_busy",
-    )
-    parser.add_argument(
-        "--db",
-        default=defaults.db,
-        help="SQLite file for profiles, privacy requests and opted-in chat history "
-        "(created if absent)",
-    )
-    parser.add_argument(
-        "--data-key-file",
-        default=defaults.data_key_file,
-        help="key that encrypts chat history at rest (generated with 0600 permissions "
-        "on first run)",
-    )
+    for name, (kind, text) in _FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        env = env_name(name)
+        if kind is None:
+            parser.add_argument(
+                flag,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f"{text} [env {env}=1]",
+            )
+        else:
+            default = getattr(defaults, name)
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=argparse.SUPPRESS,
+                help=f"{text} (default: {default}) [env {env}]",
+            )
     return parser
 
 
-def parse_config(argv: list[str] | None = None) -> Config:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = Config(
-        host=args.host,
-        port=args.port,
-        udp_port=args.udp_port,
-        announced_ip=args.announced_ip,
-        log_level=args.log_level,
-        redis_url=args.redis_url,
-        match_interest_wait=args.match_interest_wait,
-        skip_cooldown=args.skip_cooldown,
-        mutual_reveal=args.mutual_reveal,
-        effects_workers=args.effects_workers,
-        max_effect_streams=args.max_effect_streams,
-        db=args.db,
-        data_key_file=args.data_key_file,
-    )
-    try:
-        config.validate()
-    except ValueError as exc:
-        parser.error(str(exc))  # one line, exit code 2
+def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Flags > environment > --config file > defaults, validated.
+
+    Raises:
+        ValueError: one clear line for a bad value from any source.
+        SystemExit: bad flags (argparse, code 2).
+    """
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    config_file: str | None = args.pop("config", None) or environ.get(env_name("config")) or None
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(load_toml(config_file))
+    for name, (kind, _) in _FLAGS.items():
+        env = env_name(name)
+        if env in environ:
+            try:
+                values[name] = (kind or _bool)(environ[env])
+            except argparse.ArgumentTypeError as exc:
+                raise ValueError(f"{env}: {exc}") from None
+    values.update(args)
+    if values.get("redis_url") == "":
+        values["redis_url"] = None
+    config = Config(**values, config_file=config_file)
+    config.validate()
     return config
+
+
+def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    try:
+        return load_config(argv, environ)
+    except ValueError as exc:
+        build_parser().error(str(exc))  # one line, exit code 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         from mediaserver.store.retention import main as retention_main
 
         return retention_main(args[1:])
-    config = parse_config(argv)
+    config = parse_config(args)
     from mediaserver.app import run
 
-    return run(config)
+    return run(config, reload=lambda: load_config(args))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
+LIVE_SETTINGS = (
+    "log_level",
+    "log_format",
+    "match_interest_wait",
+    "skip_cooldown",
+    "max_effect_streams",
+)
+"""Settings a SIGHUP applies to the running server (re-read from --config)."""
 
 
 @dataclass
@@ -20,6 +30,14 @@ class Config:
     announced_ip: str = "127.0.0.1"
     """Address put in SDP candidates: the one peers can reach the server at."""
     log_level: str = "info"
+    log_format: str = "text"
+    """text: human-readable lines; json: one JSON object per line."""
+    log_ips: bool = False
+    """Let IP addresses into the logs (off: they are masked, access log off)."""
+    drain_seconds: float = 30.0
+    """On SIGTERM: seconds current pairs may go on before the process exits."""
+    config_file: str | None = None
+    """TOML file with the same settings (re-read on SIGHUP)."""
     redis_url: str | None = None
     """Match queue in Redis (several nodes share it); None: in-process."""
     match_interest_wait: float = 3.0
@@ -45,6 +63,10 @@ class Config:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+        if not 0 <= self.drain_seconds <= 86400:
+            raise ValueError(f"--drain-seconds must be 0..86400 seconds, not {self.drain_seconds}")
         for name in ("match_interest_wait", "skip_cooldown"):
             value = getattr(self, name)
             if not 0 <= value <= 86400:
@@ -68,6 +90,47 @@ class Config:
             raise ValueError(
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
+
+
+FILE_KEYS = frozenset(f.name for f in fields(Config)) - {"udp_host", "config_file"}
+"""Keys a --config TOML file may set: the flag names with underscores."""
+
+
+def _field_type(name: str) -> type:
+    default = getattr(Config(), name)
+    if name == "redis_url":
+        return str
+    return type(default)
+
+
+def load_toml(path: str) -> dict[str, Any]:
+    """The settings in a TOML file, checked for unknown keys and wrong types.
+
+    Raises:
+        ValueError: one clear line (unreadable file, bad TOML, unknown key, wrong type).
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"--config {path!r}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"--config {path!r}: not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in FILE_KEYS:
+            raise ValueError(f"--config {path!r}: unknown key {key!r}")
+        want = _field_type(key)
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if want is int and isinstance(value, bool) or not isinstance(value, want):
+            raise ValueError(
+                f"--config {path!r}: {key} must be {want.__name__}, not {type(value).__name__}"
+            )
+        out[key] = value
+    return out
 
 
 def _check_file(flag: str, path: str) -> None:

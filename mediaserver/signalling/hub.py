@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
-from mediaserver.sfu.server import SessionClosed, Sfu, SfuError, SfuEvent
+from mediaserver.sfu.server import SessionClosed, SessionConnected, Sfu, SfuError, SfuEvent
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
 
@@ -62,6 +62,8 @@ class Visitor:
     conversation: str | None = None
     """Id of the current match's conversation (chat history of opted-in users)."""
     limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
+    queued_at: float = 0.0
+    """Hub clock when the visitor last entered the queue (queue-wait metric)."""
 
     def __post_init__(self) -> None:
         self.limits = {k: protocol.TokenBucket(*rate) for k, rate in protocol.RATES.items()}
@@ -99,6 +101,10 @@ class SignallingHub:
         self._effects = effects  # name -> effect class (a new object per stream)
         self.store = store  # mediaserver.store.Store: profiles, chat history, reports
         self.stats: Counter[str] = Counter()
+        self.draining = False
+        """No new peers: start (and re-queueing) is refused with `draining`."""
+        self.on_queue_wait: Callable[[float], None] | None = None
+        """Called with the seconds from queued to matched, once per matched visitor."""
         sfu.subscribe(self._on_sfu_event)
 
     # ---- connections ---------------------------------------------------------------
@@ -110,6 +116,7 @@ class SignallingHub:
         visitor = Visitor(secrets.token_urlsafe(12), reputation, _handle(), send, close)
         self.visitors[visitor.id] = visitor
         self.stats["connections"] += 1
+        logger.info("visitor_connected", extra={"visitors": len(self.visitors)})
         return visitor
 
     async def leave(self, visitor: Visitor) -> None:
@@ -123,6 +130,20 @@ class SignallingHub:
             self._by_session.pop(visitor.session_id, None)
             self.sfu.close_session(visitor.session_id)
         self.visitors.pop(visitor.id, None)
+        logger.info("visitor_left", extra={"visitors": len(self.visitors)})
+
+    def pairs(self) -> int:
+        return sum(1 for v in self.visitors.values() if v.state is State.MATCHED) // 2
+
+    async def start_drain(self) -> None:
+        """Refuse new peers; visitors waiting in the queue are taken out and told."""
+        self.draining = True
+        for v in list(self.visitors.values()):
+            if v.state is State.QUEUED:
+                await self.matchmaker.cancel(v.id)
+                v.state = State.IDLE
+                v.send(protocol.error("draining", "the server is shutting down", "start"))
+                v.send(protocol.message("stopped"))
 
     async def receive(self, visitor: Visitor, frame: str | bytes) -> None:
         """One frame from the visitor; errors are answered, never raised."""
@@ -269,6 +290,7 @@ class SignallingHub:
         elif v.effect == name:
             v.effect = None
         applied = self._apply_video_effect(v)
+        logger.info("effect", extra={"effect": name, "on": on, "applied": applied and on})
         v.send(protocol.message("effect", name=name, on=on, applied=applied and on))
 
     async def _on_reveal(self, v: Visitor, msg: Message) -> None:
@@ -314,6 +336,8 @@ class SignallingHub:
         return v.partner
 
     async def _enqueue(self, v: Visitor) -> None:
+        if self.draining:
+            raise ProtocolError("draining", "the server is shutting down; try another", "start")
         ticket = Ticket(
             peer=v.id,
             identity=v.id,  # skips and blocks last the visit
@@ -323,6 +347,7 @@ class SignallingHub:
             age_confirmed=True,
         )
         v.state = State.QUEUED
+        v.queued_at = self._clock()
         v.queued_announced = False
         try:
             await self.matchmaker.enqueue(ticket)  # may call _on_match right away
@@ -361,11 +386,15 @@ class SignallingHub:
             me.send(
                 protocol.message("matched", partner=other.handle, shared_interests=shared, **extra)
             )
+        now = self._clock()
         for me in (a, b):
+            if self.on_queue_wait is not None:
+                self.on_queue_wait(max(0.0, now - me.queued_at))
             if self.mutual_reveal:
                 self._apply_video_effect(me)  # every new match starts hidden
         self._connect_media(a, b)
         self.stats["matches"] += 1
+        logger.info("match_made", extra={"shared_interests": len(shared)})
 
     def _connect_media(self, a: Visitor, b: Visitor) -> None:
         if a.session_id is None or b.session_id is None:
@@ -398,6 +427,7 @@ class SignallingHub:
             self.sfu.disconnect(partner.session_id, v.session_id)
         partner.state = State.IDLE
         v.state = State.IDLE
+        logger.info("pair_ended", extra={"reason": reason})
         partner.send(protocol.message("partner_left", reason=reason))
         await self._requeue(partner)
         if requeue_self:
@@ -412,12 +442,17 @@ class SignallingHub:
     # ---- media events ------------------------------------------------------------------
 
     def _on_sfu_event(self, event: SfuEvent) -> None:
+        if isinstance(event, SessionConnected):
+            logger.info("session_connected")
         if isinstance(event, SessionClosed):
+            logger.info("session_closed", extra={"reason": event.reason.split(":")[0]})
             v = self._by_session.pop(event.session_id, None)
             if v is None or v.state is State.GONE:
                 return
             # the visitor's media died: end its pair as if it left; it may offer again
             v.session_id = None
+            if v.partner is not None:
+                logger.info("pair_ended", extra={"reason": "media_closed"})
             self.stats[f"media_closed:{event.reason.split(':')[0]}"] += 1
             if v.partner is not None:
                 partner = v.partner

@@ -23,6 +23,9 @@ OUTBOX = 256  # messages queued for one client before it counts as stuck
 async def websocket_endpoint(websocket: WebSocket) -> None:
     hub: SignallingHub = websocket.app.state.hub
     await websocket.accept()
+    if hub.draining:  # shutting down: no new peers
+        await websocket.close(1013, "try again later")
+        return
     outbox: asyncio.Queue[tuple[str | bytes | None, int]] = asyncio.Queue(OUTBOX)
     binary = False  # reply in the encoding of the client's last frame
 

@@ -1,0 +1,172 @@
+"""Prometheus metrics for /metrics.
+
+Router, SFU and hub numbers are read at scrape time by a custom collector (the
+per-packet path is never touched); the queue wait and the event loop lag are
+observed as they happen. Every series has a `worker` label.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as _Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from mediaserver.sfu.server import Sfu
+    from mediaserver.signalling.hub import SignallingHub
+
+LAG_INTERVAL = 0.5
+
+# (metric name, help, key in Sfu.counters())
+_SFU_COUNTERS = (
+    ("mediaserver_received_datagrams", "UDP datagrams received", "rx_datagrams"),
+    ("mediaserver_forwarded_packets", "RTP/RTCP packets forwarded to subscribers", "forwarded_packets"),
+    ("mediaserver_forwarded_bytes", "bytes forwarded to subscribers", "forwarded_bytes"),
+    ("mediaserver_retransmitted_packets", "packets resent from the cache for NACKs", "retransmitted"),
+    ("mediaserver_nack_received", "NACK feedback messages received", "nack_received"),
+    ("mediaserver_nack_lost_packets", "packets named lost in received NACKs", "nack_packets"),
+    ("mediaserver_nack_relayed", "NACKed sequence numbers relayed to publishers", "nack_relayed"),
+    ("mediaserver_pli_received", "PLI/FIR keyframe requests received", "pli_received"),
+    ("mediaserver_pli_sent", "PLIs sent to publishers", "pli_sent"),
+    ("mediaserver_media_sessions_created", "SFU sessions created", "sessions_created"),
+    ("mediaserver_media_sessions_connected", "SFU sessions that finished ICE+DTLS", "sessions_connected"),
+)
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Any]:
+        m, w = self.m, self.m.worker
+        hub, sfu = m.hub, m.sfu
+        states = _Counter(v.state.value for v in hub.visitors.values())
+        peers = GaugeMetricFamily(
+            "mediaserver_peers", "signalling visitors by state", labels=["worker", "state"]
+        )
+        for state in ("new", "idle", "queued", "matched"):
+            peers.add_metric([w, state], states.get(state, 0))
+        yield peers
+        yield _gauge("mediaserver_pairs", "matched pairs", w, states.get("matched", 0) // 2)
+        yield _gauge(
+            "mediaserver_queue_length", "tickets in the match queue", w, m.queue_length
+        )
+        yield _gauge(
+            "mediaserver_websocket_connections", "open signalling WebSockets", w, len(hub.visitors)
+        )
+        yield _counter(
+            "mediaserver_websocket_connections_opened", "signalling WebSockets opened", w,
+            hub.stats.get("connections", 0),
+        )
+        yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
+        sessions = _Counter(s.state.value for s in sfu.sessions.values())
+        media = GaugeMetricFamily(
+            "mediaserver_media_sessions", "SFU sessions by state", labels=["worker", "state"]
+        )
+        for state in ("new", "checking", "connected"):
+            media.add_metric([w, state], sessions.get(state, 0))
+        yield media
+        if sfu.udp is None:
+            return
+        counters = sfu.counters()
+        for name, text, key in _SFU_COUNTERS:
+            value = counters.get(key, 0)
+            yield _counter(name, text, w, value if isinstance(value, int) else 0)
+        drops = counters.get("drops", {})
+        assert isinstance(drops, dict)
+        family = CounterMetricFamily(
+            "mediaserver_dropped_packets", "datagrams dropped, by reason", labels=["worker", "reason"]
+        )
+        srtp = CounterMetricFamily(
+            "mediaserver_srtp_failures", "SRTP/SRTCP unprotect failures, by reason",
+            labels=["worker", "reason"],
+        )
+        for reason, n in sorted(drops.items()):
+            family.add_metric([w, reason], n)
+            if reason.startswith(("srtp_", "srtcp_")):
+                srtp.add_metric([w, reason], n)
+        yield family
+        yield srtp
+        yield _gauge("mediaserver_effect_streams", "senders with an effect on", w, len(sfu.effects))
+        yield _counter(
+            "mediaserver_effect_frames_dropped", "video frames effect streams dropped", w,
+            m.effect_frames_dropped(),
+        )
+
+
+def _gauge(name: str, text: str, worker: str, value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, text, labels=["worker"])
+    g.add_metric([worker], value)
+    return g
+
+
+def _counter(name: str, text: str, worker: str, value: float) -> CounterMetricFamily:
+    c = CounterMetricFamily(name, text, labels=["worker"])
+    c.add_metric([worker], value)
+    return c
+
+
+class Metrics:
+    """One worker's metrics in their own registry."""
+
+    def __init__(self, hub: SignallingHub, sfu: Sfu, worker: str = "0") -> None:
+        self.hub, self.sfu, self.worker = hub, sfu, worker
+        self.registry = CollectorRegistry()
+        self.queue_length = 0
+        self._dropped_closed = 0
+        self._dropped_seen: dict[str, tuple[object, int]] = {}
+        self.queue_wait = Histogram(
+            "mediaserver_queue_wait_seconds",
+            "time from queued to matched",
+            ["worker"],
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300),
+        ).labels(worker)
+        self.loop_lag = Gauge(
+            "mediaserver_event_loop_lag_seconds",
+            f"how late a {LAG_INTERVAL} s sleep woke up (last)",
+            ["worker"],
+            registry=self.registry,
+        ).labels(worker)
+        self.loop_lag_hist = Histogram(
+            "mediaserver_event_loop_lag_observed_seconds",
+            f"how late {LAG_INTERVAL} s sleeps woke up, seconds",
+            ["worker"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        ).labels(worker)
+        self.registry.register(_Collector(self))
+        hub.on_queue_wait = self.queue_wait.observe
+
+    def effect_frames_dropped(self) -> int:
+        """Monotonic total: streams that closed keep the count last seen."""
+        current: dict[str, tuple[object, int]] = {}
+        for sid, stream in self.sfu.effects.items():
+            current[sid] = (stream, stream.frames_dropped)
+        for sid, (seen, n) in self._dropped_seen.items():
+            now = current.get(sid)
+            if now is None or now[0] is not seen:
+                self._dropped_closed += n
+        self._dropped_seen = current
+        return self._dropped_closed + sum(n for _, n in current.values())
+
+    async def render(self) -> bytes:
+        try:
+            self.queue_length = await self.hub.matchmaker.queue_length()
+        except Exception:  # noqa: BLE001 - Redis down: this node's own count
+            self.queue_length = sum(1 for v in self.hub.visitors.values() if v.state.value == "queued")
+        return generate_latest(self.registry)
+
+    async def watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            lag = max(0.0, loop.time() - start - LAG_INTERVAL)
+            self.loop_lag.set(lag)
+            self.loop_lag_hist.observe(lag)
