@@ -1,8 +1,9 @@
 """The side-by-side benchmark runs end to end (it reports; it asserts no speed).
 
 One minimal run of `python -m benchmarks.compare`: one call, short runs, every
-target. A target that cannot run here (Janus not installed...) must say why in
-its entry instead of failing the run.
+target. The benchmark itself reports a target that cannot run (Janus not
+installed...) as an error entry instead of failing the run; this test, where
+everything is installed, requires all four to run.
 """
 
 import json
@@ -41,15 +42,12 @@ def test_compare_runs_and_reports_every_target():
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in TARGETS:
         entry = summary[name]
-        if "error" in entry:
-            assert isinstance(entry["error"], str) and entry["error"], name
-            continue
+        # make test installs Janus and runs this in the private namespace: every
+        # target must run here (a target that cannot says why, and that fails this test)
+        assert "error" not in entry, (name, entry.get("error"))
         missing = [key for key in FIGURES if key not in entry]
         assert not missing, (name, missing)
         assert entry["calls"] == 1
         assert entry["packets_per_s"] > 0, name
         assert entry["cpu_us_per_packet"] > 0, name
-    # the two cheap targets always run
-    assert "error" not in summary["mediaserver"], summary["mediaserver"]
-    assert "error" not in summary["bare_forwarder"], summary["bare_forwarder"]
     assert summary["mediaserver"]["ratio_to_mediaserver"]["cpu_us_per_packet"] == 1.0

@@ -8,6 +8,7 @@ partner is told. Partners only ever learn each other's random handle.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import hmac
@@ -190,8 +191,6 @@ class SignallingHub:
     async def _sign_in(self, token: str) -> Any:
         if self.store is None:
             raise ProtocolError("unauthorized", "profiles are off on this server", "hello")
-        import asyncio
-
         from mediaserver.store import StoreError
 
         try:
@@ -250,8 +249,6 @@ class SignallingHub:
                 _spawn(self._keep_chat(who.user_id, who.conversation, sender, msg["text"]))
 
     async def _keep_chat(self, user_id: str, conversation: str, sender: str, text: str) -> None:
-        import asyncio
-
         try:
             await asyncio.to_thread(
                 self.store.store_chat_message, user_id, conversation, sender, text
@@ -266,8 +263,6 @@ class SignallingHub:
         partner = self._partner(v, "report")
         await self.matchmaker.record_report(v.reputation, partner.reputation)
         if v.user_id is not None and self.store is not None:
-            import asyncio
-
             # the reporter's own record (part of its access export); nothing about the partner
             await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
         self.stats[f"report:{msg['reason']}"] += 1
@@ -468,8 +463,6 @@ class SignallingHub:
 
 
 def _spawn(coro: Awaitable[Any]) -> None:
-    import asyncio
-
     task = asyncio.ensure_future(coro)
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
