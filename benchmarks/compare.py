@@ -43,15 +43,13 @@ import contextlib
 import json
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
 
 from benchmarks import forward
-from benchmarks.forward import ROOT, BenchmarkError, _read_line, process_cpu
+from benchmarks.forward import BenchmarkError, ControlledProcess, process_cpu
 
 TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
 LABELS = {
@@ -144,56 +142,13 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
 # ---- 3: the aiortc relay ----------------------------------------------------------
 
 
-class RelayProcess:
+class RelayProcess(ControlledProcess):
     """benchmarks/peers/aiortc_relay.py in a child process."""
 
     def __init__(self) -> None:
-        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.peers.aiortc_relay"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            text=True,
+        super().__init__(
+            [sys.executable, "-m", "benchmarks.peers.aiortc_relay"], "aiortc relay", quit_timeout=6
         )
-        try:
-            hello = json.loads(_read_line(self.proc.stdout, 30, "aiortc relay start"))
-        except (BenchmarkError, ValueError) as exc:
-            self.close()
-            raise BenchmarkError(f"{exc}\n{self.errors()}") from None
-        self.pid = int(hello["pid"])
-
-    def errors(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-3000:]
-
-    def request(self, op: str, **kwargs: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
-            self.proc.stdin.flush()
-            reply = json.loads(_read_line(self.proc.stdout, 30, f"aiortc relay {op}"))
-        except (BenchmarkError, BrokenPipeError, ValueError) as exc:
-            raise BenchmarkError(f"{exc}\n{self.errors()}") from None
-        if not reply.get("ok"):
-            raise BenchmarkError(f"aiortc relay {op}: {reply.get('error')}")
-        return reply
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")  # type: ignore[union-attr]
-                self.proc.stdin.flush()  # type: ignore[union-attr]
-            try:
-                self.proc.wait(timeout=6)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            with contextlib.suppress(Exception):
-                stream.close()  # type: ignore[union-attr]
-        self.stderr.close()
 
 
 def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:

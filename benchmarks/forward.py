@@ -147,14 +147,15 @@ def _read_line(stream: Any, timeout: float, what: str) -> str:
     return line
 
 
-class ServerProcess:
-    """benchmarks/sfu_harness.py in a child process: the SFU under test."""
+class ControlledProcess:
+    """A child process driven with JSON lines on stdin/stdout: it greets with one
+    JSON object (at least its pid), answers {"op": ...} with {"ok": ...}, and
+    leaves on {"op": "quit"}. Its stderr is kept for error messages."""
 
-    def __init__(self, asyncio_loop: bool = False) -> None:
+    def __init__(self, args: list[str], name: str, quit_timeout: float = 3.0) -> None:
+        self.name = name
+        self.quit_timeout = quit_timeout
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
-        args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
-        if asyncio_loop:
-            args.append("--asyncio")
         self.proc = subprocess.Popen(
             args,
             cwd=ROOT,
@@ -164,13 +165,11 @@ class ServerProcess:
             text=True,
         )
         try:
-            hello = json.loads(_read_line(self.proc.stdout, 30, "SFU harness start"))
+            self.hello = json.loads(_read_line(self.proc.stdout, 30, f"{name} start"))
         except (BenchmarkError, ValueError) as exc:
             self.close()
             raise BenchmarkError(f"{exc}\n{self.errors()}") from None
-        self.pid = int(hello["pid"])
-        self.port = int(hello["port"])
-        self.loop = hello.get("loop", "?")
+        self.pid = int(self.hello["pid"])
 
     def errors(self) -> str:
         self.stderr.seek(0)
@@ -181,20 +180,12 @@ class ServerProcess:
         try:
             self.proc.stdin.write(json.dumps({"op": op, **kwargs}) + "\n")
             self.proc.stdin.flush()
-            reply = json.loads(_read_line(self.proc.stdout, 30, f"SFU harness {op}"))
+            reply = json.loads(_read_line(self.proc.stdout, 30, f"{self.name} {op}"))
         except (BenchmarkError, BrokenPipeError, ValueError) as exc:
             raise BenchmarkError(f"{exc}\n{self.errors()}") from None
         if not reply.get("ok"):
-            raise BenchmarkError(f"SFU harness {op}: {reply.get('error')}")
-        return reply
-
-    def counters(self) -> dict[str, Any]:
-        counters = self.request("counters")["counters"]
-        return {
-            "forwarded": int(counters["forwarded_packets"]),
-            "received": int(counters["rx_datagrams"]),
-            "drops": {k: int(v) for k, v in counters["drops"].items() if isinstance(v, int)},
-        }
+            raise BenchmarkError(f"{self.name} {op}: {reply.get('error')}")
+        return dict(reply)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -203,7 +194,7 @@ class ServerProcess:
                 self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
                 self.proc.stdin.flush()
             try:
-                self.proc.wait(timeout=3)
+                self.proc.wait(timeout=self.quit_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -211,6 +202,26 @@ class ServerProcess:
             with contextlib.suppress(Exception):
                 stream.close()  # type: ignore[union-attr]
         self.stderr.close()
+
+
+class ServerProcess(ControlledProcess):
+    """benchmarks/sfu_harness.py in a child process: the SFU under test."""
+
+    def __init__(self, asyncio_loop: bool = False) -> None:
+        args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
+        if asyncio_loop:
+            args.append("--asyncio")
+        super().__init__(args, "SFU harness")
+        self.port = int(self.hello["port"])
+        self.loop = self.hello.get("loop", "?")
+
+    def counters(self) -> dict[str, Any]:
+        counters = self.request("counters")["counters"]
+        return {
+            "forwarded": int(counters["forwarded_packets"]),
+            "received": int(counters["rx_datagrams"]),
+            "drops": {k: int(v) for k, v in counters["drops"].items() if isinstance(v, int)},
+        }
 
 
 def build_forwarder(directory: str) -> str:
