@@ -20,6 +20,7 @@ CODES: dict[int, str] = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
+    429: "too_many_attempts",
     500: "internal",
     503: "unavailable",
 }

@@ -6,6 +6,15 @@ import html
 from typing import Any
 
 from mediaserver.api.routes import MAX_BODY, PREFIX, REQUEST_TYPES
+from mediaserver.store.db import (
+    ACCOUNT_REPORT_REASONS,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    RECOVERY_CODES,
+    THROTTLE_FREE_ACCOUNT,
+    THROTTLE_FREE_ADDRESS,
+)
+from mediaserver.store.photos import MAX_PHOTO_BYTES, MAX_PIXELS, MAX_SIDE, TYPES
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -80,6 +89,10 @@ def build_document() -> dict[str, Any]:
             "type": "boolean",
             "description": "Opt in to chat history being stored (encrypted)",
         },
+        "discoverable": {
+            "type": "boolean",
+            "description": "List this profile's card when signed-in people browse (default false)",
+        },
     }
     request_props: dict[str, Any] = {
         "id": {"type": "string"},
@@ -123,7 +136,13 @@ def build_document() -> dict[str, Any]:
             "type": "object",
             "required": ["username", "date_of_birth"],
             "additionalProperties": False,
-            "properties": profile_props,
+            "properties": {
+                **profile_props,
+                "password": {
+                    "type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX,
+                    "description": "Optional; stored only as an Argon2id hash",
+                },
+            },
         },
         "ProfileUpdate": {
             "type": "object",
@@ -145,6 +164,12 @@ def build_document() -> dict[str, Any]:
                 "id": {"type": "string"},
                 **profile_props,
                 "opted_out": {"type": "boolean"},
+                "has_password": {"type": "boolean"},
+                "two_factor": {"type": "boolean", "description": "TOTP two-factor is on"},
+                "photo_url": {
+                    "type": ["string", "null"],
+                    "description": "The owner's photo URL (GET with the token), or null",
+                },
                 "created_at": TIME,
                 "updated_at": TIME,
                 "last_seen_at": TIME,
@@ -301,14 +326,36 @@ def build_document() -> dict[str, Any]:
             }
         },
     }
+    schemas.update(_account_schemas())
+    paths.update(_account_paths())
+    paths[f"{PREFIX}/profiles"]["get"] = {
+        "operationId": "browse_profiles",
+        "summary": "Browse discoverable profiles, most shared interests first",
+        "description": "Only profiles whose owners set discoverable; never anyone who blocked "
+                       "you or whom you blocked; never a date of birth (an age band).",
+        "security": BEARER,
+        "parameters": [
+            {"name": "interest", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "Only profiles with this interest"},
+            {"name": "language", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "next_cursor of the previous page"},
+        ],
+        "responses": {
+            "200": _json("CardPage", "A page of cards"),
+            **AUTH_ERRORS,
+            "422": _error("Unknown parameter or bad cursor (`invalid`)"),
+        },
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "mediaserver API",
             "version": "1",
             "description": (
-                "Profiles and privacy requests. JSON only; bodies up to "
-                f"{MAX_BODY} bytes. Every error is "
+                "Profiles, accounts (sign-in, two-factor, photo, browsing) and privacy "
+                f"requests. JSON bodies up to {MAX_BODY} bytes (a photo: an image up to "
+                f"{MAX_PHOTO_BYTES} bytes). Every error is "
                 '{"error": {"code", "message", "field"}}.'
             ),
         },
@@ -320,10 +367,222 @@ def build_document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The token returned when the profile was created",
+                    "description": (
+                        "The token returned when the profile was created (no expiry), or a "
+                        "session token from POST /api/v1/sessions (expires)"
+                    ),
                 }
             },
         },
+    }
+
+
+def _schema(props: dict[str, Any], required: list[str], closed: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "required": required, "properties": props}
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def _account_schemas() -> dict[str, Any]:
+    handle = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{3,32}$",
+              "description": "A profile's public handle (its username)"}
+    code: dict[str, Any] = {"type": "string", "maxLength": 64,
+            "description": "A 6-digit TOTP code, or a recovery code (xxxx-xxxx-xxxx-xxxx)"}
+    card = {
+        "handle": handle,
+        "photo_url": {"type": ["string", "null"],
+                      "description": f"{PREFIX}/photos/{{id}}: no token needed"},
+        "bio": {"type": "string"},
+        "interests": {"type": "array", "items": {"type": "string"}},
+    }
+    return {
+        "SignIn": _schema({
+            "username": {"type": "string"},
+            "password": {"type": "string"},
+            "otp": {**code, "description": "Required when two-factor is on: " + code["description"]},
+        }, ["username", "password"]),
+        "Session": _schema({
+            "token": {"type": "string", "description": "Bearer token; stored hashed"},
+            "expires_at": {**TIME, "description": "now + --session-ttl"},
+            "id": {"type": "string", "description": "The profile's id"},
+        }, ["token", "expires_at", "id"], closed=False),
+        "PasswordSet": _schema({
+            "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
+            "current_password": {"type": "string",
+                                 "description": "Required when a password is already set"},
+        }, ["password"]),
+        "TotpEnrolment": _schema({
+            "secret": {"type": "string", "description": "Base32 TOTP secret (RFC 6238)"},
+            "otpauth_uri": {"type": "string", "description": "otpauth://totp/... for apps"},
+            "qr_png_base64": {"type": "string", "description": "The URI as a QR code PNG"},
+        }, ["secret", "otpauth_uri", "qr_png_base64"], closed=False),
+        "TotpCode": _schema({"code": code}, ["code"]),
+        "TotpEnabled": _schema({
+            "two_factor": {"type": "boolean"},
+            "recovery_codes": {"type": "array", "items": {"type": "string"},
+                               "minItems": RECOVERY_CODES, "maxItems": RECOVERY_CODES,
+                               "description": "One-time codes, shown once, stored hashed"},
+        }, ["two_factor", "recovery_codes"], closed=False),
+        "TwoFactorState": _schema({"two_factor": {"type": "boolean"}}, ["two_factor"], False),
+        "PhotoStored": _schema({
+            "photo_url": {"type": "string"},
+            "width": {"type": "integer", "maximum": MAX_SIDE},
+            "height": {"type": "integer", "maximum": MAX_SIDE},
+        }, ["photo_url", "width", "height"], closed=False),
+        "Card": _schema({
+            **card,
+            "age_band": {"type": "string", "examples": ["18-24", "25-34", "65+"],
+                         "description": "Never the date of birth"},
+        }, ["handle", "photo_url", "bio", "interests", "age_band"], closed=False),
+        "CardPage": _schema({
+            "profiles": {"type": "array", "items": {"$ref": "#/components/schemas/Card"}},
+            "next_cursor": {"type": ["string", "null"],
+                            "description": "Pass as ?cursor= for the next page; null: last"},
+        }, ["profiles", "next_cursor"], closed=False),
+        "BlockCreate": _schema({"handle": handle}, ["handle"]),
+        "Block": _schema({"handle": handle}, ["handle"], closed=False),
+        "BlockList": _schema({"blocked": {"type": "array", "items": handle}}, ["blocked"], False),
+        "ReportCreate": _schema({
+            "handle": handle,
+            "reason": {"type": "string", "enum": list(ACCOUNT_REPORT_REASONS)},
+        }, ["handle", "reason"]),
+        "Report": _schema({
+            "id": {"type": "string", "description": "What an operator confirms"},
+            "handle": handle,
+            "reason": {"type": "string"},
+        }, ["id", "handle", "reason"], closed=False),
+    }
+
+
+def _account_paths() -> dict[str, Any]:
+    own = {"security": BEARER}
+    image = {
+        "required": True,
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in TYPES},
+    }
+    jpeg = {"description": "The photo (JPEG, at most 512x512, no metadata)",
+            "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
+    throttled = {"429": _error(
+        f"Too many failed sign-ins (after {THROTTLE_FREE_ACCOUNT} per account or "
+        f"{THROTTLE_FREE_ADDRESS} per address; the wait doubles): `too_many_attempts`, "
+        "Retry-After header")}
+    handle_param = {"name": "handle", "in": "path", "required": True,
+                    "schema": {"type": "string"}}
+    return {
+        f"{PREFIX}/sessions": {"post": {
+            "operationId": "sign_in",
+            "summary": "Sign in with username and password (+ otp when two-factor is on)",
+            "description": "The same 401 `invalid_credentials`, after the same Argon2 work, "
+                           "for an unknown username and a wrong password.",
+            "requestBody": _body("SignIn"),
+            "responses": {
+                "201": _json("Session", "Signed in"),
+                **BODY_ERRORS,
+                "401": _error("`invalid_credentials`, `otp_required` or `invalid_otp`"),
+                **throttled,
+            },
+        }},
+        f"{PREFIX}/sessions/current": {"delete": {
+            "operationId": "sign_out",
+            "summary": "Sign out: this token stops working",
+            **own,
+            "responses": {
+                "204": {"description": "Signed out"}, **AUTH_ERRORS,
+                "409": _error("The creation token of an account without a password"),
+            },
+        }},
+        f"{PREFIX}/profiles/{{id}}/password": {"parameters": [ID_PARAM], "put": {
+            "operationId": "set_password",
+            "summary": "Set or change the password (other sessions end)",
+            **own,
+            "requestBody": _body("PasswordSet"),
+            "responses": {"204": {"description": "Set"}, **AUTH_ERRORS, **NOT_FOUND,
+                          **BODY_ERRORS},
+        }},
+        f"{PREFIX}/profiles/{{id}}/totp": {"parameters": [ID_PARAM], "post": {
+            "operationId": "totp_enrol",
+            "summary": "Start two-factor: a new secret, otpauth:// URI and QR code",
+            "description": "Two-factor turns on only with the first valid code (confirm).",
+            **own,
+            "responses": {"201": _json("TotpEnrolment", "Enrolment started"), **AUTH_ERRORS,
+                          **NOT_FOUND, "409": _error("Two-factor is already on")},
+        }},
+        f"{PREFIX}/profiles/{{id}}/totp/confirm": {"parameters": [ID_PARAM], "post": {
+            "operationId": "totp_confirm",
+            "summary": "Turn two-factor on with the first valid code; get recovery codes",
+            **own,
+            "requestBody": _body("TotpCode"),
+            "responses": {"200": _json("TotpEnabled", "On"), **AUTH_ERRORS, **NOT_FOUND,
+                          **BODY_ERRORS, "409": _error("Not enrolled, or already on")},
+        }},
+        f"{PREFIX}/profiles/{{id}}/totp/disable": {"parameters": [ID_PARAM], "post": {
+            "operationId": "totp_disable",
+            "summary": "Turn two-factor off (needs a valid TOTP or recovery code)",
+            **own,
+            "requestBody": _body("TotpCode"),
+            "responses": {"200": _json("TwoFactorState", "Off"), **AUTH_ERRORS, **NOT_FOUND,
+                          **BODY_ERRORS, "409": _error("Two-factor is not on"), **throttled},
+        }},
+        f"{PREFIX}/profiles/{{id}}/photo": {
+            "parameters": [ID_PARAM],
+            "put": {
+                "operationId": "put_photo",
+                "summary": "Upload the profile picture (JPEG, PNG or WebP)",
+                "description": "Decoded and re-encoded: every piece of metadata (EXIF, GPS, "
+                               f"ICC, comments) is gone; scaled to at most {MAX_SIDE}x"
+                               f"{MAX_SIDE}; stored encrypted.",
+                **own,
+                "requestBody": image,
+                "responses": {
+                    "201": _json("PhotoStored", "Stored"), **AUTH_ERRORS, **NOT_FOUND,
+                    "400": _error("Bad Content-Length"),
+                    "413": _error(f"Body larger than {MAX_PHOTO_BYTES} bytes (`too_large`)"),
+                    "415": _error("Not image/jpeg, image/png or image/webp, or the body is "
+                                  "another type than declared"),
+                    "422": _error("`bad_image` (truncated or corrupt) or `image_too_large` "
+                                  f"(more than {MAX_PIXELS:,} pixels: a decompression bomb)"),
+                },
+            },
+            "get": {"operationId": "get_photo", "summary": "Your own photo", **own,
+                    "responses": {"200": jpeg, **AUTH_ERRORS, **NOT_FOUND}},
+            "delete": {"operationId": "delete_photo", "summary": "Delete your photo", **own,
+                       "responses": {"204": {"description": "Deleted"}, **AUTH_ERRORS,
+                                     **NOT_FOUND}},
+        },
+        f"{PREFIX}/photos/{{id}}": {"parameters": [ID_PARAM], "get": {
+            "operationId": "public_photo",
+            "summary": "A photo by the URL a listing or a shared card carried (no token)",
+            "responses": {"200": jpeg, "404": _error("Unknown, replaced or withdrawn")},
+        }},
+        f"{PREFIX}/profiles/{{id}}/blocks": {
+            "parameters": [ID_PARAM],
+            "post": {
+                "operationId": "block",
+                "summary": "Block a profile by handle: neither lists the other",
+                **own,
+                "requestBody": _body("BlockCreate"),
+                "responses": {"201": _json("Block", "Blocked"), **AUTH_ERRORS, **NOT_FOUND,
+                              **BODY_ERRORS},
+            },
+            "get": {"operationId": "list_blocks", "summary": "Handles you blocked", **own,
+                    "responses": {"200": _json("BlockList", "Blocked handles"), **AUTH_ERRORS,
+                                  **NOT_FOUND}},
+        },
+        f"{PREFIX}/profiles/{{id}}/blocks/{{handle}}": {
+            "parameters": [ID_PARAM, handle_param],
+            "delete": {"operationId": "unblock", "summary": "Lift a block", **own,
+                       "responses": {"204": {"description": "Lifted"}, **AUTH_ERRORS,
+                                     **NOT_FOUND}},
+        },
+        f"{PREFIX}/reports": {"post": {
+            "operationId": "report_account",
+            "summary": "Report a profile by handle (`underage` goes to an operator)",
+            **own,
+            "requestBody": _body("ReportCreate"),
+            "responses": {"201": _json("Report", "Recorded"), **AUTH_ERRORS,
+                          "404": _error("No such handle"), **BODY_ERRORS},
+        }},
     }
 
 

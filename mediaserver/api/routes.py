@@ -1,14 +1,18 @@
-"""REST under /api/v1: profiles and privacy requests, JSON only, bearer tokens.
+"""REST under /api/v1: profiles, accounts (sign-in, two-factor, photo, browsing,
+blocks, reports) and privacy requests; JSON (photos: image bodies), bearer tokens.
 
 Every store call is blocking SQLite and runs in a worker thread
-(``asyncio.to_thread``); the store serialises itself with a lock.
+(``asyncio.to_thread``); the store serialises itself with a lock. Argon2 and image
+decoding run in threads too, a bounded number at once (each costs tens of MiB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -27,7 +31,14 @@ from mediaserver.api.errors import (
     internal_error_handler,
 )
 from mediaserver.store import Conflict, Invalid, NotFound, Store, StoreError
-from mediaserver.store.db import PrivacyRequest, Profile
+from mediaserver.store.db import (
+    ACCOUNT_REPORT_REASONS,
+    PrivacyRequest,
+    Profile,
+    Throttled,
+    Unauthorized,
+)
+from mediaserver.store.photos import MAX_PHOTO_BYTES, TYPES, PhotoError, clean_photo
 
 logger = logging.getLogger("mediaserver.api")
 
@@ -46,6 +57,9 @@ MAX_BIO = 2000
 MAX_INTERESTS = 32
 MAX_INTEREST = 64
 MAX_LANGUAGE = 35
+MAX_PASSWORD = 256
+HEAVY_WORKERS = max(1, min(4, os.cpu_count() or 1))
+"""Argon2 hashes (64 MiB each) and photo decodes running at once, at most."""
 
 
 def iso(t: float | None) -> str | None:
@@ -69,6 +83,10 @@ def profile_json(p: Profile) -> dict[str, Any]:
         "language": p.language,
         "chat_history_consent": p.chat_history_consent,
         "opted_out": p.opted_out,
+        "discoverable": p.discoverable,
+        "has_password": p.has_password,
+        "two_factor": p.two_factor,
+        "photo_url": f"{PREFIX}/profiles/{p.id}/photo" if p.photo_id else None,
         "created_at": iso(p.created_at),
         "updated_at": iso(p.updated_at),
         "last_seen_at": iso(p.last_seen_at),
@@ -173,7 +191,9 @@ def _check(field: str, value: Any) -> Any:
                 422, "invalid", f"interests must hold at most {MAX_INTERESTS} items", field
             )
         return [_text(item, field, MAX_INTEREST, allow_empty=False) for item in value]
-    if field == "chat_history_consent":
+    if field == "password":
+        return _text(value, field, MAX_PASSWORD, allow_empty=False)
+    if field in ("chat_history_consent", "discoverable"):
         if not isinstance(value, bool):
             raise ApiError(422, "invalid", f"{field} must be true or false", field)
         return value
@@ -187,14 +207,22 @@ PROFILE_FIELDS = (
     "interests",
     "language",
     "chat_history_consent",
+    "discoverable",
+    "password",
 )
 
 
-def profile_fields(body: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
+def profile_fields(
+    body: dict[str, Any], required: tuple[str, ...], creating: bool = False
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in body:
         if key not in PROFILE_FIELDS:
             raise ApiError(422, "invalid", f"unknown field {key!r}", _field_name(key))
+        if key == "password" and not creating:
+            raise ApiError(
+                422, "invalid", "change the password with PUT .../password", "password"
+            )
     for key in required:
         if key not in body:
             raise ApiError(422, "invalid", f"{key} is required", key)
@@ -202,6 +230,43 @@ def profile_fields(body: dict[str, Any], required: tuple[str, ...]) -> dict[str,
         if key in body:
             out[key] = _check(key, body[key])
     return out
+
+
+def json_fields(
+    body: dict[str, Any], allowed: dict[str, int], required: tuple[str, ...]
+) -> dict[str, str]:
+    """String fields of a small JSON body: name -> max length; unknown or missing
+    fields are 422s naming the field."""
+    for key in body:
+        if key not in allowed:
+            raise ApiError(422, "invalid", f"unknown field {key!r}", _field_name(key))
+    for key in required:
+        if key not in body:
+            raise ApiError(422, "invalid", f"{key} is required", key)
+    return {
+        key: _text(value, key, allowed[key], allow_empty=False) for key, value in body.items()
+    }
+
+
+async def read_bytes(request: Request, limit: int) -> bytes:
+    """The raw body, at most `limit` bytes (413 too_large beyond, before reading it
+    all when Content-Length says so)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, "bad_request", "invalid Content-Length") from None
+        if declared > limit:
+            raise ApiError(413, "too_large", f"the body must be at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the body must be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _field_name(key: str) -> str:
@@ -283,6 +348,13 @@ def create_api(store: Store) -> Mount:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except NotFound:
             raise ApiError(404, "not_found", "not found") from None
+        except Throttled as exc:
+            raise ApiError(
+                429, "too_many_attempts", str(exc),
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
+        except Unauthorized as exc:
+            raise ApiError(401, exc.code, exc.message) from None
         except Conflict as exc:
             field = "username" if "username" in str(exc).lower() else None
             raise ApiError(409, "conflict", str(exc) or "conflict", field) from None
@@ -291,6 +363,18 @@ def create_api(store: Store) -> Mount:
         except StoreError:
             logger.exception("store unavailable")
             raise ApiError(503, "unavailable", "storage is unavailable, try again") from None
+
+    heavy = asyncio.Semaphore(HEAVY_WORKERS)
+
+    async def call_heavy(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A call that hashes a password or decodes an image: bounded concurrency
+        keeps memory bounded under a flood (64 MiB per Argon2 hash)."""
+        async with heavy:
+            return await call(fn, *args, **kwargs)
+
+    def bearer(request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        return header.partition(" ")[2].strip()
 
     async def authenticate(request: Request) -> Profile:
         header = request.headers.get("authorization", "")
@@ -321,8 +405,13 @@ def create_api(store: Store) -> Mount:
             raise ApiError(404, "not_found", "no such profile")
 
     async def create_profile(request: Request) -> Response:
-        fields = profile_fields(await read_json(request), ("username", "date_of_birth"))
-        profile, token = await call(store.create_profile, **fields)
+        fields = profile_fields(
+            await read_json(request), ("username", "date_of_birth"), creating=True
+        )
+        if "password" in fields:
+            profile, token = await call_heavy(store.create_profile, **fields)
+        else:
+            profile, token = await call(store.create_profile, **fields)
         if request.headers.get("sec-gpc", "").strip() == "1":
             await call(store.record_opt_out, profile.id, "gpc")
             profile = await call(store.get_profile, profile.id)
@@ -383,6 +472,157 @@ def create_api(store: Store) -> Mount:
         reqs: list[PrivacyRequest] = await call(store.list_requests, profile.id)
         return JSONResponse({"requests": [request_json(r, full=True) for r in reqs]})
 
+    # ---- accounts ---------------------------------------------------------------
+
+    async def sign_in(request: Request) -> Response:
+        body = json_fields(
+            await read_json(request),
+            {"username": MAX_USERNAME, "password": MAX_PASSWORD, "otp": 64},
+            ("username", "password"),
+        )
+        address = request.client.host if request.client else ""
+        token, expires_at, profile = await call_heavy(
+            store.sign_in, body["username"], body["password"], body.get("otp"), address
+        )
+        return JSONResponse(
+            {"token": token, "expires_at": iso(expires_at), "id": profile.id},
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def sign_out(request: Request) -> Response:
+        await authenticate(request)
+        await call(store.sign_out, bearer(request))
+        return Response(status_code=204)
+
+    async def set_password(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        body = json_fields(
+            await read_json(request),
+            {"password": MAX_PASSWORD, "current_password": MAX_PASSWORD},
+            ("password",),
+        )
+        await call_heavy(
+            store.set_password, profile.id, body["password"], body.get("current_password"),
+            bearer(request),
+        )
+        return Response(status_code=204)
+
+    async def totp_enrol(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        secret, uri = await call(store.totp_enrol, profile.id)
+        png = await asyncio.to_thread(_qr_png, uri)
+        return JSONResponse(
+            {"secret": secret, "otpauth_uri": uri, "qr_png_base64": png},
+            status_code=201,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def totp_confirm(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        body = json_fields(await read_json(request), {"code": 64}, ("code",))
+        codes = await call(store.totp_confirm, profile.id, body["code"])
+        return JSONResponse(
+            {"two_factor": True, "recovery_codes": codes}, headers={"Cache-Control": "no-store"}
+        )
+
+    async def totp_disable(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        body = json_fields(await read_json(request), {"code": 64}, ("code",))
+        await call(store.totp_disable, profile.id, body["code"])
+        return JSONResponse({"two_factor": False})
+
+    async def put_photo(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype not in TYPES:
+            raise ApiError(
+                415, "unsupported_media_type", "send image/jpeg, image/png or image/webp"
+            )
+        data = await read_bytes(request, MAX_PHOTO_BYTES)
+        async with heavy:
+            try:
+                jpeg, width, height = await asyncio.to_thread(clean_photo, data, ctype)
+            except PhotoError as exc:
+                raise ApiError(exc.status, exc.code, exc.message, "photo") from None
+        await call(store.set_photo, profile.id, jpeg, width, height)
+        return JSONResponse(
+            {"photo_url": f"{PREFIX}/profiles/{profile.id}/photo", "width": width,
+             "height": height},
+            status_code=201,
+        )
+
+    async def get_photo(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        jpeg = await call(store.get_photo, profile.id)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+    async def delete_photo(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        await call(store.delete_photo, profile.id)
+        return Response(status_code=204)
+
+    async def public_photo(request: Request) -> Response:
+        # the unguessable id is the permission: it is only handed out in a listing
+        # of a discoverable profile or a card its owner chose to share
+        jpeg = await call(store.public_photo, request.path_params["id"])
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+    async def browse(request: Request) -> Response:
+        profile = await authenticate(request)
+        params = request.query_params
+        for key in params:
+            if key not in ("interest", "language", "cursor"):
+                raise ApiError(422, "invalid", f"unknown parameter {key!r}", _field_name(key))
+        args = {k: _text(params[k], k, 256, allow_empty=False) for k in params}
+        cards, cursor = await call(
+            store.browse, profile.id, args.get("interest"), args.get("language"),
+            args.get("cursor"),
+        )
+        return JSONResponse({"profiles": cards, "next_cursor": cursor})
+
+    async def add_block(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        body = json_fields(await read_json(request), {"handle": MAX_USERNAME}, ("handle",))
+        await call(store.block, profile.id, body["handle"])
+        return JSONResponse({"handle": body["handle"]}, status_code=201)
+
+    async def list_blocks(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        return JSONResponse({"blocked": await call(store.blocked_handles, profile.id)})
+
+    async def remove_block(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        await call(store.unblock, profile.id, request.path_params["handle"])
+        return Response(status_code=204)
+
+    async def report_account(request: Request) -> Response:
+        profile = await authenticate(request)
+        body = json_fields(
+            await read_json(request), {"handle": MAX_USERNAME, "reason": 32},
+            ("handle", "reason"),
+        )
+        if body["reason"] not in ACCOUNT_REPORT_REASONS:
+            raise ApiError(
+                422, "invalid", f"reason must be one of {', '.join(ACCOUNT_REPORT_REASONS)}",
+                "reason",
+            )
+        report_id = await call(store.report_account, profile.id, body["handle"], body["reason"])
+        return JSONResponse(
+            {"id": report_id, "handle": body["handle"], "reason": body["reason"]},
+            status_code=201,
+        )
+
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
@@ -391,6 +631,21 @@ def create_api(store: Store) -> Mount:
 
     routes = [
         Route("/profiles", create_profile, methods=["POST"], name="create_profile"),
+        Route("/profiles", browse, methods=["GET"], name="browse"),
+        Route("/sessions", sign_in, methods=["POST"], name="sign_in"),
+        Route("/sessions/current", sign_out, methods=["DELETE"], name="sign_out"),
+        Route("/profiles/{id}/password", set_password, methods=["PUT"], name="set_password"),
+        Route("/profiles/{id}/totp", totp_enrol, methods=["POST"], name="totp_enrol"),
+        Route("/profiles/{id}/totp/confirm", totp_confirm, methods=["POST"]),
+        Route("/profiles/{id}/totp/disable", totp_disable, methods=["POST"]),
+        Route("/profiles/{id}/photo", put_photo, methods=["PUT"], name="put_photo"),
+        Route("/profiles/{id}/photo", get_photo, methods=["GET"], name="get_photo"),
+        Route("/profiles/{id}/photo", delete_photo, methods=["DELETE"], name="delete_photo"),
+        Route("/photos/{id}", public_photo, methods=["GET"], name="public_photo"),
+        Route("/profiles/{id}/blocks", add_block, methods=["POST"], name="add_block"),
+        Route("/profiles/{id}/blocks", list_blocks, methods=["GET"], name="list_blocks"),
+        Route("/profiles/{id}/blocks/{handle}", remove_block, methods=["DELETE"]),
+        Route("/reports", report_account, methods=["POST"], name="report_account"),
         Route("/profiles/{id}", get_profile, methods=["GET"], name="get_profile"),
         Route("/profiles/{id}", patch_profile, methods=["PATCH"], name="patch_profile"),
         Route("/profiles/{id}", delete_profile, methods=["DELETE"], name="delete_profile"),
@@ -450,8 +705,34 @@ def _dispatch(handlers: dict[str, Handler]) -> Handler:
     return endpoint
 
 
+def _qr_png(uri: str) -> str:
+    """The otpauth:// URI as a QR code PNG, base64 (for an <img> data: URL)."""
+    import io
+
+    import segno
+
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="png", scale=5, border=4)
+    return base64.b64encode(out.getvalue()).decode("ascii")
+
+
 ROUTE_TABLE: tuple[tuple[str, str], ...] = (
     ("POST", "/profiles"),
+    ("GET", "/profiles"),
+    ("POST", "/sessions"),
+    ("DELETE", "/sessions/current"),
+    ("PUT", "/profiles/{id}/password"),
+    ("POST", "/profiles/{id}/totp"),
+    ("POST", "/profiles/{id}/totp/confirm"),
+    ("POST", "/profiles/{id}/totp/disable"),
+    ("PUT", "/profiles/{id}/photo"),
+    ("GET", "/profiles/{id}/photo"),
+    ("DELETE", "/profiles/{id}/photo"),
+    ("GET", "/photos/{id}"),
+    ("POST", "/profiles/{id}/blocks"),
+    ("GET", "/profiles/{id}/blocks"),
+    ("DELETE", "/profiles/{id}/blocks/{handle}"),
+    ("POST", "/reports"),
     ("GET", "/profiles/{id}"),
     ("PATCH", "/profiles/{id}"),
     ("DELETE", "/profiles/{id}"),

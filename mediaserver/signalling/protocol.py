@@ -138,6 +138,7 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
     "effect": {"name": Field(_string(1, 32)), "on": Field(_boolean)},
     "reveal": {},
     "bye": {},
+    "share_profile": {},
 }
 
 
@@ -206,6 +207,7 @@ RATES: dict[str, tuple[float, float]] = {
     "next": (2.0, 5.0),
     "chat": (3.0, 10.0),
     "typing": (5.0, 10.0),
+    "share_profile": (0.5, 3.0),  # each one is a consent row and a card to the partner
 }
 
 

@@ -10,6 +10,8 @@ from mediaserver.store.db import (
     Profile,
     Store,
     StoreError,
+    Throttled,
+    Unauthorized,
 )
 
 __all__ = [
@@ -21,6 +23,8 @@ __all__ = [
     "Profile",
     "Store",
     "StoreError",
+    "Throttled",
+    "Unauthorized",
     "load_data_key",
     "load_or_create_data_key",
 ]

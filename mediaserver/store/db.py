@@ -1,5 +1,7 @@
 """SQLite storage: profiles, tokens, consents, encrypted chat history, reports,
-privacy requests with an append-only audit log, and retention.
+privacy requests with an append-only audit log, and retention; accounts (Argon2id
+passwords, expiring sessions, sign-in throttling, TOTP two-factor, photos, blocks,
+browsing, profile sharing, underage reports).
 
 One connection per Store, opened with check_same_thread=False and guarded by a lock:
 any one thread at a time may call it. WAL, synchronous=FULL (a commit that returned
@@ -9,9 +11,12 @@ data is overwritten in the file, not just unlinked from the b-tree).
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
+import hmac
 import json
+import math
 import os
 import re
 import secrets
@@ -22,6 +27,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Self
+
+import argon2
+import pyotp
 
 from mediaserver.store import crypto
 
@@ -35,7 +43,25 @@ LAST_SEEN_RESOLUTION = 60.0  # authenticate() rewrites last_seen_at at most this
 
 REQUEST_TYPES = ("access", "correction", "deletion", "opt_out", "withdraw_consent")
 OPT_OUT_SOURCES = ("request", "gpc")
-MIN_AGE = 18
+MIN_AGE = 18  # default floor (--min-age); anonymous random video chat is 18+
+MIN_AGE_FLOOR = 13  # the social side's floor: --min-age can never go below it
+SESSION_TTL = 30 * DAY  # default --session-ttl
+PASSWORD_MIN = 8
+PASSWORD_MAX = 256  # Argon2 takes any length; this bounds the work per request
+# Sign-in throttling: this many failures are free, then each further one doubles the
+# wait (1 s, 2 s, 4 s, ... up to THROTTLE_CAP); failures are forgotten a day after the
+# last one. Per address the allowance is larger (many people share a NAT).
+THROTTLE_FREE_ACCOUNT = 5
+THROTTLE_FREE_ADDRESS = 20
+THROTTLE_BASE = 1.0
+THROTTLE_CAP = 900.0
+THROTTLE_FORGET = DAY
+TOTP_STEP = 30  # RFC 6238 default, what authenticator apps use
+TOTP_ISSUER = "mediaserver"
+RECOVERY_CODES = 10
+PHOTO_PATH = "/api/v1/photos/"  # + a photo's public id: the URL in cards and listings
+BROWSE_PAGE = 20
+ACCOUNT_REPORT_REASONS = ("spam", "nudity", "harassment", "underage", "other")
 
 _USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -56,6 +82,24 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """E.g. username taken (REST: 409)."""
+
+
+class Unauthorized(StoreError):
+    """Wrong credentials (REST: 401). `code` is the API error code: the same one,
+    invalid_credentials, for an unknown user and a wrong password."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Throttled(StoreError):
+    """Too many failed sign-ins for this account or address (REST: 429)."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(f"too many failed sign-ins; try again in {self.retry_after} s")
 
 
 class Invalid(StoreError):
@@ -80,6 +124,11 @@ class Profile:
     last_seen_at: float
     opted_out: bool
     chat_history_consent: bool
+    discoverable: bool = False
+    has_password: bool = False
+    two_factor: bool = False
+    photo_id: str | None = None
+    """Public id of the current photo (its URL is PHOTO_PATH + photo_id), or None."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +221,57 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
            BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
     ],
+    # 1 -> 2: accounts. Existing tokens become kind 'profile' (the creation token,
+    # no expiry) so they keep working; sign-in sessions are kind 'session'.
+    [
+        "ALTER TABLE users ADD COLUMN password_hash TEXT",
+        "ALTER TABLE users ADD COLUMN discoverable INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN totp_nonce BLOB",
+        "ALTER TABLE users ADD COLUMN totp_ciphertext BLOB",
+        "ALTER TABLE users ADD COLUMN totp_enabled INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN totp_last_step INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX users_discoverable ON users(discoverable)",
+        "ALTER TABLE tokens ADD COLUMN kind TEXT NOT NULL DEFAULT 'profile'",
+        "ALTER TABLE tokens ADD COLUMN expires_at REAL",
+        "CREATE INDEX tokens_expiry ON tokens(expires_at)",
+        """CREATE TABLE recovery_codes (
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            code_hash TEXT NOT NULL,
+            used_at REAL,
+            PRIMARY KEY (user_id, code_hash)
+        )""",
+        """CREATE TABLE photos (
+            user_id TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+            public_id TEXT NOT NULL UNIQUE,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            nonce BLOB NOT NULL,
+            ciphertext BLOB NOT NULL
+        )""",
+        """CREATE TABLE blocks (
+            blocker_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            blocked_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            PRIMARY KEY (blocker_id, blocked_id)
+        )""",
+        "CREATE INDEX blocks_blocked ON blocks(blocked_id)",
+        """CREATE TABLE account_reports (
+            id TEXT PRIMARY KEY,
+            reported_user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            reporter_user_id TEXT REFERENCES users(id) ON DELETE SET NULL,
+            reason TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX account_reports_reported ON account_reports(reported_user_id)",
+        "CREATE INDEX account_reports_reporter ON account_reports(reporter_user_id)",
+        # key: an HMAC (data key) of the username or address, never the name itself
+        """CREATE TABLE login_throttle (
+            key TEXT PRIMARY KEY,
+            failures INTEGER NOT NULL,
+            last_failure_at REAL NOT NULL
+        )""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -255,6 +355,33 @@ def _validate_language(value: object) -> str | None:
     return value
 
 
+def _validate_password(value: object, field: str = "password") -> str:
+    if not isinstance(value, str):
+        raise Invalid(field, "must be a string")
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        raise Invalid(field, f"{PASSWORD_MIN}-{PASSWORD_MAX} characters")
+    if "\x00" in value:
+        raise Invalid(field, "must not contain NUL characters")
+    return value
+
+
+def age_on(dob: str, today: _dt.date) -> int:
+    born = _dt.date.fromisoformat(dob)
+    return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+
+
+def age_band(age: int) -> str:
+    """A coarse band for listings, never the date of birth."""
+    for low, high in ((13, 17), (18, 24), (25, 34), (35, 44), (45, 54), (55, 64)):
+        if low <= age <= high:
+            return f"{low}-{high}"
+    return "65+" if age >= 65 else "under 13"
+
+
+def _normal_recovery_code(code: str) -> str:
+    return code.replace("-", "").replace(" ", "").upper()
+
+
 def _validate_bool(field: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise Invalid(field, "must be true or false")
@@ -262,13 +389,37 @@ def _validate_bool(field: str, value: object) -> bool:
 
 
 class Store:
+    """Args:
+    min_age: youngest age (years) accepted for a date of birth (--min-age).
+    session_ttl: seconds a sign-in session token lasts (--session-ttl).
+    hasher: the Argon2id password hasher (default: argon2-cffi's recommended
+        parameters, RFC 9106's low-memory choice: t=3, 64 MiB, p=4).
+    """
+
     def __init__(
-        self, path: str, data_key: bytes, clock: Callable[[], float] = time.time
+        self,
+        path: str,
+        data_key: bytes,
+        clock: Callable[[], float] = time.time,
+        *,
+        min_age: int = MIN_AGE,
+        session_ttl: float = SESSION_TTL,
+        hasher: argon2.PasswordHasher | None = None,
     ) -> None:
         if not isinstance(data_key, bytes) or len(data_key) != crypto.KEY_BYTES:
             raise StoreError(f"data key must be {crypto.KEY_BYTES} bytes")
+        if not MIN_AGE_FLOOR <= min_age <= 130:
+            raise StoreError(f"min_age must be {MIN_AGE_FLOOR}..130")
+        if not session_ttl > 0:
+            raise StoreError("session_ttl must be positive")
         self._key = data_key
         self._clock = clock
+        self.min_age = min_age
+        self.session_ttl = float(session_ttl)
+        self.hasher = hasher or argon2.PasswordHasher()
+        self._dummy: str | None = None
+        self.password_verifications = 0
+        """Argon2 verifications run by sign_in (a test checks every path runs one)."""
         self._lock = threading.RLock()
         self.path = path
         if path != ":memory:" and not os.path.exists(path):
@@ -377,8 +528,8 @@ class Store:
             raise Invalid("date_of_birth", "expected YYYY-MM-DD") from None
         today = self._today()
         age = today.year - dob.year - ((today.month, today.day) < (dob.month, dob.day))
-        if age < MIN_AGE:
-            raise Invalid("date_of_birth", "must be 18 or older")
+        if age < self.min_age:
+            raise Invalid("date_of_birth", f"must be {self.min_age} or older")
         if age > 130:
             raise Invalid("date_of_birth", "not a plausible date of birth")
         return value
@@ -397,11 +548,17 @@ class Store:
             last_seen_at=row[8],
             opted_out=bool(row[9]),
             chat_history_consent=bool(row[10]),
+            discoverable=bool(row[11]),
+            has_password=bool(row[12]),
+            two_factor=bool(row[13]),
+            photo_id=row[14],
         )
 
     _PROFILE_COLS = (
         "id, username, date_of_birth, bio, interests, language, created_at, updated_at,"
-        " last_seen_at, opted_out, chat_history_consent"
+        " last_seen_at, opted_out, chat_history_consent, discoverable,"
+        " password_hash IS NOT NULL, totp_enabled,"
+        " (SELECT public_id FROM photos WHERE photos.user_id = users.id)"
     )
 
     def _get_profile(self, conn: sqlite3.Connection, user_id: object) -> Profile:
@@ -432,6 +589,8 @@ class Store:
         interests: Iterable[str] = (),
         language: str | None = None,
         chat_history_consent: bool = False,
+        discoverable: bool = False,
+        password: str | None = None,
     ) -> tuple[Profile, str]:
         username = _validate_username(username)
         dob = self._validate_dob(date_of_birth)
@@ -441,6 +600,10 @@ class Store:
         )
         language = _validate_language(language)
         consent = _validate_bool("chat_history_consent", chat_history_consent)
+        listed = _validate_bool("discoverable", discoverable)
+        # hashed before the transaction: the store's lock is not held for Argon2's work
+        password_hash = None if password is None else self.hasher.hash(
+            _validate_password(password))
         user_id = secrets.token_urlsafe(12)
         token = secrets.token_urlsafe(32)
         with self._tx() as conn:
@@ -448,10 +611,11 @@ class Store:
             try:
                 conn.execute(
                     "INSERT INTO users (id, username, date_of_birth, bio, interests, language,"
-                    " created_at, updated_at, last_seen_at, chat_history_consent)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " created_at, updated_at, last_seen_at, chat_history_consent,"
+                    " discoverable, password_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (user_id, username, dob, bio, json.dumps(interest_list), language,
-                     now, now, now, int(consent)),
+                     now, now, now, int(consent), int(listed), password_hash),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
@@ -472,14 +636,16 @@ class Store:
             raise NotFound("unknown token")
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT t.user_id, u.last_seen_at, u.flagged_at FROM tokens t"
+                "SELECT t.user_id, u.last_seen_at, u.flagged_at, t.expires_at FROM tokens t"
                 " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
                 (hash_token(token),),
             ).fetchone()
             if row is None:
                 raise NotFound("unknown token")
-            user_id, last_seen, flagged_at = row
+            user_id, last_seen, flagged_at, expires_at = row
             now = self._now()
+            if expires_at is not None and expires_at <= now:
+                raise NotFound("expired token")  # retention deletes the row
             # Seen again: clears an inactivity flag. last_seen_at is only rewritten once
             # it is LAST_SEEN_RESOLUTION old, so a burst of requests is not a burst of
             # fsynced writes (retention works in days).
@@ -490,12 +656,18 @@ class Store:
                 )
             return self._get_profile(conn, user_id)
 
+    def age(self, profile: Profile) -> int:
+        """The profile's age in whole years today (by the store's clock): e.g. for the
+        18+ gate of random video chat when --min-age lets younger accounts in."""
+        return age_on(profile.date_of_birth, self._today())
+
     def get_profile(self, user_id: str) -> Profile:
         with self._tx(write=False) as conn:
             return self._get_profile(conn, user_id)
 
     _UPDATABLE = (
-        "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent"
+        "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent",
+        "discoverable",
     )
 
     def update_profile(self, user_id: str, **fields: Any) -> Profile:
@@ -513,11 +685,17 @@ class Store:
             values["language"] = _validate_language(fields["language"])
         if "date_of_birth" in fields:
             values["date_of_birth"] = self._validate_dob(fields["date_of_birth"])
+        if "discoverable" in fields:
+            values["discoverable"] = int(_validate_bool("discoverable", fields["discoverable"]))
         consent: bool | None = None
         if "chat_history_consent" in fields:
             consent = _validate_bool("chat_history_consent", fields["chat_history_consent"])
         with self._tx() as conn:
-            self._get_profile(conn, user_id)
+            before = self._get_profile(conn, user_id)
+            if before.discoverable and values.get("discoverable") == 0:
+                # leaving the listing: photo URLs handed out while listed stop working
+                conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
+                             (secrets.token_urlsafe(16), user_id))
             if values:
                 values["updated_at"] = self._now()
                 assignments = ", ".join(f"{name} = ?" for name in values)
@@ -540,8 +718,18 @@ class Store:
     def _delete_user(
         self, conn: sqlite3.Connection, user_id: str, reason: str, request_id: str | None
     ) -> None:
-        self._get_profile(conn, user_id)
+        profile = self._get_profile(conn, user_id)
+        conn.execute("DELETE FROM login_throttle WHERE key = ?",
+                     (self._throttle_key("user", profile.username),))
         counts = {
+            "photos": conn.execute("DELETE FROM photos WHERE user_id = ?", (user_id,)).rowcount,
+            "blocks": conn.execute(
+                "DELETE FROM blocks WHERE blocker_id = ? OR blocked_id = ?",
+                (user_id, user_id)).rowcount,
+            "recovery_codes": conn.execute(
+                "DELETE FROM recovery_codes WHERE user_id = ?", (user_id,)).rowcount,
+            "account_reports": conn.execute(
+                "DELETE FROM account_reports WHERE reported_user_id = ?", (user_id,)).rowcount,
             "chat_messages": conn.execute(
                 "DELETE FROM chat_messages WHERE user_id = ?", (user_id,)).rowcount,
             "tokens": conn.execute("DELETE FROM tokens WHERE user_id = ?", (user_id,)).rowcount,
@@ -773,9 +961,33 @@ class Store:
                 (user_id,),
             )
         ]
+        reports += [
+            {"reason": reason, "at": at}
+            for reason, at in conn.execute(
+                "SELECT reason, at FROM account_reports WHERE reporter_user_id = ?"
+                " ORDER BY at, id",
+                (user_id,),
+            )
+        ]
         return {
             "generated_at": self._now(),
             "profile": {**asdict(profile), "inactivity_flagged_at": flagged_at},
+            "photo": self._photo_export(conn, user_id),
+            "blocked_handles": self._blocked_handles(conn, user_id),
+            "sessions": [
+                {"created_at": created, "expires_at": expires}
+                for created, expires in conn.execute(
+                    "SELECT created_at, expires_at FROM tokens WHERE user_id = ?"
+                    " ORDER BY created_at",
+                    (user_id,),
+                )
+            ],
+            "two_factor": {
+                "enabled": profile.two_factor,
+                "recovery_codes_left": conn.execute(
+                    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ? AND used_at IS NULL",
+                    (user_id,)).fetchone()[0],
+            },
             "consents": {
                 "chat_history_consent": profile.chat_history_consent,
                 "opted_out": profile.opted_out,
@@ -918,6 +1130,11 @@ class Store:
                 " WHERE export_ciphertext IS NOT NULL AND completed_at <= ?",
                 (now - EXPORT_RETENTION_SECONDS,),
             ).rowcount
+            # expired sessions and forgotten sign-in failures are dead weight
+            conn.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                         (now,))
+            conn.execute("DELETE FROM login_throttle WHERE last_failure_at <= ?",
+                         (now - THROTTLE_FORGET - THROTTLE_CAP,))
             if any(counts.values()) or exports_expired:
                 self._audit(conn, None, "retention", exports_expired=exports_expired,
                             **counts)
@@ -930,3 +1147,537 @@ class Store:
         with self._tx(write=False) as conn:
             return [row[0] for row in conn.execute(
                 "SELECT id FROM users WHERE flagged_at IS NOT NULL ORDER BY flagged_at")]
+
+    # -- passwords and sessions --------------------------------------------------------
+
+    def _throttle_key(self, kind: str, value: str) -> str:
+        # keyed so the table holds neither usernames people typed nor addresses
+        return hmac.new(
+            self._key, f"throttle\x00{kind}\x00{value.lower()}".encode(), hashlib.sha256
+        ).hexdigest()
+
+    def _throttle_wait(self, conn: sqlite3.Connection, key: str, free: int, now: float) -> float:
+        """Seconds until `key` may try again (0: now)."""
+        row = conn.execute(
+            "SELECT failures, last_failure_at FROM login_throttle WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None or now - row[1] >= THROTTLE_FORGET:
+            return 0.0
+        failures, last = int(row[0]), float(row[1])
+        if failures < free:
+            return 0.0
+        delay = min(THROTTLE_CAP, THROTTLE_BASE * 2.0 ** (failures - free))
+        return max(0.0, last + delay - now)
+
+    def _throttle_add(self, conn: sqlite3.Connection, key: str, delta: int, now: float) -> None:
+        row = conn.execute(
+            "SELECT failures, last_failure_at FROM login_throttle WHERE key = ?", (key,)
+        ).fetchone()
+        failures = 0 if row is None or now - row[1] >= THROTTLE_FORGET else int(row[0])
+        failures = max(0, failures + delta)
+        if failures == 0:
+            conn.execute("DELETE FROM login_throttle WHERE key = ?", (key,))
+        elif delta > 0:
+            conn.execute(
+                "INSERT INTO login_throttle (key, failures, last_failure_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET failures = excluded.failures,"
+                " last_failure_at = excluded.last_failure_at",
+                (key, failures, now),
+            )
+        else:  # giving back a reservation: the count drops, the clock does not restart
+            conn.execute("UPDATE login_throttle SET failures = ? WHERE key = ?", (failures, key))
+
+    def _reserve_attempt(self, conn: sqlite3.Connection, keys: list[tuple[str, int]]) -> None:
+        """Refuse while any key is locked; else count this attempt as a failure up
+        front, so parallel guesses cannot all slip in before the first one fails.
+        Success gives the reservation back."""
+        now = self._now()
+        wait = max(self._throttle_wait(conn, key, free, now) for key, free in keys)
+        if wait > 0:
+            raise Throttled(wait)
+        for key, _ in keys:
+            self._throttle_add(conn, key, +1, now)
+
+    def _dummy_hash(self) -> str:
+        # An unknown user is checked against this: the same Argon2 work as a wrong
+        # password, so the answer takes as long.
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        return self._dummy
+
+    def _verify_password(self, stored: str | None, password: str) -> bool:
+        self.password_verifications += 1
+        try:
+            return bool(self.hasher.verify(stored or self._dummy_hash(), password)) and (
+                stored is not None
+            )
+        except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
+            return False
+
+    def sign_in(
+        self, username: str, password: str, otp: str | None = None, address: str = ""
+    ) -> tuple[str, float, Profile]:
+        """A new session token for username + password (+ a TOTP or recovery code when
+        two-factor is on). Returns (token, expires_at, profile).
+
+        Raises:
+            Throttled: too many recent failures for this account or address.
+            Unauthorized: invalid_credentials (unknown user and wrong password alike),
+                otp_required, invalid_otp.
+        """
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise Unauthorized("invalid_credentials", "wrong username or password")
+        keys = [(self._throttle_key("user", username), THROTTLE_FREE_ACCOUNT),
+                (self._throttle_key("addr", address), THROTTLE_FREE_ADDRESS)]
+        with self._tx() as conn:
+            self._reserve_attempt(conn, keys)
+            row = conn.execute(
+                "SELECT id, password_hash FROM users WHERE username = ?", (username,)
+            ).fetchone()
+        stored: str | None = row[1] if row is not None else None
+        # exactly one Argon2 verification on every path, outside the store's lock
+        if not self._verify_password(stored, password) or row is None:
+            raise Unauthorized("invalid_credentials", "wrong username or password")
+        user_id: str = row[0]
+        new_hash = self.hasher.hash(password) if self.hasher.check_needs_rehash(stored or "") else None
+        token = secrets.token_urlsafe(32)
+        failure: Unauthorized | None = None
+        with self._tx() as conn:
+            now = self._now()
+            totp = conn.execute(
+                "SELECT totp_enabled FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+            if totp is None:  # deleted meanwhile
+                failure = Unauthorized("invalid_credentials", "wrong username or password")
+            elif totp[0] and otp is None:
+                # the password was right: not a failure, but no session without the code
+                for key, _ in keys:
+                    self._throttle_add(conn, key, -1, now)
+                failure = Unauthorized("otp_required", "two-factor is on: send otp")
+            elif totp[0] and not self._second_factor(conn, user_id, otp or ""):
+                failure = Unauthorized("invalid_otp", "wrong, expired or already used code")
+            else:
+                conn.execute("DELETE FROM login_throttle WHERE key = ?", (keys[0][0],))
+                self._throttle_add(conn, keys[1][0], -1, now)
+                if new_hash is not None and stored is not None:
+                    # parameters changed since this hash was made: upgrade it now that
+                    # the password is at hand (only if it was not changed meanwhile)
+                    conn.execute(
+                        "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+                        (new_hash, user_id, stored),
+                    )
+                expires_at = now + self.session_ttl
+                conn.execute(
+                    "INSERT INTO tokens (token_hash, user_id, created_at, kind, expires_at)"
+                    " VALUES (?, ?, ?, 'session', ?)",
+                    (hash_token(token), user_id, now, expires_at),
+                )
+                conn.execute(
+                    "UPDATE users SET last_seen_at = ?, flagged_at = NULL WHERE id = ?",
+                    (now, user_id),
+                )
+                profile = self._get_profile(conn, user_id)
+        if failure is not None:
+            raise failure
+        return token, expires_at, profile
+
+    def sign_out(self, token: str) -> None:
+        """Delete this token. The creation token of an account without a password is
+        its only way in, so that one is kept (Conflict)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT t.kind, u.password_hash IS NOT NULL FROM tokens t"
+                " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                (hash_token(token),),
+            ).fetchone()
+            if row is None:
+                raise NotFound("unknown token")
+            if row[0] == "profile" and not row[1]:
+                raise Conflict("this token is the account's only way in: set a password first")
+            conn.execute("DELETE FROM tokens WHERE token_hash = ?", (hash_token(token),))
+
+    def set_password(
+        self, user_id: str, password: str, current_password: str | None = None,
+        keep_token: str | None = None,
+    ) -> None:
+        """Set or change the password. Changing one needs the current password; every
+        other sign-in session then ends (the creation token and `keep_token` stay)."""
+        new = _validate_password(password)
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            stored = conn.execute(
+                "SELECT password_hash FROM users WHERE id = ?", (user_id,)
+            ).fetchone()[0]
+        if stored is not None:
+            if current_password is None:
+                raise Invalid("current_password", "required to change the password")
+            if not isinstance(current_password, str) or not self._verify_password(
+                stored, current_password
+            ):
+                raise Invalid("current_password", "wrong password")
+        new_hash = self.hasher.hash(new)
+        with self._tx() as conn:
+            changed = conn.execute(
+                "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?"
+                " AND password_hash IS ?",
+                (new_hash, self._now(), user_id, stored),
+            ).rowcount
+            if not changed:
+                raise Conflict("the password was changed meanwhile; try again")
+            conn.execute(
+                "DELETE FROM tokens WHERE user_id = ? AND kind = 'session' AND token_hash IS NOT ?",
+                (user_id, hash_token(keep_token) if keep_token else None),
+            )
+
+    # -- two-factor (TOTP, RFC 6238) ------------------------------------------------------
+
+    @staticmethod
+    def _totp_aad(user_id: str) -> bytes:
+        return b"totp\x00" + user_id.encode()
+
+    def _recovery_hash(self, user_id: str, code: str) -> str:
+        # 80 random bits per code: a fast hash is enough (like the tokens)
+        return hashlib.sha256(
+            f"recovery\x00{user_id}\x00{_normal_recovery_code(code)}".encode()).hexdigest()
+
+    def _match_totp(self, secret: str, code: str, last_step: int) -> int | None:
+        """The time step `code` is valid for (now, or one step either side for clock
+        drift), if it is later than the last code used (no replay)."""
+        if len(code) != 6 or not (code.isascii() and code.isdigit()):
+            return None
+        totp = pyotp.TOTP(secret, interval=TOTP_STEP)
+        now_step = int(self._now()) // TOTP_STEP
+        for step in (now_step - 1, now_step, now_step + 1):
+            if step > last_step and hmac.compare_digest(totp.generate_otp(step), code):
+                return step
+        return None
+
+    def _second_factor(self, conn: sqlite3.Connection, user_id: str, code: str) -> bool:
+        """Check (and use up) a TOTP code or a recovery code for an enabled account."""
+        row = conn.execute(
+            "SELECT totp_nonce, totp_ciphertext, totp_last_step FROM users WHERE id = ?",
+            (user_id,),
+        ).fetchone()
+        if row is None or row[0] is None or not isinstance(code, str) or len(code) > 64:
+            return False
+        secret = crypto.open_sealed(self._key, row[0], row[1], self._totp_aad(user_id)).decode()
+        step = self._match_totp(secret, code, int(row[2]))
+        if step is not None:
+            conn.execute("UPDATE users SET totp_last_step = ? WHERE id = ?", (step, user_id))
+            return True
+        used = conn.execute(
+            "UPDATE recovery_codes SET used_at = ? WHERE user_id = ? AND code_hash = ?"
+            " AND used_at IS NULL",
+            (self._now(), user_id, self._recovery_hash(user_id, code)),
+        ).rowcount
+        return bool(used)
+
+    def totp_enrol(self, user_id: str) -> tuple[str, str]:
+        """A new (pending) TOTP secret: (secret, otpauth:// URI). Two-factor turns on
+        only with totp_confirm."""
+        secret = pyotp.random_base32()  # 160 bits, RFC 4226's recommended length
+        with self._tx() as conn:
+            profile = self._get_profile(conn, user_id)
+            if profile.two_factor:
+                raise Conflict("two-factor is already on; turn it off first")
+            nonce, ciphertext = crypto.seal(self._key, secret.encode(), self._totp_aad(user_id))
+            conn.execute(
+                "UPDATE users SET totp_nonce = ?, totp_ciphertext = ?, totp_last_step = 0"
+                " WHERE id = ?",
+                (nonce, ciphertext, user_id),
+            )
+        uri = pyotp.TOTP(secret, interval=TOTP_STEP).provisioning_uri(
+            name=profile.username, issuer_name=TOTP_ISSUER)
+        return secret, uri
+
+    def totp_confirm(self, user_id: str, code: str) -> list[str]:
+        """Turn two-factor on with the first valid code; returns the ten recovery codes
+        (shown once, stored hashed)."""
+        codes = []
+        for _ in range(RECOVERY_CODES):
+            raw = base64.b32encode(secrets.token_bytes(10)).decode()
+            codes.append("-".join(raw[i:i + 4] for i in range(0, 16, 4)))
+        with self._tx() as conn:
+            profile = self._get_profile(conn, user_id)
+            row = conn.execute(
+                "SELECT totp_nonce, totp_ciphertext, totp_last_step FROM users WHERE id = ?",
+                (user_id,),
+            ).fetchone()
+            if profile.two_factor:
+                raise Conflict("two-factor is already on")
+            if row[0] is None:
+                raise Conflict("enrol first (POST .../totp)")
+            secret = crypto.open_sealed(self._key, row[0], row[1], self._totp_aad(user_id))
+            step = self._match_totp(secret.decode(), code, int(row[2]))
+            if step is None:
+                raise Invalid("code", "wrong or expired code")
+            conn.execute(
+                "UPDATE users SET totp_enabled = 1, totp_last_step = ? WHERE id = ?",
+                (step, user_id),
+            )
+            conn.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user_id,))
+            conn.executemany(
+                "INSERT INTO recovery_codes (user_id, code_hash) VALUES (?, ?)",
+                [(user_id, self._recovery_hash(user_id, c)) for c in codes],
+            )
+        return codes
+
+    def totp_disable(self, user_id: str, code: str) -> None:
+        """Turn two-factor off: needs a valid TOTP or recovery code."""
+        ok = False
+        with self._tx() as conn:
+            profile = self._get_profile(conn, user_id)
+            if not profile.two_factor:
+                raise Conflict("two-factor is not on")
+            key = self._throttle_key("user", profile.username)
+            # wrong codes count towards the account's sign-in throttle
+            self._reserve_attempt(conn, [(key, THROTTLE_FREE_ACCOUNT)])
+            ok = self._second_factor(conn, user_id, code)
+            if ok:
+                self._throttle_add(conn, key, -1, self._now())
+                conn.execute(
+                    "UPDATE users SET totp_enabled = 0, totp_nonce = NULL,"
+                    " totp_ciphertext = NULL, totp_last_step = 0 WHERE id = ?",
+                    (user_id,),
+                )
+                conn.execute("DELETE FROM recovery_codes WHERE user_id = ?", (user_id,))
+        if not ok:
+            raise Invalid("code", "wrong, expired or already used code")
+
+    # -- photos ----------------------------------------------------------------------
+
+    @staticmethod
+    def _photo_aad(user_id: str) -> bytes:
+        return b"photo\x00" + user_id.encode()
+
+    def set_photo(self, user_id: str, jpeg: bytes, width: int, height: int) -> str:
+        """Store an already cleaned photo (mediaserver.store.photos), sealed with the
+        data key; returns its new public id (a new one per upload)."""
+        public_id = secrets.token_urlsafe(16)
+        nonce, ciphertext = crypto.seal(self._key, jpeg, self._photo_aad(user_id))
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            conn.execute(
+                "INSERT INTO photos (user_id, public_id, width, height, updated_at, nonce,"
+                " ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET"
+                " public_id = excluded.public_id, width = excluded.width,"
+                " height = excluded.height, updated_at = excluded.updated_at,"
+                " nonce = excluded.nonce, ciphertext = excluded.ciphertext",
+                (user_id, public_id, width, height, self._now(), nonce, ciphertext),
+            )
+        self._scrub_wal()  # the old photo's pages
+        return public_id
+
+    def _open_photo(self, user_id: str, nonce: bytes, ciphertext: bytes) -> bytes:
+        return crypto.open_sealed(self._key, nonce, ciphertext, self._photo_aad(user_id))
+
+    def get_photo(self, user_id: str) -> bytes:
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            row = conn.execute(
+                "SELECT nonce, ciphertext FROM photos WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound("no photo")
+        return self._open_photo(user_id, row[0], row[1])
+
+    def public_photo(self, public_id: str) -> bytes:
+        """A photo by the public id its owner's card or listing carried."""
+        if not isinstance(public_id, str) or not 1 <= len(public_id) <= 64:
+            raise NotFound("no photo")
+        with self._tx(write=False) as conn:
+            row = conn.execute(
+                "SELECT user_id, nonce, ciphertext FROM photos WHERE public_id = ?",
+                (public_id,),
+            ).fetchone()
+        if row is None:
+            raise NotFound("no photo")
+        return self._open_photo(row[0], row[1], row[2])
+
+    def delete_photo(self, user_id: str) -> None:
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            if not conn.execute("DELETE FROM photos WHERE user_id = ?", (user_id,)).rowcount:
+                raise NotFound("no photo")
+        self._scrub_wal()
+
+    def _photo_export(self, conn: sqlite3.Connection, user_id: str) -> dict[str, Any] | None:
+        row = conn.execute(
+            "SELECT width, height, updated_at, nonce, ciphertext FROM photos WHERE user_id = ?",
+            (user_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "content_type": "image/jpeg", "width": row[0], "height": row[1],
+            "updated_at": row[2],
+            "data_base64": base64.b64encode(self._open_photo(user_id, row[3], row[4])).decode(),
+        }
+
+    # -- blocks, browsing, cards, reports -----------------------------------------------
+
+    def _user_by_handle(self, conn: sqlite3.Connection, handle: object, field: str) -> str:
+        if not isinstance(handle, str) or not _USERNAME.fullmatch(handle):
+            raise Invalid(field, "3-32 characters: letters, digits, _ . -")
+        row = conn.execute("SELECT id FROM users WHERE username = ?", (handle,)).fetchone()
+        if row is None:
+            raise NotFound("no such handle")
+        return str(row[0])
+
+    def block(self, user_id: str, handle: str) -> None:
+        """An account-level block: neither sees the other in listings, in either
+        direction. Blocking again is a no-op."""
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle")
+            if other == user_id:
+                raise Invalid("handle", "you cannot block yourself")
+            conn.execute(
+                "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, at) VALUES (?, ?, ?)",
+                (user_id, other, self._now()),
+            )
+
+    def unblock(self, user_id: str, handle: str) -> None:
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle")
+            if not conn.execute(
+                "DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?", (user_id, other)
+            ).rowcount:
+                raise NotFound("not blocked")
+
+    def _blocked_handles(self, conn: sqlite3.Connection, user_id: str) -> list[str]:
+        return [row[0] for row in conn.execute(
+            "SELECT u.username FROM blocks b JOIN users u ON u.id = b.blocked_id"
+            " WHERE b.blocker_id = ? ORDER BY b.at, u.username", (user_id,))]
+
+    def blocked_handles(self, user_id: str) -> list[str]:
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            return self._blocked_handles(conn, user_id)
+
+    def _card(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """The public card: handle, photo URL, bio, interests. Nothing else."""
+        return {
+            "handle": row[0],
+            "photo_url": None if row[1] is None else PHOTO_PATH + row[1],
+            "bio": row[2],
+            "interests": list(json.loads(row[3])),
+        }
+
+    def browse(
+        self, viewer_id: str, interest: str | None = None, language: str | None = None,
+        cursor: str | None = None, limit: int = BROWSE_PAGE,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Discoverable profiles for the viewer, most shared interests first (then by
+        id, for stable pages), without anyone blocked either way. Returns (cards, the
+        cursor of the next page or None)."""
+        if interest is not None:
+            wanted = _validate_interests([interest])
+            interest = wanted[0] if wanted else None
+        if language is not None:
+            language = _validate_language(language)
+        after: tuple[int, str] | None = None
+        if cursor is not None:
+            try:
+                shared_text, _, after_id = base64.urlsafe_b64decode(
+                    cursor.encode("ascii") + b"=" * (-len(cursor) % 4)).decode().partition(":")
+                after = (int(shared_text), after_id)
+                if not after_id or after[0] < 0:
+                    raise ValueError
+            except (ValueError, UnicodeError):
+                raise Invalid("cursor", "not a cursor this server gave out") from None
+        with self._tx(write=False) as conn:
+            viewer = self._get_profile(conn, viewer_id)
+            today = self._today()
+            params: list[Any] = [json.dumps(viewer.interests), viewer_id, viewer_id, viewer_id]
+            where = ""
+            if interest is not None:
+                where += " AND EXISTS (SELECT 1 FROM json_each(u.interests) WHERE value = ?)"
+                params.append(interest)
+            if language is not None:
+                where += " AND u.language = ? COLLATE NOCASE"
+                params.append(language)
+            page = ""
+            if after is not None:
+                page = " WHERE shared < ? OR (shared = ? AND id > ?)"
+                params += [after[0], after[0], after[1]]
+            params.append(limit + 1)
+            rows = conn.execute(
+                "SELECT * FROM (SELECT u.username, p.public_id, u.bio, u.interests,"
+                " u.date_of_birth, u.id,"
+                " (SELECT COUNT(*) FROM json_each(u.interests) j"
+                "  WHERE j.value IN (SELECT value FROM json_each(?))) AS shared"
+                " FROM users u LEFT JOIN photos p ON p.user_id = u.id"
+                " WHERE u.discoverable = 1 AND u.id != ?"
+                " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = ?"
+                "  AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = ?))"
+                f"{where}){page} ORDER BY shared DESC, id LIMIT ?",
+                params,
+            ).fetchall()
+        cards = [
+            {**self._card(row), "age_band": age_band(age_on(row[4], today))}
+            for row in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = base64.urlsafe_b64encode(
+                f"{last[6]}:{last[5]}".encode()).decode().rstrip("=")
+        return cards, next_cursor
+
+    def share_profile_card(self, user_id: str) -> dict[str, Any]:
+        """The user's public card for the stranger they are talking to, and the record
+        of that consent."""
+        with self._tx() as conn:
+            profile = self._get_profile(conn, user_id)
+            conn.execute(
+                "INSERT INTO consents (user_id, kind, granted, source, at)"
+                " VALUES (?, 'share_profile', 1, 'signalling', ?)",
+                (user_id, self._now()),
+            )
+            return self._card((profile.username, profile.photo_id, profile.bio,
+                               json.dumps(profile.interests)))
+
+    def report_account(self, reporter_id: str, handle: str, reason: str) -> str:
+        """Report an account by its handle (seen in a listing or a shared card);
+        returns the report id an operator acts on."""
+        if reason not in ACCOUNT_REPORT_REASONS:
+            raise Invalid("reason", "must be one of " + ", ".join(ACCOUNT_REPORT_REASONS))
+        report_id = secrets.token_urlsafe(12)
+        with self._tx() as conn:
+            self._get_profile(conn, reporter_id)
+            reported = self._user_by_handle(conn, handle, "handle")
+            if reported == reporter_id:
+                raise Invalid("handle", "you cannot report yourself")
+            conn.execute(
+                "INSERT INTO account_reports (id, reported_user_id, reporter_user_id, reason,"
+                " at) VALUES (?, ?, ?, ?, ?)",
+                (report_id, reported, reporter_id, reason, self._now()),
+            )
+        return report_id
+
+    def underage_reports(self) -> list[dict[str, Any]]:
+        """Open `underage` reports, oldest first, for an operator to review."""
+        with self._tx(write=False) as conn:
+            return [
+                {"report_id": rid, "reported_user_id": uid, "at": at}
+                for rid, uid, at in conn.execute(
+                    "SELECT id, reported_user_id, at FROM account_reports"
+                    " WHERE reason = 'underage' ORDER BY at, id")
+            ]
+
+    def confirm_underage(self, report_id: str) -> None:
+        """An operator confirmed an `underage` report: the reported account and all its
+        data go at once; the audit log keeps an entry without personal data."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT reported_user_id, reason FROM account_reports WHERE id = ?",
+                (report_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such report")
+            if row[1] != "underage":
+                raise Invalid("report", f"report is for {row[1]!r}, not underage")
+            self._delete_user(conn, row[0], reason="underage_confirmed", request_id=None)
+        self._scrub_wal()
