@@ -90,19 +90,34 @@ def free_port() -> int:
 
 
 def server_cpu(pid: int) -> float:
-    """CPU seconds of every thread of `pid` (schedstat, ns precision)."""
+    """CPU seconds of every thread of `pid` and of its child processes (the
+    workers of `--workers N`), from schedstat (ns precision)."""
     total = 0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0.0
+    children: list[int] = []
     for task in tasks:
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
                 total += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
         except (OSError, ValueError, IndexError):
             pass
-    return total / 1e9
+    return total / 1e9 + sum(server_cpu(c) for c in children)
+
+
+def worker_cpu(pid: int) -> list[float]:
+    """CPU seconds of each child process of `pid` (one per worker), in pid order."""
+    children: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    children += [int(c) for c in f.read().split()]
+    return [server_cpu(c) for c in sorted(children)]
 
 
 def hist_percentiles(hist: np.ndarray, points: tuple[float, ...]) -> list[float | None]:
@@ -178,6 +193,8 @@ class Visitor:
     answer: asyncio.Future | None = None
     welcomed: asyncio.Event = field(default_factory=asyncio.Event)
     first_pending: tuple[int, int] | None = None  # (partner index, matched ns)
+    handshaken: bool = False
+    offering: bool = False  # an offer is out and its answer not used yet
 
 
 class Run:
@@ -191,8 +208,11 @@ class Run:
         self.eng = module.Visitors(n, opts.fps, opts.video_kbps, opts.keyframe_factor,
                                    opts.audio_bytes)
         cert = DtlsCertificate.generate()
+        self.cert = cert
         self.visitors = [Visitor(i, SyntheticPeer(i, "sendrecv", cert, host=visitor_host(i)))
                          for i in range(n)]
+        self.reoffers = 0  # `reoffer` answered with a new peer before media started
+        self.late_reoffers = 0  # `reoffer` after media started: that visitor stops
         self.by_handle: dict[str, int] = {}
         self.measuring = False
         self.matches = 0  # `matched` messages in the window (2 per pair)
@@ -226,12 +246,37 @@ class Run:
                     self._matched(v, msg["partner"], loop.time())
                 elif kind == "partner_left":
                     self._end_match(v)
+                elif kind == "reoffer":
+                    self._reoffer(v)
                 elif kind == "stopped":
                     v.stopped.set()
                 elif kind == "error":
                     self.errors.append(f"{msg.get('code')}: {msg.get('message')}")
                     if v.answer is not None and not v.answer.done() and msg.get("ref") == "offer":
                         v.answer.set_exception(RuntimeError(msg.get("message")))
+
+    def _reoffer(self, v: Visitor) -> None:
+        """The pair's media is on another worker or node: offer from a new peer
+        (before the handshake; after it, the visitor stops and is counted)."""
+        if v.handshaken:
+            self.late_reoffers += 1
+            self.eng.activate(v.index, False)
+            return
+        self.reoffers += 1
+        v.peer.close()
+        v.peer = SyntheticPeer(v.index, "sendrecv", self.cert, host=visitor_host(v.index))
+        v.answer = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().create_task(self._offer(v))
+
+    async def _offer(self, v: Visitor) -> None:
+        v.offering = True
+        peer, answer = v.peer, v.answer
+        assert answer is not None
+        await self._send(v, "offer", sdp=peer.offer())
+        sdp = await asyncio.wait_for(answer, 20)
+        if peer is v.peer:
+            peer.accept("ws", sdp)
+            v.offering = False
 
     def _matched(self, v: Visitor, partner_handle: str, now: float) -> None:
         self._check_first(v)
@@ -286,10 +331,7 @@ class Run:
             await self._send(v, "hello", age_confirmed=True)
             await asyncio.wait_for(v.welcomed.wait(), 20)
             await self._send(v, "start")
-            await self._send(v, "offer", sdp=v.peer.offer())
-            answer = await asyncio.wait_for(v.answer, 20)
-            session = answer  # the session id is not needed: one session per connection
-            v.peer.accept("ws", session)
+            await self._offer(v)
 
     def _handshake_chunk(self, chunk: list[Visitor]) -> None:
         """ICE + DTLS for a few visitors (blocking: runs in a worker thread), then
@@ -297,6 +339,7 @@ class Run:
         peers = [v.peer for v in chunk]
         handshake(peers, timeout=20)
         for v in chunk:
+            v.handshaken = True
             p = v.peer
             assert p.keys is not None and p.server_addr is not None
             self.eng.setup(v.index, p.sock.fileno(), p.server_addr[0], p.server_addr[1],
@@ -314,7 +357,8 @@ class Run:
         c = self.eng.counters()
         return {"t": time.monotonic(), "sent": c["sent"], "received": c["received"],
                 "own_cpu": time.process_time(),
-                "cpu": server_cpu(self.pid) if self.pid else 0.0, "matches": self.matches}
+                "cpu": server_cpu(self.pid) if self.pid else 0.0, "matches": self.matches,
+                "workers": worker_cpu(self.pid) if self.pid else []}
 
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -332,6 +376,15 @@ class Run:
         t_setup = time.monotonic()
         sem = asyncio.Semaphore(64)
         await asyncio.gather(*(self._connect(v, sem) for v in self.visitors))
+        # with several workers a pair's media lives on one: wait for the pairs and
+        # any new offers they asked for, so each visitor handshakes with its pair's worker
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            any(v.offering for v in self.visitors)
+            or sum(v.partner is not None for v in self.visitors) < self.n - self.n % 2
+        ):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
         for i in range(0, self.n, CHUNK):
             await loop.run_in_executor(None, self._handshake_chunk, self.visitors[i:i + CHUNK])
         setup_s = time.monotonic() - t_setup
@@ -453,6 +506,9 @@ class Run:
             "first_media_p50_ms": pct(fm, 50),
             "first_media_p99_ms": pct(fm, 99),
             "server_cpu": round(cpu / dt, 4) if self.pid else None,
+            "worker_cpu": [round((b - a) / dt, 4) for a, b in zip(start["workers"], final["workers"])],
+            "reoffers": self.reoffers,
+            "late_reoffers": self.late_reoffers,
             "generator_cpu": round((final["own_cpu"] - start["own_cpu"]) / dt, 4),
             "server_cpu_us_per_packet": round(cpu / received * 1e6, 3)
             if self.pid and received else None,
@@ -635,7 +691,8 @@ def plot(results: list[dict[str, Any]], path: str, title: str = "") -> None:
 def _table(r: dict[str, Any]) -> str:
     keys = ["calls", "offered_pps", "received_pps", "loss", "jitter_audio_ms", "jitter_video_ms",
             "latency_p50_ms", "latency_p99_ms", "matches_per_s", "first_media_p50_ms",
-            "first_media_p99_ms", "server_cpu", "server_cpu_us_per_packet", "generator_cpu"]
+            "first_media_p99_ms", "server_cpu", "worker_cpu", "server_cpu_us_per_packet",
+            "generator_cpu", "reoffers", "late_reoffers"]
     return "\n".join(f"{k:>26}  {r.get(k)}" for k in keys)
 
 
@@ -645,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--url", help="a running server's ws://127.0.0.1:PORT/ws (else: start one)")
     parser.add_argument("--server-pid", type=int, help="its pid, for CPU per packet")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the started server's --workers (CPU counts its worker processes)")
     parser.add_argument("--visitors", type=int, default=20)
     parser.add_argument("--calls", help="comma-separated numbers of calls (pairs): one run each")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per run")
@@ -693,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
             check_loopback(urlparse(args.url).hostname or "")
             url, pid = args.url, args.server_pid
         else:
-            server = Server(["--skip-cooldown", "1", "--match-interest-wait", "0"])
+            server = Server(["--skip-cooldown", "1", "--match-interest-wait", "0",
+                             "--workers", str(args.workers)])
             url, pid = server.url, server.pid
         if args.capacity:
             result = capacity(url, pid, args, opts)

@@ -9,6 +9,7 @@ import logging
 import signal
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -23,8 +24,9 @@ from starlette.staticfiles import StaticFiles
 from mediaserver import logs
 from mediaserver.api import background_tasks, create_api
 from mediaserver.config import LIVE_SETTINGS, Config
-from mediaserver.matchmaker import MatchPolicy, create_matchmaker
-from mediaserver.metrics import Metrics
+from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
+from mediaserver.metrics import Metrics, merge_expositions
+from mediaserver.node.bus import Bus, LocalBus
 from mediaserver.sfu.server import Sfu, SfuConfig
 from mediaserver.signalling.hub import SignallingHub
 from mediaserver.signalling.protocol import MAX_FRAME_BYTES
@@ -37,14 +39,39 @@ WEB_ROOT = Path(__file__).parent / "web"
 MATCH_TICK = 0.25  # seconds between re-examinations of the queue (interest waits)
 
 
-def create_app(sfu: Sfu, hub: SignallingHub, store: Store | None = None) -> Starlette:
+@dataclass
+class WorkerSpec:
+    """One worker of `--workers N` (mediaserver.node.workers starts it)."""
+
+    index: int
+    node_id: str
+    """This worker's node id: "<node>.w<index>"."""
+    fd: int
+    """Its HTTP listening socket (the supervisor binds one per worker, SO_REUSEPORT)."""
+    coordinator: str | None
+    """Unix socket of the supervisor's coordinator; None: Redis (--redis-url)."""
+
+
+def create_app(
+    sfu: Sfu, hub: SignallingHub, store: Store | None = None, worker: WorkerSpec | None = None
+) -> Starlette:
     """The HTTP app; with a store, the REST API under /api/v1 (its background
     processing is started by `start_background`, since lifespan is off)."""
 
-    metrics = Metrics(hub, sfu)
+    metrics = Metrics(hub, sfu, worker=str(worker.index) if worker else "0")
+    siblings_prefix = worker.node_id.rpartition(".w")[0] + ".w" if worker else None
+
+    async def on_request(msg: dict[str, object]) -> dict[str, object] | None:
+        if msg.get("t") == "metrics":
+            return {"text": (await metrics.render()).decode()}
+        return None
+
+    hub.on_request = on_request
 
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "sessions": len(sfu.sessions)})
+        return JSONResponse(
+            {"status": "ok", "sessions": len(sfu.sessions), "nodes": len(hub.bus.nodes())}
+        )
 
     async def readyz(request: Request) -> JSONResponse:
         if hub.draining:
@@ -52,7 +79,21 @@ def create_app(sfu: Sfu, hub: SignallingHub, store: Store | None = None) -> Star
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(await metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        body = await metrics.render()
+        if siblings_prefix is not None:
+            # a scrape reaches one worker: it gathers the other workers' series
+            others = [
+                n for n in hub.bus.nodes() if n.startswith(siblings_prefix) and n != hub.node_id
+            ]
+            replies = await asyncio.gather(
+                *(hub.bus.request(n, {"t": "metrics"}, timeout=1.0) for n in others),
+                return_exceptions=True,
+            )
+            texts = [body.decode()] + [
+                str(r["text"]) for r in replies if isinstance(r, dict) and "text" in r
+            ]
+            body = merge_expositions(texts)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     routes: list[Route | WebSocketRoute | Mount] = [
         Route("/healthz", healthz),
@@ -78,19 +119,28 @@ def start_background(store: Store) -> asyncio.Task[None]:
 
 def open_store(config: Config) -> Store:
     """The SQLite store at --db, its chat key from --data-key-file (made on first run)."""
-    return Store(config.db, load_or_create_data_key(config.data_key_file))
+    return Store(
+        config.db,
+        load_or_create_data_key(config.data_key_file),
+        min_age=config.min_age,
+        session_ttl=config.session_ttl,
+    )
 
 
-async def start_services(config: Config) -> tuple[Sfu, SignallingHub, Store]:
-    """The store, the SFU and the signalling hub with its matchmaker, started."""
+async def start_services(
+    config: Config, worker: WorkerSpec | None = None
+) -> tuple[Sfu, SignallingHub, Store]:
+    """The store, the SFU and the signalling hub with its matchmaker and bus, started."""
     store = await asyncio.to_thread(open_store, config)
+    udp_port = config.udp_port + worker.index if worker and config.udp_port else config.udp_port
     sfu = Sfu(
         SfuConfig(
             host=config.udp_host,
-            udp_port=config.udp_port,
+            udp_port=udp_port,
             announced_ip=config.announced_ip,
             effects_workers=config.effects_workers,
             max_effect_streams=config.max_effect_streams,
+            max_peers=config.max_sessions,
         )
     )
     try:
@@ -103,15 +153,58 @@ async def start_services(config: Config) -> tuple[Sfu, SignallingHub, Store]:
     )
     from mediaserver import ai_filters
 
+    try:
+        bus, matchmaker_factory = await _node_layer(config, policy, worker)
+    except BaseException:
+        await sfu.close()
+        store.close()
+        raise
     hub = SignallingHub(
         sfu,
-        lambda on_match: create_matchmaker(config.redis_url, policy, on_match),
+        matchmaker_factory,
+        identity_key=_identity_key(config),
         mutual_reveal=config.mutual_reveal,
         effects=ai_filters.EFFECTS,
         store=store,
+        bus=bus,
     )
-    await hub.matchmaker.start()
+    await hub.start()
     return sfu, hub, store
+
+
+def _identity_key(config: Config) -> bytes:
+    """The key addresses are hashed with: the same on every node and worker (so
+    reports count, and refusals stick, wherever a visitor lands), derived from the
+    data key, never stored apart."""
+    import hashlib
+    import hmac
+
+    key = load_or_create_data_key(config.data_key_file)
+    return hmac.new(key, b"mediaserver identity key v1", hashlib.sha256).digest()
+
+
+async def _node_layer(
+    config: Config, policy: MatchPolicy, worker: WorkerSpec | None
+) -> tuple[Bus, Callable[[OnMatch], Matchmaker]]:
+    """The bus and matchmaker: the coordinator's (workers of one machine), Redis's
+    (several nodes), or in-process (one node, one worker)."""
+    if worker is not None and worker.coordinator is not None:
+        from mediaserver.node.coordinator import (
+            CoordinatorBus,
+            CoordinatorLink,
+            CoordinatorMatchmaker,
+        )
+
+        link = CoordinatorLink(worker.node_id)
+        await link.connect(worker.coordinator)
+        return CoordinatorBus(link), lambda on_match: CoordinatorMatchmaker(link, policy, on_match)
+    if config.redis_url:
+        from mediaserver.node.redis_bus import RedisBus
+
+        url = config.redis_url
+        node = worker.node_id if worker is not None else config.node_name()
+        return RedisBus(url, node), lambda on_match: create_matchmaker(url, policy, on_match)
+    return LocalBus("local"), lambda on_match: create_matchmaker(None, policy, on_match)
 
 
 async def _tick(hub: SignallingHub) -> None:
@@ -180,9 +273,13 @@ def apply_live(
     return changed
 
 
-async def serve(config: Config, reload: Callable[[], Config] | None = None) -> None:
+async def serve(
+    config: Config,
+    reload: Callable[[], Config] | None = None,
+    worker: WorkerSpec | None = None,
+) -> None:
     config = dataclasses.replace(config)  # SIGHUP changes this copy
-    sfu, hub, store = await start_services(config)
+    sfu, hub, store = await start_services(config, worker)
     logger.info(
         "started",
         extra={
@@ -191,8 +288,11 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
             "http": f"{config.host}:{config.port}",
         },
     )
-    app = create_app(sfu, hub, store)
-    server = _Server(uvicorn_config(app, config, own_logging=True))
+    app = create_app(sfu, hub, store, worker)
+    uv_config = uvicorn_config(app, config, own_logging=True)
+    if worker is not None:
+        uv_config.fd = worker.fd  # bound by the supervisor
+    server = _Server(uv_config)
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
 
@@ -228,8 +328,12 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     loop.add_signal_handler(signal.SIGINT, stop)
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    link = getattr(hub.bus, "_link", None)
+    if link is not None:
+        link.on_lost = stop  # the supervisor is gone: so is this worker
     ticker = asyncio.create_task(_tick(hub))
-    background = start_background(store)
+    # one process runs the store's timer (the workers share the database)
+    background = start_background(store) if worker is None or worker.index == 0 else None
     lag = asyncio.create_task(app.state.metrics.watch_loop_lag())
     try:
         await server.serve()
@@ -238,16 +342,21 @@ async def serve(config: Config, reload: Callable[[], Config] | None = None) -> N
             task.cancel()
         lag.cancel()
         ticker.cancel()
-        background.cancel()
-        await hub.matchmaker.close()
+        if background is not None:
+            background.cancel()
+        await hub.close()
         await sfu.close()
         await asyncio.to_thread(store.close)  # after a run in flight (the store's lock)
 
 
-def run(config: Config, reload: Callable[[], Config] | None = None) -> int:
+def run(
+    config: Config,
+    reload: Callable[[], Config] | None = None,
+    worker: WorkerSpec | None = None,
+) -> int:
     logs.setup(config.log_level, config.log_format, config.log_ips)
     try:
-        uvloop.run(serve(config, reload))
+        uvloop.run(serve(config, reload, worker))
     except (OSError, StoreError, sqlite3.Error) as exc:
         logger.error("cannot start: %s", exc)
         return 1

@@ -37,6 +37,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -85,6 +95,16 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         _str,
         "keep the match queue in Redis, shared by several nodes (absent: in-process)",
     ),
+    "node_id": (
+        _str,
+        "this node's name among the nodes sharing --redis-url (default: host name + random)",
+    ),
+    "workers": (
+        _int,
+        "processes, each with its own event loop, SFU and UDP port (--udp-port + i); "
+        "0: one per core",
+    ),
+    "max_sessions": (_int, "media sessions one worker holds at most (placement needs room)"),
     "match_interest_wait": (
         _seconds,
         "seconds a waiting visitor prefers a partner with a shared interest; live",
@@ -116,6 +136,11 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
             "on first run)"
         ),
     ),
+    "min_age": (
+        _int,
+        "youngest age (years) a profile's date of birth may give; younger is refused (>= 13)",
+    ),
+    "session_ttl": (_number, "seconds a sign-in session token lasts (60 .. a year)"),
 }
 
 
@@ -189,8 +214,9 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"{env}: {exc}") from None
     values.update(args)
-    if values.get("redis_url") == "":
-        values["redis_url"] = None
+    for name in ("redis_url", "node_id"):
+        if values.get(name) == "":
+            values[name] = None
     config = Config(**values, config_file=config_file)
     config.validate()
     return config
@@ -209,7 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         from mediaserver.store.retention import main as retention_main
 
         return retention_main(args[1:])
+    if args[:1] == ["accounts"]:  # `mediaserver accounts confirm-underage ID`, operators
+        from mediaserver.store.accounts import main as accounts_main
+
+        return accounts_main(args[1:])
     config = parse_config(args)
+    if config.worker_count() > 1:
+        from mediaserver.node.workers import run_workers
+
+        return run_workers(config, args)
     from mediaserver.app import run
 
     return run(config, reload=lambda: load_config(args))

@@ -50,10 +50,21 @@ class Config:
     """Threads that decode, process and encode video for effects."""
     max_effect_streams: int = 8
     """Senders with an effect on at once; more are refused with effects_busy."""
+    workers: int = 0
+    """Processes, each with its own event loop, SFU and UDP port (udp_port + i);
+    0: one per core."""
+    node_id: str | None = None
+    """This node's name among several sharing --redis-url; None: host name + random."""
+    max_sessions: int = 4096
+    """Media sessions one worker holds at most; pairs go to workers with room."""
     db: str = "mediaserver.db"
     """SQLite file for profiles, privacy requests and opted-in chat history."""
     data_key_file: str = "mediaserver.key"
     """32-byte key encrypting chat history at rest; created (0600) on first run."""
+    min_age: int = 18
+    """Youngest age accepted for a profile's date of birth (13 at the least)."""
+    session_ttl: float = 30 * 86400.0
+    """Seconds a sign-in session token lasts."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -79,9 +90,28 @@ class Config:
             ("redis://", "rediss://", "unix://")
         ):
             raise ValueError("--redis-url must start with redis://, rediss:// or unix://")
+        if not 0 <= self.workers <= 256:
+            raise ValueError(f"--workers must be 0..256 (0: one per core), not {self.workers}")
+        if self.udp_port and self.udp_port + self.worker_count() - 1 > 65535:
+            raise ValueError("--udp-port + --workers - 1 must be at most 65535")
+        if not 2 <= self.max_sessions <= 1_000_000:
+            raise ValueError(f"--max-sessions must be 2..1000000, not {self.max_sessions}")
+        if self.node_id is not None:
+            from mediaserver.node.bus import NODE_ID
+
+            if not NODE_ID.match(self.node_id):
+                raise ValueError(
+                    f"--node-id must be 1-64 of letters, digits, '_', '.', '-', not {self.node_id!r}"
+                )
         for name in ("db", "data_key_file"):
             _check_file(f"--{name.replace('_', '-')}", getattr(self, name))
         _check_data_key(self.data_key_file)
+        if not 13 <= self.min_age <= 130:
+            raise ValueError(f"--min-age must be 13..130 years, not {self.min_age}")
+        if not 60 <= self.session_ttl <= 366 * 86400:
+            raise ValueError(
+                f"--session-ttl must be 60..31622400 seconds (a year), not {self.session_ttl}"
+            )
         import ipaddress
 
         try:
@@ -92,13 +122,30 @@ class Config:
             ) from None
 
 
+    def worker_count(self) -> int:
+        import os
+
+        return self.workers or os.cpu_count() or 1
+
+    def node_name(self) -> str:
+        """--node-id, or the host name with a random suffix (unique per start)."""
+        if self.node_id:
+            return self.node_id
+        import re
+        import secrets
+        import socket
+
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "node"
+        return f"{host}-{secrets.token_hex(3)}"
+
+
 FILE_KEYS = frozenset(f.name for f in fields(Config)) - {"udp_host", "config_file"}
 """Keys a --config TOML file may set: the flag names with underscores."""
 
 
 def _field_type(name: str) -> type:
     default = getattr(Config(), name)
-    if name == "redis_url":
+    if name in ("redis_url", "node_id"):
         return str
     return type(default)
 

@@ -52,7 +52,10 @@ class _Collector(Collector):
         for state in ("new", "idle", "queued", "matched"):
             peers.add_metric([w, state], states.get(state, 0))
         yield peers
-        yield _gauge("mediaserver_pairs", "matched pairs", w, states.get("matched", 0) // 2)
+        yield _gauge(
+            "mediaserver_pairs", "matched pairs (one split over two workers: half on each)", w,
+            hub.pairs(),
+        )
         yield _gauge(
             "mediaserver_queue_length", "tickets in the match queue", w, m.queue_length
         )
@@ -170,3 +173,25 @@ class Metrics:
             lag = max(0.0, loop.time() - start - LAG_INTERVAL)
             self.loop_lag.set(lag)
             self.loop_lag_hist.observe(lag)
+
+
+def merge_expositions(texts: list[str]) -> bytes:
+    """Several workers' /metrics texts as one (each series keeps its worker label)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Any] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            have = families.get(family.name)
+            if have is None:
+                families[family.name] = family
+            else:
+                have.samples.extend(family.samples)
+
+    class _Merged(Collector):
+        def collect(self) -> Iterator[Any]:
+            yield from families.values()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged())
+    return generate_latest(registry)

@@ -56,7 +56,7 @@ async def _running_server(**overrides: Any) -> AsyncIterator[Any]:
         background.cancel()
         server.should_exit = True
         await serving
-        await hub.matchmaker.close()
+        await hub.close()
         await sfu.close()
         store.close()
 

@@ -56,7 +56,7 @@ def test_starts_serves_health_and_stops_on_sigterm(tmp_path):
                 break
             except OSError:
                 time.sleep(0.1)
-        assert body == {"status": "ok", "sessions": 0}
+        assert body is not None and body["status"] == "ok" and body["sessions"] == 0
         # the media port is taken by the server
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             with pytest.raises(OSError):

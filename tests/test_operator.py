@@ -198,8 +198,9 @@ FAMILIES = {
 }
 
 
-async def test_metrics_drain_and_json_logs(servers, tmp_path):
-    server = servers(tmp_path, "--log-format", "json", "--drain-seconds", "20")
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_metrics_drain_and_json_logs(servers, tmp_path, workers):
+    server = servers(tmp_path, "--log-format", "json", "--drain-seconds", "20", "--workers", workers)
     assert await server.aget("/readyz") == (200, '{"status":"ready"}')
     a, b = await pair(server)
     await a.send("chat", text="hi")
@@ -214,11 +215,15 @@ async def test_metrics_drain_and_json_logs(servers, tmp_path):
     assert FAMILIES <= set(families), FAMILIES - set(families)
     for family in families.values():
         for sample in family.samples:
-            assert sample.labels.get("worker") == "0", sample
+            assert sample.labels.get("worker") in {str(i) for i in range(int(workers))}, sample
+    # a scrape reaching either worker shows every worker's series
+    assert {s.labels["worker"] for s in families["mediaserver_peers"].samples} == {
+        str(i) for i in range(int(workers))
+    }
 
-    def value(name: str, **labels: str) -> float:
-        return next(s.value for f in families.values() for s in f.samples
-                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    def value(name: str, **labels: str) -> float:  # summed over the workers
+        return sum(s.value for f in families.values() for s in f.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     assert value("mediaserver_pairs") == 1
     assert value("mediaserver_peers", state="matched") == 2

@@ -206,6 +206,14 @@ class Matchmaker(abc.ABC):
         reported peer, so that a refusal applies to that ``enqueue``.
         """
 
+    async def cancel_node(self, node: str) -> int:
+        """Take out the tickets of a dead node's peers (ids "node/..."); how many.
+
+        A shared queue outlives the nodes that fill it; an in-process one dies
+        with its node (nothing to do).
+        """
+        return 0
+
     @abc.abstractmethod
     async def tick(self) -> None:
         """Apply the passing of time (interest windows, expired skips/blocks).

@@ -579,6 +579,14 @@ class RedisMatchmaker(Matchmaker):
         n: int = await self._redis.zcard(self._prefix + "q")
         return n
 
+    async def cancel_node(self, node: str) -> int:
+        prefix = f"{node}/"
+        waiting: list[bytes] = await self._redis.zrange(self._prefix + "q", 0, -1)  # type: ignore[assignment]
+        doomed = [p for p in (w.decode() for w in waiting) if p.startswith(prefix)]
+        for peer in doomed:
+            await self.cancel(peer)
+        return len(doomed)
+
     async def close(self) -> None:
         self._closed = True
         while self._pending or self._sending:  # let operations already issued finish

@@ -4,6 +4,11 @@ The WebSocket shell (ws.py) turns frames into `receive()` calls and sends what a
 visitor's `send` callback is given; this module holds every decision: what a
 message may do in the visitor's state, pairing, Next, chat relay, and what the
 partner is told. Partners only ever learn each other's random handle.
+
+A partner may live on another node (several workers or machines): everything
+one partner does to the other goes as a peer event over the bus (inline when
+both are here), and each side's node handles its own visitor: its messages,
+its media session and its direction of forwarding.
 """
 
 from __future__ import annotations
@@ -21,11 +26,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
+from mediaserver.node.bus import Bus, LocalBus, NodeInfo, home_node, peer_id
+from mediaserver.node.bus import Message as BusMessage
+from mediaserver.node.media import MediaService
 from mediaserver.sfu.server import SessionClosed, SessionConnected, Sfu, SfuError, SfuEvent
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
 
 logger = logging.getLogger(__name__)
+
+
+PAIR_WAIT = 2.0
+"""Seconds the node of a match's second visitor waits for the first one's node
+to confirm the pair; after that (that node died, or its visitor left) the
+visitor is queued again."""
 
 
 class State(enum.Enum):
@@ -36,10 +50,28 @@ class State(enum.Enum):
     GONE = "gone"
 
 
+def handle_for(peer: str) -> str:
+    """The visitor's public name: a one-way digest of its random id."""
+    return "stranger-" + hashlib.sha256(peer.encode()).hexdigest()[:6]
+
+
+@dataclass(eq=False)
+class Partner:
+    """The other visitor of a pair, as this node knows it (it may live on another node)."""
+
+    id: str
+    handle: str
+    node: str
+    """Its home node: where its WebSocket, and so its news, is."""
+    session: str | None = None
+    """Its media session on the pair's node, once it has one."""
+    revealed: bool = False
+
+
 @dataclass(eq=False)
 class Visitor:
     id: str
-    """Connection id: never sent to anyone."""
+    """Connection id ("node/token"): never sent to anyone."""
     reputation: str
     """Stable opaque key (HMAC of the address): reports count, and refusals
     stick, under it. Skips and blocks are kept per visit (the id)."""
@@ -52,7 +84,14 @@ class Visitor:
     language: str | None = None
     session_id: str | None = None
     """The visitor's SFU session, from its offer."""
-    partner: Visitor | None = None
+    media_node: str | None = None
+    """The node holding session_id."""
+    partner: Partner | None = None
+    pair_node: str | None = None
+    """The node the current pair's media is placed on."""
+    pending_pair: tuple[str, float] | None = None
+    """(partner id, since): the queue matched us with a visitor of another node,
+    whose node has not confirmed the pair yet."""
     queued_announced: bool = False
     effect: str | None = None
     """The effect the visitor chose for its own video."""
@@ -70,15 +109,12 @@ class Visitor:
         self.limits = {k: protocol.TokenBucket(*rate) for k, rate in protocol.RATES.items()}
 
 
-def _handle() -> str:
-    return "stranger-" + secrets.token_hex(3)
-
-
 class SignallingHub:
     """Args:
     sfu: the started SFU.
     matchmaker_factory: builds the matchmaker given the hub's on_match callback.
     identity_key: secret for hashing addresses into identities (shared by nodes).
+    bus: the way to the other nodes; None: this is the only one.
     """
 
     def __init__(
@@ -91,11 +127,16 @@ class SignallingHub:
         mutual_reveal: bool = False,
         effects: Mapping[str, Callable[[], Any]] | None = None,
         store: Any = None,
+        bus: Bus | None = None,
     ) -> None:
         self.sfu = sfu
+        self.bus = bus or LocalBus("local")
+        self.node_id = self.bus.node_id
+        self.media = MediaService(sfu, self.bus, effects)
+        self.media.on_closed = self._on_media_closed
+        self.bus.on_node_down = self._on_node_down
         self.matchmaker = matchmaker_factory(self._on_match)
         self.visitors: dict[str, Visitor] = {}
-        self._by_session: dict[str, Visitor] = {}
         self._identity_key = identity_key or secrets.token_bytes(32)
         self._clock = clock
         self.mutual_reveal = mutual_reveal
@@ -106,7 +147,27 @@ class SignallingHub:
         """No new peers: start (and re-queueing) is refused with `draining`."""
         self.on_queue_wait: Callable[[float], None] | None = None
         """Called with the seconds from queued to matched, once per matched visitor."""
+        self.on_request: Callable[[Message], Awaitable[Message | None]] | None = None
+        """Bus requests the hub does not know (the app's: metrics of every worker)."""
         sfu.subscribe(self._on_sfu_event)
+
+    async def start(self) -> None:
+        await self.bus.start(self._on_bus, self.node_info)
+        await self.matchmaker.start()
+
+    async def close(self) -> None:
+        await self.matchmaker.close()
+        await self.bus.close()
+
+    def node_info(self) -> NodeInfo:
+        sfu = self.sfu
+        return NodeInfo(
+            id=self.node_id,
+            announced_ip=sfu.config.announced_ip,
+            udp_port=sfu.udp_port if sfu.udp is not None else 0,
+            sessions=len(sfu.sessions),
+            capacity=0 if self.draining else sfu.config.max_peers,
+        )
 
     # ---- connections ---------------------------------------------------------------
 
@@ -114,7 +175,8 @@ class SignallingHub:
         self, address: str, send: Callable[[Message], None], close: Callable[[int], None]
     ) -> Visitor:
         reputation = hmac.new(self._identity_key, address.encode(), hashlib.sha256).hexdigest()
-        visitor = Visitor(secrets.token_urlsafe(12), reputation, _handle(), send, close)
+        vid = peer_id(self.node_id)
+        visitor = Visitor(vid, reputation, handle_for(vid), send, close)
         self.visitors[visitor.id] = visitor
         self.stats["connections"] += 1
         logger.info("visitor_connected", extra={"visitors": len(self.visitors)})
@@ -127,14 +189,14 @@ class SignallingHub:
         await self._end_pair(visitor, requeue_self=False, reason="left")
         await self.matchmaker.cancel(visitor.id)
         visitor.state = State.GONE
-        if visitor.session_id is not None:
-            self._by_session.pop(visitor.session_id, None)
-            self.sfu.close_session(visitor.session_id)
+        visitor.pending_pair = None
         self.visitors.pop(visitor.id, None)
+        await self._drop_session(visitor)
         logger.info("visitor_left", extra={"visitors": len(self.visitors)})
 
-    def pairs(self) -> int:
-        return sum(1 for v in self.visitors.values() if v.state is State.MATCHED) // 2
+    def pairs(self) -> float:
+        """Pairs with a visitor here: a pair split over two nodes counts half on each."""
+        return sum(0.5 for v in self.visitors.values() if v.state is State.MATCHED)
 
     async def start_drain(self) -> None:
         """Refuse new peers; visitors waiting in the queue are taken out and told."""
@@ -143,6 +205,7 @@ class SignallingHub:
             if v.state is State.QUEUED:
                 await self.matchmaker.cancel(v.id)
                 v.state = State.IDLE
+                v.pending_pair = None
                 v.send(protocol.error("draining", "the server is shutting down", "start"))
                 v.send(protocol.message("stopped"))
 
@@ -159,6 +222,14 @@ class SignallingHub:
 
     async def tick(self) -> None:
         await self.matchmaker.tick()
+        now = self._clock()
+        for v in list(self.visitors.values()):
+            if v.pending_pair is not None and now - v.pending_pair[1] > PAIR_WAIT:
+                # the other node never confirmed: its visitor left, or it died
+                v.pending_pair = None
+                if v.state is State.QUEUED:
+                    self.stats["stale_matches"] += 1
+                    await self._requeue(v)
 
     # ---- messages ----------------------------------------------------------------------
 
@@ -181,6 +252,9 @@ class SignallingHub:
         v.language = msg.get("language")
         if "token" in msg:
             profile = await self._sign_in(msg["token"])
+            # accounts may start at 13 (--min-age) but random video chat is 18+
+            if await asyncio.to_thread(self.store.age, profile) < 18:
+                raise ProtocolError("age_required", "random video chat is for 18 and older", "hello")
             v.user_id = profile.id
             # the profile's interests feed the match queue unless hello names others
             v.interests = v.interests or frozenset(profile.interests)
@@ -208,20 +282,23 @@ class SignallingHub:
             raise ProtocolError("out_of_order", "send start before offer", "offer")
         if v.session_id is not None:
             raise ProtocolError("out_of_order", "one offer per connection", "offer")
+        # a pair's media lives on its node; a waiting visitor's on this one if it has room
+        node = v.pair_node if v.partner is not None and v.pair_node else self._place([])
         try:
-            session = self.sfu.create_session(msg["sdp"])
+            session, answer = await self.media.create_session(node, msg["sdp"], v.id)
         except SfuError as exc:
             code = "server_full" if "full" in str(exc) else "offer_rejected"
             raise ProtocolError(code, str(exc), "offer") from None
-        v.session_id = session.id
-        self._by_session[session.id] = v
-        v.send(protocol.message("answer", sdp=session.answer))
+        if v.id not in self.visitors or v.session_id is not None:  # left (or offered) meanwhile
+            await self._close_quietly(node, session)
+            return
+        v.session_id, v.media_node = session, node
+        v.send(protocol.message("answer", sdp=answer))
         if v.effect is not None or (self.mutual_reveal and v.partner is not None):
-            applied = self._apply_video_effect(v)
+            applied = await self._apply_video_effect(v)
             if v.effect is not None:  # the choice made before the offer is on now
                 v.send(protocol.message("effect", name=v.effect, on=True, applied=applied))
-        if v.partner is not None:
-            self._connect_media(v, v.partner)
+        await self._settle_media(v)
 
     async def _on_next(self, v: Visitor, msg: Message) -> None:
         if v.state is State.MATCHED:
@@ -234,19 +311,20 @@ class SignallingHub:
             await self._end_pair(v, requeue_self=False, reason="left")
         elif v.state is State.QUEUED:
             await self.matchmaker.cancel(v.id)
+            v.pending_pair = None
         else:
             raise ProtocolError("out_of_order", "not queued or matched", "stop")
         v.state = State.IDLE
         v.send(protocol.message("stopped"))
 
     async def _on_chat(self, v: Visitor, msg: Message) -> None:
-        partner = self._partner(v, "chat")
-        partner.send(protocol.message("chat", text=msg["text"]))
+        self._partner(v, "chat")
+        await self._tell(v, "chat", text=msg["text"])
         self.stats["chat"] += 1
-        # chat history only for signed-in users who opted in (the store checks)
-        for who, sender in ((v, "me"), (partner, "stranger")):
-            if who.user_id is not None and who.conversation is not None and self.store is not None:
-                _spawn(self._keep_chat(who.user_id, who.conversation, sender, msg["text"]))
+        # chat history only for signed-in users who opted in (the store checks);
+        # the partner's node keeps its own visitor's copy
+        if v.user_id is not None and v.conversation is not None and self.store is not None:
+            _spawn(self._keep_chat(v.user_id, v.conversation, "me", msg["text"]))
 
     async def _keep_chat(self, user_id: str, conversation: str, sender: str, text: str) -> None:
         try:
@@ -257,11 +335,13 @@ class SignallingHub:
             logger.exception("storing chat history failed")
 
     async def _on_typing(self, v: Visitor, msg: Message) -> None:
-        self._partner(v, "typing").send(protocol.message("typing"))
+        self._partner(v, "typing")
+        await self._tell(v, "typing")
 
     async def _on_report(self, v: Visitor, msg: Message) -> None:
         partner = self._partner(v, "report")
-        await self.matchmaker.record_report(v.reputation, partner.reputation)
+        # the partner's node counts it under its visitor's reputation, before re-queueing it
+        await self._tell(v, "report", reputation=v.reputation)
         if v.user_id is not None and self.store is not None:
             # the reporter's own record (part of its access export); nothing about the partner
             await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
@@ -284,7 +364,7 @@ class SignallingHub:
             v.effect = name
         elif v.effect == name:
             v.effect = None
-        applied = self._apply_video_effect(v)
+        applied = await self._apply_video_effect(v)
         logger.info("effect", extra={"effect": name, "on": on, "applied": applied and on})
         v.send(protocol.message("effect", name=name, on=on, applied=applied and on))
 
@@ -295,29 +375,49 @@ class SignallingHub:
         if v.revealed:
             return
         v.revealed = True
-        partner.send(protocol.message("revealed", by="partner"))
-        if partner.revealed:
-            for me in (v, partner):
-                me.send(protocol.message("revealed", by="both"))
-                self._apply_video_effect(me)
+        await self._tell(v, "revealed")
+        if partner.revealed and v.partner is partner:
+            v.send(protocol.message("revealed", by="both"))
+            await self._apply_video_effect(v)
 
-    def _apply_video_effect(self, v: Visitor) -> bool:
+    async def _apply_video_effect(self, v: Visitor) -> bool:
         """Put on v's video what it should carry now: hidden for mutual reveal
         (until both revealed in this match), else the effect it chose, else none.
         Returns whether the chosen effect is applied."""
-        if v.session_id is None or self._effects is None:
+        if v.session_id is None or v.media_node is None or self._effects is None:
             return False
         hidden = self.mutual_reveal and v.partner is not None and not (
             v.revealed and v.partner.revealed
         )
         name = "pixelate_face" if hidden else v.effect
         try:
-            self.sfu.set_effect(v.session_id, self._effects[name]() if name else None)
+            await self.media.set_effect(v.media_node, v.session_id, name)
         except SfuError as exc:
             code = "effects_busy" if "busy" in str(exc) else "effect_unavailable"
             v.send(protocol.error(code, str(exc), "effect"))
             return False
         return name is not None and name == v.effect
+
+    async def _on_share_profile(self, v: Visitor, msg: Message) -> None:
+        """Consent, given by this visitor alone: its partner gets its public card
+        (handle, photo URL, bio, interests) and nothing more. A new match starts
+        anonymous again."""
+        partner = self._partner(v, "share_profile")
+        if v.user_id is None or self.store is None:
+            raise ProtocolError(
+                "unauthorized", "sign in (hello with a token) to share a profile", "share_profile"
+            )
+        from mediaserver.store import StoreError
+
+        try:
+            # records the consent too
+            card = await asyncio.to_thread(self.store.share_profile_card, v.user_id)
+        except StoreError:
+            raise ProtocolError("unauthorized", "your profile is gone", "share_profile") from None
+        if v.partner is not partner:
+            return  # the pair ended while the card was read: it goes to nobody
+        await self._tell(v, "profile_card", card=card)
+        v.send(protocol.message("profile_shared"))
 
     async def _on_bye(self, v: Visitor, msg: Message) -> None:
         await self.leave(v)
@@ -325,7 +425,7 @@ class SignallingHub:
 
     # ---- pairing -----------------------------------------------------------------------
 
-    def _partner(self, v: Visitor, kind: str) -> Visitor:
+    def _partner(self, v: Visitor, kind: str) -> Partner:
         if v.state is not State.MATCHED or v.partner is None:
             raise ProtocolError("out_of_order", "not matched", kind)
         return v.partner
@@ -344,6 +444,7 @@ class SignallingHub:
         v.state = State.QUEUED
         v.queued_at = self._clock()
         v.queued_announced = False
+        v.pending_pair = None
         try:
             await self.matchmaker.enqueue(ticket)  # may call _on_match right away
         except MatchRefused as exc:
@@ -358,45 +459,108 @@ class SignallingHub:
             v.queued_announced = True
             v.send(protocol.message("queued"))
 
+    def _place(self, prefer: list[str | None]) -> str:
+        """The node for a pair's (or a waiting visitor's) media: of the nodes in
+        `prefer` that hold a session already (no new offer needed), the least
+        loaded with room; else the least loaded node with room (this one on a tie);
+        else this one."""
+        nodes = self.bus.nodes()
+        for pool in ([nodes[n] for n in prefer if n in nodes], list(nodes.values())):
+            roomy = [n for n in pool if n.has_room]
+            if roomy:
+                best = min(roomy, key=lambda n: (n.load, n.id != self.node_id, n.id))
+                if best.id != self.node_id:
+                    # count it now: the registry shows it only at the next refresh,
+                    # and a burst of offers should not all pick the same node
+                    best.sessions += 1
+                return best.id
+        return self.node_id
+
     def _on_match(self, match: Match) -> None:
+        mine_a = home_node(match.a) == self.node_id
+        mine_b = home_node(match.b) == self.node_id
         a, b = self.visitors.get(match.a), self.visitors.get(match.b)
-        if a is None or b is None:
-            return  # a peer of another node, or gone since
-        if a.state is not State.QUEUED or b.state is not State.QUEUED:
-            # one left the queue while the match was made (Redis is asynchronous):
-            # the matchmaker took both tickets, so put the one still waiting back
-            for v in (a, b):
-                if v.state is State.QUEUED:
-                    _spawn(self._requeue(v))
-            self.stats["stale_matches"] += 1
-            return
-        a.partner, b.partner = b, a
-        a.conversation = b.conversation = secrets.token_hex(8)
         shared = sorted(match.shared_interests)
-        for me, other in ((a, b), (b, a)):
-            self._announce_queued(me)
-            me.state = State.MATCHED
-            me.revealed = False
-            extra = {"hidden": True} if self.mutual_reveal else {}
-            me.send(
-                protocol.message("matched", partner=other.handle, shared_interests=shared, **extra)
-            )
-        now = self._clock()
-        for me in (a, b):
-            if self.on_queue_wait is not None:
-                self.on_queue_wait(max(0.0, now - me.queued_at))
-            if self.mutual_reveal:
-                self._apply_video_effect(me)  # every new match starts hidden
-        self._connect_media(a, b)
+        if mine_a and mine_b:
+            if a is None or b is None or a.state is not State.QUEUED or b.state is not State.QUEUED:
+                # one left the queue while the match was made (Redis is asynchronous):
+                # the matchmaker took both tickets, so put the one still waiting back
+                for v in (a, b):
+                    if v is not None and v.state is State.QUEUED:
+                        _spawn(self._requeue(v))
+                self.stats["stale_matches"] += 1
+                return
+            node = self._place([a.media_node, b.media_node])
+            self._pair_up(a, b.id, node, shared)
+            self._pair_up(b, a.id, node, shared)
+            self._log_match(shared)
+            _spawn(self._settle_pair(a, b))
+        elif mine_a:
+            # the longer waiter's node places the pair and tells the other node
+            if a is None or a.state is not State.QUEUED:
+                _spawn(self._send_peer(match.b, match.a, "left", reason="left"))
+                self.stats["stale_matches"] += 1
+                return
+            node = self._place([a.media_node])
+            self._pair_up(a, match.b, node, shared)
+            self._log_match(shared)
+            _spawn(self._confirm_pair(a, match.b, node, shared))
+        elif mine_b and b is not None and b.state is State.QUEUED:
+            b.pending_pair = (match.a, self._clock())  # a's node confirms it
+
+    def _log_match(self, shared: list[str]) -> None:
         self.stats["matches"] += 1
         logger.info("match_made", extra={"shared_interests": len(shared)})
 
-    def _connect_media(self, a: Visitor, b: Visitor) -> None:
-        if a.session_id is None or b.session_id is None:
-            return  # connected when the later offer arrives
+    async def _confirm_pair(self, a: Visitor, b: str, node: str, shared: list[str]) -> None:
+        await self._send_peer(b, a.id, "pair", node=node, shared=shared)
+        await self._settle_pair(a)
+
+    async def _settle_pair(self, *visitors: Visitor) -> None:
+        for v in visitors:
+            if self.mutual_reveal and v.partner is not None:
+                await self._apply_video_effect(v)  # every new match starts hidden
+        for v in visitors:
+            await self._settle_media(v)
+
+    def _pair_up(self, me: Visitor, other: str, node: str, shared: list[str]) -> None:
+        me.partner = Partner(other, handle_for(other), home_node(other))
+        me.pending_pair = None
+        me.pair_node = node
+        me.conversation = secrets.token_hex(8)
+        self._announce_queued(me)
+        me.state = State.MATCHED
+        me.revealed = False
+        extra = {"hidden": True} if self.mutual_reveal else {}
+        me.send(
+            protocol.message("matched", partner=me.partner.handle, shared_interests=shared, **extra)
+        )
+        if self.on_queue_wait is not None:
+            self.on_queue_wait(max(0.0, self._clock() - me.queued_at))
+
+    async def _settle_media(self, me: Visitor) -> None:
+        """Bring me's media to its pair's node: announce its session there to the
+        partner, or, when its session is on another node, ask for a new offer."""
+        node = me.pair_node
+        if me.partner is None or node is None or me.session_id is None:
+            return  # the offer (or a new one) is still to come
+        if me.media_node != node:
+            await self._drop_session(me)
+            self.stats["reoffers"] += 1
+            me.send(protocol.message("reoffer"))  # a fresh RTCPeerConnection offers
+            return
+        await self._tell(me, "media", session=me.session_id)
+        await self._connect_if_ready(me)
+
+    async def _connect_if_ready(self, me: Visitor) -> None:
+        """Forward the partner's media to me (each side connects its own direction)."""
+        p = me.partner
+        if p is None or p.session is None or me.session_id is None or me.media_node is None:
+            return
+        if me.media_node != me.pair_node:
+            return
         try:
-            self.sfu.connect(a.session_id, b.session_id)
-            self.sfu.connect(b.session_id, a.session_id)
+            await self.media.connect(me.media_node, p.session, me.session_id)
         except SfuError:
             logger.warning("media session vanished before connect")
 
@@ -406,7 +570,7 @@ class SignallingHub:
             await self.matchmaker.record_skip(v.id, partner.id)
         await self._end_pair(v, requeue_self=True, reason="next")
 
-    async def _block(self, v: Visitor, partner: Visitor) -> None:
+    async def _block(self, v: Visitor, partner: Partner) -> None:
         await self.matchmaker.record_block(v.id, partner.id)
         await self._end_pair(v, requeue_self=True, reason="next")
 
@@ -416,17 +580,29 @@ class SignallingHub:
         partner = v.partner
         if partner is None:
             return
-        v.partner = partner.partner = None
-        if v.session_id and partner.session_id:
-            self.sfu.disconnect(v.session_id, partner.session_id)
-            self.sfu.disconnect(partner.session_id, v.session_id)
-        partner.state = State.IDLE
+        await self._unpair(v)
         v.state = State.IDLE
         logger.info("pair_ended", extra={"reason": reason})
-        partner.send(protocol.message("partner_left", reason=reason))
-        await self._requeue(partner)
+        await self._send_peer(partner.id, v.id, "left", reason=reason)
         if requeue_self:
             await self._requeue(v)
+
+    async def _unpair(self, v: Visitor) -> None:
+        """Forget v's partner and stop forwarding its media to v."""
+        p = v.partner
+        v.partner = None
+        v.pair_node = None
+        if p is not None and p.session and v.session_id and v.media_node:
+            try:
+                await self.media.disconnect(v.media_node, p.session, v.session_id)
+            except SfuError:
+                pass  # its node is gone: nothing is forwarded any more
+
+    async def _partner_gone(self, v: Visitor, reason: str) -> None:
+        await self._unpair(v)
+        v.state = State.IDLE
+        v.send(protocol.message("partner_left", reason=reason))
+        await self._requeue(v)
 
     async def _requeue(self, v: Visitor) -> None:
         try:
@@ -434,32 +610,139 @@ class SignallingHub:
         except ProtocolError as exc:
             v.send(protocol.error(exc.code, exc.message, exc.ref))
 
-    # ---- media events ------------------------------------------------------------------
+    async def _drop_session(self, v: Visitor) -> None:
+        if v.session_id is not None and v.media_node is not None:
+            node, session = v.media_node, v.session_id
+            v.session_id = v.media_node = None
+            await self._close_quietly(node, session)
+
+    async def _close_quietly(self, node: str, session: str) -> None:
+        try:
+            await self.media.close_session(node, session)
+        except SfuError:
+            pass  # its node is gone, and the session with it
+
+    # ---- between partners (maybe on two nodes) -----------------------------------------
+
+    async def _tell(self, v: Visitor, event: str, **fields: Any) -> None:
+        if v.partner is not None:
+            await self._send_peer(v.partner.id, v.id, event, **fields)
+
+    async def _send_peer(self, to: str, by: str, event: str, **fields: Any) -> None:
+        await self.bus.send(home_node(to), {"t": "peer", "to": to, "by": by, "ev": event, **fields})
+
+    async def _on_bus(self, msg: BusMessage) -> BusMessage | None:
+        t = msg.get("t")
+        logger.debug("bus_message", extra={"t": t, "ev": msg.get("ev"), "from_node": msg.get("from")})
+        if t == "peer":
+            await self._on_peer(msg)
+        elif t == "media_closed":
+            await self._on_media_closed(str(msg["peer"]), str(msg["session"]), str(msg["reason"]))
+        elif t in ("create", "connect", "disconnect", "close", "effect"):
+            return self.media.handle(msg)
+        elif self.on_request is not None:
+            return await self.on_request(msg)
+        return None
+
+    async def _on_peer(self, msg: BusMessage) -> None:
+        me = self.visitors.get(str(msg.get("to")))
+        by, event = str(msg.get("by")), msg.get("ev")
+        if event == "pair":
+            if me is None or me.state is not State.QUEUED:  # it left, or is paired already
+                await self._send_peer(by, str(msg.get("to")), "left", reason="left")
+                return
+            await self.matchmaker.cancel(me.id)  # in case it queued again meanwhile
+            self._pair_up(me, by, str(msg["node"]), [str(s) for s in msg.get("shared", ())])
+            await self._settle_pair(me)
+            return
+        if me is None:
+            return
+        if event == "left" and me.pending_pair is not None and me.pending_pair[0] == by:
+            me.pending_pair = None  # the match was stale: wait for another
+            if me.state is State.QUEUED:
+                self.stats["stale_matches"] += 1
+                await self._requeue(me)
+            return
+        p = me.partner
+        if p is None or p.id != by:
+            return  # news of an earlier pair
+        if event == "media":
+            p.session = str(msg["session"])
+            await self._connect_if_ready(me)
+        elif event == "chat":
+            me.send(protocol.message("chat", text=msg["text"]))
+            if me.user_id is not None and me.conversation is not None and self.store is not None:
+                _spawn(self._keep_chat(me.user_id, me.conversation, "stranger", str(msg["text"])))
+        elif event == "typing":
+            me.send(protocol.message("typing"))
+        elif event == "revealed":
+            p.revealed = True
+            me.send(protocol.message("revealed", by="partner"))
+            if me.revealed:
+                me.send(protocol.message("revealed", by="both"))
+                await self._apply_video_effect(me)
+        elif event == "profile_card":
+            me.send(protocol.message("profile_card", card=msg["card"]))
+        elif event == "report":
+            await self.matchmaker.record_report(str(msg["reputation"]), me.reputation)
+        elif event == "left":
+            await self._partner_gone(me, str(msg.get("reason", "left")))
+
+    # ---- media and node events ---------------------------------------------------------
 
     def _on_sfu_event(self, event: SfuEvent) -> None:
         if isinstance(event, SessionConnected):
             logger.info("session_connected")
-        if isinstance(event, SessionClosed):
+        elif isinstance(event, SessionClosed):
             logger.info("session_closed", extra={"reason": event.reason.split(":")[0]})
-            v = self._by_session.pop(event.session_id, None)
-            if v is None or v.state is State.GONE:
-                return
-            # the visitor's media died: end its pair as if it left; it may offer again
-            v.session_id = None
-            if v.partner is not None:
-                logger.info("pair_ended", extra={"reason": "media_closed"})
-            self.stats[f"media_closed:{event.reason.split(':')[0]}"] += 1
-            if v.partner is not None:
+
+    async def _on_media_closed(self, owner: str, session: str, reason: str) -> None:
+        """The visitor's media died: end its pair as if it left; it may offer again."""
+        v = self.visitors.get(owner)
+        if v is None or v.state is State.GONE or v.session_id != session:
+            return
+        v.session_id = v.media_node = None
+        self.stats[f"media_closed:{reason.split(':')[0]}"] += 1
+        if v.partner is not None:
+            logger.info("pair_ended", extra={"reason": "media_closed"})
+            partner = v.partner
+            await self._unpair(v)
+            await self._send_peer(partner.id, v.id, "left", reason="left")
+        if v.state is State.QUEUED:
+            await self.matchmaker.cancel(v.id)
+        v.state = State.IDLE
+        v.pending_pair = None
+        v.send(protocol.error("media_closed", f"media connection ended ({reason})"))
+        v.send(protocol.message("stopped"))
+
+    async def _on_node_down(self, node: str) -> None:
+        """Another node died: its sessions' owners here, and the partners of its
+        visitors, are told and queued again; its tickets leave the queue."""
+        closed = self.media.close_owned_by(node)
+        for v in list(self.visitors.values()):
+            if v.media_node == node:
+                # the pair's media node is gone: a new offer goes to a live one
+                v.session_id = v.media_node = None
                 partner = v.partner
-                v.partner = partner.partner = None
-                if partner.session_id:
-                    self.sfu.disconnect(partner.session_id, event.session_id)
-                partner.state = State.IDLE
-                partner.send(protocol.message("partner_left", reason="left"))
-                _spawn(self._requeue(partner))
-            v.state = State.IDLE
-            v.send(protocol.error("media_closed", f"media connection ended ({event.reason})"))
-            v.send(protocol.message("stopped"))
+                if partner is not None:
+                    await self._unpair(v)
+                    await self._send_peer(partner.id, v.id, "left", reason="left")
+                    v.state = State.IDLE
+                    v.send(protocol.message("partner_left", reason="left"))
+                v.send(protocol.message("reoffer"))
+                if v.state is State.IDLE and partner is not None:
+                    await self._requeue(v)
+            elif v.partner is not None and v.partner.node == node:
+                await self._partner_gone(v, "left")
+            elif v.pending_pair is not None and home_node(v.pending_pair[0]) == node:
+                v.pending_pair = None
+                if v.state is State.QUEUED:
+                    await self._requeue(v)
+        cancelled = await self.matchmaker.cancel_node(node)
+        logger.warning(
+            "node_down_handled",
+            extra={"node": node, "sessions_closed": closed, "tickets_cancelled": cancelled},
+        )
 
 
 def _spawn(coro: Awaitable[Any]) -> None:

@@ -237,6 +237,12 @@
       case "answer":
         onAnswer(msg.sdp);
         break;
+      case "reoffer":
+        // our pair's media is on another server node: a fresh connection offers there
+        closePeerConnection();
+        ensureOffer();
+        if (st.phase === "matched") playRemote();
+        break;
       case "matched":
         onMatched(msg);
         break;

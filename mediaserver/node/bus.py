@@ -1,0 +1,225 @@
+"""Messages between nodes, and which nodes are alive with what load.
+
+A message is a dict with a type `t`. `send` delivers it to one node (the node
+itself included: then the handler runs inline, awaited). `request` also waits
+for the handler's reply. Events from one sender reach a node in the order sent
+and are handled one at a time; requests are handled as they come, beside the
+events, and their handlers must not make requests themselves (no deadlock:
+an event handler on A may wait on a request to B while B's event handler waits
+on A).
+
+Peer ids carry their home node ("node/token"), so any node knows where a
+visitor's signalling lives.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import msgpack
+
+logger = logging.getLogger("mediaserver.node")
+
+Message = dict[str, Any]
+Handler = Callable[[Message], Awaitable[Message | None]]
+
+NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+REQUEST_TIMEOUT = 2.0
+EVENT_BACKLOG = 10_000  # events waiting to be handled; beyond: dropped and counted
+
+
+def peer_id(node: str) -> str:
+    return f"{node}/{secrets.token_urlsafe(12)}"
+
+
+def home_node(peer: str) -> str:
+    """The node a peer's WebSocket is on."""
+    return peer.rpartition("/")[0]
+
+
+@dataclass
+class NodeInfo:
+    """What a node announces about itself (refreshed every 2 s)."""
+
+    id: str
+    announced_ip: str = "127.0.0.1"
+    udp_port: int = 0
+    sessions: int = 0
+    """Media sessions it holds."""
+    capacity: int = 4096
+    """Media sessions it takes at most."""
+
+    @property
+    def has_room(self) -> bool:
+        return self.sessions + 2 <= self.capacity  # room for a pair
+
+    @property
+    def load(self) -> float:
+        return self.sessions / max(1, self.capacity)
+
+    def encode(self) -> bytes:
+        data: bytes = msgpack.packb(asdict(self))
+        return data
+
+    @classmethod
+    def decode(cls, data: bytes) -> NodeInfo:
+        d = msgpack.unpackb(data)
+        return cls(
+            id=str(d["id"]),
+            announced_ip=str(d["announced_ip"]),
+            udp_port=int(d["udp_port"]),
+            sessions=int(d["sessions"]),
+            capacity=int(d["capacity"]),
+        )
+
+
+class BusError(Exception):
+    """A request got no reply in time, or the node is unknown."""
+
+
+class Bus(abc.ABC):
+    """Args:
+    node_id: this node's id (letters, digits, `_.-`).
+    """
+
+    def __init__(self, node_id: str) -> None:
+        if not NODE_ID.match(node_id):
+            raise ValueError(f"node id must be 1-64 of A-Z a-z 0-9 _ . -, not {node_id!r}")
+        self.node_id = node_id
+        self._handler: Handler | None = None
+        self._info: Callable[[], NodeInfo] = lambda: NodeInfo(node_id)
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._events: asyncio.Queue[Message] = asyncio.Queue(EVENT_BACKLOG)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.on_node_down: Callable[[str], Awaitable[None]] | None = None
+        """Called once when a node that was alive stops answering (or leaves)."""
+        self.dropped = 0
+
+    async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
+        self._handler = handler
+        self._info = info
+        self._spawn(self._consume())
+
+    @abc.abstractmethod
+    def nodes(self) -> dict[str, NodeInfo]:
+        """The live nodes as last seen (this one included)."""
+
+    @abc.abstractmethod
+    async def _publish(self, node: str, data: bytes) -> None:
+        """Put encoded message bytes on the way to another node."""
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for fut in self._replies.values():
+            if not fut.done():
+                fut.set_exception(BusError("bus closed"))
+
+    # ---- sending -----------------------------------------------------------------
+
+    async def send(self, node: str, msg: Message) -> None:
+        """Deliver an event; to this node: handled now, inline."""
+        if node == self.node_id:
+            assert self._handler is not None
+            await self._handler(msg)
+            return
+        try:
+            await self._publish(node, msgpack.packb({**msg, "from": self.node_id}))
+        except Exception as exc:  # noqa: BLE001 - the bus is down: counted, logged
+            self.dropped += 1
+            logger.warning("bus_send_failed", extra={"node": node, "error": str(exc)})
+
+    async def request(self, node: str, msg: Message, timeout: float = REQUEST_TIMEOUT) -> Message:
+        """Deliver a request and return the handler's reply.
+
+        Raises:
+            BusError: no reply within `timeout` (the node died, or the bus is down).
+        """
+        if node == self.node_id:
+            assert self._handler is not None
+            return await self._handler(msg) or {}
+        rid = secrets.token_hex(8)
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[rid] = fut
+        try:
+            await self._publish(node, msgpack.packb({**msg, "from": self.node_id, "rid": rid}))
+            return await asyncio.wait_for(fut, timeout)
+        except (asyncio.TimeoutError, OSError, ConnectionError) as exc:
+            raise BusError(f"node {node} did not answer {msg.get('t')!r}") from exc
+        finally:
+            self._replies.pop(rid, None)
+
+    # ---- receiving ---------------------------------------------------------------
+
+    def _deliver(self, data: bytes) -> None:
+        """Bytes from the transport: a reply, a request or an event."""
+        try:
+            msg = msgpack.unpackb(data)
+            if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+                raise ValueError("not a message")
+        except Exception:  # noqa: BLE001 - garbage on the bus: counted
+            self.dropped += 1
+            return
+        if msg["t"] == "reply":
+            fut = self._replies.get(str(msg.get("rid")))
+            if fut is not None and not fut.done():
+                fut.set_result(msg.get("body") or {})
+            return
+        if "rid" in msg:
+            self._spawn(self._answer(msg))
+            return
+        try:
+            self._events.put_nowait(msg)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def _answer(self, msg: Message) -> None:
+        assert self._handler is not None
+        try:
+            body = await self._handler(msg)
+        except Exception as exc:  # noqa: BLE001 - the asker gets the error
+            logger.exception("bus request %s failed", msg.get("t"))
+            body = {"error": str(exc)}
+        reply = {"t": "reply", "rid": msg["rid"], "body": body or {}, "from": self.node_id}
+        with contextlib.suppress(Exception):
+            await self._publish(str(msg.get("from")), msgpack.packb(reply))
+
+    async def _consume(self) -> None:
+        assert self._handler is not None
+        while True:
+            msg = await self._events.get()
+            try:
+                await self._handler(msg)
+            except Exception:
+                logger.exception("bus event %s failed", msg.get("t"))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _node_down(self, node: str) -> None:
+        logger.warning("node_down", extra={"node": node})
+        if self.on_node_down is not None:
+            try:
+                await self.on_node_down(node)
+            except Exception:
+                logger.exception("handling node %s down failed", node)
+
+
+class LocalBus(Bus):
+    """One node: nothing leaves the process."""
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        return {self.node_id: self._info()}
+
+    async def _publish(self, node: str, data: bytes) -> None:
+        raise BusError(f"unknown node {node!r} (single node)")

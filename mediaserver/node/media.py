@@ -1,0 +1,134 @@
+"""Media sessions on any node: the hub's one way to the SFUs.
+
+The hub asks for a session on a node (its own, or the one its pair is placed
+on); this module calls the local Sfu directly or sends the request over the bus
+to the node that holds it. It also serves those requests for other nodes, and
+tells a session's owner (the home node of its visitor) when the session closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from mediaserver.node.bus import Bus, BusError, Message, home_node
+from mediaserver.sfu.server import SessionClosed, Sfu, SfuError, SfuEvent
+
+logger = logging.getLogger("mediaserver.node")
+
+OnClosed = Callable[[str, str, str], Awaitable[None]]
+"""(owner peer id, session id, reason) for a session of a local visitor."""
+
+
+class MediaService:
+    def __init__(
+        self,
+        sfu: Sfu,
+        bus: Bus,
+        effects: Mapping[str, Callable[[], Any]] | None = None,
+    ) -> None:
+        self.sfu = sfu
+        self.bus = bus
+        self.node_id = bus.node_id
+        self._effects = effects
+        self.owners: dict[str, str] = {}
+        """session id -> owner peer id, for the sessions on this node."""
+        self.on_closed: OnClosed | None = None
+        sfu.subscribe(self._on_sfu_event)
+
+    # ---- the hub's calls -------------------------------------------------------------
+
+    async def create_session(self, node: str, sdp: str, owner: str) -> tuple[str, str]:
+        """A session for `owner` on `node`: (session id, SDP answer).
+
+        Raises:
+            SfuError: the offer is unusable, or the node is full or unreachable.
+        """
+        reply = await self._call(node, {"t": "create", "sdp": sdp, "owner": owner})
+        return str(reply["session"]), str(reply["answer"])
+
+    async def connect(self, node: str, publisher: str, subscriber: str) -> None:
+        await self._call(node, {"t": "connect", "pub": publisher, "sub": subscriber})
+
+    async def disconnect(self, node: str, publisher: str, subscriber: str) -> None:
+        await self._call(node, {"t": "disconnect", "pub": publisher, "sub": subscriber})
+
+    async def close_session(self, node: str, session: str) -> None:
+        await self._call(node, {"t": "close", "session": session})
+
+    async def set_effect(self, node: str, session: str, name: str | None) -> None:
+        """Raises SfuError ("effects busy", no video, unknown session)."""
+        await self._call(node, {"t": "effect", "session": session, "name": name})
+
+    async def _call(self, node: str, msg: Message) -> Message:
+        if node == self.node_id:
+            reply = self.handle(msg)
+        else:
+            try:
+                reply = await self.bus.request(node, msg)
+            except BusError as exc:
+                raise SfuError(f"media node unreachable: {exc}") from None
+        if "error" in reply:
+            raise SfuError(str(reply["error"]))
+        return reply
+
+    # ---- serving them ----------------------------------------------------------------
+
+    def handle(self, msg: Message) -> Message:
+        """One media request (from this node or another); errors are returned."""
+        t = msg["t"]
+        try:
+            if t == "create":
+                session = self.sfu.create_session(str(msg["sdp"]))
+                self.owners[session.id] = str(msg["owner"])
+                return {"session": session.id, "answer": session.answer}
+            if t == "connect":
+                self.sfu.connect(str(msg["pub"]), str(msg["sub"]))
+            elif t == "disconnect":
+                self.sfu.disconnect(str(msg["pub"]), str(msg["sub"]))
+            elif t == "close":
+                sid = str(msg["session"])
+                self.owners.pop(sid, None)  # closed on request: nobody to tell
+                self.sfu.close_session(sid)
+            elif t == "effect":
+                name = msg.get("name")
+                if name is not None and (self._effects is None or name not in self._effects):
+                    return {"error": f"unknown effect {name!r}"}
+                effect = self._effects[name]() if name is not None and self._effects else None
+                self.sfu.set_effect(str(msg["session"]), effect)
+            else:
+                return {"error": f"unknown media request {t!r}"}
+        except SfuError as exc:
+            return {"error": str(exc)}
+        except (KeyError, TypeError) as exc:
+            return {"error": f"malformed media request: {exc}"}
+        return {}
+
+    def close_owned_by(self, node: str) -> int:
+        """Close the sessions whose visitors lived on `node` (it died)."""
+        doomed = [s for s, owner in self.owners.items() if home_node(owner) == node]
+        for session in doomed:
+            self.owners.pop(session, None)
+            self.sfu.close_session(session, "owner node down")
+        return len(doomed)
+
+    def _on_sfu_event(self, event: SfuEvent) -> None:
+        if not isinstance(event, SessionClosed):
+            return
+        owner = self.owners.pop(event.session_id, None)
+        if owner is None:
+            return
+        self.bus._spawn(self._tell_closed(owner, event.session_id, event.reason))
+
+    async def _tell_closed(self, owner: str, session: str, reason: str) -> None:
+        node = home_node(owner)
+        if node == self.node_id:
+            if self.on_closed is not None:
+                await self.on_closed(owner, session, reason)
+            return
+        await self.bus.send(
+            node,
+            {"t": "media_closed", "peer": owner, "session": session, "reason": reason,
+             "node": self.node_id},
+        )

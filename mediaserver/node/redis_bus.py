@@ -1,0 +1,130 @@
+"""The bus over Redis: pub/sub channel per node, and a registry of live nodes.
+
+    {prefix}nodes        SET of node ids that registered
+    {prefix}info:{id}    the node's NodeInfo, PX 4 s, refreshed every 2 s: a node
+                         whose key is gone is dead
+    {prefix}n:{id}       the node's pub/sub channel
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mediaserver.node.bus import Bus, Handler, NodeInfo
+
+logger = logging.getLogger("mediaserver.node")
+
+DEFAULT_PREFIX = "mediaserver:node:"
+REFRESH = 2.0  # seconds between registry refreshes
+TTL_MS = 4000  # a node missing two refreshes is dead: its peers learn it within 5 s
+WATCH = 0.5  # seconds between reads of the registry
+
+
+class RedisBus(Bus):
+    def __init__(self, url: str, node_id: str, prefix: str = DEFAULT_PREFIX) -> None:
+        super().__init__(node_id)
+        self._url = url
+        self._prefix = prefix
+        self._redis: aioredis.Redis = aioredis.from_url(url)
+        self._pubsub: Any = None
+        self._alive: dict[str, NodeInfo] = {}
+
+    def _channel(self, node: str) -> str:
+        return f"{self._prefix}n:{node}"
+
+    async def start(self, handler: Handler, info: Any) -> None:
+        await super().start(handler, info)
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.subscribe(self._channel(self.node_id))
+        await self._refresh()
+        await self._watch_once()
+        self._spawn(self._listen())
+        self._spawn(self._heartbeat())
+        self._spawn(self._watch())
+
+    async def close(self) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.delete(f"{self._prefix}info:{self.node_id}")
+            await self._redis.srem(f"{self._prefix}nodes", self.node_id)
+        await super().close()
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        alive = dict(self._alive)
+        alive[self.node_id] = self._info()  # our own load is always current
+        return alive
+
+    async def _publish(self, node: str, data: bytes) -> None:
+        await self._redis.publish(self._channel(node), data)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async for item in self._pubsub.listen():
+                    if item.get("type") == "message":
+                        self._deliver(item["data"])
+            except (RedisError, OSError) as exc:
+                logger.warning("bus_listen_failed", extra={"error": str(exc)})
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._pubsub.subscribe(self._channel(self.node_id))
+
+    async def _refresh(self) -> None:
+        info = self._info()
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(f"{self._prefix}info:{self.node_id}", info.encode(), px=TTL_MS)
+        pipe.sadd(f"{self._prefix}nodes", self.node_id)
+        await pipe.execute()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH)
+            try:
+                await self._refresh()
+            except (RedisError, OSError) as exc:
+                logger.warning("node_refresh_failed", extra={"error": str(exc)})
+
+    async def _watch_once(self) -> None:
+        members: set[bytes] = await self._redis.smembers(f"{self._prefix}nodes")  # type: ignore[assignment]
+        ids = sorted(m.decode() for m in members)
+        if not ids:
+            return
+        infos: list[bytes | None] = await self._redis.mget(  # type: ignore[assignment]
+            [f"{self._prefix}info:{i}" for i in ids]
+        )
+        alive: dict[str, NodeInfo] = {}
+        gone = []
+        for node, raw in zip(ids, infos):
+            if raw is None:
+                gone.append(node)
+                continue
+            try:
+                alive[node] = NodeInfo.decode(raw)
+            except Exception:  # noqa: BLE001 - a malformed entry is not a node
+                continue
+        if gone:
+            await self._redis.srem(f"{self._prefix}nodes", *gone)
+        before = self._alive
+        self._alive = alive
+        for node in before:
+            if node not in alive and node != self.node_id:
+                await self._node_down(node)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH)
+            try:
+                await self._watch_once()
+            except (RedisError, OSError) as exc:
+                # Redis is down: keep the nodes last seen (no false deaths)
+                logger.warning("node_watch_failed", extra={"error": str(exc)})

@@ -1,0 +1,227 @@
+"""`--workers N`: one supervisor, N worker processes.
+
+The supervisor binds the HTTP port (one SO_REUSEPORT socket per worker, so the
+kernel spreads connections evenly) and worker i accepts on socket i; worker i
+binds its own UDP port (--udp-port + i). Without --redis-url
+the supervisor also runs the coordinator (the shared match queue and the bus
+between workers). A worker that dies is started again; the coordinator tells
+the others at once, so its visitors' partners are told and queued again.
+
+Signals: SIGTERM and SIGINT go to every worker (they drain, then exit) and the
+supervisor exits 0 when all have; SIGHUP re-reads the config (the coordinator's
+match policy) and goes to every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+
+import uvloop
+
+from mediaserver import logs
+from mediaserver.config import Config
+
+logger = logging.getLogger("mediaserver")
+
+EARLY_EXIT = 3.0  # a worker that cannot start this soon after the first start: setup is wrong
+MAX_BACKOFF = 5.0  # seconds between restarts of a worker that keeps dying
+
+
+def run_workers(config: Config, argv: list[str]) -> int:
+    logs.setup(config.log_level, config.log_format, config.log_ips)
+    try:
+        return uvloop.run(Supervisor(config, argv).run())
+    except OSError as exc:
+        logger.error("cannot start: %s", exc)
+        return 1
+
+
+def _bind_http(config: Config, n: int) -> list[socket.socket]:
+    """One listening socket per worker on the HTTP port, with SO_REUSEPORT: the
+    kernel spreads connections evenly over them (one shared socket would wake
+    whichever worker is idle first, and that is mostly the same one)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    # a plain bind first: the port is refused when anything holds it, even another
+    # process that also asked for SO_REUSEPORT
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"HTTP port {config.host}:{config.port}: {exc.strerror}"
+            ) from None
+        port = probe.getsockname()[1]
+    return [_listen(family, config.host, port) for _ in range(n)]
+
+
+def _listen(family: int, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock  # not inheritable: only its own worker gets it (see _spawn)
+
+
+def _check_udp_ports(config: Config, n: int) -> None:
+    """Fail before any worker starts when one of the UDP ports is taken."""
+    if not config.udp_port:
+        return
+    for i in range(n):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((config.udp_host, config.udp_port + i))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"UDP port {config.udp_port + i}: {exc.strerror} (address in use?)"
+                ) from None
+
+
+class Supervisor:
+    def __init__(self, config: Config, argv: list[str]) -> None:
+        self.config = config
+        self.argv = argv
+        self.n = config.worker_count()
+        self.node = config.node_name()
+        self.procs: dict[int, asyncio.subprocess.Process] = {}
+        self.stopping = False
+        self.failed = False
+        self.restarts = 0
+        self._socks: list[socket.socket] = []
+        self._spawning = asyncio.Lock()
+        self._coordinator: object | None = None
+
+    async def run(self) -> int:
+        from mediaserver.app import open_store
+        from mediaserver.store import StoreError
+
+        try:
+            # the database and data key exist before the workers race to make them
+            await asyncio.to_thread(lambda: open_store(self.config).close())
+        except StoreError as exc:
+            logger.error("cannot start: %s", exc)
+            return 1
+        _check_udp_ports(self.config, self.n)
+        self._socks = _bind_http(self.config, self.n)
+        self._port = self._socks[0].getsockname()[1]
+        self._family = self._socks[0].family
+        tmp = tempfile.TemporaryDirectory(prefix="mediaserver-")
+        coordinator_path = None
+        if not self.config.redis_url:
+            from mediaserver.matchmaker import MatchPolicy
+            from mediaserver.node.coordinator import Coordinator
+
+            coordinator_path = os.path.join(tmp.name, "coordinator.sock")
+            policy = MatchPolicy(
+                interest_wait=self.config.match_interest_wait,
+                skip_cooldown=self.config.skip_cooldown,
+            )
+            coordinator = Coordinator(coordinator_path, policy)
+            await coordinator.start()
+            self._coordinator = coordinator
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._forward, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, self._forward, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        logger.info(
+            "workers_starting",
+            extra={"workers": self.n, "node": self.node, "http": f"{self.config.host}:{self.config.port}"},
+        )
+        try:
+            await asyncio.gather(*(self._keep(i, coordinator_path) for i in range(self.n)))
+        finally:
+            if self._coordinator is not None:
+                await self._coordinator.close()  # type: ignore[attr-defined]
+            for sock in self._socks:
+                sock.close()
+            tmp.cleanup()
+        return 1 if self.failed else 0
+
+    async def _spawn(self, index: int, coordinator: str | None) -> asyncio.subprocess.Process:
+        sock = self._socks[index]
+        spec = {
+            "config": dataclasses.asdict(self.config),
+            "argv": self.argv,
+            "worker": {
+                "index": index,
+                "node_id": f"{self.node}.w{index}",
+                "fd": sock.fileno(),
+                "coordinator": coordinator,
+            },
+        }
+        env = {**os.environ, "MEDIASERVER_WORKER_SPEC": json.dumps(spec)}
+        # uvloop's spawn keeps every inheritable descriptor open in the child, so
+        # a socket is inheritable only while its own worker is being started
+        async with self._spawning:
+            sock.set_inheritable(True)
+            try:
+                return await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "mediaserver.node.worker",
+                    pass_fds=(sock.fileno(),), env=env,
+                )
+            finally:
+                sock.set_inheritable(False)
+
+    async def _keep(self, index: int, coordinator: str | None) -> None:
+        """Run worker `index` until the supervisor stops; start it again when it dies."""
+        backoff = 0.25
+        first = True
+        while not self.stopping:
+            started = time.monotonic()
+            if self._socks[index].fileno() < 0:  # a restart: a new socket for it
+                self._socks[index] = _listen(self._family, self.config.host, self._port)
+            proc = await self._spawn(index, coordinator)
+            # the worker holds the only copy now: when it exits the kernel stops
+            # queueing connections there at once (they go to the other workers)
+            self._socks[index].close()
+            self.procs[index] = proc
+            logger.info("worker_started", extra={"worker": index, "pid": proc.pid})
+            code = await proc.wait()
+            if self.stopping:
+                break
+            lived = time.monotonic() - started
+            if first and lived < EARLY_EXIT and code == 1:  # "cannot start" (a kill is a death)
+                logger.error("cannot start: worker %d exited with %d", index, code)
+                self.failed = True
+                self._forward(signal.SIGTERM)
+                break
+            first = False
+            self.restarts += 1
+            logger.warning("worker_died", extra={"worker": index, "code": code})
+            backoff = 0.25 if lived > 10 else min(MAX_BACKOFF, backoff * 2)
+            await asyncio.sleep(backoff)
+
+    def _forward(self, signum: int) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signum)
+
+    def _reload(self) -> None:
+        from mediaserver.cli import load_config
+
+        try:
+            new = load_config(self.argv)
+        except (ValueError, SystemExit) as exc:
+            logger.error("config_reload_failed", extra={"error": str(exc)})
+            return
+        if self._coordinator is not None:
+            policy = self._coordinator.matchmaker.policy  # type: ignore[attr-defined]
+            policy.interest_wait = new.match_interest_wait
+            policy.skip_cooldown = new.skip_cooldown
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
