@@ -67,7 +67,7 @@ def percentile(values: list[float], p: float) -> float:
 async def run(args: argparse.Namespace) -> dict:
     port = free_port()
     cmd = [sys.executable, "-m", "mediaserver.cli", "--host", "127.0.0.1", "--port", str(port),
-           "--udp-port", "0", "--log-level", "warning"]
+           "--udp-port", "0", "--log-level", "warning", "--workers", str(args.workers)]
     redis = None
     if args.redis:
         from tests.redis_server import RedisServer
@@ -96,6 +96,7 @@ async def run(args: argparse.Namespace) -> dict:
         "pairs": len(ms),
         "encoding": "msgpack" if args.msgpack else "json",
         "matchmaker": "redis" if args.redis else "in-process",
+        "workers": args.workers,
         "p50_ms": round(statistics.median(ms), 3),
         "p99_ms": round(percentile(ms, 99), 3),
         "max_ms": round(max(ms), 3),
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--msgpack", action="store_true", help="binary frames instead of JSON")
     parser.add_argument("--redis", action="store_true", help="use a Redis matchmaker (own server)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="the server's --workers (2: pairs may span workers)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args(argv)
     if args.pairs < 1:

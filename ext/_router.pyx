@@ -169,6 +169,7 @@ cdef class Router:
     # counters
     cdef uint64_t drops[N_DROPS]
     cdef uint64_t rx_datagrams
+    cdef uint64_t rx_bytes
     cdef uint64_t forwarded_packets
     cdef uint64_t forwarded_bytes
     cdef uint64_t retransmitted
@@ -500,6 +501,7 @@ cdef class Router:
         cdef int peer, n
         cdef Peer* p
         self.rx_datagrams += 1
+        self.rx_bytes += <uint64_t>length
         if flags & MSG_TRUNC or length > RTP_MAX_PACKET:
             self._drop(DROP_TOO_BIG)
             return
@@ -871,6 +873,7 @@ cdef class Router:
         cdef int i
         return {
             "rx_datagrams": self.rx_datagrams,
+            "rx_bytes": self.rx_bytes,
             "forwarded_packets": self.forwarded_packets,
             "forwarded_bytes": self.forwarded_bytes,
             "retransmitted": self.retransmitted,

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -290,8 +291,10 @@ async def serve(
     )
     app = create_app(sfu, hub, store, worker)
     uv_config = uvicorn_config(app, config, own_logging=True)
-    if worker is not None:
-        uv_config.fd = worker.fd  # bound by the supervisor
+    # a worker's socket is bound by the supervisor; handed over as a socket object,
+    # not uvicorn's `fd` (which takes it for a Unix socket: no TCP_NODELAY, and
+    # Nagle then holds small WebSocket frames for ~40 ms)
+    sockets = [socket.socket(fileno=worker.fd)] if worker is not None else None
     server = _Server(uv_config)
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []
@@ -336,7 +339,7 @@ async def serve(
     background = start_background(store) if worker is None or worker.index == 0 else None
     lag = asyncio.create_task(app.state.metrics.watch_loop_lag())
     try:
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         for task in draining:
             task.cancel()

@@ -24,9 +24,11 @@ LAG_INTERVAL = 0.5
 
 # (metric name, help, key in Sfu.counters())
 _SFU_COUNTERS = (
-    ("mediaserver_received_datagrams", "UDP datagrams received", "rx_datagrams"),
-    ("mediaserver_forwarded_packets", "RTP/RTCP packets forwarded to subscribers", "forwarded_packets"),
-    ("mediaserver_forwarded_bytes", "bytes forwarded to subscribers", "forwarded_bytes"),
+    ("mediaserver_received_datagrams", "UDP datagrams received (inbound: from peers)", "rx_datagrams"),
+    ("mediaserver_received_bytes", "UDP bytes received (inbound: from peers)", "rx_bytes"),
+    ("mediaserver_forwarded_packets", "RTP/RTCP packets forwarded (outbound: to subscribers)",
+     "forwarded_packets"),
+    ("mediaserver_forwarded_bytes", "bytes forwarded (outbound: to subscribers)", "forwarded_bytes"),
     ("mediaserver_retransmitted_packets", "packets resent from the cache for NACKs", "retransmitted"),
     ("mediaserver_nack_received", "NACK feedback messages received", "nack_received"),
     ("mediaserver_nack_lost_packets", "packets named lost in received NACKs", "nack_packets"),

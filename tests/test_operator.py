@@ -190,7 +190,8 @@ async def wait_exit(server: Server, timeout: float) -> int:
 FAMILIES = {
     "mediaserver_peers", "mediaserver_pairs", "mediaserver_queue_length",
     "mediaserver_queue_wait_seconds", "mediaserver_forwarded_packets",
-    "mediaserver_forwarded_bytes", "mediaserver_dropped_packets", "mediaserver_srtp_failures",
+    "mediaserver_forwarded_bytes", "mediaserver_received_bytes", "mediaserver_dropped_packets",
+    "mediaserver_srtp_failures",
     "mediaserver_nack_received", "mediaserver_pli_received", "mediaserver_pli_sent",
     "mediaserver_effect_streams", "mediaserver_effect_frames_dropped",
     "mediaserver_event_loop_lag_seconds", "mediaserver_websocket_connections",
