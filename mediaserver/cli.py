@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                 flag,
                 type=kind,
                 default=argparse.SUPPRESS,
-                help=f"{text} (default: {default}) [env {env}]",
+                help=f"{text}{'' if default is None else f' (default: {default})'} [env {env}]",
             )
     return parser
 

@@ -357,3 +357,60 @@ async def test_workers_share_one_queue_and_a_killed_worker_is_replaced(tmp_path)
     finally:
         await _close_all(visitors)
         node.stop()
+
+
+STATUS_HISTORY_JS = """
+() => {
+  window.statuses = [];
+  const el = document.querySelector('#status');
+  new MutationObserver(() => window.statuses.push(el.textContent))
+    .observe(el, {childList: true, characterData: true, subtree: true});
+}
+"""
+
+
+@pytest.mark.timeout(180)
+async def test_the_page_reconnects_when_its_worker_dies(tmp_path):
+    from playwright.async_api import async_playwright
+
+    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_web_client import DESKTOP, start, wait_status, wait_video
+
+    base = free_udp_range(2)
+    node = Node(tmp_path, "node", "--workers", "2", "--udp-port", str(base))
+    try:
+        await node.wait_nodes(2)
+        url = f"http://localhost:{node.port}/"
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                a = await browser.new_page(viewport=DESKTOP)
+                b = await browser.new_page(viewport=DESKTOP)
+                for page in (a, b):
+                    await page.goto(url)
+                await start(a)
+                await wait_status(a, "looking for someone")
+                worker_a, _ = await _worker_of(node, {})
+                await start(b)
+                for page in (a, b):
+                    await wait_status(page, "connected")
+                    await wait_video(page)
+
+                # A's worker dies: A's page reconnects by itself (to the live worker,
+                # or the restarted one) and queues again; B is told and queued again;
+                # they meet again and see each other
+                pids = {str(r["worker"]): r["pid"] for r in node.records()
+                        if r.get("event") == "worker_started"}
+                await a.evaluate(STATUS_HISTORY_JS)
+                os.kill(pids[worker_a], signal.SIGKILL)
+                await wait_status(b, "stranger left", "looking for someone", timeout=5)
+                for page in (a, b):
+                    assert await wait_status(page, "connected", timeout=20) == "Connected"
+                for page in (a, b):
+                    await wait_video(page)
+                seen = await a.evaluate("() => window.statuses")
+                assert any("reconnecting" in text.lower() for text in seen), seen
+            finally:
+                await browser.close()
+    finally:
+        node.stop()

@@ -12,6 +12,7 @@
   const TYPING_EVERY_MS = 2000; // at most one `typing` per this long
   const TYPING_SHOWN_MS = 3500; // how long "Stranger is typing…" stays up
   const FLASH_MS = 4000; // errors and notices in the status line
+  const MAX_RECONNECTS = 5; // automatic reconnections after losing the server, between matches
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -60,6 +61,7 @@
     baseStatus: "Press Start",
     flashTimer: null,
     strangerLeft: false, // show "Stranger left…" until the next match
+    reconnects: 0, // automatic reconnections since the last match
   };
 
   // Debug/test hook: read-only view of the connection (nothing about the stranger).
@@ -210,12 +212,23 @@
 
   function onSocketClosed(ws, ev) {
     if (ws !== st.ws) return;
+    const wasActive = st.phase === "queued" || st.phase === "matched";
     st.ws = null;
     st.welcomed = false;
     closePeerConnection();
     setPhase("idle");
     const why = ev.code === 1000 ? "" : ` (code ${ev.code})`;
     clearFlash();
+    if (wasActive && ev.code !== 1000 && st.reconnects < MAX_RECONNECTS) {
+      // the server node we were on went away (or drains): the load balancer sends
+      // the new connection to another node, and we queue again there
+      st.reconnects += 1;
+      setStatus(`Connection lost${why} — reconnecting…`);
+      setTimeout(() => {
+        if (st.phase === "idle" && !st.ws) onStart();
+      }, 1000 * st.reconnects);
+      return;
+    }
     setStatus(`Disconnected from the server${why}. Press Start to reconnect.`);
   }
 
@@ -285,6 +298,7 @@
 
   function onMatched(msg) {
     st.strangerLeft = false;
+    st.reconnects = 0;
     clearChat();
     setPhase("matched");
     clearFlash();
