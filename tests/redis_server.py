@@ -121,6 +121,45 @@ class RedisServer:
                     self._proc.wait()
             self._proc = None
 
+    def crash(self) -> None:
+        """SIGKILL the server (an outage), keeping its port and directory for
+        ``restart``; with no persistence, its data is gone."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def restart(self) -> Self:
+        """Start again on the same port after ``crash`` (empty, as after a real
+        restart without persistence)."""
+        assert self._proc is None and self._dir is not None and self.port
+        self._proc = subprocess.Popen(
+            [
+                self._exe,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", self._dir.name,
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--protected-mode", "yes",
+                "--loglevel", "warning",
+                "--logfile", os.path.join(self._dir.name, "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            if _ping(self.port):
+                return self
+            time.sleep(0.02)
+        self._kill()
+        raise RuntimeError(f"redis-server did not restart on port {self.port}")
+
     def stop(self) -> None:
         self._kill()
         if self._dir is not None:

@@ -5,6 +5,7 @@ worker is killed. Runs in the private network namespace (make test)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -117,6 +118,17 @@ class Node:
         self._log.close()
 
 
+async def _close_peer(peer: AiortcPeer) -> None:
+    # aiortc's close waits forever for a receiver whose RTCP task never started
+    # (its server node was killed mid-handshake); its decoder thread would then keep
+    # the test process from exiting, so stop the decoders directly
+    try:
+        await asyncio.wait_for(peer.close(), 5)
+    except asyncio.TimeoutError:
+        for transceiver in peer.pc.getTransceivers():
+            transceiver.receiver._RTCRtpReceiver__stop_decoder()
+
+
 class Visitor:
     """A WebSocket client and an aiortc peer acting as the browser does: offers
     after `queued`, answers `reoffer` with a fresh RTCPeerConnection."""
@@ -142,7 +154,7 @@ class Visitor:
     async def _offer(self) -> None:
         assert self.client is not None
         if self.peer is not None:
-            await self.peer.close()
+            await _close_peer(self.peer)
         self.peer = AiortcPeer(160, 120)
         await self.client.send("offer", sdp=await self.peer.offer())
 
@@ -187,9 +199,10 @@ class Visitor:
         if self._pump is not None:
             self._pump.cancel()
         if self.client is not None:
-            await self.client.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.client.close(), 5)
         if self.peer is not None:
-            await self.peer.close()
+            await _close_peer(self.peer)
 
 
 async def _close_all(visitors: list[Visitor]) -> None:

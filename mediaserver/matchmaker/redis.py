@@ -43,6 +43,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -69,6 +70,8 @@ _MAX_INFLIGHT = 2
 
 # An operation waiting to be sent: name, now, arguments, its result.
 _Op = tuple[str, str, tuple[str, ...], "asyncio.Future[str]"]
+# Redis is down or unreachable (redis-py has retried already).
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 _LUA = r"""
 -- ARGV: prefix, interest wait, node id, channel, due batch size, then the
@@ -394,6 +397,14 @@ class RedisMatchmaker(Matchmaker):
         self._flush_scheduled = False
         self._inflight = 0
         self._sending: set[asyncio.Task[None]] = set()
+        # This node's waiters, in arrival order: a redis-server that restarts
+        # without persistence forgets the queue, so they are put back from here.
+        self._waiting: dict[str, Ticket] = {}
+        # Cancels that could not reach Redis: sent again when it is back.
+        self._unsent_cancels: set[str] = set()
+        self._resync = False  # put the waiters back at the next tick that reaches Redis
+        self._down = False  # in an outage (logged once)
+        self._epoch: str | None = None  # the queue's incarnation; a new one means it was lost
 
     async def start(self) -> None:
         if self._started:
@@ -522,29 +533,95 @@ class RedisMatchmaker(Matchmaker):
 
     # -- the interface ---------------------------------------------------------
 
+    # -- Redis outages -----------------------------------------------------------
+    #
+    # While Redis is unreachable, enqueue and cancel are kept here and never
+    # raise (the visitor keeps waiting; the signalling hub has no way to handle
+    # a lost queue), skips, blocks and reports are dropped with a warning, and
+    # tick does nothing. The first tick that reaches Redis again (or that finds
+    # a new queue epoch: Redis restarted between two ticks) puts this node's
+    # waiters back, in their arrival order.
+
+    def _outage(self, what: str, exc: BaseException) -> None:
+        self._resync = True
+        if not self._down:
+            self._down = True
+            logger.warning("match queue unreachable (%s): %s; waiters kept here", what, exc)
+
+    def _emit(self, matches: Iterable[Match]) -> None:
+        matches = list(matches)
+        for m in matches:
+            self._waiting.pop(m.a, None)
+            self._waiting.pop(m.b, None)
+        super()._emit(matches)
+
+    async def _check_epoch(self) -> None:
+        key = self._prefix + "epoch"
+        epoch = await self._redis.get(key)
+        if epoch is None:
+            await self._redis.set(key, uuid.uuid4().hex, nx=True)
+            epoch = await self._redis.get(key)
+        if self._epoch is not None and epoch != self._epoch:
+            self._resync = True  # Redis lost the queue (restart, flush)
+        self._epoch = None if epoch is None else str(epoch)
+
+    async def _put_back(self) -> None:
+        cancels = list(self._unsent_cancels)
+        tickets = list(self._waiting.values())
+        now = self._now()
+        ops = [self._call("cancel", now, p) for p in cancels]
+        ops += [
+            self._call("enqueue", now, t.peer, t.identity, t.reputation_key, *_tokens(t))
+            for t in tickets
+        ]
+        results = await asyncio.gather(*ops)  # one script call, in arrival order
+        self._unsent_cancels.difference_update(cancels)
+        for t, status in zip(tickets, results[len(cancels) :], strict=True):
+            if status == "refused":  # reported meanwhile: out, as enqueue would say
+                self._waiting.pop(t.peer, None)
+        self._resync = False
+        self._down = False
+        logger.warning("match queue reachable again: %d waiters put back", len(tickets))
+
     async def enqueue(self, ticket: Ticket) -> None:
         if not ticket.age_confirmed:
             await self.cancel(ticket.peer)
             raise MatchRefused("age")
-        status = await self._call(
-            "enqueue",
-            self._now(),
-            ticket.peer,
-            ticket.identity,
-            ticket.reputation_key,
-            *_tokens(ticket),
-        )
+        self._unsent_cancels.discard(ticket.peer)
+        self._waiting.pop(ticket.peer, None)  # a new ticket goes to the back
+        self._waiting[ticket.peer] = ticket
+        try:
+            status = await self._call(
+                "enqueue",
+                self._now(),
+                ticket.peer,
+                ticket.identity,
+                ticket.reputation_key,
+                *_tokens(ticket),
+            )
+        except _UNREACHABLE as exc:
+            self._outage("enqueue", exc)
+            return  # waiting here; put in the queue when Redis is back
         if status == "refused":
+            self._waiting.pop(ticket.peer, None)
             raise MatchRefused("reported")
 
     async def cancel(self, peer: str) -> None:
-        await self._call("cancel", self._now(), peer)
+        self._waiting.pop(peer, None)
+        try:
+            await self._call("cancel", self._now(), peer)
+        except _UNREACHABLE as exc:
+            self._unsent_cancels.add(peer)
+            self._outage("cancel", exc)
 
     async def _conflict(self, a: str, b: str, ttl: float) -> None:
         if a == b:
             return
         now = self._now()
-        await self._call("conflict", now, a, b, repr(now + ttl), _px(ttl))
+        try:
+            await self._call("conflict", now, a, b, repr(now + ttl), _px(ttl))
+        except _UNREACHABLE as exc:
+            self._outage("skip/block", exc)
 
     async def record_skip(self, identity: str, other_identity: str) -> None:
         await self._conflict(identity, other_identity, self.policy.skip_cooldown)
@@ -558,22 +635,31 @@ class RedisMatchmaker(Matchmaker):
         await self.record_block(reporter_identity, reported_identity)
         now = self._now()
         p = self.policy
-        await self._call(
-            "report",
-            now,
-            reporter_identity,
-            reported_identity,
-            repr(now - p.report_window),
-            _px(p.report_window),
-            str(p.report_threshold),
-            repr(now + p.refuse_for),
-            _px(p.refuse_for),
-        )
+        try:
+            await self._call(
+                "report",
+                now,
+                reporter_identity,
+                reported_identity,
+                repr(now - p.report_window),
+                _px(p.report_window),
+                str(p.report_threshold),
+                repr(now + p.refuse_for),
+                _px(p.refuse_for),
+            )
+        except _UNREACHABLE as exc:
+            self._outage("report", exc)
 
     async def tick(self) -> None:
         now = self._now()
-        while int(await self._call("tick", now)) >= _DUE_BATCH:
-            pass
+        try:
+            while int(await self._call("tick", now)) >= _DUE_BATCH:
+                pass
+            await self._check_epoch()
+            if self._resync:
+                await self._put_back()
+        except _UNREACHABLE as exc:
+            self._outage("tick", exc)
 
     async def queue_length(self) -> int:
         n: int = await self._redis.zcard(self._prefix + "q")
@@ -582,7 +668,9 @@ class RedisMatchmaker(Matchmaker):
     async def cancel_node(self, node: str) -> int:
         prefix = f"{node}/"
         waiting: list[bytes] = await self._redis.zrange(self._prefix + "q", 0, -1)  # type: ignore[assignment]
-        doomed = [p for p in (w.decode() for w in waiting) if p.startswith(prefix)]
+        # the client decodes responses (str), unless one was passed in that does not
+        names = (w.decode() if isinstance(w, bytes) else str(w) for w in waiting)
+        doomed = [p for p in names if p.startswith(prefix)]
         for peer in doomed:
             await self.cancel(peer)
         return len(doomed)

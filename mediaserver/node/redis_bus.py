@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,6 +25,10 @@ DEFAULT_PREFIX = "mediaserver:node:"
 REFRESH = 2.0  # seconds between registry refreshes
 TTL_MS = 4000  # a node missing two refreshes is dead: its peers learn it within 5 s
 WATCH = 0.5  # seconds between reads of the registry
+# After Redis was unreachable, or came back empty (a restart without persistence
+# forgets the registry), no node is taken for dead for this long: every live
+# node re-registers within one REFRESH, so only a real death outlasts it.
+GRACE = TTL_MS / 1000
 
 
 class RedisBus(Bus):
@@ -34,6 +39,8 @@ class RedisBus(Bus):
         self._redis: aioredis.Redis = aioredis.from_url(url)
         self._pubsub: Any = None
         self._alive: dict[str, NodeInfo] = {}
+        self._grace_until = 0.0
+        self._epoch: Any = None  # the registry's incarnation: a new one means Redis lost it
 
     def _channel(self, node: str) -> str:
         return f"{self._prefix}n:{node}"
@@ -92,9 +99,27 @@ class RedisBus(Bus):
             try:
                 await self._refresh()
             except (RedisError, OSError) as exc:
+                self._grace()
                 logger.warning("node_refresh_failed", extra={"error": str(exc)})
 
+    def _grace(self) -> None:
+        self._grace_until = asyncio.get_running_loop().time() + GRACE
+
+    async def _check_epoch(self) -> None:
+        key = f"{self._prefix}epoch"
+        epoch = await self._redis.get(key)
+        if epoch is None:
+            await self._redis.set(key, secrets.token_hex(8), nx=True)
+            epoch = await self._redis.get(key)
+        if self._epoch is not None and epoch != self._epoch:
+            # Redis restarted empty: register again now, and let the others do so
+            self._grace()
+            logger.warning("node_registry_lost")
+            await self._refresh()
+        self._epoch = epoch
+
     async def _watch_once(self) -> None:
+        await self._check_epoch()
         members: set[bytes] = await self._redis.smembers(f"{self._prefix}nodes")  # type: ignore[assignment]
         ids = sorted(m.decode() for m in members)
         if not ids:
@@ -115,6 +140,9 @@ class RedisBus(Bus):
         if gone:
             await self._redis.srem(f"{self._prefix}nodes", *gone)
         before = self._alive
+        if asyncio.get_running_loop().time() < self._grace_until:
+            for node, seen in before.items():  # not dead yet: maybe not registered again
+                alive.setdefault(node, seen)
         self._alive = alive
         for node in before:
             if node not in alive and node != self.node_id:
@@ -127,4 +155,5 @@ class RedisBus(Bus):
                 await self._watch_once()
             except (RedisError, OSError) as exc:
                 # Redis is down: keep the nodes last seen (no false deaths)
+                self._grace()
                 logger.warning("node_watch_failed", extra={"error": str(exc)})

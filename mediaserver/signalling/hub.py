@@ -187,7 +187,10 @@ class SignallingHub:
         if visitor.state is State.GONE:
             return
         await self._end_pair(visitor, requeue_self=False, reason="left")
-        await self.matchmaker.cancel(visitor.id)
+        try:
+            await self.matchmaker.cancel(visitor.id)
+        except Exception:  # the queue is unreachable: the visitor still leaves
+            logger.exception("cancelling a ticket failed")
         visitor.state = State.GONE
         visitor.pending_pair = None
         self.visitors.pop(visitor.id, None)
@@ -450,6 +453,13 @@ class SignallingHub:
         except MatchRefused as exc:
             v.state = State.IDLE
             raise ProtocolError("refused", f"not queued: {exc}", "start") from None
+        except Exception:
+            # the shared queue (coordinator, Redis) did not answer: say so, stay idle
+            logger.exception("enqueue failed")
+            v.state = State.IDLE
+            raise ProtocolError(
+                "unavailable", "the match queue is unavailable; try again", "start"
+            ) from None
         self._announce_queued(v)
 
     def _announce_queued(self, v: Visitor) -> None:
