@@ -6,7 +6,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test build bench clean
+.PHONY: run test build bench clean fuzz
 
 $(VENV)/.installed: pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/includes/*.pxd)
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,29 @@ bench: $(VENV)/.test-installed
 
 clean:
 	rm -rf build $(VENV) ext/*.c ext/*.html mediaserver/*.so
+
+# Fuzzing (fuzz/README.md): coverage-guided, atheris (libFuzzer) on every parser that
+# reads outside bytes. How: atheris is built from source with clang, which makes its
+# asan_with_fuzzer.so (AddressSanitizer with libFuzzer linked in); the Cython
+# extensions are rebuilt with MEDIASERVER_SANITIZE=address,fuzzer-no-link (clang:
+# ASan + libFuzzer's coverage counters) into build/fuzz-asan, never over the tree's
+# own build: the native targets (rtp, srtp, router) put build/fuzz-asan first on
+# mediaserver's package path and run with that .so in LD_PRELOAD. Then each target
+# runs FUZZ_RUNS inputs, one at a time, pinned to CPU FUZZ_CPU, over fuzz/corpus/;
+# a crash, a hang (-timeout) or memory past -rss_limit_mb stops it, with the input
+# in fuzz/crashes/ (make it a test in tests/test_fuzz_regressions.py).
+#   make fuzz FUZZ_RUNS=100000 FUZZ_ARGS="sdp stun"     # fewer runs, some targets
+#   make fuzz FUZZ_ARGS="--merge"                        # also re-minimise fuzz/corpus/
+FUZZ_RUNS ?= 1000000
+FUZZ_CPU ?= 1
+FUZZ_ARGS ?=
+FUZZ_ASAN := build/fuzz-asan
+
+fuzz: $(VENV)/.test-installed
+	command -v clang >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev)
+	[ -f "$$($(PY) -c 'import atheris; print(atheris.path())' 2>/dev/null)/asan_with_fuzzer.so" ] || \
+		CC=clang CXX=clang++ $(PY) -m pip install -q --force-reinstall --no-deps --no-binary atheris atheris
+	CC=clang LDSHARED="clang -shared" MEDIASERVER_SANITIZE=address,fuzzer-no-link \
+		MEDIASERVER_EXT=_rtp,_srtp,_router \
+		$(PY) setup.py -q build_ext --build-lib $(FUZZ_ASAN) --build-temp $(FUZZ_ASAN)/tmp
+	$(PY) -m fuzz.run --runs $(FUZZ_RUNS) --asan $(FUZZ_ASAN) --cpu $(FUZZ_CPU) $(FUZZ_ARGS)

@@ -55,6 +55,12 @@ def _extensions() -> list:
     debug = os.environ.get("MEDIASERVER_DEBUG") == "1"
     cflags = ["-O0", "-g", "-DDEBUG=1"] if debug else ["-O3", "-DDEBUG=0"]
     cflags += ["-Wno-unused-function", "-Wno-unreachable-code"]
+    # make fuzz: MEDIASERVER_SANITIZE=address,fuzzer-no-link (with CC=clang) builds
+    # AddressSanitizer + libFuzzer coverage instrumentation for atheris (fuzz/README.md)
+    sanitize = os.environ.get("MEDIASERVER_SANITIZE")
+    ldflags = [f"-fsanitize={sanitize}"] if sanitize else []
+    if sanitize:
+        cflags += ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}"]
     exts = []
     only = os.environ.get("MEDIASERVER_EXT")  # e.g. "_srtp": rebuild one module while developing
     for path in sorted(glob.glob("ext/*.pyx")):
@@ -67,6 +73,7 @@ def _extensions() -> list:
                 [path],
                 libraries=["crypto"],
                 extra_compile_args=cflags,
+                extra_link_args=ldflags,
             )
         )
     return cythonize(
