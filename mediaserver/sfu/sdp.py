@@ -400,6 +400,10 @@ def parse_offer(sdp: str) -> Offer:
     """
     if len(sdp) > MAX_OFFER_LENGTH:
         raise SdpError(f"offer is {len(sdp)} characters long; the limit is {MAX_OFFER_LENGTH}")
+    try:
+        sdp.encode("utf-8")  # lone surrogates (from JSON escapes) could reach the answer
+    except UnicodeEncodeError:
+        raise SdpError("offer is not valid Unicode text") from None
     lines = [line.removesuffix("\r") for line in sdp.split("\n")]
     if not lines or not lines[0].startswith("v="):
         raise SdpError("offer does not start with 'v=' (RFC 8866 section 5)")

@@ -38,7 +38,7 @@ from mediaserver.sfu.dtls import (
 )
 from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
 from mediaserver.sfu.router import Codec, payload_type_map
-from mediaserver.sfu.sdp import build_answer, parse_offer
+from mediaserver.sfu.sdp import Answer, build_answer, parse_offer
 from mediaserver.sfu.session import Session, SessionState, Track
 from mediaserver.sfu.udp import Address, UdpEndpoint
 
@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.1  # timer resolution: DTLS retransmits, consent, RTCP reports
 REPORT_INTERVAL = 1.0  # RR/SR/REMB per session (RFC 3550 allows more for 2-party)
+# Keys of Sfu.stats that count dropped datagrams (reported in counters()["drops"]).
+SLOW_PATH_DROPS = frozenset({"dtls_unknown_address"})
 
 
 @dataclass
@@ -71,6 +73,10 @@ class SfuConfig:
     """A connected peer that sends no SRTP/SRTCP for this long is closed: its
     media died (browsers send RTCP every second or so, audio 50 times a second),
     and its partner learns it within 5 s."""
+    handshake_timeout: float = 30.0
+    """A session not connected (ICE + DTLS) this long after its offer is closed,
+    even if its peer keeps STUN and a DTLS handshake half-open: an attacker with
+    an answer cannot hold a handshake slot forever."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,8 @@ class SessionConnected:
 class SessionClosed:
     session_id: str
     reason: str
-    """"closed", "consent expired", "media timeout", "dtls failed: ...", "dtls closed"."""
+    """"closed", "consent expired", "media timeout", "handshake timeout",
+    "dtls failed: ...", "dtls closed"."""
 
 
 @dataclass(frozen=True)
@@ -198,9 +205,28 @@ class Sfu:
         except ValueError as exc:
             raise SfuError(f"bad offer: {exc}") from exc
         try:
+            # before any router state: a fingerprint of the wrong length fails here
+            dtls = DtlsEndpoint(self.certificate, "server", list(answer.remote_fingerprints))
+        except ValueError as exc:
+            raise SfuError(f"bad offer: {exc}") from exc
+        try:
             peer = router.add_peer()
         except RuntimeError as exc:
             raise SfuError("server full") from exc
+        try:
+            return self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
+        except ValueError as exc:
+            # nothing of a refused offer stays: its router peer slot is freed
+            self.sessions.pop(session_id, None)
+            self._by_peer.pop(peer, None)
+            self.ice.remove_session(session_id)
+            router.remove_peer(peer)
+            raise SfuError(f"bad offer: {exc}") from exc
+
+    def _add_session(
+        self, session_id: str, peer: int, ufrag: str, pwd: str, answer: Answer, dtls: DtlsEndpoint
+    ) -> Session:
+        router = self._router
         tracks: dict[str, Track] = {}
         for media in answer.media:
             if media.kind not in ("audio", "video") or media.kind in tracks or media.rejected:
@@ -229,14 +255,17 @@ class Sfu:
             local_ufrag=ufrag,
             local_pwd=pwd,
             answer=answer.sdp,
-            dtls=DtlsEndpoint(self.certificate, "server", list(answer.remote_fingerprints)),
+            dtls=dtls,
             tracks=tracks,
             rtcp_ssrc=_random_ssrc(),
             created_at=self._now(),
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
-        self.ice.add_session(session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now())
+        self.ice.add_session(
+            session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now(),
+            remote_pwd=answer.remote_ice_pwd,
+        )
         self.stats["sessions_created"] += 1
         return session
 
@@ -390,7 +419,8 @@ class Sfu:
         for reason, count in self.ice.drops.items():
             drops[reason] = count
         for reason, count in self.stats.items():
-            drops.setdefault(reason, 0)
+            # slow-path drops are drops; other stats only keep a key there
+            drops[reason] = count if reason in SLOW_PATH_DROPS else drops.get(reason, 0)
             out[reason] = count
         out["drops"] = drops
         return out
@@ -518,6 +548,12 @@ class Sfu:
             self.ice.handle_timer(now)
             self._service_ice(now)
             for session in list(self.sessions.values()):
+                if (
+                    session.state in (SessionState.NEW, SessionState.CHECKING)
+                    and now - session.created_at > self.config.handshake_timeout
+                ):
+                    self.close_session(session.id, "handshake timeout")
+                    continue
                 if session.state is SessionState.CHECKING:
                     deadline = session.dtls.get_timer()
                     if deadline is not None and deadline <= now:

@@ -79,9 +79,19 @@ def _string(min_len: int, max_len: int) -> Check:
             raise ProtocolError("bad_field", f"{name} must be a string")
         if not min_len <= len(value) <= max_len:
             raise ProtocolError("bad_field", f"{name} must be {min_len}-{max_len} characters")
+        _check_unicode(name, value)
         return value
 
     return check
+
+
+def _check_unicode(name: str, value: str) -> None:
+    # JSON's \ud800 escapes can carry lone surrogates: no UTF-8 (and so no partner's
+    # frame, JSON or msgpack) can hold them, so they stop here
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("bad_field", f"{name} must be valid Unicode text") from None
 
 
 def _boolean(name: str, value: Any) -> Any:
@@ -99,6 +109,7 @@ def _interests(name: str, value: Any) -> Any:
             raise ProtocolError(
                 "bad_field", f"each of {name} must be a string of 1-{INTEREST_MAX_CHARS} characters"
             )
+        _check_unicode(name, item)
         out.append(item.strip().lower())
     return sorted(set(out))
 
