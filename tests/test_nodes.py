@@ -313,41 +313,55 @@ async def test_workers_share_one_queue_and_a_killed_worker_is_replaced(tmp_path)
     visitors: list[Visitor] = []
     try:
         await node.wait_nodes(2)
-        # find one visitor on each worker (the kernel spreads accepts between them)
-        by_worker: dict[str, Visitor] = {}
+        # three visitors on worker 0 and one on worker 1 (the kernel spreads accepts)
+        by_worker: dict[str, list[Visitor]] = {"0": [], "1": []}
         counts: dict[str, float] = {}
-        for i in range(40):
+        for i in range(60):
             v = Visitor(node.ws, f"127.0.1.{i + 2}")
             visitors.append(v)
             await v.connect()
             worker, counts = await _worker_of(node, counts)
-            by_worker.setdefault(worker, v)
-            if len(by_worker) == 2:
+            by_worker[worker].append(v)
+            if len(by_worker["0"]) >= 3 and by_worker["1"]:
                 break
-        assert set(by_worker) == {"0", "1"}, "every connection went to one worker"
-        x, y = by_worker["0"], by_worker["1"]
+        assert len(by_worker["0"]) >= 3 and by_worker["1"], "connections all went one way"
+        p, q, x = by_worker["0"][:3]
+        y = by_worker["1"][0]
         for v in visitors:
-            if v not in (x, y):
+            if v not in (p, q, x, y):
                 await v.close()
-        visitors = [x, y]
+        visitors = [p, q, x, y]
 
+        # p and q: the first pair, on an empty server: media on their own worker 0
+        await p.start()
+        assert await wait_for(lambda: p.answer_ports == [base], 10)
+        await q.start()
+        await q.wait_for("matched")
+        assert await wait_for(lambda: q.answer_ports[-1:] == [base], 10)
+        # x waits: its media goes to the least-loaded worker, 1; y (on worker 1) meets
+        # x, and the pair's media is on worker 1 while x's WebSocket is on worker 0
+        await asyncio.sleep(1.0)  # the coordinator's load report (every 0.5 s)
         await x.start()
-        assert await wait_for(lambda: len(x.answer_ports) == 1, 10)
-        assert x.answer_ports == [base]  # a waiting visitor's media: on its own worker
+        assert await wait_for(lambda: x.answer_ports == [base + 1], 10)
         await y.start()
         await x.wait_for("matched")
         await y.wait_for("matched")
-        assert await wait_for(lambda: y.answer_ports[-1:] == [base], 10)  # one worker holds the pair
-        await x.media_flows()
-        await y.media_flows()
+        assert await wait_for(lambda: y.answer_ports[-1:] == [base + 1], 10)
+        for v in (p, q, x, y):
+            await v.media_flows()
 
-        # kill -9 worker 1 (y's WebSocket): x is told at once and queued again
+        # kill -9 worker 1 (y's WebSocket, x's and y's media): x is told at once,
+        # asked for a new offer and queued again; p and q on worker 0 go on
         pids = {r["worker"]: r["pid"] for r in node.records() if r.get("event") == "worker_started"}
         killed_at = time.monotonic()
         os.kill(pids[1], signal.SIGKILL)
         told = await x.wait_for("partner_left", timeout=5)
         assert told - killed_at < 5.0
         await x.wait_for("queued", 2)
+        await x.wait_for("reoffer")
+        for v in (p, q):
+            await v.media_flows()
+            assert "partner_left" not in v.kinds()
         # the supervisor starts worker 1 again
         assert await wait_for(
             lambda: sum(1 for r in node.records() if r.get("event") == "worker_started") == 3, 10
@@ -366,6 +380,7 @@ async def test_workers_share_one_queue_and_a_killed_worker_is_replaced(tmp_path)
         # the supervisor drains and exits 0 on SIGTERM
         node.proc.send_signal(signal.SIGTERM)
         await x.client.send("stop")
+        await p.client.send("stop")
         assert await asyncio.to_thread(node.proc.wait, 15) == 0
     finally:
         await _close_all(visitors)
