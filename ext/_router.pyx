@@ -102,6 +102,7 @@ ctypedef struct OutStream:
     int peer
     uint32_t ssrc
     uint32_t clock_rate
+    int nroutes  # route entries pointing here: removal scans peers only when > 0
     int has_source
     int src_peer
     uint32_t src_ssrc
@@ -325,10 +326,16 @@ cdef class Router:
         """Unbind the peer's address, free its SRTP state, drop every route
         from it and every out stream it receives."""
         cdef Peer* p = self._peer(peer)
-        cdef int i
+        cdef int i, pt, k
         if p.bound:
             self._addr_delete(&p.addr)
         self._free_srtp(p)
+        # its own routes go, and the out streams they fed count them no more
+        for pt in range(128):
+            for k in range(MAX_FANOUT):
+                if p.routes[pt][k] != EMPTY:
+                    self.outs[p.routes[pt][k]].nroutes -= 1
+                    p.routes[pt][k] = EMPTY
         for i in range(self.max_streams):
             if self.outs[i].used and self.outs[i].peer == peer:
                 self.remove_out_stream(i)
@@ -399,9 +406,12 @@ cdef class Router:
     def remove_out_stream(self, int idx):
         cdef OutStream* o = self._out(idx)
         cdef int i
-        for i in range(self.max_peers):
-            if self.peers[i].used:
-                self._unroute(&self.peers[i], idx)
+        # sessions are disconnected before they close, and never-connected ones
+        # have no routes: no scan of every peer x 128 payload types for them
+        if o.nroutes > 0:
+            for i in range(self.max_peers):
+                if self.peers[i].used:
+                    self._unroute(&self.peers[i], idx)
         cache_release(&o.cache)
         o.used = 0
 
@@ -411,6 +421,7 @@ cdef class Router:
             k = 0
             while k < MAX_FANOUT and p.routes[pt][k] != EMPTY:
                 if p.routes[pt][k] == out_idx:
+                    self.outs[out_idx].nroutes -= 1
                     for j in range(k, MAX_FANOUT - 1):
                         p.routes[pt][j] = p.routes[pt][j + 1]
                         p.route_pt[pt][j] = p.route_pt[pt][j + 1]
@@ -428,6 +439,8 @@ cdef class Router:
             raise ValueError("payload type out of range")
         for k in range(MAX_FANOUT):
             if p.routes[payload_type][k] == out_idx or p.routes[payload_type][k] == EMPTY:
+                if p.routes[payload_type][k] == EMPTY:
+                    self.outs[out_idx].nroutes += 1
                 p.routes[payload_type][k] = out_idx
                 p.route_pt[payload_type][k] = out_payload_type
                 return

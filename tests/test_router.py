@@ -194,6 +194,42 @@ def test_rebinding_an_address_moves_it():
     assert w.router.counters()["drops"]["no_route"] == 1
 
 
+def test_routes_never_outlive_their_stream_or_their_publisher_across_slot_reuse():
+    w = Wiring()
+    # the subscriber goes (its out stream with it) while the publisher still routes to
+    # it: a new subscriber taking the same stream slot gets nothing it did not ask for
+    def subscriber() -> int:
+        peer = w.router.add_peer()
+        w.router.bind_address(peer, *SUB)
+        w.router.set_srtp(peer, w.profile, *keys(7, w.profile), *keys(5, w.profile))
+        return peer
+
+    w.router.remove_peer(w.sub)
+    sub2 = subscriber()
+    out2 = w.router.add_out_stream(sub2, OUT_SSRC, 90000)
+    assert out2 == w.out
+    assert w.publish(seq=1)[0] == []
+    w.router.add_route(w.pub, 96, out2, 100)
+    assert len(w.publish(seq=2)[0]) == 1
+    # the publisher goes: a new peer in its slot routes nothing until told to
+    w.router.remove_peer(w.pub)
+    pub2 = w.router.add_peer()
+    assert pub2 == w.pub
+    w.router.bind_address(pub2, *PUB)
+    w.router.set_srtp(pub2, w.profile, *keys(1, w.profile), *keys(3, w.profile))
+    assert w.publish(seq=3)[0] == []
+    assert w.router.counters()["drops"]["no_route"] >= 1
+    # disconnected first (as the SFU does), then removed: the stream goes cleanly
+    w.router.add_route(pub2, 96, out2, 100)
+    w.router.remove_route(pub2, out2)
+    w.router.remove_peer(sub2)
+    sub3 = subscriber()
+    out3 = w.router.add_out_stream(sub3, OUT_SSRC + 1, 90000)
+    assert w.publish(seq=4)[0] == []
+    w.router.add_route(pub2, 96, out3, 100)
+    assert len(w.publish(seq=5)[0]) == 1
+
+
 def test_many_peers_address_table_survives_churn():
     r = Router(-1, max_peers=64, max_streams=8, cache_packets=64)
     for round_ in range(20):
