@@ -70,13 +70,14 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_PROTECT_FAILED
     DROP_SEND_FAILED
     DROP_TEST_LOSS
+    DROP_DTLS_UNKNOWN_ADDRESS
     N_DROPS
 
 DROP_NAMES = (
     "unknown_first_byte", "unknown_address", "no_srtp", "malformed_rtp",
     "srtp_auth", "srtp_replay", "srtp_other", "srtcp_auth", "srtcp_replay",
     "srtcp_other", "no_route", "dest_not_ready", "too_big", "protect_failed",
-    "send_failed", "test_loss",
+    "send_failed", "test_loss", "dtls_unknown_address",
 )
 
 ctypedef struct InStream:
@@ -528,8 +529,14 @@ cdef class Router:
             self._slow(KIND_STUN, self._lookup(src), slot, length)
             return
         if 20 <= b0 <= 63:
+            # DTLS only from an address ICE verified: a flood from anywhere else
+            # is counted here, never handed to Python
+            peer = self._lookup(src)
+            if peer < 0:
+                self._drop(DROP_DTLS_UNKNOWN_ADDRESS)
+                return
             self.slow_datagrams += 1
-            self._slow(KIND_DTLS, self._lookup(src), slot, length)
+            self._slow(KIND_DTLS, peer, slot, length)
             return
         if not (128 <= b0 <= 191):
             self._drop(DROP_UNKNOWN_FIRST_BYTE)

@@ -420,7 +420,8 @@ class Sfu:
             drops[reason] = count
         for reason, count in self.stats.items():
             # slow-path drops are drops; other stats only keep a key there
-            drops[reason] = count if reason in SLOW_PATH_DROPS else drops.get(reason, 0)
+            # (the router counts DTLS from unknown addresses; Python the rest)
+            drops[reason] = drops.get(reason, 0) + (count if reason in SLOW_PATH_DROPS else 0)
             out[reason] = count
         out["drops"] = drops
         return out
