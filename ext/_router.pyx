@@ -395,8 +395,8 @@ cdef class Router:
             if not self.outs[i].used:
                 o = &self.outs[i]
                 memset(o, 0, sizeof(OutStream))
-                if cache_init(&o.cache, self.cache_packets) < 0:
-                    raise MemoryError()
+                # the NACK cache (cache_packets x 1,500 bytes) comes with the first
+                # packet sent: sessions that never connect cost none of it
                 o.used = 1
                 o.peer = peer
                 o.ssrc = ssrc
@@ -644,6 +644,9 @@ cdef class Router:
         cdef int m
         if not d.bound or d.tx == NULL:
             self._drop(DROP_DEST_NOT_READY)
+            return
+        if o.cache.data == NULL and cache_init(&o.cache, self.cache_packets) < 0:
+            self._drop(DROP_PROTECT_FAILED)  # out of memory
             return
         if not o.has_source or o.src_peer != src_peer or o.src_ssrc != h.ssrc:
             # A new source for this subscriber stream: continue its numbering.

@@ -124,6 +124,8 @@ cdef inline void cache_commit(PacketCache* c, uint16_t seq, int length) noexcept
 # Returns the stored length (the bytes are at cache_slot) or 0 when evicted/absent.
 cdef inline int cache_lookup(PacketCache* c, uint16_t seq) noexcept nogil:
     cdef int i = seq & c.mask
+    if c.lengths == NULL:  # not allocated yet: nothing was sent on this stream
+        return 0
     if c.lengths[i] and c.seqs[i] == seq:
         return c.lengths[i]
     return 0
