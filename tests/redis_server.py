@@ -77,31 +77,8 @@ class RedisServer:
         self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
         for _ in range(5):  # the free port may be taken between probe and bind
             self.port = _free_port()
-            self._proc = subprocess.Popen(
-                [
-                    self._exe,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--dir", self._dir.name,
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--daemonize", "no",
-                    "--protected-mode", "yes",
-                    "--loglevel", "warning",
-                    "--logfile", os.path.join(self._dir.name, "redis.log"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            deadline = time.monotonic() + self._timeout
-            while time.monotonic() < deadline:
-                if self._proc.poll() is not None:
-                    break
-                if _ping(self.port):
-                    return self
-                time.sleep(0.02)
-            self._kill()
+            if self._launch():
+                return self
         log = os.path.join(self._dir.name, "redis.log")
         tail = ""
         if os.path.exists(log):
@@ -109,6 +86,36 @@ class RedisServer:
                 tail = f.read()[-2000:]
         self.stop()
         raise RuntimeError(f"redis-server did not start:\n{tail}")
+
+    def _launch(self) -> bool:
+        """Start redis-server on self.port; True once it answers PING."""
+        assert self._dir is not None
+        self._proc = subprocess.Popen(
+            [
+                self._exe,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", self._dir.name,
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--protected-mode", "yes",
+                "--loglevel", "warning",
+                "--logfile", os.path.join(self._dir.name, "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            if _ping(self.port):
+                return True
+            time.sleep(0.02)
+        self._kill()
+        return False
 
     def _kill(self) -> None:
         if self._proc is not None:
@@ -133,32 +140,9 @@ class RedisServer:
         """Start again on the same port after ``crash`` (empty, as after a real
         restart without persistence)."""
         assert self._proc is None and self._dir is not None and self.port
-        self._proc = subprocess.Popen(
-            [
-                self._exe,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", self._dir.name,
-                "--save", "",
-                "--appendonly", "no",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--loglevel", "warning",
-                "--logfile", os.path.join(self._dir.name, "redis.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + self._timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            if _ping(self.port):
-                return self
-            time.sleep(0.02)
-        self._kill()
-        raise RuntimeError(f"redis-server did not restart on port {self.port}")
+        if not self._launch():
+            raise RuntimeError(f"redis-server did not restart on port {self.port}")
+        return self
 
     def stop(self) -> None:
         self._kill()
