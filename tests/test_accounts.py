@@ -26,11 +26,8 @@ import argon2
 import httpx
 import pyotp
 import pytest
-import uvicorn
 from PIL import Image
-from starlette.applications import Starlette
 
-from mediaserver.api import create_api
 from mediaserver.store import Store, load_or_create_data_key
 from mediaserver.store.db import (
     MIGRATIONS,
@@ -39,7 +36,8 @@ from mediaserver.store.db import (
     Unauthorized,
     hash_token,
 )
-from tests.signalling_client import Client, free_port, running_server
+from tests.signalling_client import Client, running_server
+from tests.test_api import Server as ApiServer
 
 API = "/api/v1"
 ADULT = "1990-05-17"
@@ -59,42 +57,14 @@ class Clock:
         self.t += seconds
 
 
-class Server:
-    """The API alone on uvicorn in a thread, its store on a file in tmp_path."""
+class Server(ApiServer):
+    """The API alone on uvicorn in a thread, its store (on the test's clock) on a
+    file in tmp_path."""
 
     def __init__(self, tmp: Path, clock: Clock, **store_kwargs: Any) -> None:
-        self.db = str(tmp / "accounts.db")
         self.clock = clock
-        self.store = Store(
-            self.db, load_or_create_data_key(str(tmp / "accounts.key")), clock, **store_kwargs
-        )
-        self.mount = create_api(self.store)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(Starlette(routes=[self.mount]), host="127.0.0.1", port=port,
-                                log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.01)
-        self.http = httpx.Client(base_url=self.url + API, timeout=30)
-
-    def stop(self) -> None:
-        self.http.close()
-        self.server.should_exit = True
-        self.thread.join(10)
-        time.sleep(0.2)  # a privacy-request run still in its thread
-        self.store.close()
-
-    def create(self, **fields: Any) -> dict[str, Any]:
-        body = {"username": fields.pop("username", f"u{os.urandom(4).hex()}"),
-                "date_of_birth": ADULT, **fields}
-        r = self.http.post("/profiles", json=body)
-        assert r.status_code == 201, r.text
-        return dict(r.json())
+        super().__init__(str(tmp / "accounts.db"), str(tmp / "accounts.key"), clock,
+                         timeout=30, **store_kwargs)
 
     def sign_in(self, username: str, password: str = PASSWORD, **extra: Any) -> httpx.Response:
         return self.http.post("/sessions", json={"username": username, "password": password,

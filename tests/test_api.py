@@ -40,9 +40,11 @@ def free_port() -> int:
 class Server:
     """The API alone (a Starlette app with the Mount) on uvicorn in a thread."""
 
-    def __init__(self, db: str, key_file: str) -> None:
+    def __init__(
+        self, db: str, key_file: str, *store_args: Any, timeout: float = 10, **store_kwargs: Any
+    ) -> None:
         self.db = db
-        self.store = Store(db, load_or_create_data_key(key_file))
+        self.store = Store(db, load_or_create_data_key(key_file), *store_args, **store_kwargs)
         self.mount = create_api(self.store)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
@@ -60,7 +62,7 @@ class Server:
         while not self.server.started:
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.01)
-        self.http = httpx.Client(base_url=self.url + API, timeout=10)
+        self.http = httpx.Client(base_url=self.url + API, timeout=timeout)
 
     def stop(self) -> None:
         self.http.close()
