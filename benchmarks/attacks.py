@@ -49,14 +49,13 @@ from aioice import stun
 from benchmarks.forward import (
     BenchmarkError,
     ServerProcess,
-    Target,
     process_cpu,
     run_once,
+    server_target_for,
 )
 from benchmarks.peers import loadgen
 from benchmarks.peers.webrtc import (
     LOOPBACK,
-    VIDEO_PT,
     KeepAlive,
     SyntheticPeer,
     drain,
@@ -207,29 +206,8 @@ def run_flood(args: argparse.Namespace) -> dict[str, Any]:
         keepalive.start()
         stack.callback(keepalive.stop)
         drain(peers)
-        target = Target(
-            name="mediaserver",
-            pid=server.pid,
-            counters=server.counters,
-            sender=module.Sender(
-                [p.sock.fileno() for p in senders],
-                [p.server_addr for p in senders],
-                [p.video_ssrc for p in senders],
-                VIDEO_PT,
-                args.size,
-                PROFILE,
-                [(p.keys.tx_key, p.keys.tx_salt) for p in senders],  # type: ignore[union-attr]
-            ),
-            receiver=module.Receiver(
-                [p.sock.fileno() for p in receivers],
-                PROFILE,
-                [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],  # type: ignore[union-attr]
-                4,
-            ),
-            pairs=args.pairs,
-            port=server.port,
-            receiver_ports={p.port for p in receivers},
-        )
+        target = server_target_for(module, server, senders, receivers, PROFILE, args.size,
+                                   args.pairs)
         run_id = 1
         run_once(target, run_id, args.rate, 0.5, 0.001, 0.5)  # warm-up, not reported
         runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "flood": []}

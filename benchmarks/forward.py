@@ -305,6 +305,37 @@ class Target:
     results: list[dict[str, Any]] = field(default_factory=list)
 
 
+def server_target_for(
+    module: Any, server: Any, senders: list[Any], receivers: list[Any], profile: int,
+    size: int, pairs: int,
+) -> Target:
+    """The server under test as a Target: its process and counters, and the C
+    sender and receiver loops over the connected synthetic peers' sockets and keys."""
+    return Target(
+        name="mediaserver",
+        pid=server.pid,
+        counters=server.counters,
+        sender=module.Sender(
+            [p.sock.fileno() for p in senders],
+            [p.server_addr for p in senders],
+            [p.video_ssrc for p in senders],
+            VIDEO_PT,
+            size,
+            profile,
+            [(p.keys.tx_key, p.keys.tx_salt) for p in senders],
+        ),
+        receiver=module.Receiver(
+            [p.sock.fileno() for p in receivers],
+            profile,
+            [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],
+            4,
+        ),
+        pairs=pairs,
+        port=server.port,
+        receiver_ports={p.port for p in receivers},
+    )
+
+
 def run_once(
     target: Target, run_id: int, rate: float, duration: float, tick: float, grace: float
 ) -> dict[str, Any]:
@@ -647,28 +678,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for peer in peers:
             assert peer.server_addr is not None
             check_loopback(peer.server_addr[0])
-        server_target = Target(
-            name="mediaserver",
-            pid=server.pid,
-            counters=server.counters,
-            sender=module.Sender(
-                [p.sock.fileno() for p in senders],
-                [p.server_addr for p in senders],
-                [p.video_ssrc for p in senders],
-                VIDEO_PT,
-                args.size,
-                profile,
-                [(p.keys.tx_key, p.keys.tx_salt) for p in senders],  # type: ignore[union-attr]
-            ),
-            receiver=module.Receiver(
-                [p.sock.fileno() for p in receivers],
-                profile,
-                [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],  # type: ignore[union-attr]
-                4,
-            ),
-            pairs=args.pairs,
-            port=server.port,
-            receiver_ports={p.port for p in receivers},
+        server_target = server_target_for(
+            module, server, senders, receivers, profile, args.size, args.pairs
         )
 
         # -- the floor: plain RTP, same size on the wire, through the bare forwarder
