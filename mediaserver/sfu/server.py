@@ -262,10 +262,7 @@ class Sfu:
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
-        self.ice.add_session(
-            session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now(),
-            remote_pwd=answer.remote_ice_pwd,
-        )
+        self.ice.add_session(session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now())
         self.stats["sessions_created"] += 1
         return session
 
