@@ -71,13 +71,14 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_SEND_FAILED
     DROP_TEST_LOSS
     DROP_DTLS_UNKNOWN_ADDRESS
+    DROP_PADDING_ONLY
     N_DROPS
 
 DROP_NAMES = (
     "unknown_first_byte", "unknown_address", "no_srtp", "malformed_rtp",
     "srtp_auth", "srtp_replay", "srtp_other", "srtcp_auth", "srtcp_replay",
     "srtcp_other", "no_route", "dest_not_ready", "too_big", "protect_failed",
-    "send_failed", "test_loss", "dtls_unknown_address",
+    "send_failed", "test_loss", "dtls_unknown_address", "padding_only",
 )
 
 ctypedef struct InStream:
@@ -644,6 +645,14 @@ cdef class Router:
         cdef int m
         if not d.bound or d.tx == NULL:
             self._drop(DROP_DEST_NOT_READY)
+            return
+        if h.padding_len and n - h.header_len - h.padding_len <= 0:
+            # padding only (a sender's bandwidth probe): nothing to decode, and some
+            # receivers (aiortc) take the empty frame for the end of the stream; not
+            # forwarded, and our numbering skips it so the subscriber sees no gap
+            if o.has_source and o.src_peer == src_peer and o.src_ssrc == h.ssrc:
+                o.seq_delta -= 1
+            self._drop(DROP_PADDING_ONLY)
             return
         if o.cache.data == NULL and cache_init(&o.cache, self.cache_packets) < 0:
             self._drop(DROP_PROTECT_FAILED)  # out of memory

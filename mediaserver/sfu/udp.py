@@ -9,7 +9,6 @@ and sends whole batches in C. Only STUN, DTLS and RTCP come back up to Python.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import socket
 from collections import Counter
@@ -23,22 +22,6 @@ SlowHandler = Callable[[int, int, Address, bytes, float], None]
 logger = logging.getLogger(__name__)
 
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts (a keyframe is dozens of packets)
-
-# glibc's mallopt(M_MMAP_THRESHOLD): allocations at least this big get their own
-# mmap, so a stream's 768 KB NACK cache (calloc) stays untouched zero pages until
-# packets fill it, and goes back to the OS when freed. Left dynamic, glibc raises
-# the threshold after the first such free and later caches come from the heap,
-# where calloc must zero them: every session that never connects then costs
-# ~1.5 MB of RSS (measured: 1,000 such sessions, 1.6 GB).
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 128 * 1024
-
-
-def _pin_mmap_threshold() -> None:
-    try:
-        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-    except (OSError, AttributeError):  # not glibc: its malloc has its own policy
-        pass
 
 
 class UdpEndpoint:
@@ -69,7 +52,6 @@ class UdpEndpoint:
             self.sock.close()
             raise
         self.sock.setblocking(False)
-        _pin_mmap_threshold()
         self.router = Router(
             self.sock.fileno(),
             max_peers=max_peers,
