@@ -184,6 +184,179 @@ def test_first_check_with_use_candidate() -> None:
     assert drain(server) == [AddressBound(key="s1", addr=PEER, nominated=True)]
 
 
+REMOTE_PWD = "browserpasswordbrowserp"  # the peer's ice-pwd, from its offer
+
+
+def make_guarded_server() -> IceLiteServer:
+    """A session that knows the peer's password, so it can check a new address."""
+    server = IceLiteServer()
+    server.add_session("s1", LOCAL_UFRAG, LOCAL_PWD, REMOTE_UFRAG, now=0.0, remote_pwd=REMOTE_PWD)
+    return server
+
+
+def answer_probe(probe: bytes, pwd: str = REMOTE_PWD) -> bytes:
+    """The success response a browser sends to the server's check."""
+    request = stun.parse_message(probe)
+    response = stun.Message(
+        message_method=stun.Method.BINDING,
+        message_class=stun.Class.RESPONSE,
+        transaction_id=request.transaction_id,
+    )
+    response.attributes["XOR-MAPPED-ADDRESS"] = PEER2
+    response.add_message_integrity(pwd.encode())
+    return bytes(response)
+
+
+def test_nomination_before_dtls_moves_media_at_once() -> None:
+    # Nothing is proven before DTLS completes, and nothing flows either.
+    server = make_guarded_server()
+    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 1.1)
+    assert server.nominated_address("s1") == PEER2
+    assert all(
+        stun.parse_message(d).message_class == stun.Class.RESPONSE
+        for d, _ in server.datagrams_to_send(1.1)
+    )
+
+
+def test_nomination_away_from_a_proven_address_waits_for_its_answer() -> None:
+    server = make_guarded_server()
+    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
+    server.confirm_address("s1", PEER)  # DTLS completed with PEER
+    drain(server)
+    server.datagrams_to_send(1.0)
+
+    check = make_request(use_candidate=True)
+    server.receive_datagram(check, PEER2, 2.0)
+    # No answer to the check, no move: one check of ours, signed with the peer's
+    # password, no bigger than the one that came in.
+    [(probe, to)] = server.datagrams_to_send(2.0)
+    assert to == PEER2 and len(probe) <= len(check)
+    message = stun.parse_message(probe)
+    assert message.message_class == stun.Class.REQUEST
+    assert message.attributes["USERNAME"] == f"{REMOTE_UFRAG}:{LOCAL_UFRAG}"
+    assert "ICE-CONTROLLED" in message.attributes
+    assert message.check_message_integrity(REMOTE_PWD.encode())
+    assert drain(server) == []
+    assert server.nominated_address("s1") == PEER
+    assert server.drops["stun_unverified_nomination"] == 1
+
+    # More nominations within a second send nothing more.
+    server.receive_datagram(check, PEER2, 2.5)
+    assert server.datagrams_to_send(2.5) == []
+
+    # Answers that do not prove the address move nothing: from elsewhere, or
+    # signed with another key.
+    server.receive_datagram(answer_probe(probe), PEER, 2.6)
+    server.receive_datagram(answer_probe(probe, pwd="x" * 22), PEER2, 2.6)
+    assert server.nominated_address("s1") == PEER
+    assert server.drops["stun_bad_integrity"] == 1
+
+    # The right answer from the right address moves the media.
+    server.receive_datagram(answer_probe(probe), PEER2, 2.7)
+    assert drain(server) == [AddressBound(key="s1", addr=PEER2, nominated=True)]
+    assert server.nominated_address("s1") == PEER2
+    assert server.last_seen("s1") == 2.7
+    # ...and is used up: a replay of it does nothing.
+    server.receive_datagram(answer_probe(probe), PEER2, 2.8)
+    assert drain(server) == []
+    assert server.drops["stun_not_request"] == 2
+
+    # The new address is proven, so nominating it again is answered at once.
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 3.0)
+    [(response, _)] = server.datagrams_to_send(3.0)
+    assert stun.parse_message(response).message_class == stun.Class.RESPONSE
+
+
+def test_a_late_answer_moves_nothing() -> None:
+    server = make_guarded_server()
+    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
+    server.confirm_address("s1", PEER)
+    server.datagrams_to_send(1.0)
+    drain(server)
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
+    [(probe, _)] = server.datagrams_to_send(2.0)
+    server.receive_datagram(answer_probe(probe), PEER2, 8.0)  # after PROBE_LIFETIME
+    assert drain(server) == []
+    assert server.nominated_address("s1") == PEER
+    # A second probe a second later replaces the first one.
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 9.0)
+    [(second, _)] = server.datagrams_to_send(9.0)
+    assert second[8:20] != probe[8:20]
+    server.receive_datagram(answer_probe(probe), PEER2, 9.1)
+    assert server.nominated_address("s1") == PEER
+
+
+def test_a_stripped_check_gets_no_bigger_probe() -> None:
+    # Never more bytes out than in to an unproven address: a check without
+    # PRIORITY and ICE-CONTROLLING is smaller than our probe, so none is sent.
+    server = make_guarded_server()
+    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
+    server.confirm_address("s1", PEER)
+    server.datagrams_to_send(1.0)
+    stripped = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    stripped.attributes["USERNAME"] = f"{LOCAL_UFRAG}:{REMOTE_UFRAG}"
+    stripped.attributes["USE-CANDIDATE"] = None
+    stripped.attributes["MESSAGE-INTEGRITY"] = stun.message_integrity(
+        bytes(stripped), LOCAL_PWD.encode()
+    )
+    server.receive_datagram(bytes(stripped), PEER2, 2.0)
+    assert server.datagrams_to_send(2.0) == []
+    assert server.nominated_address("s1") == PEER
+    assert server.drops["stun_unverified_nomination"] == 1
+
+
+def test_an_unnominated_proven_address_is_guarded_too() -> None:
+    # A peer that never nominates, with DTLS done at its first address: its
+    # nomination of another address still waits for an answer.
+    server = make_guarded_server()
+    server.receive_datagram(make_request(), PEER, 1.0)
+    server.confirm_address("s1", PEER)
+    server.datagrams_to_send(1.0)
+    drain(server)
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
+    assert drain(server) == []
+    [(probe, to)] = server.datagrams_to_send(2.0)
+    assert to == PEER2 and stun.parse_message(probe).message_class == stun.Class.REQUEST
+
+
+def test_removing_a_session_forgets_its_probe() -> None:
+    server = make_guarded_server()
+    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
+    server.confirm_address("s1", PEER)
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
+    probe = server.datagrams_to_send(2.0)[-1][0]
+    server.remove_session("s1")
+    server.receive_datagram(answer_probe(probe), PEER2, 2.1)
+    assert server.drops["stun_not_request"] == 1
+    server.confirm_address("s1", PEER)  # unknown keys are ignored
+
+
+def test_a_proven_address_is_not_taken_by_another_session() -> None:
+    server = IceLiteServer()
+    server.add_session("a", "ufrA", "passwordpasswordpassAA", "peerA", now=0.0)
+    server.add_session("b", "ufrB", "passwordpasswordpassBB", "peerB", now=0.0)
+    server.receive_datagram(
+        make_request(username="ufrA:peerA", pwd="passwordpasswordpassAA", use_candidate=True),
+        PEER,
+        1.0,
+    )
+    server.confirm_address("a", PEER)
+    server.datagrams_to_send(1.0)
+    drain(server)
+    # b's owner signs a check for b from a's address: a keeps its peer.
+    server.receive_datagram(
+        make_request(username="ufrB:peerB", pwd="passwordpasswordpassBB", use_candidate=True),
+        PEER,
+        2.0,
+    )
+    assert server.session_for_address(PEER) == "a"
+    assert server.nominated_address("a") == PEER
+    assert server.nominated_address("b") is None
+    assert server.datagrams_to_send(2.0) == [] and drain(server) == []
+    assert server.drops["stun_address_in_use"] == 1
+
+
 def test_sessions_are_routed_by_username() -> None:
     server = IceLiteServer()
     server.add_session("a", "ufrA", "passwordpasswordpassAA", "peerA", now=0.0)

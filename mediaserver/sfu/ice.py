@@ -77,6 +77,14 @@ DROP_MISSING_INTEGRITY = "stun_missing_integrity"
 DROP_UNKNOWN_USER = "stun_unknown_user"
 DROP_BAD_INTEGRITY = "stun_bad_integrity"
 DROP_ROLE_CONFLICT = "stun_role_conflict"
+DROP_UNVERIFIED_NOMINATION = "stun_unverified_nomination"
+DROP_ADDRESS_IN_USE = "stun_address_in_use"
+
+PROBE_INTERVAL = 1.0
+"""At most one return-routability check per session per this many seconds."""
+PROBE_LIFETIME = 5.0
+"""A check's answer is accepted this long after it was sent."""
+PROBE_PRIORITY = 1853824767  # a host candidate's priority (RFC 8445 section 5.1.2.1)
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,13 @@ class _Session:
     # Insertion order is recency order: the first entry is the least recent.
     addresses: dict[Address, None] = field(default_factory=dict)
     nominated: Address | None = None
+    remote_key: bytes | None = None
+    """The peer's ice-pwd (from its offer): signs our checks to a new address."""
+    probe: tuple[bytes, Address, float] | None = None
+    """(transaction id, address, sent at) of our check to a newly nominated address."""
+    verified: Address | None = None
+    """An address shown to be the peer's: DTLS completed there, or it answered our
+    check. Once set, media leaves it only for another address shown the same way."""
 
     def deadline(self, timeout: float) -> float:
         return (self.added if self.last_seen is None else self.last_seen) + timeout
@@ -156,6 +171,8 @@ class IceLiteServer:
         # session's real deadline (never newer), and is fixed when it surfaces.
         self._timers: list[tuple[float, int, _Session]] = []
         self._timer_seq = itertools.count()
+        self._probes: dict[bytes, _Session] = {}  # transaction id -> session
+        self._tie_breaker = secrets.randbits(64)
 
     # Sessions
 
@@ -167,6 +184,7 @@ class IceLiteServer:
         remote_ufrag: str,
         *,
         now: float,
+        remote_pwd: str | None = None,
     ) -> None:
         """Accept checks for a new session.
 
@@ -176,6 +194,11 @@ class IceLiteServer:
             local_pwd: our password, as in the answer: checks must be signed with it.
             remote_ufrag: the peer's ufrag, from its offer.
             now: the current time, in seconds: consent runs from here.
+            remote_pwd: the peer's password, from its offer. With it, media moves
+                to a newly nominated address only after that address answered a
+                check of ours (return routability: whoever knows our password could
+                otherwise point the session's media at any address); without it,
+                a nomination moves media at once.
 
         Raises:
             ValueError: a credential is not 4+ (ufrag) or 22+ (pwd) ice-chars, or
@@ -200,6 +223,7 @@ class IceLiteServer:
             remote_ufrag=remote_ufrag,
             integrity_key=local_pwd.encode("ascii"),
             added=now,
+            remote_key=remote_pwd.encode("ascii") if remote_pwd else None,
         )
         self._sessions[key] = session
         self._by_ufrag[local_ufrag] = session
@@ -210,11 +234,25 @@ class IceLiteServer:
         session = self._sessions.pop(key, None)
         if session is None:
             return
+        if session.probe is not None:
+            self._probes.pop(session.probe[0], None)
         del self._by_ufrag[session.local_ufrag]
         for addr in session.addresses:
             if self._by_address.get(addr) is session:
                 del self._by_address[addr]
         # Its timer entry is skipped when it surfaces (the session is gone).
+
+    def confirm_address(self, key: str, addr: Address) -> None:
+        """Record that the peer of session `key` is reachable at `addr`.
+
+        The caller knows it from a DTLS handshake completed with `addr` (the peer
+        read our flights there). Until then a nomination moves media at once: no
+        media flows before DTLS, and DTLS cannot complete at a faked address.
+        Unknown keys are ignored.
+        """
+        session = self._sessions.get(key)
+        if session is not None:
+            session.verified = addr
 
     def __contains__(self, key: object) -> bool:
         return key in self._sessions
@@ -250,6 +288,9 @@ class IceLiteServer:
 
         # RFC 5389 section 6: the class bits are C1 (0x0100) and C0 (0x0010).
         message_type = (data[0] << 8) | data[1]
+        if message_type == (stun.Method.BINDING | stun.Class.RESPONSE) and self._probes:
+            self._on_response(data, addr, now)
+            return
         if message_type & STUN_CLASS_MASK != stun.Class.REQUEST:
             # Indications and responses: a lite agent sends no requests, so no
             # response is ours, and consent indications do not exist.
@@ -293,9 +334,31 @@ class IceLiteServer:
             self._respond(request, addr, session, error=STUN_ERROR_ROLE_CONFLICT)
             return
 
+        owner = self._by_address.get(addr)
+        if owner is not None and owner is not session and owner.verified == addr:
+            # Another session's proven peer is at this address: a check for this
+            # session from it is most likely faked by this session's owner, to cut
+            # that peer off. (A NAT reusing the port of a live session is rare and
+            # lasts until that session's media times out.)
+            self.drops[DROP_ADDRESS_IN_USE] += 1
+            return
+        nominated = "USE-CANDIDATE" in request.attributes
+        if (
+            nominated
+            and session.remote_key is not None
+            and session.verified is not None
+            and addr != session.verified
+        ):
+            # media would move from the peer's proven address to one nobody has
+            # shown is the peer's (the owner of the session can sign a check from
+            # a faked source): ask that address first, and answer nothing (one
+            # check out, no bigger than the one in, at most once a second)
+            self.drops[DROP_UNVERIFIED_NOMINATION] += 1
+            self._send_probe(session, addr, now, len(data))
+            return
         session.last_seen = now
         self._respond(request, addr, session)
-        self._bind(session, addr, nominated="USE-CANDIDATE" in request.attributes)
+        self._bind(session, addr, nominated=nominated)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         """Return and forget the responses queued since the last call."""
@@ -361,6 +424,53 @@ class IceLiteServer:
             response.attributes["ERROR-CODE"] = error
         response.add_message_integrity(session.integrity_key)  # adds FINGERPRINT too
         self._to_send.append((bytes(response), addr))
+
+    def _send_probe(self, session: _Session, addr: Address, now: float, size: int) -> None:
+        if session.probe is not None:
+            if now - session.probe[2] < PROBE_INTERVAL:
+                return
+            self._probes.pop(session.probe[0], None)
+            session.probe = None
+        assert session.remote_key is not None
+        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{session.remote_ufrag}:{session.local_ufrag}"
+        request.attributes["PRIORITY"] = PROBE_PRIORITY
+        request.attributes["ICE-CONTROLLED"] = self._tie_breaker  # a lite agent is controlled
+        request.add_message_integrity(session.remote_key)
+        probe = bytes(request)
+        if len(probe) > size:
+            # a check stripped of PRIORITY and ICE-CONTROLLING (no browser sends
+            # one): our check would be bigger than it, so send none
+            return
+        session.probe = (request.transaction_id, addr, now)
+        self._probes[request.transaction_id] = session
+        self._to_send.append((probe, addr))
+
+    def _on_response(self, data: bytes, addr: Address, now: float) -> None:
+        """The answer to a check of ours: the address is the peer's, media may go there."""
+        session = self._probes.get(data[8:20])
+        if session is None or session.probe is None or session.probe[1] != addr:
+            self.drops[DROP_NOT_REQUEST] += 1
+            return
+        if now - session.probe[2] > PROBE_LIFETIME:
+            self.drops[DROP_NOT_REQUEST] += 1
+            return
+        try:
+            response = stun.parse_message(data)
+        except (ValueError, struct.error):
+            self.drops[DROP_MALFORMED] += 1
+            return
+        assert session.remote_key is not None
+        if "MESSAGE-INTEGRITY" not in response.attributes or not response.check_message_integrity(
+            session.remote_key
+        ):
+            self.drops[DROP_BAD_INTEGRITY] += 1
+            return
+        self._probes.pop(response.transaction_id, None)
+        session.probe = None
+        session.last_seen = now
+        session.verified = addr
+        self._bind(session, addr, nominated=True)
 
     def _bind(self, session: _Session, addr: Address, nominated: bool) -> None:
         addresses = session.addresses

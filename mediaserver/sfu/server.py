@@ -262,7 +262,10 @@ class Sfu:
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
-        self.ice.add_session(session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now())
+        self.ice.add_session(
+            session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now(),
+            remote_pwd=answer.remote_ice_pwd,
+        )
         self.stats["sessions_created"] += 1
         return session
 
@@ -483,6 +486,8 @@ class Sfu:
                 )
                 session.state = SessionState.CONNECTED
                 session.connected_at = now
+                if session.address is not None:
+                    self.ice.confirm_address(session.id, session.address)
                 self.stats["sessions_connected"] += 1
                 self._emit(SessionConnected(session.id))
             elif isinstance(event, DtlsFailed):
