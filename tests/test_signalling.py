@@ -372,6 +372,48 @@ def test_random_fields_only_raise_protocol_errors(kind, fields):
             assert clean["type"] == kind
 
 
+@pytest.mark.parametrize("offers", ["before", "after", "mixed"])
+async def test_each_direction_of_a_pair_is_connected_once(server, offers, monkeypatch):
+    # Both sides settle their media and each hears of the other's: whatever the
+    # order of offers and match, the forwarding (and the keyframe request that
+    # comes with it) is set up once per direction.
+    calls = []
+    connect = server.sfu.connect
+
+    def counting_connect(publisher, subscriber):
+        calls.append((publisher, subscriber))
+        connect(publisher, subscriber)
+
+    monkeypatch.setattr(server.sfu, "connect", counting_connect)
+    a, b = await visitor(server, False, 1), await visitor(server, False, 2)
+    early = {"before": (a, b), "after": (), "mixed": (a,)}[offers]
+    for client in (a, b):
+        await client.send("start")
+        await client.expect("queued")
+        if client in early:
+            await client.send("offer", sdp=OFFER)
+    for client in (a, b):
+        want = {"matched", "answer"} if client in early else {"matched"}
+        assert {(await client._pending.get())["type"] for _ in want} == want
+    for client in (a, b):
+        if client not in early:
+            await client.send("offer", sdp=OFFER)
+            await client.expect("answer")
+    sa, sb = [v.session_id for v in server.hub.visitors.values()]
+    for _ in range(100):
+        if len(set(calls)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # let any second connect arrive
+    assert sorted(calls) == sorted([(sa, sb), (sb, sa)])
+    # Across nodes a side may settle after it heard the partner's news: settling
+    # again (and the partner hearing of it again) connects nothing more.
+    for v in list(server.hub.visitors.values()):
+        await server.hub._settle_media(v)
+    await asyncio.sleep(0.1)
+    assert len(calls) == 2
+
+
 async def test_dead_media_ends_the_pair(server, binary):
     a, b = await matched_pair(server, binary, offer=True)
     # the SFU closes a's media (what its 4 s media timeout or consent expiry does)

@@ -104,6 +104,9 @@ class Visitor:
     limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
     queued_at: float = 0.0
     """Hub clock when the visitor last entered the queue (queue-wait metric)."""
+    forwarded: tuple[str, str] | None = None
+    """(partner's session, ours): the forwarding already set up to this visitor,
+    so the partner's "media" news and our own settling connect it once."""
 
     def __post_init__(self) -> None:
         self.limits = {k: protocol.TokenBucket(*rate) for k, rate in protocol.RATES.items()}
@@ -569,10 +572,15 @@ class SignallingHub:
             return
         if me.media_node != me.pair_node:
             return
+        link = (p.session, me.session_id)
+        if me.forwarded == link:
+            return
         try:
             await self.media.connect(me.media_node, p.session, me.session_id)
         except SfuError:
             logger.warning("media session vanished before connect")
+            return
+        me.forwarded = link
 
     async def _skip(self, v: Visitor) -> None:
         partner = v.partner
@@ -602,6 +610,7 @@ class SignallingHub:
         p = v.partner
         v.partner = None
         v.pair_node = None
+        v.forwarded = None
         if p is not None and p.session and v.session_id and v.media_node:
             try:
                 await self.media.disconnect(v.media_node, p.session, v.session_id)
@@ -643,7 +652,10 @@ class SignallingHub:
 
     async def _on_bus(self, msg: BusMessage) -> BusMessage | None:
         t = msg.get("t")
-        logger.debug("bus_message", extra={"t": t, "ev": msg.get("ev"), "from_node": msg.get("from")})
+        if logger.isEnabledFor(logging.DEBUG):  # one dict per bus message otherwise
+            logger.debug(
+                "bus_message", extra={"t": t, "ev": msg.get("ev"), "from_node": msg.get("from")}
+            )
         if t == "peer":
             await self._on_peer(msg)
         elif t == "media_closed":
