@@ -14,10 +14,12 @@ user namespace and nothing can leave the machine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import re
 import socket
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -157,6 +159,31 @@ async def sfu():
     await server.close()
 
 
+@contextlib.asynccontextmanager
+async def synthetic_call() -> AsyncIterator[tuple[Sfu, SyntheticPeer, SyntheticPeer]]:
+    """A server and two synthetic peers with real ICE/DTLS/SRTP on loopback, the
+    publisher's video forwarded to the subscriber. The test holds both peers' keys."""
+    sfu = Sfu(SfuConfig(host="127.0.0.1", announced_ip="127.0.0.1"))
+    await sfu.start()
+    cert = DtlsCertificate.generate()
+    pub = SyntheticPeer(0, "send", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
+    sub = SyntheticPeer(0, "recv", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
+    try:
+        for peer in (pub, sub):
+            session = sfu.create_session(peer.offer())
+            peer.accept(session.id, session.answer)
+        await asyncio.to_thread(handshake, [pub, sub], 10)
+        assert await wait_for(
+            lambda: all(s.state is SessionState.CONNECTED for s in sfu.sessions.values()), 5
+        )
+        sfu.connect(pub.session_id, sub.session_id)
+        yield sfu, pub, sub
+    finally:
+        pub.close()
+        sub.close()
+        await sfu.close()
+
+
 # ---- 1. STUN: no binding, no reply, no amplification --------------------------
 
 
@@ -217,99 +244,69 @@ async def test_a_spoofed_nomination_does_not_redirect_media_to_a_victim():
     """The owner of a session knows its ICE password, so it can sign a check with
     USE-CANDIDATE and send it from a victim's address: the server must not start
     sending the session's media there on that alone."""
-    sfu = Sfu(SfuConfig(host="127.0.0.1", announced_ip="127.0.0.1"))
-    await sfu.start()
-    cert = DtlsCertificate.generate()
-    pub = SyntheticPeer(0, "send", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
-    sub = SyntheticPeer(0, "recv", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
     victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     victim.bind(("127.0.0.5", 0))
     victim.setblocking(False)
     spoofer = Spoofer()
     try:
-        for peer in (pub, sub):
-            session = sfu.create_session(peer.offer())
-            peer.accept(session.id, session.answer)
-        await asyncio.to_thread(handshake, [pub, sub], 10)
-        assert await wait_for(
-            lambda: all(s.state is SessionState.CONNECTED for s in sfu.sessions.values()), 5
-        )
-        sfu.connect(pub.session_id, sub.session_id)
-        assert pub.keys is not None and pub.server_addr is not None
-        _, check = sub.binding_request(nominate=True)  # 100 bytes, from the victim's address
-        spoofer.send(victim.getsockname(), pub.server_addr, check)
-        await asyncio.sleep(0.2)
-        ctx = Srtp(pub.keys.profile, pub.keys.tx_key, pub.keys.tx_salt)
-        for seq in range(1, 101):
-            pub.sock.sendto(ctx.protect(_rtp(seq, b"M", pub.video_ssrc)), pub.server_addr)
-        await asyncio.sleep(0.3)
-        received = 0
-        while True:
-            try:
-                received += len(victim.recv(4096))
-            except BlockingIOError:
-                break
-        # the victim got at most our one return-routability check (no bigger than
-        # the spoofed one), never media (before the fix: ~23 KB for 100 packets)
-        assert received <= len(check), received
-        assert sfu.counters()["drops"]["stun_unverified_nomination"] == 1
+        async with synthetic_call() as (sfu, pub, sub):
+            assert pub.keys is not None and pub.server_addr is not None
+            _, check = sub.binding_request(nominate=True)  # 100 bytes, from the victim
+            spoofer.send(victim.getsockname(), pub.server_addr, check)
+            await asyncio.sleep(0.2)
+            ctx = Srtp(pub.keys.profile, pub.keys.tx_key, pub.keys.tx_salt)
+            for seq in range(1, 101):
+                pub.sock.sendto(ctx.protect(_rtp(seq, b"M", pub.video_ssrc)), pub.server_addr)
+            await asyncio.sleep(0.3)
+            received = 0
+            while True:
+                try:
+                    received += len(victim.recv(4096))
+                except BlockingIOError:
+                    break
+            # the victim got at most our one return-routability check (no bigger than
+            # the spoofed one), never media (before the fix: ~23 KB for 100 packets)
+            assert received <= len(check), received
+            assert sfu.counters()["drops"]["stun_unverified_nomination"] == 1
     finally:
         victim.close()
         spoofer.close()
-        pub.close()
-        sub.close()
-        await sfu.close()
 
 
 async def test_a_peer_that_really_moves_gets_its_media_at_the_new_address():
     """A nomination from a new address that answers the server's check (signed with
     the peer's ice-pwd from its offer) moves the media there: NAT rebinding and
     network changes keep working."""
-    sfu = Sfu(SfuConfig(host="127.0.0.1", announced_ip="127.0.0.1"))
-    await sfu.start()
-    cert = DtlsCertificate.generate()
-    pub = SyntheticPeer(0, "send", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
-    sub = SyntheticPeer(0, "recv", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
     moved = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     moved.bind(("127.0.0.6", 0))
     moved.settimeout(2)
     try:
-        for peer in (pub, sub):
-            session = sfu.create_session(peer.offer())
-            peer.accept(session.id, session.answer)
-        await asyncio.to_thread(handshake, [pub, sub], 10)
-        assert await wait_for(
-            lambda: all(s.state is SessionState.CONNECTED for s in sfu.sessions.values()), 5
-        )
-        sfu.connect(pub.session_id, sub.session_id)
-        assert pub.server_addr is not None
-        _, check = sub.binding_request(nominate=True)
-        moved.sendto(check, pub.server_addr)
-        probe = stun.parse_message(await asyncio.to_thread(moved.recv, 2048))
-        # the server's check: to the peer's ufrag, signed with the peer's password
-        assert probe.message_class == stun.Class.REQUEST
-        assert probe.attributes["USERNAME"] == f"{sub.ufrag}:{sub.server_ufrag}"
-        assert probe.check_message_integrity(sub.pwd.encode())
-        assert sfu.sessions[sub.session_id].address != moved.getsockname()
-        answer = stun.Message(message_method=stun.Method.BINDING,
-                              message_class=stun.Class.RESPONSE,
-                              transaction_id=probe.transaction_id)
-        answer.attributes["XOR-MAPPED-ADDRESS"] = pub.server_addr
-        answer.add_message_integrity(sub.pwd.encode())
-        moved.sendto(bytes(answer), pub.server_addr)
-        assert await wait_for(
-            lambda: sfu.sessions[sub.session_id].address == moved.getsockname(), 2
-        )
-        # a forged answer (wrong key) to a later probe moves nothing
-        assert pub.keys is not None
-        ctx = Srtp(pub.keys.profile, pub.keys.tx_key, pub.keys.tx_salt)
-        pub.sock.sendto(ctx.protect(_rtp(1, b"M", pub.video_ssrc)), pub.server_addr)
-        assert len(await asyncio.to_thread(moved.recv, 4096)) > 12  # media follows the move
+        async with synthetic_call() as (sfu, pub, sub):
+            assert pub.keys is not None and pub.server_addr is not None
+            _, check = sub.binding_request(nominate=True)
+            moved.sendto(check, pub.server_addr)
+            probe = stun.parse_message(await asyncio.to_thread(moved.recv, 2048))
+            # the server's check: to the peer's ufrag, signed with the peer's password
+            assert probe.message_class == stun.Class.REQUEST
+            assert probe.attributes["USERNAME"] == f"{sub.ufrag}:{sub.server_ufrag}"
+            assert probe.check_message_integrity(sub.pwd.encode())
+            assert sfu.sessions[sub.session_id].address != moved.getsockname()
+            answer = stun.Message(
+                message_method=stun.Method.BINDING,
+                message_class=stun.Class.RESPONSE,
+                transaction_id=probe.transaction_id,
+            )
+            answer.attributes["XOR-MAPPED-ADDRESS"] = pub.server_addr
+            answer.add_message_integrity(sub.pwd.encode())
+            moved.sendto(bytes(answer), pub.server_addr)
+            assert await wait_for(
+                lambda: sfu.sessions[sub.session_id].address == moved.getsockname(), 2
+            )
+            ctx = Srtp(pub.keys.profile, pub.keys.tx_key, pub.keys.tx_salt)
+            pub.sock.sendto(ctx.protect(_rtp(1, b"M", pub.video_ssrc)), pub.server_addr)
+            assert len(await asyncio.to_thread(moved.recv, 4096)) > 12  # media follows
     finally:
         moved.close()
-        pub.close()
-        sub.close()
-        await sfu.close()
 
 
 # ---- 2. DTLS floods -------------------------------------------------------------
@@ -512,20 +509,7 @@ async def test_replayed_forged_and_old_srtp_is_dropped_counted_and_never_forward
     """Synthetic peers with real ICE/DTLS/SRTP on real loopback sockets: the test
     holds the publisher's keys, so it can send authentic old packets, and the
     subscriber's, so it can read exactly what was forwarded."""
-    sfu = Sfu(SfuConfig(host="127.0.0.1", announced_ip="127.0.0.1"))
-    await sfu.start()
-    cert = DtlsCertificate.generate()
-    pub = SyntheticPeer(0, "send", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
-    sub = SyntheticPeer(0, "recv", cert, (PROFILE_AEAD_AES_128_GCM,), audio=False)
-    try:
-        for peer in (pub, sub):
-            session = sfu.create_session(peer.offer())
-            peer.accept(session.id, session.answer)
-        await asyncio.to_thread(handshake, [pub, sub], 10)
-        assert await wait_for(
-            lambda: all(s.state is SessionState.CONNECTED for s in sfu.sessions.values()), 5
-        )
-        sfu.connect(pub.session_id, sub.session_id)
+    async with synthetic_call() as (sfu, pub, sub):
         assert pub.keys and sub.keys
         send_ctx = Srtp(pub.keys.profile, pub.keys.tx_key, pub.keys.tx_salt)
         recv_ctx = Srtp(sub.keys.profile, sub.keys.rx_key, sub.keys.rx_salt)
@@ -569,10 +553,6 @@ async def test_replayed_forged_and_old_srtp_is_dropped_counted_and_never_forward
                 payloads.append(RtpPacket.parse(recv_ctx.unprotect(data)).payload[:6])
         assert sorted(payloads) == sorted(b"G%05d" % s for s in range(1, 301) if s != 10)
         assert injected == 10
-    finally:
-        pub.close()
-        sub.close()
-        await sfu.close()
 
 
 @pytest.mark.parametrize("profile", [PROFILE_AEAD_AES_128_GCM, PROFILE_AES128_CM_SHA1_80])
