@@ -194,6 +194,16 @@ def make_guarded_server() -> IceLiteServer:
     return server
 
 
+def make_proven_server(nominate: bool = True) -> IceLiteServer:
+    """A guarded session whose DTLS completed at PEER, its events and replies taken."""
+    server = make_guarded_server()
+    server.receive_datagram(make_request(use_candidate=nominate), PEER, 1.0)
+    server.confirm_address("s1", PEER)  # DTLS completed with PEER
+    server.datagrams_to_send(1.0)
+    drain(server)
+    return server
+
+
 def answer_probe(probe: bytes, pwd: str = REMOTE_PWD) -> bytes:
     """The success response a browser sends to the server's check."""
     request = stun.parse_message(probe)
@@ -220,11 +230,7 @@ def test_nomination_before_dtls_moves_media_at_once() -> None:
 
 
 def test_nomination_away_from_a_proven_address_waits_for_its_answer() -> None:
-    server = make_guarded_server()
-    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
-    server.confirm_address("s1", PEER)  # DTLS completed with PEER
-    drain(server)
-    server.datagrams_to_send(1.0)
+    server = make_proven_server()
 
     check = make_request(use_candidate=True)
     server.receive_datagram(check, PEER2, 2.0)
@@ -269,11 +275,7 @@ def test_nomination_away_from_a_proven_address_waits_for_its_answer() -> None:
 
 
 def test_a_late_answer_moves_nothing() -> None:
-    server = make_guarded_server()
-    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
-    server.confirm_address("s1", PEER)
-    server.datagrams_to_send(1.0)
-    drain(server)
+    server = make_proven_server()
     server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
     [(probe, _)] = server.datagrams_to_send(2.0)
     server.receive_datagram(answer_probe(probe), PEER2, 8.0)  # after PROBE_LIFETIME
@@ -290,10 +292,7 @@ def test_a_late_answer_moves_nothing() -> None:
 def test_a_stripped_check_gets_no_bigger_probe() -> None:
     # Never more bytes out than in to an unproven address: a check without
     # PRIORITY and ICE-CONTROLLING is smaller than our probe, so none is sent.
-    server = make_guarded_server()
-    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
-    server.confirm_address("s1", PEER)
-    server.datagrams_to_send(1.0)
+    server = make_proven_server()
     stripped = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
     stripped.attributes["USERNAME"] = f"{LOCAL_UFRAG}:{REMOTE_UFRAG}"
     stripped.attributes["USE-CANDIDATE"] = None
@@ -309,11 +308,7 @@ def test_a_stripped_check_gets_no_bigger_probe() -> None:
 def test_an_unnominated_proven_address_is_guarded_too() -> None:
     # A peer that never nominates, with DTLS done at its first address: its
     # nomination of another address still waits for an answer.
-    server = make_guarded_server()
-    server.receive_datagram(make_request(), PEER, 1.0)
-    server.confirm_address("s1", PEER)
-    server.datagrams_to_send(1.0)
-    drain(server)
+    server = make_proven_server(nominate=False)
     server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
     assert drain(server) == []
     [(probe, to)] = server.datagrams_to_send(2.0)
@@ -321,9 +316,7 @@ def test_an_unnominated_proven_address_is_guarded_too() -> None:
 
 
 def test_removing_a_session_forgets_its_probe() -> None:
-    server = make_guarded_server()
-    server.receive_datagram(make_request(use_candidate=True), PEER, 1.0)
-    server.confirm_address("s1", PEER)
+    server = make_proven_server()
     server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
     probe = server.datagrams_to_send(2.0)[-1][0]
     server.remove_session("s1")
