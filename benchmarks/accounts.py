@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -126,27 +125,11 @@ def store_phase(args: argparse.Namespace, tmp: str) -> tuple[list[float], str, A
 def http_phase(args: argparse.Namespace, tmp: str, cpus: list[int]) -> dict[str, Any]:
     import httpx
 
-    from benchmarks.api import cpu_seconds, free_port
+    from benchmarks.api import API, cpu_seconds, served_api
 
     server_cpu, client_cpu = cpus[0], cpus[-1]
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.api", "--serve", "--port", str(port),
-         "--db", f"{tmp}/bench.db", "--key", f"{tmp}/bench.key", "--cpu", str(server_cpu)],
-    )
-    url = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/openapi.json", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.1)
-        if client_cpu != server_cpu:
-            os.sched_setaffinity(0, {client_cpu})
+    with served_api(tmp, server_cpu, client_cpu) as (base, pid):
+        url = base + API
 
         async def run() -> list[tuple[float, float]]:
             limits = httpx.Limits(max_connections=args.concurrency)
@@ -166,22 +149,15 @@ def http_phase(args: argparse.Namespace, tmp: str, cpus: list[int]) -> dict[str,
                             done += 1
                             n += args.concurrency
 
-                    cpu0, start = cpu_seconds(proc.pid), time.perf_counter()
+                    cpu0, start = cpu_seconds(pid), time.perf_counter()
                     await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
                     elapsed = time.perf_counter() - start
-                    return done / elapsed, (cpu_seconds(proc.pid) - cpu0) / elapsed
+                    return done / elapsed, (cpu_seconds(pid) - cpu0) / elapsed
 
                 await one_run()  # warm-up
                 return [await one_run() for _ in range(args.repeats)]
 
         runs = asyncio.run(run())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     return {**summary([r for r, _ in runs]),
             "server_cpu": round(statistics.median(c for _, c in runs), 2),
             "server_on_cpu": server_cpu,

@@ -37,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -67,6 +69,38 @@ def serve(port: int, db: str, key_file: str, cpu: int) -> None:
                     loop="uvloop")
     finally:
         store.close()
+
+
+@contextmanager
+def served_api(tmp: str, server_cpu: int, client_cpu: int) -> Iterator[tuple[str, int]]:
+    """Run `--serve` in a child pinned to server_cpu, on a fresh database in tmp;
+    pin this process to client_cpu once it answers. Yields (base URL, its pid)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.api", "--serve", "--port", str(port),
+         "--db", f"{tmp}/bench.db", "--key", f"{tmp}/bench.key", "--cpu", str(server_cpu)],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(url + API + "/openapi.json", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.1)
+        if client_cpu != server_cpu:
+            os.sched_setaffinity(0, {client_cpu})
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -170,34 +204,12 @@ def main(argv: list[str] | None = None) -> int:
 
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = cpus[0], cpus[-1]
-    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.api", "--serve", "--port", str(port),
-             "--db", f"{tmp}/bench.db", "--key", f"{tmp}/bench.key", "--cpu", str(server_cpu)],
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(url + API + "/openapi.json", timeout=1).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the server did not start") from None
-                    time.sleep(0.1)
-            if client_cpu != server_cpu:
-                os.sched_setaffinity(0, {client_cpu})
-            results = asyncio.run(run_client(url, proc.pid, args.duration, args.repeats,
-                                             args.concurrency, args.profiles))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
+        served_api(tmp, server_cpu, client_cpu) as (url, pid),
+    ):
+        results = asyncio.run(run_client(url, pid, args.duration, args.repeats,
+                                         args.concurrency, args.profiles))
     report = {
         "server_cpu": server_cpu,
         "client_cpu": client_cpu if client_cpu != server_cpu else None,

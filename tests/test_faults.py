@@ -15,14 +15,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.http_client import http_get
 from tests.redis_server import RedisServer
 from tests.signalling_client import Client, free_port
 
@@ -65,13 +64,7 @@ class Server:
         raise AssertionError(f"server did not come up: {self.log_tail()}")
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.http + path)
 
     def log_tail(self) -> str:
         return (self.tmp / f"server.{self.starts}.log").read_text()[-3000:]

@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediaserver.netns import SERVER_IP
+from tests.http_client import http_get
 from tests.peers import AiortcPeer, wait_for
 from tests.redis_server import RedisServer
 from tests.signalling_client import Client
@@ -77,13 +76,7 @@ class Node:
         self.ws = f"ws://127.0.0.1:{self.port}/ws"
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.http + path)
 
     async def wait_nodes(self, n: int, timeout: float = 15) -> None:
         """Until /healthz answers and the node sees n live nodes (itself included)."""
@@ -124,7 +117,7 @@ async def _close_peer(peer: AiortcPeer) -> None:
     # the test process from exiting, so stop the decoders directly
     try:
         await asyncio.wait_for(peer.close(), 5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         for transceiver in peer.pc.getTransceivers():
             transceiver.receiver._RTCRtpReceiver__stop_decoder()
 
@@ -164,10 +157,8 @@ class Visitor:
             msg = await self.client._pending.get()
             self.log.append((time.monotonic(), msg))
             kind = msg["type"]
-            if kind == "queued" and self.peer is None:
-                await self._offer()
-            elif kind == "reoffer":
-                await self._offer()
+            if (kind == "queued" and self.peer is None) or kind == "reoffer":
+                await self._offer()  # the first offer, or a fresh one for the pair's node
             elif kind == "answer" and self.peer is not None:
                 self.answer_ports.append(int(re.search(r"a=candidate:\S+ 1 udp \d+ \S+ (\d+)", msg["sdp"])[1]))
                 await self.peer.accept(msg["sdp"])

@@ -11,8 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from mediaserver.cli import _FLAGS, env_name, load_config
 from mediaserver.config import Config
+from tests.http_client import http_get
 
 MEDIASERVER = [sys.executable, "-m", "mediaserver.cli"]
 
@@ -129,13 +128,7 @@ class Server:
             time.sleep(0.05)
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.http + path, timeout=2) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(self.http + path)
 
     async def aget(self, path: str) -> tuple[int, str]:
         return await asyncio.to_thread(self.get, path)
