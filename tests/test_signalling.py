@@ -414,6 +414,18 @@ async def test_each_direction_of_a_pair_is_connected_once(server, offers, monkey
     assert len(calls) == 2
 
 
+async def test_websocket_compression_is_not_negotiated(server):
+    # permessage-deflate would hold a zlib compressor and decompressor (~46 KB)
+    # per idle connection: a client that offers it gets plain frames.
+    from websockets.asyncio.client import connect
+
+    async with connect(server.url) as ws:  # offers permessage-deflate by default
+        assert ws.request.headers.get("Sec-WebSocket-Extensions")
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        await ws.send('{"v": 1, "type": "hello", "age_confirmed": true}')
+        assert '"welcome"' in await ws.recv()
+
+
 async def test_dead_media_ends_the_pair(server, binary):
     a, b = await matched_pair(server, binary, offer=True)
     # the SFU closes a's media (what its 4 s media timeout or consent expiry does)
