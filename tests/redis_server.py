@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -135,6 +136,16 @@ class RedisServer:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open and nothing is answered (a
+        hung or swapping Redis), until ``resume``."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> Self:
         """Start again on the same port after ``crash`` (empty, as after a real

@@ -163,6 +163,43 @@ async def test_queue_recovers_after_redis_restarts(server_factory):
             await x.close()
 
 
+async def test_a_frozen_redis_leaves_nobody_waiting_without_an_answer(server_factory):
+    """Redis stops answering but keeps its connections open (SIGSTOP: hung, or
+    swapping). Visitors still get an answer to what they send, the node stays
+    healthy, and once Redis answers again they are matched."""
+    with RedisServer() as redis:
+        server = server_factory("--redis-url", redis.url, "--workers", "1",
+                                "--skip-cooldown", "0")  # fmt: skip
+        server.start()
+        a = await Client.open(server.ws, source="127.0.0.2")
+        b = await Client.open(server.ws, source="127.0.0.3")
+        for x in (a, b):
+            await x.hello()
+        redis.pause()
+        try:
+            await a.send("start")
+            first = await _next(a, 5)
+            assert first is not None and first["type"] in ("queued", "error"), first
+            # the connection is not stuck behind Redis: a second request is answered
+            await a.send("chat", text="anyone?")
+            second = await _next(a, 5)
+            assert second is not None and second["type"] == "error", second
+            assert (await asyncio.to_thread(server.get, "/healthz"))[0] == 200
+            await b.send("start")
+            assert await _next(b, 5) is not None
+            await asyncio.sleep(3)  # past the client timeouts: an outage, not a blip
+        finally:
+            redis.resume()
+        for x in (a, b):
+            if all(m["type"] != "queued" for m in x.messages[-2:]):
+                await x.send("start")  # a client retries after an error
+        ma = await _until(a, "matched", RECOVERY_BOUND)
+        mb = await _until(b, "matched", RECOVERY_BOUND)
+        assert ma is not None and mb is not None, server.log_tail()
+        for x in (a, b):
+            await x.close()
+
+
 async def test_queue_recovers_when_redis_loses_it_between_ticks(server_factory):
     """Redis restarting faster than a tick notices looks like a flushed queue: the
     server sees a new queue epoch and puts its waiters back."""

@@ -73,6 +73,12 @@ _Op = tuple[str, str, tuple[str, ...], "asyncio.Future[str]"]
 # Redis is down or unreachable (redis-py has retried already).
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
+COMMAND_TIMEOUT = 2.0
+"""Seconds a Redis command may take before Redis counts as unreachable. Without
+it a Redis that hangs with its connections open (stopped, swapping) holds every
+caller until it answers. Blocking pub/sub reads are exempt (redis-py 8.1+), so
+an idle channel is not an outage."""
+
 _LUA = r"""
 -- ARGV: prefix, interest wait, node id, channel, due batch size, then the
 -- operations, each as: name, now, argument count, arguments...
@@ -381,7 +387,14 @@ class RedisMatchmaker(Matchmaker):
         super().__init__(policy, on_match, clock)
         self._own_client = client is None
         self._redis: aioredis.Redis = (
-            client if client is not None else aioredis.Redis.from_url(url, decode_responses=True)
+            client
+            if client is not None
+            else aioredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=COMMAND_TIMEOUT,
+                socket_connect_timeout=COMMAND_TIMEOUT,
+            )
         )
         self._script = self._redis.register_script(_LUA)
         self._channel = channel

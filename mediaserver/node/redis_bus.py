@@ -17,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mediaserver.matchmaker.redis import COMMAND_TIMEOUT
 from mediaserver.node.bus import Bus, Handler, NodeInfo
 
 logger = logging.getLogger("mediaserver.node")
@@ -36,7 +37,9 @@ class RedisBus(Bus):
         super().__init__(node_id)
         self._url = url
         self._prefix = prefix
-        self._redis: aioredis.Redis = aioredis.from_url(url)
+        self._redis: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=COMMAND_TIMEOUT
+        )
         self._pubsub: Any = None
         self._alive: dict[str, NodeInfo] = {}
         self._grace_until = 0.0
