@@ -325,7 +325,8 @@ def test_removing_a_session_forgets_its_probe() -> None:
     server.confirm_address("s1", PEER)  # unknown keys are ignored
 
 
-def test_a_proven_address_is_not_taken_by_another_session() -> None:
+def two_sessions_a_at_peer() -> IceLiteServer:
+    """Sessions a and b; a's peer checked in from PEER and nominated it."""
     server = IceLiteServer()
     server.add_session("a", "ufrA", "passwordpasswordpassAA", "peerA", now=0.0)
     server.add_session("b", "ufrB", "passwordpasswordpassBB", "peerB", now=0.0)
@@ -334,6 +335,11 @@ def test_a_proven_address_is_not_taken_by_another_session() -> None:
         PEER,
         1.0,
     )
+    return server
+
+
+def test_a_proven_address_is_not_taken_by_another_session() -> None:
+    server = two_sessions_a_at_peer()
     server.confirm_address("a", PEER)
     server.datagrams_to_send(1.0)
     drain(server)
@@ -376,14 +382,7 @@ def test_sessions_are_routed_by_username() -> None:
 
 
 def test_address_moves_between_sessions() -> None:
-    server = IceLiteServer()
-    server.add_session("a", "ufrA", "passwordpasswordpassAA", "peerA", now=0.0)
-    server.add_session("b", "ufrB", "passwordpasswordpassBB", "peerB", now=0.0)
-    server.receive_datagram(
-        make_request(username="ufrA:peerA", pwd="passwordpasswordpassAA", use_candidate=True),
-        PEER,
-        1.0,
-    )
+    server = two_sessions_a_at_peer()
     server.receive_datagram(
         make_request(username="ufrB:peerB", pwd="passwordpasswordpassBB"), PEER, 2.0
     )
