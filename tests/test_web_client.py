@@ -16,6 +16,7 @@ secure with a Chromium flag, so getUserMedia (the fake camera) works on all thre
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.async_api import Page, async_playwright
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP
@@ -205,6 +207,7 @@ async def test_three_visitors_meet_chat_and_skip(server):
                 assert await wait_status(page, "connected") == "Connected"
             assert await a.is_visible("#shared")
             assert "chess" in (await a.text_content("#shared") or "")
+            assert await a.is_hidden("#share-profile")  # anonymous: nothing to share
             for page in (a, b):
                 playing = await wait_video(page)
                 assert playing["width"] > 0, playing
@@ -301,5 +304,127 @@ async def test_three_visitors_meet_chat_and_skip(server):
             for page in pages:
                 errors = [e for e in page.errors if '"code":"draining"' not in e]  # type: ignore[attr-defined]
                 assert errors == [], errors
+        finally:
+            await browser.close()
+
+
+# ---- accounts in the page ---------------------------------------------------------------
+
+
+def _account(base: str, username: str, bio: str, interests: list[str]) -> tuple[str, str]:
+    """An adult account made over REST, with a password and a photo: (id, token)."""
+    r = httpx.post(f"{base}api/v1/profiles", json={
+        "username": username, "date_of_birth": "1990-01-01", "password": PASSWORD,
+        "bio": bio, "interests": interests,
+    }, timeout=30)  # fmt: skip
+    assert r.status_code == 201, r.text
+    profile = r.json()
+    photo = io.BytesIO()
+    Image.new("RGB", (48, 48), (200, 40, 40)).save(photo, "JPEG")
+    r = httpx.put(
+        f"{base}api/v1/profiles/{profile['id']}/photo",
+        content=photo.getvalue(),
+        headers={"Authorization": f"Bearer {profile['token']}", "Content-Type": "image/jpeg"},
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    return profile["id"], profile["token"]
+
+
+async def sign_in(page: Page, username: str, password: str) -> None:
+    await page.click("#account summary")
+    await page.fill("#signin-user", username)
+    await page.fill("#signin-pass", password)
+    await page.click("#signin")
+
+
+PASSWORD = "correct horse battery staple 42"
+
+
+@pytest.mark.timeout(180)
+async def test_signed_in_visitors_share_profiles_from_the_page(server):
+    base = server.urls[0]
+    alice_id, alice_token = await asyncio.to_thread(
+        _account, base, "alice_web", "alice bio <i>here</i>", ["chess"]
+    )
+    await asyncio.to_thread(_account, base, "bob_web", "bob-secret-bio", ["chess"])
+    async with async_playwright() as p:
+        secure = server.urls[1].rstrip("/")
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"],
+        )
+        try:
+            a = await browser.new_page(viewport=DESKTOP)
+            b = await browser.new_page(viewport=DESKTOP)
+            errors: list[str] = []
+            for page in (a, b):
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await a.goto(server.urls[0])
+            await b.goto(server.urls[1])
+
+            # a wrong password is refused with the server's reason; the right one works
+            await sign_in(b, "bob_web", "not the password")
+            await wait_status(b, "cannot sign in")
+            assert await b.is_hidden("#signed-in")
+            await b.fill("#signin-pass", PASSWORD)
+            await b.click("#signin")
+            await b.wait_for_selector("#signed-in", state="visible", timeout=15000)
+            await sign_in(a, "alice_web", PASSWORD)
+            await a.wait_for_selector("#signed-in", state="visible", timeout=15000)
+            assert "alice_web" in (await a.text_content("#signed-in-as") or "")
+            assert await a.input_value("#signin-pass") == ""  # not kept in the page
+
+            # both meet; each may share, and nothing of a profile crosses without it
+            await start(a)
+            await start(b)
+            for page in (a, b):
+                assert await wait_status(page, "connected") == "Connected"
+                await page.wait_for_selector("#share-profile", state="visible", timeout=5000)
+            await a.click("#share-profile")
+            await wait_chat(a, "You shared your profile")
+            await wait_chat(b, "The stranger shared their profile: alice_web")
+            await wait_chat(b, "alice bio <i>here</i>")  # as text, not HTML
+            assert await b.locator("#chat-log i").count() == 0
+            await wait_chat(b, "Likes: chess")
+            assert await a.is_disabled("#share-profile")
+            # the photo loads from the server's own API (the page's CSP allows only that)
+            await b.wait_for_function(
+                "() => { const i = document.querySelector('#chat-log li.card img');"
+                " return i && i.complete && i.naturalWidth > 0; }",
+                timeout=10000,
+            )
+            assert "bob_web" not in (await a.text_content("#chat-log") or "")
+            assert "bob-secret-bio" not in (await a.text_content("#chat-log") or "")
+
+            # after Stop, signing out drops the idle connection: the next visit is
+            # anonymous (no share button), and the token is revoked on the server
+            for page in (a, b):
+                await page.click("#stop")
+                await wait_status(page, "stopped")
+            await b.click("#signout")
+            await wait_status(b, "signed out")
+            await b.wait_for_selector("#signin-form", state="visible", timeout=5000)
+            assert await b.evaluate("() => window.mediaserverClient.ws === null")
+
+            # a page holds its token in memory only: a reload is a new, anonymous visit
+            await a.reload()
+            assert await a.is_hidden("#signed-in")
+
+            # an account deleted meanwhile: hello is refused, the page signs itself
+            # out and stays idle instead of reconnecting
+            await sign_in(a, "alice_web", PASSWORD)
+            await a.wait_for_selector("#signed-in", state="visible", timeout=15000)
+            r = await asyncio.to_thread(
+                httpx.delete, f"{base}api/v1/profiles/{alice_id}",
+                headers={"Authorization": f"Bearer {alice_token}"}, timeout=30,
+            )  # fmt: skip
+            assert r.status_code in (200, 202, 204), r.text
+            await start(a)
+            await wait_status(a, "unauthorized")
+            await a.wait_for_selector("#signin-form", state="visible", timeout=5000)
+            assert await a.evaluate("() => window.mediaserverClient.phase") == "idle"
+            assert await a.is_enabled("#start")
+            assert errors == [], errors
         finally:
             await browser.close()

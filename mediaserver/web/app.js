@@ -38,6 +38,16 @@
     ageConfirm: $("age-confirm"),
     ageLabel: $("age-label"),
     interests: $("interests"),
+    account: $("account"),
+    signinForm: $("signin-form"),
+    signinUser: $("signin-user"),
+    signinPass: $("signin-pass"),
+    signinOtp: $("signin-otp"),
+    signin: $("signin"),
+    signedIn: $("signed-in"),
+    signedInAs: $("signed-in-as"),
+    signout: $("signout"),
+    shareProfile: $("share-profile"),
   };
 
   // ---- state ------------------------------------------------------------------------
@@ -62,6 +72,10 @@
     flashTimer: null,
     strangerLeft: false, // show "Stranger left…" until the next match
     reconnects: 0, // automatic reconnections since the last match
+    // Signed in (optional): the bearer token goes in `hello`, so the account counts
+    // from the next connection. Kept in memory only: a reload is anonymous again.
+    token: null,
+    username: null,
   };
 
   // Debug/test hook: read-only view of the connection (nothing about the stranger).
@@ -113,6 +127,11 @@
     // hello is sent once per connection: these apply to the next connection
     ui.ageConfirm.disabled = connected;
     ui.interests.disabled = connected;
+    // the account goes in hello too: it can change between visits (an idle
+    // connection is dropped for it)
+    ui.signin.disabled = phase !== "idle";
+    ui.signout.disabled = phase !== "idle";
+    ui.shareProfile.hidden = !(matched && st.token);
     ui.remoteBox.classList.toggle("waiting", !matched);
     ui.placeholderText.textContent =
       phase === "queued" || phase === "connecting" ? "Looking for someone…" : "Nobody here yet";
@@ -288,6 +307,13 @@
       case "effect":
         onEffectEcho(msg);
         break;
+      case "profile_shared":
+        ui.shareProfile.disabled = true;
+        addLine("system", "You shared your profile with this stranger.");
+        break;
+      case "profile_card":
+        if (st.phase === "matched" && msg.card && typeof msg.card === "object") showCard(msg.card);
+        break;
       case "error":
         onError(msg);
         break;
@@ -316,6 +342,7 @@
     // mutual reveal: faces stay covered by the server until both press Reveal
     ui.reveal.hidden = msg.hidden !== true;
     ui.reveal.disabled = false;
+    ui.shareProfile.disabled = false; // each match starts anonymous again
     if (msg.hidden === true) addLine("system", "Faces are hidden. Press Reveal to show yours when you both agree.");
     playRemote();
   }
@@ -341,7 +368,18 @@
       closePeerConnection();
       if (st.phase === "queued" || st.phase === "matched") send("stop");
     }
-    if (msg.ref === "start" && st.phase === "connecting") {
+    if (msg.ref === "hello") {
+      // not welcomed (a token the server does not know, an account under 18): this
+      // connection is no use; drop it without the reconnect a lost server gets
+      const ws = st.ws;
+      st.ws = null;
+      st.welcomed = false;
+      if (ws) ws.close(1000);
+      closePeerConnection();
+      if (code === "unauthorized") setSignedIn(null, null);
+      setPhase("idle");
+      setStatus("Press Start");
+    } else if (msg.ref === "start" && st.phase === "connecting") {
       setPhase("idle"); // not queued (refused, rate limited): Start can try again
       setStatus("Press Start");
     } else if (code === "refused") {
@@ -349,6 +387,124 @@
       setStatus("Press Start");
     }
     flash(text ? `Error: ${text} (${code})` : `Error: ${code}`);
+  }
+
+  // ---- account (optional) ---------------------------------------------------------------------
+
+  function setSignedIn(token, username) {
+    st.token = token;
+    st.username = username;
+    ui.signinForm.hidden = token !== null;
+    ui.signedIn.hidden = token === null;
+    ui.signedInAs.textContent = token === null ? "" : `Signed in as ${username}`;
+    document.body.dataset.signedIn = token === null ? "no" : "yes";
+    setPhase(st.phase);
+  }
+
+  async function apiError(resp) {
+    try {
+      const body = await resp.json();
+      if (body && body.error && typeof body.error.message === "string") return body.error.message;
+    } catch {
+      // not JSON: fall through
+    }
+    return `the server answered ${resp.status}`;
+  }
+
+  function dropIdleConnection() {
+    // connected but idle (after Stop): the next Start opens a new connection whose
+    // hello carries the account
+    if (!st.ws || st.phase !== "idle") return;
+    const ws = st.ws;
+    st.ws = null;
+    st.welcomed = false;
+    ws.close(1000);
+    closePeerConnection();
+    setPhase("idle");
+  }
+
+  async function onSignIn(ev) {
+    ev.preventDefault();
+    if (st.phase !== "idle" || st.token) return;
+    dropIdleConnection();
+    const body = { username: ui.signinUser.value.trim(), password: ui.signinPass.value };
+    const otp = ui.signinOtp.value.trim();
+    if (otp) body.otp = otp;
+    ui.signin.disabled = true;
+    try {
+      const resp = await fetch("/api/v1/sessions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+        cache: "no-store",
+      });
+      if (resp.status !== 201) {
+        flash(`Cannot sign in: ${await apiError(resp)}`, 6000);
+        return;
+      }
+      const data = await resp.json();
+      if (typeof data.token !== "string") throw new Error("no token in the answer");
+      ui.signinPass.value = "";
+      ui.signinOtp.value = "";
+      setSignedIn(data.token, body.username);
+      flash("Signed in: press Start.");
+    } catch (err) {
+      flash(`Cannot sign in: ${err.message || err}`, 6000);
+    } finally {
+      ui.signin.disabled = st.phase !== "idle";
+    }
+  }
+
+  async function onSignOut() {
+    if (st.phase !== "idle" || !st.token) return;
+    dropIdleConnection();
+    const token = st.token;
+    setSignedIn(null, null); // forgotten here at once, whatever the server says
+    try {
+      await fetch("/api/v1/sessions/current", {
+        method: "DELETE",
+        headers: { Authorization: `Bearer ${token}` },
+        cache: "no-store",
+      });
+    } catch {
+      // offline: the token expires on its own
+    }
+    flash("Signed out.");
+  }
+
+  function showCard(card) {
+    // the stranger's public card: text as text, the photo only from our own API
+    const li = document.createElement("li");
+    li.className = "system card";
+    const photo = typeof card.photo_url === "string" ? card.photo_url : "";
+    if (/^\/api\/v1\/photos\/[A-Za-z0-9_-]+$/.test(photo)) {
+      const img = document.createElement("img");
+      img.src = photo;
+      img.alt = "";
+      img.referrerPolicy = "no-referrer";
+      li.append(img);
+    }
+    const text = document.createElement("div");
+    const title = document.createElement("p");
+    const handle = typeof card.handle === "string" ? card.handle : "";
+    title.textContent = `The stranger shared their profile: ${handle}`;
+    text.append(title);
+    if (typeof card.bio === "string" && card.bio) {
+      const bio = document.createElement("p");
+      bio.textContent = card.bio;
+      text.append(bio);
+    }
+    const interests = Array.isArray(card.interests)
+      ? card.interests.filter((i) => typeof i === "string")
+      : [];
+    if (interests.length) {
+      const likes = document.createElement("p");
+      likes.textContent = `Likes: ${interests.join(", ")}`;
+      text.append(likes);
+    }
+    li.append(text);
+    ui.chatLog.append(li);
+    ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
   }
 
   // ---- media -------------------------------------------------------------------------------
@@ -499,6 +655,7 @@
     const hello = { age_confirmed: true };
     const interests = parseInterests(ui.interests.value);
     if (interests.length) hello.interests = interests;
+    if (st.token) hello.token = st.token;
     send("hello", hello);
   }
 
@@ -572,6 +729,11 @@
     ui.reveal.disabled = true;
     addLine("system", "You pressed Reveal.");
   });
+  ui.signinForm.addEventListener("submit", onSignIn);
+  ui.signout.addEventListener("click", onSignOut);
+  ui.shareProfile.addEventListener("click", () => {
+    if (st.phase === "matched" && st.token) send("share_profile");
+  });
   ui.ageConfirm.addEventListener("change", () => {
     if (ui.ageConfirm.checked) ui.ageLabel.classList.remove("attention");
   });
@@ -590,5 +752,6 @@
   });
 
   ui.effect.value = "none";
+  setSignedIn(null, null); // also sets the phase: idle
   setPhase("idle");
 })();
