@@ -426,6 +426,22 @@ async def test_websocket_compression_is_not_negotiated(server):
         assert '"welcome"' in await ws.recv()
 
 
+async def test_a_visitor_that_stops_answering_pings_is_dropped_and_its_partner_told(server):
+    # A vanished network (no FIN, no RST) leaves the TCP connection open: only the
+    # WebSocket pings (every 1.5 s, 2.5 s to answer) find it. The client stops
+    # reading, so it answers no ping; its partner must hear of it within 5 s.
+    a, b = await matched_pair(server, False)
+    loop = asyncio.get_running_loop()
+    b.ws.transport.pause_reading()
+    t0 = loop.time()
+    left = await a.expect("partner_left", timeout=8)
+    took = loop.time() - t0
+    assert left["reason"] == "left"
+    assert took < 5.0, took
+    assert len(server.hub.visitors) == 1
+    await a.expect("queued")
+
+
 async def test_dead_media_ends_the_pair(server, binary):
     a, b = await matched_pair(server, binary, offer=True)
     # the SFU closes a's media (what its 4 s media timeout or consent expiry does)
