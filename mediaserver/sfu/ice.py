@@ -194,9 +194,10 @@ class IceLiteServer:
             local_pwd: our password, as in the answer: checks must be signed with it.
             remote_ufrag: the peer's ufrag, from its offer.
             now: the current time, in seconds: consent runs from here.
-            remote_pwd: the peer's password, from its offer. With it, media moves
-                to a newly nominated address only after that address answered a
-                check of ours (return routability: whoever knows our password could
+            remote_pwd: the peer's password, from its offer. With it, once the
+                peer's address is proven (``confirm_address``), media moves to a
+                newly nominated address only after that address answered a check
+                of ours (return routability: whoever knows our password could
                 otherwise point the session's media at any address); without it,
                 a nomination moves media at once.
 
