@@ -50,18 +50,18 @@ bench: $(VENV)/.test-installed
 clean:
 	rm -rf build $(VENV) ext/*.c ext/*.html mediaserver/*.so
 
-# Fuzzing (fuzz/README.md): coverage-guided, atheris (libFuzzer) on every parser that
+# Fuzzing (tests/fuzz/README.md): coverage-guided, atheris (libFuzzer) on every parser that
 # reads outside bytes. How: atheris is built from source with clang, which makes its
 # asan_with_fuzzer.so (AddressSanitizer with libFuzzer linked in); the Cython
 # extensions are rebuilt with MEDIASERVER_SANITIZE=address,fuzzer-no-link (clang:
 # ASan + libFuzzer's coverage counters) into build/fuzz-asan, never over the tree's
 # own build: the native targets (rtp, srtp, router) put build/fuzz-asan first on
 # mediaserver's package path and run with that .so in LD_PRELOAD. Then each target
-# runs FUZZ_RUNS inputs, one at a time, pinned to CPU FUZZ_CPU, over fuzz/corpus/;
+# runs FUZZ_RUNS inputs, one at a time, pinned to CPU FUZZ_CPU, over tests/fuzz/corpus/;
 # a crash, a hang (-timeout) or memory past -rss_limit_mb stops it, with the input
-# in fuzz/crashes/ (make it a test in tests/test_fuzz_regressions.py).
+# in tests/fuzz/crashes/ (make it a test in tests/test_fuzz_regressions.py).
 #   make fuzz FUZZ_RUNS=100000 FUZZ_ARGS="sdp stun"     # fewer runs, some targets
-#   make fuzz FUZZ_ARGS="--merge"                        # also re-minimise fuzz/corpus/
+#   make fuzz FUZZ_ARGS="--merge"                        # also re-minimise tests/fuzz/corpus/
 FUZZ_RUNS ?= 1000000
 FUZZ_CPU ?= 1
 FUZZ_ARGS ?=
@@ -74,4 +74,4 @@ fuzz: $(VENV)/.test-installed
 	CC=clang LDSHARED="clang -shared" MEDIASERVER_SANITIZE=address,fuzzer-no-link \
 		MEDIASERVER_EXT=_rtp,_srtp,_router \
 		$(PY) setup.py -q build_ext --build-lib $(FUZZ_ASAN) --build-temp $(FUZZ_ASAN)/tmp
-	$(PY) -m fuzz.run --runs $(FUZZ_RUNS) --asan $(FUZZ_ASAN) --cpu $(FUZZ_CPU) $(FUZZ_ARGS)
+	$(PY) -m tests.fuzz.run --runs $(FUZZ_RUNS) --asan $(FUZZ_ASAN) --cpu $(FUZZ_CPU) $(FUZZ_ARGS)

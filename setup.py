@@ -56,7 +56,7 @@ def _extensions() -> list:
     cflags = ["-O0", "-g", "-DDEBUG=1"] if debug else ["-O3", "-DDEBUG=0"]
     cflags += ["-Wno-unused-function", "-Wno-unreachable-code"]
     # make fuzz: MEDIASERVER_SANITIZE=address,fuzzer-no-link (with CC=clang) builds
-    # AddressSanitizer + libFuzzer coverage instrumentation for atheris (fuzz/README.md)
+    # AddressSanitizer + libFuzzer coverage instrumentation for atheris (tests/fuzz/README.md)
     sanitize = os.environ.get("MEDIASERVER_SANITIZE")
     ldflags = [f"-fsanitize={sanitize}"] if sanitize else []
     if sanitize:

@@ -20,12 +20,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from mediaserver import _frames
 
-cv2 = pytest.importorskip("cv2")
 cv2.setNumThreads(1)  # one thread each side, as in DESIGN.md's measurements
 
 W, H = 640, 480

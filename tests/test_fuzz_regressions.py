@@ -1,6 +1,6 @@
 """Every input the fuzzers (fuzz/) found a bug with, kept as a test.
 
-fuzz/crashes/<target>-<name> are the inputs as found; each is replayed through its
+tests/fuzz/crashes/<target>-<name> are the inputs as found; each is replayed through its
 target (so a fix that breaks the target's checks shows here too), and each bug has
 a test of the behaviour it should have, in terms of the server's own API.
 """
@@ -16,9 +16,8 @@ import pytest
 
 from mediaserver.sfu.server import Sfu, SfuConfig, SfuError
 from mediaserver.signalling import protocol
+from tests.fuzz.run import CRASHES, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CRASHES = os.path.join(ROOT, "fuzz", "crashes")
 DATA = os.path.join(ROOT, "tests", "data")
 
 
@@ -29,7 +28,7 @@ def _crash_files() -> list[str]:
 @pytest.mark.parametrize("name", _crash_files())
 def test_crash_input_replays_clean(name):
     target = name.split("-", 1)[0]
-    module = importlib.import_module(f"fuzz.fuzz_{target}")
+    module = importlib.import_module(f"tests.fuzz.fuzz_{target}")
     module.load()
     with open(os.path.join(CRASHES, name), "rb") as f:
         module.test_one_input(f.read())
@@ -49,7 +48,7 @@ async def sfu():
 
 
 async def test_sdp_fingerprint_of_wrong_length_is_refused(sfu):
-    """fuzz/crashes/sdp-fingerprint-wrong-length: parse_offer took a sha-256
+    """tests/fuzz/crashes/sdp-fingerprint-wrong-length: parse_offer took a sha-256
     fingerprint of 31 bytes; create_session then raised DtlsError (not SfuError,
     which the hub catches) from DtlsEndpoint(), after router.add_peer(): the peer
     slot leaked, so max_peers such offers made the server full."""
@@ -64,7 +63,7 @@ async def test_sdp_fingerprint_of_wrong_length_is_refused(sfu):
 
 
 async def test_sdp_answer_with_lone_surrogate(sfu):
-    """fuzz/crashes/sdp-surrogate-in-rejected-m-line: an m-line the answer rejects
+    """tests/fuzz/crashes/sdp-surrogate-in-rejected-m-line: an m-line the answer rejects
     is echoed into the answer (sdp.py, the rejected section's m= line), lone
     surrogates included (a JSON offer may carry "\\udcd2"): the answer then cannot
     be encoded in the signalling frame. The offer must be refused, or the answer
@@ -89,7 +88,7 @@ async def test_sdp_answer_with_lone_surrogate(sfu):
     ids=["chat", "language", "interests"],
 )
 def test_signalling_refuses_lone_surrogates(message, binary):
-    """fuzz/crashes/signalling-chat-lone-surrogate: validate() accepts strings with
+    """tests/fuzz/crashes/signalling-chat-lone-surrogate: validate() accepts strings with
     lone surrogates (JSON "\\ud800" escapes). A chat is relayed to the partner,
     whose frame then cannot be encoded: with JSON the partner's writer dies on
     send_text, with msgpack packb raises inside the sender's hub.receive. Such a

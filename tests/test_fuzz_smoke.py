@@ -1,10 +1,10 @@
 """A short run of every fuzz target (fuzz/), as CI does: about a minute in all.
 
 Each target runs in its own process (libFuzzer via atheris) for a few seconds over
-the kept inputs (fuzz/seeds/<target>/ and fuzz/corpus/<target>/, read only) with the
+the kept inputs (tests/data/fuzz/<target>/ and tests/fuzz/corpus/<target>/, read only) with the
 normal build of the extensions (the AddressSanitizer build is `make fuzz`'s). A
 crash, a hang or memory past the limit fails the test with libFuzzer's report; the
-input is kept under pytest's tmp_path (copy it to fuzz/crashes/ and add a
+input is kept under pytest's tmp_path (copy it to tests/fuzz/crashes/ and add a
 regression test).
 """
 
@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from fuzz import run
+from tests.fuzz import run
 
 SECONDS = int(os.environ.get("FUZZ_SMOKE_SECONDS", "4"))
 

@@ -1,17 +1,17 @@
 """Run the fuzz targets one after the other and report runs, exec/s and peak RSS.
 
-    python -m fuzz.run [TARGET ...] [--runs N] [--max-time S] [--asan DIR] [--merge]
+    python -m tests.fuzz.run [TARGET ...] [--runs N] [--max-time S] [--asan DIR] [--merge]
                        [--cpu C] [--json FILE]
 
-Each target runs as ``python -m fuzz.fuzz_<target>`` (libFuzzer via atheris) over
-a scratch corpus plus the kept ones, fuzz/seeds/<target>/ (real captured packets
-and hand-made seeds) and fuzz/corpus/<target>/ (what fuzzing added), both read
+Each target runs as ``python -m tests.fuzz.fuzz_<target>`` (libFuzzer via atheris) over
+a scratch corpus plus the kept ones, tests/data/fuzz/<target>/ (real captured packets
+and hand-made seeds) and tests/fuzz/corpus/<target>/ (what fuzzing added), both read
 only: new inputs go to the scratch directory. ``--asan DIR``: the native targets (NATIVE) import
 the extensions from DIR, built with MEDIASERVER_SANITIZE=address,fuzzer-no-link
 (make fuzz does it), with atheris' asan_with_fuzzer.so preloaded. ``--merge``
-afterwards minimises fuzz/corpus/<target>/ + new inputs into fuzz/corpus/<target>/
+afterwards minimises tests/fuzz/corpus/<target>/ + new inputs into tests/fuzz/corpus/<target>/
 (libFuzzer -merge=1), keeping only what the seeds do not already cover. A crash, a timeout (-timeout) or going over -rss_limit_mb stops the
-target; the input is written to fuzz/crashes/<target>-crash-<sha1>, and the run
+target; the input is written to tests/fuzz/crashes/<target>-crash-<sha1>, and the run
 exits non-zero.
 """
 
@@ -30,9 +30,9 @@ import time
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(HERE))
 CORPUS = os.path.join(HERE, "corpus")
-SEEDS = os.path.join(HERE, "seeds")
+SEEDS = os.path.join(ROOT, "tests", "data", "fuzz")  # captured and hand-made seeds
 CRASHES = os.path.join(HERE, "crashes")
 
 TARGETS = (
@@ -82,7 +82,7 @@ def target_env(target: str, asan_dir: str | None) -> dict[str, str]:
 
 
 def command(target: str, flags: list[str], dirs: list[str], cpu: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", f"fuzz.fuzz_{target}", *flags, *dirs]
+    cmd = [sys.executable, "-m", f"tests.fuzz.fuzz_{target}", *flags, *dirs]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]
     return cmd
@@ -195,7 +195,7 @@ def _merge(
     captured: list[str],
 ) -> dict[str, Any]:
     """Minimise corpus + scratch into corpus with libFuzzer's -merge=1, keeping only
-    what the captured seeds (fuzz/seeds/<target>/, kept apart) do not cover."""
+    what the captured seeds (tests/data/fuzz/<target>/, kept apart) do not cover."""
     merged = tempfile.mkdtemp(prefix=f"fuzz-{target}-merged-")
     seed_names = set()
     for directory in captured:
@@ -225,7 +225,7 @@ def main() -> int:
     parser.add_argument(
         "--asan", metavar="DIR", help="sanitized extensions (build_ext --build-lib)"
     )
-    parser.add_argument("--merge", action="store_true", help="minimise into fuzz/corpus/")
+    parser.add_argument("--merge", action="store_true", help="minimise into tests/fuzz/corpus/")
     parser.add_argument("--cpu", type=int, help="pin each run to this CPU (taskset)")
     parser.add_argument("--json", metavar="FILE", help="append one JSON line per target")
     parser.add_argument(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuzz.common import main
+from tests.fuzz.common import main
 
 rtcp: Any = None
 U32 = 0xFFFFFFFF

@@ -1,8 +1,8 @@
-"""Write the hand-made seeds into fuzz/seeds/<target>/: signalling frames, REST
+"""Write the hand-made seeds into tests/data/fuzz/<target>/: signalling frames, REST
 bodies and requests, the SDP offers of tests/data. (Packets come from real peers:
 fuzz/capture.py.)
 
-    python -m fuzz.seeds
+    python -m tests.fuzz.seeds
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import msgpack
 
-from fuzz.capture import _write
-from fuzz.common import pack_records
+from tests.fuzz.capture import _write
+from tests.fuzz.common import pack_records
+from tests.fuzz.run import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADULT = "1990-05-17"
 
 MESSAGES: list[dict[str, Any]] = [

@@ -1,7 +1,7 @@
 """The whole REST app (/api/v1): Starlette, the handlers and a real SQLite store.
 
 The slow REST target (fuzz_rest_body is the fast one). Requests go straight to the
-ASGI app on one event loop, no sockets. Input: records (fuzz.common.records), one
+ASGI app on one event loop, no sockets. Input: records (tests.fuzz.common.records), one
 request each. A payload that starts with a request line, ``METHOD /path\n``, is sent
 to that path (under /api/v1; ``{id}`` is the fuzz profile's id, other ``{...}``
 stay as they are) with the rest as the body; otherwise the tag picks the route
@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from typing import Any
 
-from fuzz.common import main, records
+from tests.fuzz.common import main, records
 
 routes: Any = None
 store: Any = None
@@ -54,7 +54,7 @@ def load() -> None:
     from mediaserver.store import Store
 
     routes = routes_module
-    # under $TMPDIR: fuzz.run points it at a directory on tmpfs (SQLite's fsyncs are
+    # under $TMPDIR: tests.fuzz.run points it at a directory on tmpfs (SQLite's fsyncs are
     # then free) that it removes afterwards, as libFuzzer's exit skips atexit
     directory = tempfile.mkdtemp(prefix="fuzz-rest-")
     atexit.register(shutil.rmtree, directory, True)

@@ -1,6 +1,6 @@
 """STUN (RFC 5389/8445) into the ICE-lite server: IceLiteServer.receive_datagram.
 
-Input: records (fuzz.common.records), each one datagram; the tag picks the source
+Input: records (tests.fuzz.common.records), each one datagram; the tag picks the source
 port (tag % 24) so address binding, nomination and eviction get exercised. One
 session exists with the credentials below: the seeds are real checks from aiortc
 and Chromium re-signed with them, so MESSAGE-INTEGRITY passes and the fuzzer
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuzz.common import main, records
+from tests.fuzz.common import main, records
 
 LOCAL_UFRAG = "fuzzUfrg"
 LOCAL_PWD = "fuzzPasswordFuzzPassword"  # 24 ice-chars

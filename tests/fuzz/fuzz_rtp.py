@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuzz.common import main
+from tests.fuzz.common import main
 
 rtp: Any = None
 cache: Any = None

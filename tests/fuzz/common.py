@@ -109,7 +109,7 @@ def main(
         if inspect.isfunction(value) and value.__module__ == module.__name__:
             setattr(module, name, atheris.instrument_func(value))
     # libFuzzer re-runs argv[0] through the shell for -merge=1 and -fork: make it the
-    # command that started us ("python -m fuzz.fuzz_x"), not the module's file
+    # command that started us ("python -m tests.fuzz.fuzz_x"), not the module's file
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     argv = list(sys.argv)
     if spec is not None:

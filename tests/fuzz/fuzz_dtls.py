@@ -1,6 +1,6 @@
 """DTLS records (RFC 6347) into the server side of DtlsEndpoint, and split_records.
 
-Input: records (fuzz.common.records), each one datagram fed to a fresh server
+Input: records (tests.fuzz.common.records), each one datagram fed to a fresh server
 endpoint in order (seeds: real ClientHello flights of aiortc and Chromium); the
 tag's low bit also fires the retransmission timer after the datagram.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from fuzz.common import main, records
+from tests.fuzz.common import main, records
 
 dtls: Any = None
 certificate: Any = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuzz.common import main
+from tests.fuzz.common import main
 
 protocol: Any = None
 

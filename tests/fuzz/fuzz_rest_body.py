@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fuzz.common import main
+from tests.fuzz.common import main
 
 routes: Any = None
 errors: Any = None

@@ -3,7 +3,7 @@
 A fresh Router per input, wired like tests/test_router.py: a publisher and a
 subscriber, SRTP keys on both, the publisher's PT 96 (video) and 111 (audio)
 routed to the subscriber, PT 97 tapped to Python. Input: records
-(fuzz.common.records); a record's tag says what to do with its payload:
+(tests.fuzz.common.records); a record's tag says what to do with its payload:
 
     bits 0-1  0: feed it as is (raw datagram)
               1: SRTP-protect it with the publisher's key first, then feed it
@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from fuzz.common import main, records
+from tests.fuzz.common import main, records
 
 router_module: Any = None
 srtp: Any = None

@@ -1,13 +1,13 @@
 """Capture real WebRTC packets through the server and write them as fuzz seeds.
 
-    python -m mediaserver.netns -- python -m fuzz.capture [--no-chromium]
+    python -m mediaserver.netns -- python -m tests.fuzz.capture [--no-chromium]
 
 Inside the private namespace (mediaserver.netns) it starts the SFU, connects two
 aiortc peers to each other, then headless Chromium to aiortc (tests/peers.py,
 tests/browser.py), with 5% loss on the way out so NACKs and PLIs flow too, and
 records every UDP datagram to and from the server's port with a packet socket on
 the loopback. The server's DTLS keys (DtlsConnected, recorded by wrapping
-DtlsEndpoint.next_event) decrypt the SRTP/SRTCP; then fuzz/seeds/<target>/ gets
+DtlsEndpoint.next_event) decrypt the SRTP/SRTCP; then tests/data/fuzz/<target>/ gets
 STUN checks (re-signed with fuzz_stun's credentials), DTLS flights, plaintext RTP
 and RTCP, SRTP re-protected with the targets' fixed keys, router records, and the
 offers. Files are named by content hash, so re-running adds, never duplicates.
@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fuzz.common import pack_records
+from tests.fuzz.common import pack_records
+from tests.fuzz.run import SEEDS
 
-SEEDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
@@ -169,7 +169,7 @@ def _write(target: str, data: bytes) -> bool:
 def _resign_stun(data: bytes) -> bytes | None:
     from aioice import stun
 
-    from fuzz import fuzz_stun
+    from tests.fuzz import fuzz_stun
 
     try:
         message = stun.parse_message(data)
@@ -231,8 +231,8 @@ def _set_pt(packet: bytes, pt: int) -> bytes:
 
 
 def write_seeds(datagrams: list[Datagram], keys: list[Any], offers: list[str]) -> dict[str, int]:
-    from fuzz import fuzz_router, fuzz_srtp
     from mediaserver import _rtp, _srtp
+    from tests.fuzz import fuzz_router, fuzz_srtp
 
     fuzz_srtp.load()
     counts: dict[str, int] = {}

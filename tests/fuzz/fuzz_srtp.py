@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuzz.common import main
+from tests.fuzz.common import main
 
 srtp: Any = None
 PROFILES: list[int] = []
