@@ -126,3 +126,16 @@ class ImageVideoTrack(VideoStreamTrack):
         frame = VideoFrame.from_ndarray(self.rgb, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         return frame
+
+
+async def connect_pair(sfu, a: AiortcPeer, b: AiortcPeer, *, both_ways: bool = True):  # type: ignore[no-untyped-def]
+    """Sessions for two aiortc peers on one Sfu, answered, and A's media forwarded
+    to B (and B's to A unless both_ways is False). Returns the two sessions."""
+    sa = sfu.create_session(await a.offer())
+    sb = sfu.create_session(await b.offer())
+    await a.accept(sa.answer)
+    await b.accept(sb.answer)
+    sfu.connect(sa.id, sb.id)
+    if both_ways:
+        sfu.connect(sb.id, sa.id)
+    return sa, sb

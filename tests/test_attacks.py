@@ -32,7 +32,7 @@ from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, PROFILE_AES128_CM_SHA1_8
 from mediaserver.netns import CLIENT_IP, SERVER_IP
 from mediaserver.sfu.dtls import DtlsCertificate, DtlsEndpoint
 from mediaserver.sfu.server import SessionClosed, SessionState, Sfu, SfuConfig
-from tests.peers import AiortcPeer, wait_for
+from tests.peers import AiortcPeer, connect_pair, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -362,12 +362,7 @@ async def test_flood_from_a_verified_address_stays_bounded_and_the_call_flows(sf
     attacker.setblocking(False)
     capture, spoofer = Capture(sfu.udp_port), Spoofer()
     try:
-        sa = sfu.create_session(await a.offer())
-        sb = sfu.create_session(await b.offer())
-        await a.accept(sa.answer)
-        await b.accept(sb.answer)
-        sfu.connect(sa.id, sb.id)
-        sfu.connect(sb.id, sa.id)
+        sa, sb = await connect_pair(sfu, a, b)
         assert await wait_for(lambda: b.frames("video") >= 10, timeout=20)
         evil, ufrag, pwd = await _bound_attacker(sfu, attacker)
         evil_id, evil_addr = evil.id, attacker.getsockname()
@@ -441,11 +436,8 @@ async def test_srtp_injected_into_a_real_call_is_dropped_and_counted(sfu):
     a, b = AiortcPeer(320, 240, audio=False), AiortcPeer(320, 240, audio=False)
     capture, spoofer = Capture(sfu.udp_port), Spoofer()
     try:
-        sa = sfu.create_session(await a.offer())
-        sb = sfu.create_session(await b.offer())
-        await a.accept(sa.answer)
-        await b.accept(sb.answer)
-        sfu.connect(sa.id, sb.id)  # one direction: every forwarded packet is A's
+        # one direction: every forwarded packet is A's
+        sa, sb = await connect_pair(sfu, a, b, both_ways=False)
         assert await wait_for(lambda: b.frames("video") >= 10, timeout=20)
         assert sa.address is not None and sb.address is not None
 

@@ -5,7 +5,7 @@ import pytest
 from mediaserver.ai_filters import create
 from mediaserver.netns import SERVER_IP
 from mediaserver.sfu.server import Sfu, SfuConfig
-from tests.peers import AiortcPeer, ImageVideoTrack, wait_for
+from tests.peers import AiortcPeer, ImageVideoTrack, connect_pair, wait_for
 from tests.test_effects import FACE, FAR_TEXTURED, astronaut_rgb, detail_kept
 
 pytestmark = pytest.mark.netns
@@ -19,11 +19,7 @@ async def test_pixelate_face_reaches_the_subscriber_and_turns_off():
     b = AiortcPeer(audio=False)
     ref = None
     try:
-        sa = sfu.create_session(await a.offer())
-        sb = sfu.create_session(await b.offer())
-        await a.accept(sa.answer)
-        await b.accept(sb.answer)
-        sfu.connect(sa.id, sb.id)
+        sa, _ = await connect_pair(sfu, a, b, both_ways=False)
         assert await wait_for(lambda: b.frames("video") >= 30, timeout=30)
 
         def y():

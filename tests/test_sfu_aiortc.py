@@ -4,7 +4,7 @@ import pytest
 
 from mediaserver.netns import SERVER_IP
 from mediaserver.sfu.server import SessionConnected, Sfu, SfuConfig
-from tests.peers import AiortcPeer, wait_for
+from tests.peers import AiortcPeer, connect_pair, wait_for
 
 # the server runs on uvloop in production; these run on it and on the stdlib loop
 pytestmark = [pytest.mark.netns, pytest.mark.both_loops]
@@ -16,16 +16,6 @@ async def sfu():
     await server.start()
     yield server
     await server.close()
-
-
-async def connect_pair(sfu, a: AiortcPeer, b: AiortcPeer):
-    sa = sfu.create_session(await a.offer())
-    sb = sfu.create_session(await b.offer())
-    await a.accept(sa.answer)
-    await b.accept(sb.answer)
-    sfu.connect(sa.id, sb.id)
-    sfu.connect(sb.id, sa.id)
-    return sa, sb
 
 
 async def test_two_aiortc_peers_exchange_video_and_audio(sfu):

@@ -24,11 +24,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
@@ -163,17 +164,23 @@ async def wait_video(page: Page, min_new_frames: int = 15, timeout: float = 30) 
     raise AssertionError(f"remote video not playing: first {first}, last {now}")
 
 
+async def launch(p: Any, urls: list[str]) -> Browser:
+    """Headless Chromium for the visitors' pages: every URL but the first
+    (localhost, secure already) is declared a secure origin, so the fake camera works."""
+    secure = ",".join(url.rstrip("/") for url in urls[1:])
+    return await p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"],
+    )
+
+
 # ---- the visit ------------------------------------------------------------------------
 
 
 @pytest.mark.timeout(180)
 async def test_three_visitors_meet_chat_and_skip(server):
     async with async_playwright() as p:
-        secure = ",".join(url.rstrip("/") for url in server.urls[1:])
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"],
-        )
+        browser = await launch(p, server.urls)
         try:
             pages = []
             for url in server.urls:
@@ -349,11 +356,7 @@ async def test_signed_in_visitors_share_profiles_from_the_page(server):
     )
     await asyncio.to_thread(_account, base, "bob_web", "bob-secret-bio", ["chess"])
     async with async_playwright() as p:
-        secure = server.urls[1].rstrip("/")
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"],
-        )
+        browser = await launch(p, server.urls[:2])
         try:
             a = await browser.new_page(viewport=DESKTOP)
             b = await browser.new_page(viewport=DESKTOP)

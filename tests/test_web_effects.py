@@ -7,8 +7,14 @@ import asyncio
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.test_web_client import DESKTOP, server, start, wait_status, wait_video  # noqa: F401
+from tests.test_web_client import (  # noqa: F401
+    DESKTOP,
+    launch,
+    server,
+    start,
+    wait_status,
+    wait_video,
+)
 
 pytestmark = pytest.mark.netns
 
@@ -56,11 +62,7 @@ async def settle(page: Page, predicate, timeout: float = 20) -> float:
 @pytest.mark.timeout(120)
 async def test_choosing_an_effect_changes_what_the_partner_sees(server):  # noqa: F811
     async with async_playwright() as p:
-        secure = ",".join(url.rstrip("/") for url in server.urls[1:])
-        browser = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[*CHROMIUM_ARGS, f"--unsafely-treat-insecure-origin-as-secure={secure}"],
-        )
+        browser = await launch(p, server.urls)
         try:
             a = await browser.new_page(viewport=DESKTOP)
             b = await browser.new_page(viewport=DESKTOP)
