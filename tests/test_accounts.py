@@ -38,6 +38,7 @@ from mediaserver.store.db import (
 )
 from tests.signalling_client import Client, running_server
 from tests.test_api import Server as ApiServer
+from tests.test_api import assert_error
 
 API = "/api/v1"
 ADULT = "1990-05-17"
@@ -95,19 +96,6 @@ def server(tmp_path: Path, clock: Clock) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
-
-
-def assert_error(r: httpx.Response, status: int, code: str, field: Any = "any") -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}
-    err = body["error"]
-    assert err["code"] == code, err
-    assert isinstance(err["message"], str) and err["message"]
-    if field != "any":
-        assert err["field"] == field, err
-    return dict(err)
 
 
 # ---- passwords and sessions ------------------------------------------------------
