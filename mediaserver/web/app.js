@@ -371,13 +371,8 @@
     if (msg.ref === "hello") {
       // not welcomed (a token the server does not know, an account under 18): this
       // connection is no use; drop it without the reconnect a lost server gets
-      const ws = st.ws;
-      st.ws = null;
-      st.welcomed = false;
-      if (ws) ws.close(1000);
-      closePeerConnection();
+      dropConnection();
       if (code === "unauthorized") setSignedIn(null, null);
-      setPhase("idle");
       setStatus("Press Start");
     } else if (msg.ref === "start" && st.phase === "connecting") {
       setPhase("idle"); // not queued (refused, rate limited): Start can try again
@@ -411,14 +406,13 @@
     return `the server answered ${resp.status}`;
   }
 
-  function dropIdleConnection() {
-    // connected but idle (after Stop): the next Start opens a new connection whose
-    // hello carries the account
-    if (!st.ws || st.phase !== "idle") return;
+  function dropConnection() {
+    // the next Start opens a new connection, whose hello carries the account;
+    // st.ws is cleared first, so the close is not taken for a lost server
     const ws = st.ws;
     st.ws = null;
     st.welcomed = false;
-    ws.close(1000);
+    if (ws) ws.close(1000);
     closePeerConnection();
     setPhase("idle");
   }
@@ -426,7 +420,7 @@
   async function onSignIn(ev) {
     ev.preventDefault();
     if (st.phase !== "idle" || st.token) return;
-    dropIdleConnection();
+    dropConnection(); // connected but idle (after Stop), or not connected
     const body = { username: ui.signinUser.value.trim(), password: ui.signinPass.value };
     const otp = ui.signinOtp.value.trim();
     if (otp) body.otp = otp;
@@ -457,7 +451,7 @@
 
   async function onSignOut() {
     if (st.phase !== "idle" || !st.token) return;
-    dropIdleConnection();
+    dropConnection(); // connected but idle (after Stop), or not connected
     const token = st.token;
     setSignedIn(null, null); // forgotten here at once, whatever the server says
     try {
