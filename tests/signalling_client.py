@@ -119,3 +119,12 @@ class Client:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
+
+
+async def start_and_match(a: Client, b: Client, timeout: float = 5.0) -> None:
+    """Both (welcomed) visitors press Start, are queued, then matched with each other."""
+    for c in (a, b):
+        await c.send("start")
+        await c.expect("queued")
+    await a.expect("matched", timeout=timeout)
+    await b.expect("matched", timeout=timeout)

@@ -36,7 +36,7 @@ from mediaserver.store.db import (
     Unauthorized,
     hash_token,
 )
-from tests.signalling_client import Client, running_server
+from tests.signalling_client import Client, running_server, start_and_match
 from tests.test_api import Server as ApiServer
 from tests.test_api import assert_error
 
@@ -855,12 +855,7 @@ async def test_share_profile_sends_only_the_card_and_only_when_asked(binary: boo
             # not matched yet
             await a.send("share_profile")
             await a.error("out_of_order")
-            await a.send("start")
-            await a.expect("queued")
-            await b.send("start")
-            await b.expect("queued")
-            await a.expect("matched")
-            await b.expect("matched")
+            await start_and_match(a, b)
             await a.send("chat", text="hi")
             await b.expect("chat")
             await a.send("typing")

@@ -23,7 +23,7 @@ import pytest
 
 from tests.http_client import http_get
 from tests.redis_server import RedisServer
-from tests.signalling_client import Client, free_port
+from tests.signalling_client import Client, free_port, start_and_match
 
 pytestmark = pytest.mark.netns
 
@@ -155,10 +155,7 @@ async def test_queue_recovers_after_redis_restarts(server_factory):
         e = await Client.open(server.ws, source="127.0.0.6")
         for x in (d, e):
             await x.hello()
-            await x.send("start")
-            await x.expect("queued")
-        await d.expect("matched", timeout=5)
-        await e.expect("matched", timeout=5)
+        await start_and_match(d, e)
         for x in (a, b, d, e):
             await x.close()
 
@@ -249,10 +246,7 @@ async def test_pair_across_nodes_survives_a_redis_restart(server_factory, tmp_pa
             b = await Client.open(nodes[1].ws, source="127.0.0.3")
             for x in (a, b):
                 await x.hello()
-                await x.send("start")
-                await x.expect("queued")
-            await a.expect("matched", timeout=5)
-            await b.expect("matched", timeout=5)
+            await start_and_match(a, b)
             redis.crash()
             await asyncio.sleep(1.0)
             redis.restart()

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from signalling_client import Client
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from mediaserver.cli import _FLAGS, env_name, load_config
 from mediaserver.config import Config
 from tests.http_client import http_get
+from tests.signalling_client import Client, start_and_match
 
 MEDIASERVER = [sys.executable, "-m", "mediaserver.cli"]
 
@@ -163,12 +163,7 @@ async def pair(server: Server) -> tuple[Client, Client]:
     b = await Client.open(server.ws, source="127.0.0.3")
     for c in (a, b):
         await c.hello(interests=["music"])
-    await a.send("start")
-    await a.expect("queued")
-    await b.send("start")
-    await b.expect("queued")
-    await a.expect("matched")
-    await b.expect("matched")
+    await start_and_match(a, b)
     return a, b
 
 
