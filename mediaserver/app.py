@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from mediaserver import logs
 from mediaserver.api import background_tasks, create_api
+from mediaserver.client_address import Network, parse_trusted_proxies
 from mediaserver.config import LIVE_SETTINGS, Config
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
 from mediaserver.metrics import Metrics, merge_expositions
@@ -54,7 +55,11 @@ class WorkerSpec:
 
 
 def create_app(
-    sfu: Sfu, hub: SignallingHub, store: Store | None = None, worker: WorkerSpec | None = None
+    sfu: Sfu,
+    hub: SignallingHub,
+    store: Store | None = None,
+    worker: WorkerSpec | None = None,
+    trusted_proxies: tuple[Network, ...] = (),
 ) -> Starlette:
     """The HTTP app; with a store, the REST API under /api/v1 (its background
     processing is started by `start_background`, since lifespan is off)."""
@@ -110,6 +115,7 @@ def create_app(
     app.state.sfu = sfu
     app.state.store = store
     app.state.metrics = metrics
+    app.state.trusted_proxies = trusted_proxies  # client_address.connection_ip reads it
     return app
 
 
@@ -293,7 +299,7 @@ async def serve(
             "http": f"{config.host}:{config.port}",
         },
     )
-    app = create_app(sfu, hub, store, worker)
+    app = create_app(sfu, hub, store, worker, parse_trusted_proxies(config.trusted_proxy))
     uv_config = uvicorn_config(app, config, own_logging=True)
     # a worker's socket is bound by the supervisor; handed over as a socket object,
     # not uvicorn's `fd` (which takes it for a Unix socket: no TCP_NODELAY, and

@@ -141,6 +141,11 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "youngest age (years) a profile's date of birth may give; younger is refused (>= 13)",
     ),
     "session_ttl": (_number, "seconds a sign-in session token lasts (60 .. a year)"),
+    "trusted_proxy": (
+        _str,
+        "comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For names "
+        "the client; per-address limits and reputation use it (default: trust none)",
+    ),
 }
 
 

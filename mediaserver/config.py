@@ -65,6 +65,9 @@ class Config:
     """Youngest age accepted for a profile's date of birth (13 at the least)."""
     session_ttl: float = 30 * 86400.0
     """Seconds a sign-in session token lasts."""
+    trusted_proxy: str = ""
+    """Comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For is
+    believed; every per-address limit and the reputation key use that address."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -112,6 +115,9 @@ class Config:
             raise ValueError(
                 f"--session-ttl must be 60..31622400 seconds (a year), not {self.session_ttl}"
             )
+        from mediaserver.client_address import parse_trusted_proxies
+
+        parse_trusted_proxies(self.trusted_proxy)
         import ipaddress
 
         try:

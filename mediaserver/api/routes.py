@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from mediaserver.client_address import address_key, connection_ip
 from mediaserver.api.errors import (
     ApiError,
     api_error_handler,
@@ -465,7 +466,7 @@ def create_api(store: Store) -> Mount:
             {"username": MAX_USERNAME, "password": MAX_PASSWORD, "otp": 64},
             ("username", "password"),
         )
-        address = request.client.host if request.client else ""
+        address = address_key(connection_ip(request))
         token, expires_at, profile = await call_heavy(
             store.sign_in, body["username"], body["password"], body.get("otp"), address
         )

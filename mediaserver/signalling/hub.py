@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediaserver.client_address import address_key
 from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
 from mediaserver.node.bus import Bus, LocalBus, NodeInfo, home_node, peer_id
 from mediaserver.node.bus import Message as BusMessage
@@ -177,7 +178,10 @@ class SignallingHub:
     def join(
         self, address: str, send: Callable[[Message], None], close: Callable[[int], None]
     ) -> Visitor:
-        reputation = hmac.new(self._identity_key, address.encode(), hashlib.sha256).hexdigest()
+        # keyed on the /64 for IPv6: rotating addresses inside it escapes nothing
+        reputation = hmac.new(
+            self._identity_key, address_key(address).encode(), hashlib.sha256
+        ).hexdigest()
         vid = peer_id(self.node_id)
         visitor = Visitor(vid, reputation, handle_for(vid), send, close)
         self.visitors[visitor.id] = visitor

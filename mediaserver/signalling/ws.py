@@ -12,6 +12,7 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from mediaserver.client_address import connection_ip
 from mediaserver.signalling import protocol
 from mediaserver.signalling.hub import SignallingHub
 
@@ -41,7 +42,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             outbox.get_nowait()
         outbox.put_nowait((None, code))
 
-    address = websocket.client.host if websocket.client else "unknown"
+    address = connection_ip(websocket) or "unknown"
     visitor = hub.join(address, send, close)
     writer = asyncio.create_task(_write(websocket, outbox))
     try:
