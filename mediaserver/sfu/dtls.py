@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import enum
 import hashlib
+import hmac
 import os
 import struct
 from collections import Counter, deque
@@ -34,7 +35,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
+Address = tuple[str, int]
+
 __all__ = [
+    "COOKIE_LENGTH",
     "DEFAULT_PROFILES",
     "DTLS_MTU",
     "SRTP_AEAD_AES_128_GCM",
@@ -78,6 +82,10 @@ DTLS_FIRST_BYTE_MAX = 63
 # OpenSSL's DTLS1_2_VERSION: WebRTC runs DTLS 1.2, and pinning it keeps the record
 # splitter in _flush() on the header format it understands.
 DTLS1_2_VERSION = 0xFEFD
+
+# RFC 6347 4.2.1: the cookie of a HelloVerifyRequest. 16 bytes of HMAC-SHA256 keep
+# the request (44 bytes) well under the smallest ClientHello that can carry it back.
+COOKIE_LENGTH = 16
 
 # RFC 5764 4.2: the exporter label for DTLS-SRTP keying material.
 EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"
@@ -235,6 +243,10 @@ class DtlsCertificate:
             context.check_privatekey()
             context.set_cipher_list(CIPHER_LIST)
             context.set_tlsext_use_srtp(b":".join(SRTP_PROFILES[p].openssl_name for p in profiles))
+            # Only connections with OP_COOKIE_EXCHANGE (server endpoints made with
+            # cookie_exchange=True) ask for cookies.
+            context.set_cookie_generate_callback(_generate_cookie)
+            context.set_cookie_verify_callback(_verify_cookie)
             self._contexts[profiles] = context
         return context
 
@@ -254,6 +266,14 @@ class _PeerCheck:
         self.algorithm = strongest
         self.digests = {d for name, d in fingerprints if name == strongest}
         self.failure: str | None = None
+        # HelloVerifyRequest cookies (RFC 6347 4.2.1): an HMAC of the datagram's
+        # source, so a cookie comes back only from where it was sent.
+        self.cookie_key = os.urandom(32)
+        self.source = b""
+        "The source of the datagram being handled, as the shell named it."
+
+    def cookie(self) -> bytes:
+        return hmac.new(self.cookie_key, self.source, hashlib.sha256).digest()[:COOKIE_LENGTH]
 
     def check(self, certificate: crypto.X509) -> bool:
         try:
@@ -286,6 +306,18 @@ def _verify(
     except Exception as exc:  # noqa: BLE001 - pyOpenSSL re-raises it out of do_handshake()
         check.failure = f"peer certificate check failed: {exc!r}"
         return False
+
+
+def _generate_cookie(connection: SSL.Connection) -> bytes:
+    check = connection.get_app_data()
+    if not isinstance(check, _PeerCheck):  # pragma: no cover - set in DtlsEndpoint
+        raise DtlsError("connection without its peer check")
+    return check.cookie()
+
+
+def _verify_cookie(connection: SSL.Connection, cookie: bytes) -> bool:
+    check = connection.get_app_data()
+    return isinstance(check, _PeerCheck) and hmac.compare_digest(cookie, check.cookie())
 
 
 def _ssl_reason(exc: Exception) -> str:
@@ -380,9 +412,17 @@ class DtlsEndpoint:
         mtu: the largest datagram to emit.
         max_retransmissions: retransmissions of one flight before giving up; with
             OpenSSL's 1 s initial timer doubling, 4 gives up 31 s after a flight.
+        cookie_exchange: server role: answer a ClientHello with a HelloVerifyRequest
+            (RFC 6347 4.2.1) until one comes back with the cookie made for its
+            ``source`` (see :meth:`receive_datagram`). Until then the endpoint keeps
+            no handshake state and sends nothing bigger than the datagram it
+            answers, so a spoofed source gets no flight and no retransmissions;
+            afterwards :attr:`proven_source` is the source that returned the cookie.
+            Every DTLS client (browsers, aiortc, our client role) answers one.
 
     Raises:
-        DtlsError: for an unknown role or profile, or no usable fingerprint.
+        DtlsError: for an unknown role or profile, no usable fingerprint, or a
+            cookie exchange asked of a client.
     """
 
     def __init__(
@@ -394,9 +434,12 @@ class DtlsEndpoint:
         *,
         mtu: int = DTLS_MTU,
         max_retransmissions: int = 4,
+        cookie_exchange: bool = False,
     ) -> None:
         if role not in ("server", "client"):
             raise DtlsError(f"role must be 'server' or 'client', not {role!r}")
+        if cookie_exchange and role != "server":
+            raise DtlsError("only a server endpoint asks for a cookie")
         if not profiles:
             raise DtlsError("at least one SRTP profile is needed")
         for p in profiles:
@@ -418,6 +461,11 @@ class DtlsEndpoint:
         (after close or failure); and ``application_data`` records dropped."""
         self.retransmissions = 0
         "Flights OpenSSL retransmitted on timeout."
+        self.cookie_requests = 0
+        "HelloVerifyRequests sent (cookie exchange)."
+        self.proven_source: Address | None = None
+        """With ``cookie_exchange``: the source that returned our cookie (it receives
+        what is sent to it); the handshake runs from then on."""
 
         self._mtu = mtu
         self._max_retransmissions = max_retransmissions
@@ -435,6 +483,11 @@ class DtlsEndpoint:
             self._ssl.set_accept_state()
         else:
             self._ssl.set_connect_state()
+        self._listening = cookie_exchange
+        if cookie_exchange:
+            if SSL.OP_COOKIE_EXCHANGE is None:  # pragma: no cover - OpenSSL built without
+                raise DtlsError("this OpenSSL has no DTLS cookie exchange")
+            self._ssl.set_options(SSL.OP_COOKIE_EXCHANGE)
 
     # ------------------------------------------------------------ public API
 
@@ -451,8 +504,11 @@ class DtlsEndpoint:
         self.state = DtlsState.CONNECTING
         self._handshake(now)
 
-    def receive_datagram(self, data: bytes, now: float) -> None:
-        """Feed one UDP datagram from the peer. Never raises for bad input."""
+    def receive_datagram(self, data: bytes, now: float, source: Address | None = None) -> None:
+        """Feed one UDP datagram from the peer. Never raises for bad input.
+
+        ``source`` is where it came from; only the cookie exchange reads it.
+        """
         if self.state in (DtlsState.CLOSED, DtlsState.FAILED):
             self.drops["closed"] += 1
             return
@@ -466,6 +522,9 @@ class DtlsEndpoint:
             if self.role == "client":
                 # Nothing to answer before we sent a ClientHello.
                 self.drops["not_started"] += 1
+                return
+            if self._listening:
+                self._listen(data, now, source)
                 return
             self.state = DtlsState.CONNECTING
 
@@ -533,6 +592,45 @@ class DtlsEndpoint:
         self._timer_at = None
 
     # ------------------------------------------------------------ internals
+
+    def _listen(self, data: bytes, now: float, source: Address | None) -> None:
+        """Cookie exchange (RFC 6347 4.2.1), stateless: DTLSv1_listen answers a
+        ClientHello without our cookie for ``source`` (or with a wrong one) with
+        a HelloVerifyRequest, and lets the handshake start on one that has it."""
+        self._check.source = b"" if source is None else f"{source[0]}|{source[1]}".encode()
+        queued = len(self._outgoing)
+        try:
+            self._ssl.bio_write(data)
+            self._ssl.DTLSv1_listen()
+        except SSL.WantReadError:
+            # Whatever goes back to an unproven source is no bigger than what
+            # came from it (the HelloVerifyRequest is 44 bytes), and is never
+            # retransmitted: the client retransmits its ClientHello instead.
+            self._flush()
+            replies = self._outgoing[queued:]
+            del self._outgoing[queued:]
+            for reply in replies:
+                if len(reply) <= len(data):
+                    self._outgoing.append(reply)
+                    self.cookie_requests += 1
+                else:  # pragma: no cover - OpenSSL only sends a HelloVerifyRequest
+                    self.drops["reply_too_big"] += 1
+            if not replies:
+                self.drops["not_client_hello"] += 1
+            return
+        except SSL.Error:
+            # Not a ClientHello OpenSSL can take; nothing is kept, nothing sent.
+            self._flush()
+            del self._outgoing[queued:]
+            self.drops["not_client_hello"] += 1
+            return
+        self._listening = False
+        self.proven_source = source
+        self.state = DtlsState.CONNECTING
+        self._flight_timeouts = 0
+        self._handshake(now)  # the ClientHello waits in OpenSSL's buffer
+        self._flush()
+        self._update_timer(now)
 
     def _handshake(self, now: float) -> None:
         try:
