@@ -15,6 +15,10 @@ OpenSSL's *remaining* time into a deadline in the caller's clock, and a call to
 also run out; if it has not, the deadline is moved to what OpenSSL says is left.
 With ``now = loop.time()`` the two clocks advance together. The give-up rule
 (``max_retransmissions``) is decided in the caller's clock alone.
+
+Reflection: the SFU's endpoints do a cookie exchange first (``cookie_exchange``,
+:mod:`mediaserver.sfu.dtls_cookie`): a forged source address gets nothing bigger
+than what was sent from it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import datetime
 import enum
 import hashlib
-import hmac
 import os
 import struct
 from collections import Counter, deque
@@ -35,10 +38,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
-Address = tuple[str, int]
+from mediaserver.sfu import dtls_cookie
+from mediaserver.sfu.dtls_cookie import Address
 
 __all__ = [
-    "COOKIE_LENGTH",
     "DEFAULT_PROFILES",
     "DTLS_MTU",
     "SRTP_AEAD_AES_128_GCM",
@@ -82,10 +85,6 @@ DTLS_FIRST_BYTE_MAX = 63
 # OpenSSL's DTLS1_2_VERSION: WebRTC runs DTLS 1.2, and pinning it keeps the record
 # splitter in _flush() on the header format it understands.
 DTLS1_2_VERSION = 0xFEFD
-
-# RFC 6347 4.2.1: the cookie of a HelloVerifyRequest. 16 bytes of HMAC-SHA256 keep
-# the request (44 bytes) well under the smallest ClientHello that can carry it back.
-COOKIE_LENGTH = 16
 
 # RFC 5764 4.2: the exporter label for DTLS-SRTP keying material.
 EXPORTER_LABEL = b"EXTRACTOR-dtls_srtp"
@@ -243,10 +242,8 @@ class DtlsCertificate:
             context.check_privatekey()
             context.set_cipher_list(CIPHER_LIST)
             context.set_tlsext_use_srtp(b":".join(SRTP_PROFILES[p].openssl_name for p in profiles))
-            # Only connections with OP_COOKIE_EXCHANGE (server endpoints made with
-            # cookie_exchange=True) ask for cookies.
-            context.set_cookie_generate_callback(_generate_cookie)
-            context.set_cookie_verify_callback(_verify_cookie)
+            # only connections with OP_COOKIE_EXCHANGE (cookie_exchange=True) ask
+            dtls_cookie.install(context)
             self._contexts[profiles] = context
         return context
 
@@ -266,14 +263,7 @@ class _PeerCheck:
         self.algorithm = strongest
         self.digests = {d for name, d in fingerprints if name == strongest}
         self.failure: str | None = None
-        # HelloVerifyRequest cookies (RFC 6347 4.2.1): an HMAC of the datagram's
-        # source, so a cookie comes back only from where it was sent.
-        self.cookie_key = os.urandom(32)
-        self.source = b""
-        "The source of the datagram being handled, as the shell named it."
-
-    def cookie(self) -> bytes:
-        return hmac.new(self.cookie_key, self.source, hashlib.sha256).digest()[:COOKIE_LENGTH]
+        self.cookies = dtls_cookie.SourceCookies()
 
     def check(self, certificate: crypto.X509) -> bool:
         try:
@@ -306,18 +296,6 @@ def _verify(
     except Exception as exc:  # noqa: BLE001 - pyOpenSSL re-raises it out of do_handshake()
         check.failure = f"peer certificate check failed: {exc!r}"
         return False
-
-
-def _generate_cookie(connection: SSL.Connection) -> bytes:
-    check = connection.get_app_data()
-    if not isinstance(check, _PeerCheck):  # pragma: no cover - set in DtlsEndpoint
-        raise DtlsError("connection without its peer check")
-    return check.cookie()
-
-
-def _verify_cookie(connection: SSL.Connection, cookie: bytes) -> bool:
-    check = connection.get_app_data()
-    return isinstance(check, _PeerCheck) and hmac.compare_digest(cookie, check.cookie())
 
 
 def _ssl_reason(exc: Exception) -> str:
@@ -458,7 +436,8 @@ class DtlsEndpoint:
         self.drops: Counter[str] = Counter()
         """Datagrams ignored, by reason: ``not_dtls`` (first byte not 20-63, RFC 7983),
         ``oversize``, ``not_started`` (client before :meth:`connect`), ``closed``
-        (after close or failure); and ``application_data`` records dropped."""
+        (after close or failure), ``not_client_hello`` (nothing a HelloVerifyRequest
+        answers, before the cookie exchange); and ``application_data`` records dropped."""
         self.retransmissions = 0
         "Flights OpenSSL retransmitted on timeout."
         self.cookie_requests = 0
@@ -594,35 +573,22 @@ class DtlsEndpoint:
     # ------------------------------------------------------------ internals
 
     def _listen(self, data: bytes, now: float, source: Address | None) -> None:
-        """Cookie exchange (RFC 6347 4.2.1), stateless: DTLSv1_listen answers a
-        ClientHello without our cookie for ``source`` (or with a wrong one) with
-        a HelloVerifyRequest, and lets the handshake start on one that has it."""
-        self._check.source = b"" if source is None else f"{source[0]}|{source[1]}".encode()
+        """The cookie exchange (:mod:`mediaserver.sfu.dtls_cookie`): no state, and
+        nothing bigger than ``data`` back, until the cookie returns from ``source``."""
+        self._check.cookies.set_source(source)
         queued = len(self._outgoing)
-        try:
-            self._ssl.bio_write(data)
-            self._ssl.DTLSv1_listen()
-        except SSL.WantReadError:
-            # Whatever goes back to an unproven source is no bigger than what
-            # came from it (the HelloVerifyRequest is 44 bytes), and is never
-            # retransmitted: the client retransmits its ClientHello instead.
+        verified = dtls_cookie.listen(self._ssl, data)
+        if not verified:
             self._flush()
-            replies = self._outgoing[queued:]
+            replies = self._outgoing[queued:] if verified is False else []
             del self._outgoing[queued:]
+            # the HelloVerifyRequest, not retransmitted: the client repeats its hello
             for reply in replies:
                 if len(reply) <= len(data):
                     self._outgoing.append(reply)
                     self.cookie_requests += 1
-                else:  # pragma: no cover - OpenSSL only sends a HelloVerifyRequest
-                    self.drops["reply_too_big"] += 1
             if not replies:
                 self.drops["not_client_hello"] += 1
-            return
-        except SSL.Error:
-            # Not a ClientHello OpenSSL can take; nothing is kept, nothing sent.
-            self._flush()
-            del self._outgoing[queued:]
-            self.drops["not_client_hello"] += 1
             return
         self._listening = False
         self.proven_source = source

@@ -139,8 +139,8 @@ class _Session:
     probe: tuple[bytes, Address, float] | None = None
     """(transaction id, address, sent at) of our check to a newly nominated address."""
     verified: Address | None = None
-    """An address shown to be the peer's: it returned our DTLS cookie, or it
-    answered our check. Once set, media leaves it only for another address shown the same way."""
+    """An address shown to be the peer's: it returned our DTLS cookie, or it answered
+    our check. Once set, media leaves it only for another address shown the same way."""
 
     def deadline(self, timeout: float) -> float:
         return (self.added if self.last_seen is None else self.last_seen) + timeout
