@@ -452,7 +452,7 @@ async def test_flood_from_a_verified_address_stays_bounded_and_the_call_flows(sf
         server = (SERVER_IP, sfu.udp_port)
         frames_before = b.frames("video")
         for i in range(2000):
-            attacker.sendto(hello, server)  # the verified address: one handshake, re-fed
+            attacker.sendto(hello, server)  # the verified address: asked for a cookie each time
             spoofer.send((CLIENT_IP, 20000 + i), server, hello)  # unknown ports: dropped
             if i % 100 == 99:
                 attacker.sendto(binding_request(f"{ufrag}:evil", pwd, nominate=False), server)
@@ -465,8 +465,8 @@ async def test_flood_from_a_verified_address_stays_bounded_and_the_call_flows(sf
         # state: still one DTLS endpoint per session, nothing for the flooding ports
         assert dtls_endpoints() == len(sfu.sessions) == 3
         assert sfu.counters()["drops"]["dtls_unknown_address"] >= 2000
-        # what went back to the attacker: STUN answers and the DTLS server flight,
-        # re-sent for repeated ClientHellos; never more than it sent
+        # what went back to the attacker: STUN answers and a HelloVerifyRequest per
+        # ClientHello (it never returns the cookie); never more than it sent
         to_attacker = capture.bytes_to({evil_addr})
         print(
             f"flood: {flood_bytes} bytes of ClientHello from the verified address, "
