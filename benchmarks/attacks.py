@@ -2,7 +2,8 @@
 
     python -m benchmarks.attacks [--pairs 4 --rate 4000 --duration 5 --repeats 3]
                                  [--flood-rate 20000 --flood-ports 2000 --flood-kind dtls]
-                                 [--sessions 10000 --consent-timeout 5] [--json]
+                                 [--sessions 10000 --consent-timeout 5]
+                                 [--reflection-seconds 16] [--json]
 
 1. Flood. The SFU runs alone in a child process (benchmarks/sfu_harness.py, uvloop)
    on 127.0.0.1. N synthetic publishers and N subscribers (benchmarks/peers/webrtc.py:
@@ -23,6 +24,14 @@
    from the first consent deadline until every session is reaped, the longest
    event-loop stall during the reaping (the forwarding path stops for that long),
    and the RSS left after the reaping.
+
+3. Reflection. The owner of a session (it knows the session's ice-pwd) signs a
+   USE-CANDIDATE check and sends it, then a DTLS ClientHello, from a victim's
+   address V, before any handshake. Here V is a socket of this process that sends
+   those two datagrams and never answers (from the server's side the same as a
+   forged source address). Reported: the bytes that came from V, the bytes the
+   server sent to V over `--reflection-seconds` (16 s covers OpenSSL's four
+   retransmissions of a flight, at 1, 3, 7 and 15 s), and their ratio.
 
 Everything stays on loopback and every phase stops by itself.
 """
@@ -354,6 +363,71 @@ def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
     return uvloop.run(_sessions(args.sessions, args.consent_timeout))
 
 
+# ---- reflection to an address that never proved it receives -------------------
+
+
+async def _reflection(seconds: float) -> dict[str, Any]:
+    from mediaserver.sfu.dtls import DtlsCertificate, DtlsEndpoint
+    from mediaserver.sfu.server import Sfu, SfuConfig
+
+    # a handshake timeout past the measurement: only DTLS's own timers stop the flight
+    sfu = Sfu(SfuConfig(host=LOOPBACK, announced_ip=LOOPBACK, handshake_timeout=seconds + 30))
+    await sfu.start()
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind((LOOPBACK, 0))
+    victim.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        session = sfu.create_session(re.sub(r"a=ice-ufrag:\S+", "a=ice-ufrag:refl", OFFER))
+        ufrag = re.search(r"a=ice-ufrag:(\S+)", session.answer)
+        pwd = re.search(r"a=ice-pwd:(\S+)", session.answer)
+        assert ufrag and pwd
+        check = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        check.attributes["USERNAME"] = f"{ufrag.group(1)}:refl"
+        check.attributes["PRIORITY"] = 1853824767
+        check.attributes["ICE-CONTROLLING"] = 1
+        check.attributes["USE-CANDIDATE"] = None
+        check.add_message_integrity(pwd.group(1).encode())
+        client = DtlsEndpoint(
+            DtlsCertificate.generate(), "client", [("sha-256", "00:" * 31 + "00")]
+        )
+        client.connect(0.0)
+        (hello,) = client.datagrams_to_send(0.0)
+        server = (LOOPBACK, sfu.udp_port)
+        sent = [bytes(check), hello]
+        victim.sendto(sent[0], server)
+        await asyncio.sleep(0.1)
+        victim.sendto(sent[1], server)
+        start = loop.time()
+        received: list[tuple[float, int]] = []
+        while loop.time() < start + seconds:
+            await asyncio.sleep(0.05)
+            while True:
+                try:
+                    received.append((loop.time() - start, len(victim.recv(65535))))
+                except BlockingIOError:
+                    break
+        bytes_in = sum(map(len, sent))
+        bytes_out = sum(n for _, n in received)
+        return {
+            "seconds": seconds,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "ratio": bytes_out / bytes_in,
+            "datagrams_out": len(received),
+            "largest_datagram_out": max((n for _, n in received), default=0),
+            "last_datagram_at_s": received[-1][0] if received else None,
+            "session_state": session.state.value,
+        }
+    finally:
+        victim.close()
+        await sfu.close()
+
+
+def run_reflection(args: argparse.Namespace) -> dict[str, Any]:
+    return asyncio.run(_reflection(args.reflection_seconds))
+
+
 # ---- command line ------------------------------------------------------------------
 
 
@@ -389,8 +463,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=5.0,
         help="seconds before they are reaped (default 5; the server's default is 30)",
     )
+    parser.add_argument(
+        "--reflection-seconds",
+        type=float,
+        default=16.0,
+        help="how long to count what goes to the victim's address (default 16)",
+    )
     parser.add_argument("--skip-flood", action="store_true")
     parser.add_argument("--skip-sessions", action="store_true")
+    parser.add_argument("--skip-reflection", action="store_true")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )
@@ -401,6 +482,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("flood too large: keep it under 5 million datagrams and 10,000 ports")
     if args.sessions > 50000:
         parser.error("--sessions at most 50000")
+    if not 0 < args.reflection_seconds <= 120:
+        parser.error("--reflection-seconds must be in (0, 120]")
     return args
 
 
@@ -441,6 +524,14 @@ def print_report(out: dict[str, Any]) -> None:
             f"(consent {s['consent_timeout_s']} s), "
             f"longest loop stall {s['longest_loop_stall_ms']:.0f} ms"
         )
+    r = out.get("reflection_test")
+    if r:
+        print(
+            f"reflection: {r['bytes_in']} bytes from the victim's address (a signed "
+            f"nomination and a ClientHello), {r['bytes_out']} bytes back in "
+            f"{r['datagrams_out']} datagrams over {r['seconds']:.0f} s "
+            f"(largest {r['largest_datagram_out']}): ratio {r['ratio']:.2f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             out["flood_test"] = run_flood(args)
         if not args.skip_sessions:
             out["sessions_test"] = run_sessions(args)
+        if not args.skip_reflection:
+            out["reflection_test"] = run_reflection(args)
     except BenchmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -309,6 +309,84 @@ async def test_a_peer_that_really_moves_gets_its_media_at_the_new_address():
         moved.close()
 
 
+async def _closed(sfu, session_id: str) -> bool:
+    # handshake_timeout (5 s in the fixture) ends the session: nothing more can go out
+    return await wait_for(lambda: session_id not in sfu.sessions, timeout=8)
+
+
+async def test_a_spoofed_nomination_and_client_hello_reflect_no_dtls_flight(sfu):
+    """Before DTLS, the owner of a session signs a USE-CANDIDATE check from a
+    victim's address V, then sends a ClientHello "from" V. The server must not
+    send its flight (and its retransmissions) to V: V never showed it receives.
+    Before the fix: 269 bytes from V, about 2,200 back within the 5 s handshake
+    timeout (the flight and two retransmissions; 3,564 with all four)."""
+    session = sfu.create_session(offer_with_ufrag("evil"))
+    ufrag, pwd = answer_credentials(session.answer)
+    server = (SERVER_IP, sfu.udp_port)
+    victim = (CLIENT_IP, 41000)
+    capture, spoofer = Capture(sfu.udp_port), Spoofer()
+    try:
+        check, hello = binding_request(f"{ufrag}:evil", pwd), client_hello()
+        spoofer.send(victim, server, check)
+        assert await wait_for(lambda: session.address == victim, timeout=2)
+        spoofer.send(victim, server, hello)
+        assert await _closed(sfu, session.id)
+        to_victim = capture.bytes_to({victim})
+        from_victim = len(check) + len(hello)
+        print(f"reflection: {from_victim} bytes from the victim's address, {to_victim} back")
+        assert 0 < to_victim <= from_victim, (to_victim, from_victim)
+    finally:
+        capture.close()
+        spoofer.close()
+
+
+async def test_a_nomination_spoofed_mid_handshake_does_not_redirect_the_flight(sfu):
+    """The owner starts DTLS from its own address A (it receives there: the flight
+    comes), then nominates V with a signed check "from" V and repeats its ClientHello
+    "from" V. The flight's retransmissions stay at A; V gets no more than came from V."""
+    session = sfu.create_session(offer_with_ufrag("evil"))
+    ufrag, pwd = answer_credentials(session.answer)
+    server = (SERVER_IP, sfu.udp_port)
+    victim = (CLIENT_IP, 41001)
+    own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    own.bind((CLIENT_IP, 0))
+    own.settimeout(2)
+    capture, spoofer = Capture(sfu.udp_port), Spoofer()
+    client = DtlsEndpoint(DtlsCertificate.generate(), "client", [("sha-256", "00:" * 31 + "00")])
+    try:
+        own.sendto(binding_request(f"{ufrag}:evil", pwd), server)
+        await asyncio.to_thread(own.recv, 2048)  # the STUN answer
+        client.connect(0.0)
+        hellos = []
+        # the client answers what comes (a HelloVerifyRequest, if any) until the
+        # server's flight with its certificate arrives at A
+        for _ in range(3):
+            (hello,) = client.datagrams_to_send(0.0)
+            hellos.append(hello)
+            own.sendto(hello, server)
+            reply = await asyncio.to_thread(own.recv, 4096)
+            client.receive_datagram(reply, 0.0)
+            if len(reply) > 300:
+                break
+        else:
+            raise AssertionError("no server flight at the owner's address")
+        check = binding_request(f"{ufrag}:evil", pwd)
+        spoofer.send(victim, server, check)
+        await asyncio.sleep(0.2)
+        for _ in range(3):
+            spoofer.send(victim, server, hellos[-1])
+            await asyncio.sleep(0.3)
+        from_victim = len(check) + 3 * len(hellos[-1])
+        assert await _closed(sfu, session.id)
+        to_victim = capture.bytes_to({victim})
+        print(f"mid-handshake: {from_victim} bytes from the victim's address, {to_victim} back")
+        assert to_victim <= from_victim, (to_victim, from_victim)
+    finally:
+        own.close()
+        capture.close()
+        spoofer.close()
+
+
 # ---- 2. DTLS floods -------------------------------------------------------------
 
 
@@ -374,7 +452,7 @@ async def test_flood_from_a_verified_address_stays_bounded_and_the_call_flows(sf
         server = (SERVER_IP, sfu.udp_port)
         frames_before = b.frames("video")
         for i in range(2000):
-            attacker.sendto(hello, server)  # the verified address: one handshake, re-fed
+            attacker.sendto(hello, server)  # the verified address: asked for a cookie each time
             spoofer.send((CLIENT_IP, 20000 + i), server, hello)  # unknown ports: dropped
             if i % 100 == 99:
                 attacker.sendto(binding_request(f"{ufrag}:evil", pwd, nominate=False), server)
@@ -387,8 +465,8 @@ async def test_flood_from_a_verified_address_stays_bounded_and_the_call_flows(sf
         # state: still one DTLS endpoint per session, nothing for the flooding ports
         assert dtls_endpoints() == len(sfu.sessions) == 3
         assert sfu.counters()["drops"]["dtls_unknown_address"] >= 2000
-        # what went back to the attacker: STUN answers and the DTLS server flight,
-        # re-sent for repeated ClientHellos; never more than it sent
+        # what went back to the attacker: STUN answers and a HelloVerifyRequest per
+        # ClientHello (it never returns the cookie); never more than it sent
         to_attacker = capture.bytes_to({evil_addr})
         print(
             f"flood: {flood_bytes} bytes of ClientHello from the verified address, "

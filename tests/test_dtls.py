@@ -72,8 +72,10 @@ def make_pair(
 class Link:
     """One direction of the wire, with a loss pattern over datagram indexes."""
 
-    def __init__(self, drop: Drop | None = None) -> None:
+    def __init__(self, drop: Drop | None = None, source: tuple[str, int] | None = None) -> None:
         self.drop = drop
+        self.source = source
+        "The sender's address, as the receiver is told it."
         self.sent: list[bytes] = []
         self.dropped: list[bytes] = []
 
@@ -87,7 +89,7 @@ def transfer(sender: DtlsEndpoint, receiver: DtlsEndpoint, now: float, link: Lin
             link.dropped.append(datagram)
             continue
         link.sent.append(datagram)
-        receiver.receive_datagram(datagram, now)
+        receiver.receive_datagram(datagram, now, link.source)
         delivered += 1
     return delivered
 
@@ -482,6 +484,109 @@ def test_corrupted_handshake_never_raises(position: int, noise: bytes) -> None:
         client.receive_datagram(corrupted, 0.0)
     client.datagrams_to_send(0.0)
     assert all(isinstance(e, DtlsFailed) for e in events(client))
+
+
+# ---------------------------------------------------------------- cookie exchange
+
+PEER = ("192.0.2.10", 40000)
+ELSEWHERE = ("198.51.100.7", 40000)
+HANDSHAKE = 22
+HELLO_VERIFY_REQUEST = 3  # RFC 6347 4.3.2: HandshakeType hello_verify_request
+
+
+def cookie_pair(**kw: int) -> tuple[DtlsEndpoint, DtlsEndpoint]:
+    client, _ = make_pair(**kw)
+    server = DtlsEndpoint(SERVER_CERT, "server", [CLIENT_CERT.fingerprint()], cookie_exchange=True)
+    return client, server
+
+
+def is_hello_verify_request(datagram: bytes) -> bool:
+    # a record header (13 bytes), then the handshake message type
+    return datagram[0] == HANDSHAKE and datagram[13] == HELLO_VERIFY_REQUEST
+
+
+def test_cookie_exchange_is_for_servers() -> None:
+    with pytest.raises(DtlsError, match="only a server"):
+        DtlsEndpoint(CLIENT_CERT, "client", [SERVER_CERT.fingerprint()], cookie_exchange=True)
+
+
+def test_a_client_hello_without_cookie_gets_only_a_smaller_hello_verify_request() -> None:
+    # What a spoofed source gets: one small datagram per ClientHello, no flight,
+    # no state, no timer (so no retransmission)
+    client, server = cookie_pair()
+    client.connect(0.0)
+    [hello] = client.datagrams_to_send(0.0)
+    for i in range(5):
+        server.receive_datagram(hello, float(i), PEER)
+        [reply] = server.datagrams_to_send(float(i))
+        assert is_hello_verify_request(reply) and len(reply) < len(hello), (len(reply), len(hello))
+        assert server.get_timer() is None
+        server.handle_timer(float(i) + 60.0)
+        assert server.datagrams_to_send(float(i) + 60.0) == []
+    assert server.state is DtlsState.NEW and server.proven_source is None
+    assert server.cookie_requests == 5 and events(server) == []
+
+
+def test_the_cookie_is_good_only_from_the_source_it_was_sent_to() -> None:
+    client, server = cookie_pair()
+    client.connect(0.0)
+    [hello] = client.datagrams_to_send(0.0)
+    server.receive_datagram(hello, 0.0, PEER)
+    [verify_request] = server.datagrams_to_send(0.0)
+    client.receive_datagram(verify_request, 0.0)
+    [hello_with_cookie] = client.datagrams_to_send(0.0)
+    assert len(hello_with_cookie) == len(hello) + 16  # our 16-byte cookie
+
+    # the same ClientHello from another address: asked for a cookie again
+    server.receive_datagram(hello_with_cookie, 0.0, ELSEWHERE)
+    [again] = server.datagrams_to_send(0.0)
+    assert is_hello_verify_request(again) and len(again) < len(hello_with_cookie)
+    assert server.state is DtlsState.NEW and server.proven_source is None
+
+    # from where the cookie went: the handshake starts and completes
+    server.receive_datagram(hello_with_cookie, 0.0, PEER)
+    assert server.proven_source == PEER and server.state is DtlsState.CONNECTING
+    flight = server.datagrams_to_send(0.0)
+    assert sum(map(len, flight)) > 3 * len(hello_with_cookie)  # the certificate flight
+    for datagram in flight:
+        client.receive_datagram(datagram, 0.0)
+    run(client, server, up=Link(source=PEER))
+    assert connected(client).local_key == connected(server).remote_key
+    assert not server.drops
+
+
+@pytest.mark.parametrize(
+    ("up_lost", "down_lost"),
+    [
+        ({0}, set()),  # the first ClientHello
+        (set(), {0}),  # the HelloVerifyRequest
+        ({1}, set()),  # the ClientHello with the cookie
+        (set(), {1}),  # the server's first flight: retransmitted by its timer
+    ],
+)
+def test_cookie_exchange_survives_loss(up_lost: set[int], down_lost: set[int]) -> None:
+    client, server = cookie_pair()
+    up = Link(drop=lambda index, _: index in up_lost, source=PEER)
+    down = Link(drop=lambda index, _: index in down_lost)
+    run(client, server, up=up, down=down)
+    assert connected(client).local_key == connected(server).remote_key
+    assert server.proven_source == PEER
+    # a retransmitted ClientHello carries the cookie it had: asked for once more
+    # only when the HelloVerifyRequest itself was lost
+    assert server.cookie_requests == (2 if down_lost == {0} else 1)
+    # a lost first flight is the only one the server itself sends again
+    assert server.retransmissions == (1 if down_lost == {1} else 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=300), st.integers(20, 63))
+def test_garbage_before_the_cookie_gets_nothing_bigger_back(data: bytes, first: int) -> None:
+    _, server = cookie_pair()
+    datagram = bytes([first]) + data
+    server.receive_datagram(datagram, 0.0, PEER)
+    assert all(len(d) <= len(datagram) for d in server.datagrams_to_send(0.0))
+    assert server.state is DtlsState.NEW and events(server) == []
+    assert server.get_timer() is None
 
 
 # ---------------------------------------------------------------- keys against libsrtp

@@ -56,6 +56,11 @@ async def test_chromium_to_aiortc_and_back(sfu):
             stats = await c.stats()
             assert (stats["width"], stats["height"]) == (320, 240)
             assert stats["audioPackets"] > 0
+            # both handshakes went through the cookie exchange (RFC 6347 4.2.1): the
+            # server sent its flight only where its HelloVerifyRequest was answered
+            for session in (sc, sa):
+                assert session.dtls.cookie_requests >= 1
+                assert session.dtls.proven_source == session.address
         finally:
             await a.close()
 

@@ -15,6 +15,10 @@ OpenSSL's *remaining* time into a deadline in the caller's clock, and a call to
 also run out; if it has not, the deadline is moved to what OpenSSL says is left.
 With ``now = loop.time()`` the two clocks advance together. The give-up rule
 (``max_retransmissions``) is decided in the caller's clock alone.
+
+Reflection: the SFU's endpoints do a cookie exchange first (``cookie_exchange``,
+:mod:`mediaserver.sfu.dtls_cookie`): a forged source address gets nothing bigger
+than what was sent from it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
+
+from mediaserver.sfu import dtls_cookie
+from mediaserver.sfu.dtls_cookie import Address
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -235,6 +242,8 @@ class DtlsCertificate:
             context.check_privatekey()
             context.set_cipher_list(CIPHER_LIST)
             context.set_tlsext_use_srtp(b":".join(SRTP_PROFILES[p].openssl_name for p in profiles))
+            # only connections with OP_COOKIE_EXCHANGE (cookie_exchange=True) ask
+            dtls_cookie.install(context)
             self._contexts[profiles] = context
         return context
 
@@ -254,6 +263,7 @@ class _PeerCheck:
         self.algorithm = strongest
         self.digests = {d for name, d in fingerprints if name == strongest}
         self.failure: str | None = None
+        self.cookies = dtls_cookie.SourceCookies()
 
     def check(self, certificate: crypto.X509) -> bool:
         try:
@@ -380,9 +390,17 @@ class DtlsEndpoint:
         mtu: the largest datagram to emit.
         max_retransmissions: retransmissions of one flight before giving up; with
             OpenSSL's 1 s initial timer doubling, 4 gives up 31 s after a flight.
+        cookie_exchange: server role: answer a ClientHello with a HelloVerifyRequest
+            (RFC 6347 4.2.1) until one comes back with the cookie made for its
+            ``source`` (see :meth:`receive_datagram`). Until then the endpoint keeps
+            no handshake state and sends nothing bigger than the datagram it
+            answers, so a spoofed source gets no flight and no retransmissions;
+            afterwards :attr:`proven_source` is the source that returned the cookie.
+            Every DTLS client (browsers, aiortc, our client role) answers one.
 
     Raises:
-        DtlsError: for an unknown role or profile, or no usable fingerprint.
+        DtlsError: for an unknown role or profile, no usable fingerprint, or a
+            cookie exchange asked of a client.
     """
 
     def __init__(
@@ -394,9 +412,12 @@ class DtlsEndpoint:
         *,
         mtu: int = DTLS_MTU,
         max_retransmissions: int = 4,
+        cookie_exchange: bool = False,
     ) -> None:
         if role not in ("server", "client"):
             raise DtlsError(f"role must be 'server' or 'client', not {role!r}")
+        if cookie_exchange and role != "server":
+            raise DtlsError("only a server endpoint asks for a cookie")
         if not profiles:
             raise DtlsError("at least one SRTP profile is needed")
         for p in profiles:
@@ -415,9 +436,15 @@ class DtlsEndpoint:
         self.drops: Counter[str] = Counter()
         """Datagrams ignored, by reason: ``not_dtls`` (first byte not 20-63, RFC 7983),
         ``oversize``, ``not_started`` (client before :meth:`connect`), ``closed``
-        (after close or failure); and ``application_data`` records dropped."""
+        (after close or failure), ``not_client_hello`` (nothing a HelloVerifyRequest
+        answers, before the cookie exchange); and ``application_data`` records dropped."""
         self.retransmissions = 0
         "Flights OpenSSL retransmitted on timeout."
+        self.cookie_requests = 0
+        "HelloVerifyRequests sent (cookie exchange)."
+        self.proven_source: Address | None = None
+        """With ``cookie_exchange``: the source that returned our cookie (it receives
+        what is sent to it); the handshake runs from then on."""
 
         self._mtu = mtu
         self._max_retransmissions = max_retransmissions
@@ -435,6 +462,11 @@ class DtlsEndpoint:
             self._ssl.set_accept_state()
         else:
             self._ssl.set_connect_state()
+        self._listening = cookie_exchange
+        if cookie_exchange:
+            if SSL.OP_COOKIE_EXCHANGE is None:  # pragma: no cover - OpenSSL built without
+                raise DtlsError("this OpenSSL has no DTLS cookie exchange")
+            self._ssl.set_options(SSL.OP_COOKIE_EXCHANGE)
 
     # ------------------------------------------------------------ public API
 
@@ -451,8 +483,11 @@ class DtlsEndpoint:
         self.state = DtlsState.CONNECTING
         self._handshake(now)
 
-    def receive_datagram(self, data: bytes, now: float) -> None:
-        """Feed one UDP datagram from the peer. Never raises for bad input."""
+    def receive_datagram(self, data: bytes, now: float, source: Address | None = None) -> None:
+        """Feed one UDP datagram from the peer. Never raises for bad input.
+
+        ``source`` is where it came from; only the cookie exchange reads it.
+        """
         if self.state in (DtlsState.CLOSED, DtlsState.FAILED):
             self.drops["closed"] += 1
             return
@@ -466,6 +501,9 @@ class DtlsEndpoint:
             if self.role == "client":
                 # Nothing to answer before we sent a ClientHello.
                 self.drops["not_started"] += 1
+                return
+            if self._listening:
+                self._listen(data, now, source)
                 return
             self.state = DtlsState.CONNECTING
 
@@ -533,6 +571,32 @@ class DtlsEndpoint:
         self._timer_at = None
 
     # ------------------------------------------------------------ internals
+
+    def _listen(self, data: bytes, now: float, source: Address | None) -> None:
+        """The cookie exchange (:mod:`mediaserver.sfu.dtls_cookie`): no state, and
+        nothing bigger than ``data`` back, until the cookie returns from ``source``."""
+        self._check.cookies.set_source(source)
+        queued = len(self._outgoing)
+        verified = dtls_cookie.listen(self._ssl, data)
+        if not verified:
+            self._flush()
+            replies = self._outgoing[queued:] if verified is False else []
+            del self._outgoing[queued:]
+            # the HelloVerifyRequest, not retransmitted: the client repeats its hello
+            for reply in replies:
+                if len(reply) <= len(data):
+                    self._outgoing.append(reply)
+                    self.cookie_requests += 1
+            if not replies:
+                self.drops["not_client_hello"] += 1
+            return
+        self._listening = False
+        self.proven_source = source
+        self.state = DtlsState.CONNECTING
+        self._flight_timeouts = 0
+        self._handshake(now)  # the ClientHello waits in OpenSSL's buffer
+        self._flush()
+        self._update_timer(now)
 
     def _handshake(self, now: float) -> None:
         try:

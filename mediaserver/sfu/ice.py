@@ -139,8 +139,8 @@ class _Session:
     probe: tuple[bytes, Address, float] | None = None
     """(transaction id, address, sent at) of our check to a newly nominated address."""
     verified: Address | None = None
-    """An address shown to be the peer's: DTLS completed there, or it answered our
-    check. Once set, media leaves it only for another address shown the same way."""
+    """An address shown to be the peer's: it returned our DTLS cookie, or it answered
+    our check. Once set, media leaves it only for another address shown the same way."""
 
     def deadline(self, timeout: float) -> float:
         return (self.added if self.last_seen is None else self.last_seen) + timeout
@@ -246,10 +246,11 @@ class IceLiteServer:
     def confirm_address(self, key: str, addr: Address) -> None:
         """Record that the peer of session `key` is reachable at `addr`.
 
-        The caller knows it from a DTLS handshake completed with `addr` (the peer
-        read our flights there). Until then a nomination moves media at once: no
-        media flows before DTLS, and DTLS cannot complete at a faked address.
-        Unknown keys are ignored.
+        The caller knows it from a DTLS cookie returned from `addr` or a DTLS
+        handshake completed with it (the peer read what we sent there). Until then
+        a nomination moves the session at once: nothing but a HelloVerifyRequest,
+        smaller than the ClientHello it answers, goes to an address not shown
+        this way. Unknown keys are ignored.
         """
         session = self._sessions.get(key)
         if session is not None:

@@ -206,7 +206,10 @@ class Sfu:
             raise SfuError(f"bad offer: {exc}") from exc
         try:
             # before any router state: a fingerprint of the wrong length fails here
-            dtls = DtlsEndpoint(self.certificate, "server", list(answer.remote_fingerprints))
+            # the cookie exchange: no flight to an address that has not shown it receives
+            dtls = DtlsEndpoint(
+                self.certificate, "server", list(answer.remote_fingerprints), cookie_exchange=True
+            )
         except ValueError as exc:
             raise SfuError(f"bad offer: {exc}") from exc
         try:
@@ -436,7 +439,13 @@ class Sfu:
             if session is None or session.address != addr:
                 self.stats["dtls_unknown_address"] += 1
                 return
-            session.dtls.receive_datagram(data, now)
+            proven = session.dtls.proven_source
+            session.dtls.receive_datagram(data, now, addr)
+            if proven is None and session.dtls.proven_source is not None:
+                # The peer returned the cookie sent to addr: it receives there. From
+                # now on a nomination elsewhere moves the session (and the rest of
+                # the handshake) only once the new address answers our check.
+                self.ice.confirm_address(session.id, addr)
             self._service_dtls(session, now)
         elif kind == SLOW_RTCP:
             session = self._by_peer.get(peer)
