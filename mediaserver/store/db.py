@@ -394,6 +394,7 @@ class Store:
     session_ttl: seconds a sign-in session token lasts (--session-ttl).
     hasher: the Argon2id password hasher (default: argon2-cffi's recommended
         parameters, RFC 9106's low-memory choice: t=3, 64 MiB, p=4).
+    busy_timeout: seconds a statement waits for another connection's lock.
     """
 
     def __init__(
@@ -405,6 +406,7 @@ class Store:
         min_age: int = MIN_AGE,
         session_ttl: float = SESSION_TTL,
         hasher: argon2.PasswordHasher | None = None,
+        busy_timeout: float = 10.0,
     ) -> None:
         if not isinstance(data_key, bytes) or len(data_key) != crypto.KEY_BYTES:
             raise StoreError(f"data key must be {crypto.KEY_BYTES} bytes")
@@ -412,6 +414,8 @@ class Store:
             raise StoreError(f"min_age must be {MIN_AGE_FLOOR}..130")
         if not session_ttl > 0:
             raise StoreError("session_ttl must be positive")
+        if not busy_timeout >= 0:
+            raise StoreError("busy_timeout must be >= 0")
         self._key = data_key
         self._clock = clock
         self.min_age = min_age
@@ -433,12 +437,12 @@ class Store:
                 raise StoreError(f"cannot create database {path!r}: {exc.strerror}") from None
         try:
             self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=10.0
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path!r}: {exc}") from None
         try:
-            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if path != ":memory:" and str(mode).lower() != "wal":
                 raise StoreError(f"database {path!r} cannot use WAL mode (got {mode})")
