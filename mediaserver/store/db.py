@@ -40,6 +40,9 @@ INACTIVE_SECONDS = 365 * DAY  # 12 months without being seen: flagged for notice
 GRACE_SECONDS = 30 * DAY  # flagged this long and still not seen: deleted
 EXPORT_RETENTION_SECONDS = 30 * DAY  # a completed access export is kept this long
 LAST_SEEN_RESOLUTION = 60.0  # authenticate() rewrites last_seen_at at most this often
+SCRUB_ATTEMPTS = 8  # WAL scrub: checkpoint tries while a reader holds an old snapshot
+SCRUB_BACKOFF = 0.05  # seconds before the second try; doubles up to SCRUB_BACKOFF_CAP
+SCRUB_BACKOFF_CAP = 2.0
 
 REQUEST_TYPES = ("access", "correction", "deletion", "opt_out", "withdraw_consent")
 OPT_OUT_SOURCES = ("request", "gpc")
@@ -674,6 +677,9 @@ class Store:
         "discoverable",
     )
 
+    _PERSONAL = ("username", "bio", "interests", "language", "date_of_birth")
+    """Fields whose old value is personal data: overwriting one scrubs the WAL."""
+
     def update_profile(self, user_id: str, **fields: Any) -> Profile:
         for name in fields:
             if name not in self._UPDATABLE:
@@ -712,7 +718,10 @@ class Store:
                     raise Conflict("username is taken") from None
             if consent is not None:
                 self._set_consent(conn, user_id, consent, "profile")
-            return self._get_profile(conn, user_id)
+            after = self._get_profile(conn, user_id)
+        if any(name in values for name in self._PERSONAL):
+            self._scrub_wal()  # the old values' page images
+        return after
 
     def delete_user(self, user_id: str) -> None:
         with self._tx() as conn:
@@ -751,14 +760,25 @@ class Store:
         conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         self._audit(conn, request_id, "account_deleted", reason=reason, **counts)
 
-    def _scrub_wal(self) -> None:
-        """After a deletion, old page images holding the deleted data may still sit in
-        the WAL: checkpoint and truncate it (best effort: a reader may hold it)."""
-        with self._lock:
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
-                pass
+    def _scrub_wal(self) -> bool:
+        """After a deletion or a correction, old page images holding the old data may
+        still sit in the WAL: checkpoint and truncate it. A reader still on an older
+        snapshot makes the checkpoint report busy (after the busy timeout): retried,
+        SCRUB_ATTEMPTS times at most, the lock let go in between. Returns whether the
+        WAL was truncated."""
+        for attempt in range(SCRUB_ATTEMPTS):
+            if attempt:
+                time.sleep(min(SCRUB_BACKOFF_CAP, SCRUB_BACKOFF * 2 ** (attempt - 1)))
+            with self._lock:
+                if self._closed:
+                    return False
+                try:
+                    busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                except sqlite3.Error:
+                    continue
+            if not busy:
+                return True
+        return False
 
     # -- consents and opt-out ------------------------------------------------------------
 
