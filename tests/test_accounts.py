@@ -131,12 +131,11 @@ def test_sign_in_session_expires_and_sign_out(server: Server, clock: Clock) -> N
     # the creation token keeps working next to sessions
     assert server.http.get(f"/profiles/{user['id']}",
                            headers=auth(user["token"])).status_code == 200
-    # expiry (--session-ttl)
+    # expiry (--session-ttl), for the creation token of an account with a password too
     clock.advance(30 * 86400 + 1)
-    assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(token)),
-                 401, "unauthorized")
-    assert server.http.get(f"/profiles/{user['id']}",
-                           headers=auth(user["token"])).status_code == 200
+    for expired in (token, user["token"]):
+        assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(expired)),
+                     401, "unauthorized")
     # sign out: that token, and only that one, stops working
     t1 = server.sign_in("session_user").json()["token"]
     t2 = server.sign_in("session_user").json()["token"]
@@ -196,11 +195,11 @@ def test_set_password_later_and_change_it(server: Server) -> None:
     r = server.http.put(url, headers=auth(keep),
                         json={"password": "n" * 12, "current_password": PASSWORD})
     assert r.status_code == 204
-    # other sessions end; the one that made the change and the creation token stay
-    assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(session)),
-                 401, "unauthorized")
-    for token in (keep, user["token"]):
-        assert server.http.get(f"/profiles/{user['id']}", headers=auth(token)).status_code == 200
+    # other tokens end, the creation token too; the one that made the change stays
+    for token in (session, user["token"]):
+        assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(token)),
+                     401, "unauthorized")
+    assert server.http.get(f"/profiles/{user['id']}", headers=auth(keep)).status_code == 200
     assert_error(server.sign_in("later_pw"), 401, "invalid_credentials")
     assert server.sign_in("later_pw", "n" * 12).status_code == 201
     # someone else's id is a 404
@@ -208,7 +207,7 @@ def test_set_password_later_and_change_it(server: Server) -> None:
     assert_error(server.http.put(url, headers=auth(other["token"]), json={"password": PASSWORD}),
                  404, "not_found")
     # a password is never changed through PATCH
-    assert_error(server.http.patch(f"/profiles/{user['id']}", headers=auth(user["token"]),
+    assert_error(server.http.patch(f"/profiles/{user['id']}", headers=auth(keep),
                                    json={"password": PASSWORD}), 422, "invalid", "password")
 
 
@@ -377,10 +376,122 @@ def test_a_version_1_database_keeps_its_creation_tokens(tmp_path: Path) -> None:
     conn.close()
     clock = Clock()
     with Store(path, load_or_create_data_key(str(tmp_path / "v1.key")), clock) as store:
-        assert store.migrations_applied == 1
+        assert store.migrations_applied == len(MIGRATIONS) - 1
         assert store.authenticate("old-token").username == "old_timer"
         clock.advance(400 * 86400)  # creation tokens do not expire
         assert store.authenticate("old-token").id == "uid1"
+
+
+def test_the_creation_token_ends_once_the_account_has_a_password(
+    server: Server, clock: Clock
+) -> None:
+    """Issue 20, item 5: the token POST /profiles returned is no permanent key."""
+    # created with a password: a session like a sign-in's, ended by a password change
+    user = server.create(username="token_owner", password=PASSWORD)
+    me = f"/profiles/{user['id']}"
+    session = server.sign_in("token_owner").json()["token"]
+    assert server.http.put(me + "/password", headers=auth(session), json={
+        "password": "n" * 12, "current_password": PASSWORD}).status_code == 204
+    assert_error(server.http.get(me, headers=auth(user["token"])), 401, "unauthorized")
+    # ... and without a change it expires like a session
+    other = server.create(username="token_ageing", password=PASSWORD)
+    clock.advance(server.store.session_ttl)
+    assert_error(server.http.get(f"/profiles/{other['id']}", headers=auth(other["token"])),
+                 401, "unauthorized")
+    # a password set later: the creation token that set it stays, as a session (it can
+    # sign out now and it expires), and it is on the export's session list
+    late = server.create(username="token_later")
+    h = auth(late["token"])
+    assert server.http.put(f"/profiles/{late['id']}/password", headers=h,
+                           json={"password": PASSWORD}).status_code == 204
+    assert server.http.get(f"/profiles/{late['id']}", headers=h).status_code == 200
+    (expires,) = server.store._conn.execute(
+        "SELECT expires_at FROM tokens WHERE token_hash = ?",
+        (hash_token(late["token"]),)).fetchone()
+    assert expires == clock.t + server.store.session_ttl
+    assert server.http.delete("/sessions/current", headers=h).status_code == 204
+    assert_error(server.http.get(f"/profiles/{late['id']}", headers=h), 401, "unauthorized")
+    # an account without a password keeps its creation token: its only key
+    plain = server.create(username="token_only_key")
+    clock.advance(400 * 86400)
+    assert server.http.get(f"/profiles/{plain['id']}",
+                           headers=auth(plain["token"])).status_code == 200
+
+
+def test_a_version_2_database_ends_creation_tokens_of_password_accounts(tmp_path: Path) -> None:
+    path = str(tmp_path / "v2.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0] + MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    clock = Clock()
+    for uid, pw in (("uid_pw", "$argon2id$v=19$m=65536,t=3,p=4$x$y"), ("uid_none", None)):
+        conn.execute("INSERT INTO users (id, username, date_of_birth, created_at, updated_at,"
+                     " last_seen_at, password_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (uid, uid, ADULT, clock.t, clock.t, clock.t, pw))
+        conn.execute("INSERT INTO tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)",
+                     (hash_token(f"token-{uid}"), uid, clock.t))
+    conn.close()
+    with Store(path, load_or_create_data_key(str(tmp_path / "v2.key")), clock) as store:
+        assert store.migrations_applied == len(MIGRATIONS) - 2
+        assert store.authenticate("token-uid_pw").id == "uid_pw"
+        clock.advance(30 * 86400)
+        with pytest.raises(Exception, match="expired"):
+            store.authenticate("token-uid_pw")
+        assert store.authenticate("token-uid_none").id == "uid_none"
+
+
+def test_two_factor_and_identifying_changes_need_the_password_or_a_fresh_sign_in(
+    server: Server, clock: Clock
+) -> None:
+    """Issue 20, item 5: a stolen (not fresh) token cannot enrol two-factor and lock
+    the owner out, turn it off, or change the username or date of birth."""
+    user = server.create(username="reauth_user", password=PASSWORD)
+    me = f"/profiles/{user['id']}"
+    h = auth(user["token"])
+    clock.advance(600)  # the token is ten minutes old now
+    err = assert_error(server.http.post(me + "/totp", headers=h), 422, "invalid",
+                       "current_password")
+    assert "password" in err["message"] and "sign in" in err["message"]
+    assert_error(server.http.post(me + "/totp", headers=h,
+                                  json={"current_password": "wrong password"}),
+                 422, "invalid", "current_password")
+    assert_error(server.http.post(me + "/totp", headers=h, json={"current_password": 5}),
+                 422, "invalid", "current_password")
+    assert_error(server.http.patch(me, headers=h, json={"username": "reauth_taken"}),
+                 422, "invalid", "current_password")
+    assert_error(server.http.patch(me, headers=h, json={"date_of_birth": "1991-01-01"}),
+                 422, "invalid", "current_password")
+    assert server.http.get(me, headers=h).json()["username"] == "reauth_user"
+    # what locks nobody out needs nothing more
+    assert server.http.patch(me, headers=h, json={"bio": "still fine"}).status_code == 200
+    # with the password
+    r = server.http.patch(me, headers=h, json={"username": "reauth_renamed",
+                                               "current_password": PASSWORD})
+    assert r.status_code == 200 and r.json()["username"] == "reauth_renamed"
+    r = server.http.post(me + "/totp", headers=h, json={"current_password": PASSWORD})
+    assert r.status_code == 201, r.text
+    # or a fresh sign-in, without it
+    fresh = auth(server.sign_in("reauth_renamed").json()["token"])
+    r = server.http.post(me + "/totp", headers=fresh)
+    assert r.status_code == 201, r.text
+    totp = pyotp.TOTP(r.json()["secret"])
+    assert server.http.post(me + "/totp/confirm", headers=fresh,
+                            json={"code": totp.at(clock.t)}).status_code == 200
+    clock.advance(600)
+    clock.advance(30)
+    assert_error(server.http.post(me + "/totp/disable", headers=fresh,
+                                  json={"code": totp.at(clock.t)}),
+                 422, "invalid", "current_password")
+    assert server.http.post(me + "/totp/disable", headers=fresh, json={
+        "code": totp.at(clock.t), "current_password": PASSWORD}).json() == {"two_factor": False}
+    # an account without a password: its creation token is all it has, and enough
+    plain = server.create(username="reauth_plain")
+    clock.advance(600)
+    r = server.http.post(f"/profiles/{plain['id']}/totp", headers=auth(plain["token"]))
+    assert r.status_code == 201, r.text
+    assert server.http.patch(f"/profiles/{plain['id']}", headers=auth(plain["token"]),
+                             json={"username": "reauth_plain2"}).status_code == 200
 
 
 # ---- two-factor -------------------------------------------------------------------
@@ -451,12 +562,13 @@ def test_totp_enrol_confirm_sign_in_replay_expiry_recovery_disable(
     assert server.sign_in("two_factor", otp=codes[0]).status_code == 201
     assert_error(server.sign_in("two_factor", otp=codes[0]), 401, "invalid_otp")
     assert server.sign_in("two_factor", otp=codes[1].replace("-", "").lower()).status_code == 201
-    # turning it off needs a valid code
-    assert_error(server.http.post(base + "/disable", headers=h, json={"code": wrong}),
+    # turning it off needs a valid code (and the password: this token is not fresh)
+    assert_error(server.http.post(base + "/disable", headers=h,
+                                  json={"code": wrong, "current_password": PASSWORD}),
                  422, "invalid", "code")
     assert_error(server.http.post(base + "/disable", headers=h, json={}), 422, "invalid", "code")
-    assert server.http.post(base + "/disable", headers=h,
-                            json={"code": codes[2]}).json() == {"two_factor": False}
+    assert server.http.post(base + "/disable", headers=h, json={
+        "code": codes[2], "current_password": PASSWORD}).json() == {"two_factor": False}
     assert server.sign_in("two_factor").status_code == 201
     (nonce,) = server.store._conn.execute(
         "SELECT totp_nonce FROM users WHERE id = ?", (user["id"],)).fetchone()

@@ -10,6 +10,7 @@ from mediaserver.store.db import (
     ACCOUNT_REPORT_REASONS,
     PASSWORD_MAX,
     PASSWORD_MIN,
+    REAUTH_WINDOW,
     RECOVERY_CODES,
     THROTTLE_FREE_ACCOUNT,
     THROTTLE_FREE_ADDRESS,
@@ -50,6 +51,14 @@ GPC_PARAM = {
     "description": "Global Privacy Control: `1` records an opt-out for the caller.",
 }
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+CURRENT_PASSWORD = {
+    "type": "string", "maxLength": PASSWORD_MAX,
+    "description": "The account's password. Needed (when it has one) to change the "
+                   "username or date of birth and to turn two-factor on or off, unless "
+                   f"the bearer token is a session younger than {int(REAUTH_WINDOW // 60)} "
+                   "minutes (a fresh sign-in); missing or wrong: 422 `invalid`, field "
+                   "`current_password`.",
+}
 
 BODY_ERRORS = {
     "400": _error("Malformed JSON (`bad_json`)"),
@@ -147,7 +156,7 @@ def build_document() -> dict[str, Any]:
         "ProfileUpdate": {
             "type": "object",
             "additionalProperties": False,
-            "properties": profile_props,
+            "properties": {**profile_props, "current_password": CURRENT_PASSWORD},
         },
         "Profile": {
             "type": "object",
@@ -184,7 +193,12 @@ def build_document() -> dict[str, Any]:
                     "properties": {
                         "token": {
                             "type": "string",
-                            "description": "Bearer token; shown once, stored hashed",
+                            "description": "Bearer token; shown once, stored hashed. "
+                                           "With a password it is a session (it expires "
+                                           "after --session-ttl; a password change ends "
+                                           "it); without one it is the account's only "
+                                           "key and does not expire (setting a password "
+                                           "later turns it into a session).",
                         }
                     },
                 },
@@ -258,6 +272,8 @@ def build_document() -> dict[str, Any]:
                     **NOT_FOUND,
                     **BODY_ERRORS,
                     "409": _error("Username taken (`conflict`)"),
+                    "429": _error("Too many wrong `current_password` tries "
+                                  "(`too_many_attempts`, Retry-After)"),
                 },
             },
             "delete": {
@@ -418,6 +434,8 @@ def _account_schemas() -> dict[str, Any]:
             "qr_png_base64": {"type": "string", "description": "The URI as a QR code PNG"},
         }, ["secret", "otpauth_uri", "qr_png_base64"], closed=False),
         "TotpCode": _schema({"code": code}, ["code"]),
+        "TotpDisable": _schema({"code": code, "current_password": CURRENT_PASSWORD}, ["code"]),
+        "Reauth": _schema({"current_password": CURRENT_PASSWORD}, []),
         "TotpEnabled": _schema({
             "two_factor": {"type": "boolean"},
             "recovery_codes": {"type": "array", "items": {"type": "string"},
@@ -503,10 +521,14 @@ def _account_paths() -> dict[str, Any]:
         f"{PREFIX}/profiles/{{id}}/totp": {"parameters": [ID_PARAM], "post": {
             "operationId": "totp_enrol",
             "summary": "Start two-factor: a new secret, otpauth:// URI and QR code",
-            "description": "Two-factor turns on only with the first valid code (confirm).",
+            "description": "Two-factor turns on only with the first valid code (confirm). "
+                           "The body is optional: `current_password`, needed unless the "
+                           "token is a fresh sign-in (see Reauth).",
             **own,
+            "requestBody": {**_body("Reauth"), "required": False},
             "responses": {"201": _json("TotpEnrolment", "Enrolment started"), **AUTH_ERRORS,
-                          **NOT_FOUND, "409": _error("Two-factor is already on")},
+                          **NOT_FOUND, **BODY_ERRORS, **throttled,
+                          "409": _error("Two-factor is already on")},
         }},
         f"{PREFIX}/profiles/{{id}}/totp/confirm": {"parameters": [ID_PARAM], "post": {
             "operationId": "totp_confirm",
@@ -518,9 +540,10 @@ def _account_paths() -> dict[str, Any]:
         }},
         f"{PREFIX}/profiles/{{id}}/totp/disable": {"parameters": [ID_PARAM], "post": {
             "operationId": "totp_disable",
-            "summary": "Turn two-factor off (needs a valid TOTP or recovery code)",
+            "summary": "Turn two-factor off (needs a valid TOTP or recovery code, and the "
+                       "password unless the token is a fresh sign-in)",
             **own,
-            "requestBody": _body("TotpCode"),
+            "requestBody": _body("TotpDisable"),
             "responses": {"200": _json("TwoFactorState", "Off"), **AUTH_ERRORS, **NOT_FOUND,
                           **BODY_ERRORS, "409": _error("Two-factor is not on"), **throttled},
         }},

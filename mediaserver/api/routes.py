@@ -217,6 +217,17 @@ def profile_fields(
     return out
 
 
+IDENTIFYING = frozenset({"username", "date_of_birth"})
+"""PATCH fields that need the password or a fresh sign-in (as two-factor changes do)."""
+
+
+def has_body(request: Request) -> bool:
+    """Whether a request that may come without a body (e.g. POST .../totp) has one."""
+    if request.headers.get("content-type") or request.headers.get("transfer-encoding"):
+        return True
+    return request.headers.get("content-length", "0").strip() not in ("", "0")
+
+
 def json_fields(
     body: dict[str, Any], allowed: dict[str, int], required: tuple[str, ...]
 ) -> dict[str, str]:
@@ -410,10 +421,22 @@ def create_api(store: Store) -> Mount:
         own(profile, request)
         return JSONResponse(profile_json(profile))
 
+    async def recent_auth(profile: Profile, request: Request, password: object) -> None:
+        """The password, or a sign-in younger than a few minutes (the store decides)."""
+        if password is not None:
+            password = _text(password, "current_password", MAX_PASSWORD, allow_empty=False)
+            await call_heavy(store.require_recent_auth, profile.id, bearer(request), password)
+        else:
+            await call(store.require_recent_auth, profile.id, bearer(request), None)
+
     async def patch_profile(request: Request) -> Response:
         profile = await authenticate(request)
         own(profile, request)
-        fields = profile_fields(await read_json(request), ())
+        body = await read_json(request)
+        password = body.pop("current_password", None)
+        fields = profile_fields(body, ())
+        if IDENTIFYING.intersection(fields):
+            await recent_auth(profile, request, password)
         if fields:
             profile = await call(store.update_profile, profile.id, **fields)
         return JSONResponse(profile_json(profile))
@@ -497,6 +520,9 @@ def create_api(store: Store) -> Mount:
     async def totp_enrol(request: Request) -> Response:
         profile = await authenticate(request)
         own(profile, request)
+        body = await read_json(request) if has_body(request) else {}
+        body = json_fields(body, {"current_password": MAX_PASSWORD}, ())
+        await recent_auth(profile, request, body.get("current_password"))
         secret, uri = await call(store.totp_enrol, profile.id)
         png = await asyncio.to_thread(_qr_png, uri)
         return JSONResponse(
@@ -517,7 +543,11 @@ def create_api(store: Store) -> Mount:
     async def totp_disable(request: Request) -> Response:
         profile = await authenticate(request)
         own(profile, request)
-        body = json_fields(await read_json(request), {"code": 64}, ("code",))
+        body = json_fields(
+            await read_json(request), {"code": 64, "current_password": MAX_PASSWORD},
+            ("code",),
+        )
+        await recent_auth(profile, request, body.get("current_password"))
         await call(store.totp_disable, profile.id, body["code"])
         return JSONResponse({"two_factor": False})
 

@@ -31,7 +31,7 @@ from typing import Any, Self
 import argon2
 import pyotp
 
-from mediaserver.store import crypto
+from mediaserver.store import crypto, shares
 
 DAY = 86400.0
 REQUEST_DUE_SECONDS = 45 * DAY
@@ -49,6 +49,7 @@ OPT_OUT_SOURCES = ("request", "gpc")
 MIN_AGE = 18  # default floor (--min-age); anonymous random video chat is 18+
 MIN_AGE_FLOOR = 13  # the social side's floor: --min-age can never go below it
 SESSION_TTL = 30 * DAY  # default --session-ttl
+REAUTH_WINDOW = 300.0  # a session this young counts as a fresh sign-in (require_recent_auth)
 PASSWORD_MIN = 8
 PASSWORD_MAX = 256  # Argon2 takes any length; this bounds the work per request
 # Sign-in throttling: this many failures are free, then each further one doubles the
@@ -274,6 +275,15 @@ MIGRATIONS: list[list[str]] = [
             failures INTEGER NOT NULL,
             last_failure_at REAL NOT NULL
         )""",
+    ],
+    # 2 -> 3: per-share photo capabilities (store/shares.py); the creation token of an
+    # account that has a password becomes a session made when it was: it expires like
+    # one (it could not be listed, revoked or ended by a password change)
+    [
+        *shares.MIGRATION,
+        f"UPDATE tokens SET kind = 'session', expires_at = created_at + {SESSION_TTL}"
+        " WHERE kind = 'profile' AND user_id IN"
+        " (SELECT id FROM users WHERE password_hash IS NOT NULL)",
     ],
 ]
 
@@ -626,9 +636,15 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
+            # With a password the account has another way in: the token is a session
+            # like a sign-in's (it expires, a password change ends it). Without one it
+            # is the only key, and does not expire.
             conn.execute(
-                "INSERT INTO tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)",
-                (hash_token(token), user_id, now),
+                "INSERT INTO tokens (token_hash, user_id, created_at, kind, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (hash_token(token), user_id, now,
+                 "profile" if password_hash is None else "session",
+                 None if password_hash is None else now + self.session_ttl),
             )
             if consent:
                 conn.execute(
@@ -1324,8 +1340,9 @@ class Store:
         self, user_id: str, password: str, current_password: str | None = None,
         keep_token: str | None = None,
     ) -> None:
-        """Set or change the password. Changing one needs the current password; every
-        other sign-in session then ends (the creation token and `keep_token` stay)."""
+        """Set or change the password. Changing one needs the current password. Every
+        other token then ends, the creation token too; `keep_token` stays, as a session
+        (expiring after the session TTL) if it was the creation token."""
         new = _validate_password(password)
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
@@ -1348,10 +1365,50 @@ class Store:
             ).rowcount
             if not changed:
                 raise Conflict("the password was changed meanwhile; try again")
+            kept = hash_token(keep_token) if keep_token else None
+            conn.execute("DELETE FROM tokens WHERE user_id = ? AND token_hash IS NOT ?",
+                         (user_id, kept))
             conn.execute(
-                "DELETE FROM tokens WHERE user_id = ? AND kind = 'session' AND token_hash IS NOT ?",
-                (user_id, hash_token(keep_token) if keep_token else None),
+                "UPDATE tokens SET kind = 'session', expires_at = ? WHERE token_hash IS ?"
+                " AND user_id = ? AND kind = 'profile'",
+                (self._now() + self.session_ttl, kept, user_id),
             )
+
+    def require_recent_auth(
+        self, user_id: str, token: str, current_password: object = None
+    ) -> None:
+        """For a change that could lock the owner out (two-factor, the username, the
+        date of birth): the account's password, or a session younger than
+        REAUTH_WINDOW. An account without a password passes: its creation token is its
+        only key. Wrong passwords count towards the account's sign-in throttle.
+
+        Raises:
+            Invalid: current_password missing (and the session not fresh) or wrong.
+            Throttled: too many wrong passwords lately.
+        """
+        with self._tx(write=False) as conn:
+            profile = self._get_profile(conn, user_id)
+            stored = conn.execute(
+                "SELECT password_hash FROM users WHERE id = ?", (user_id,)).fetchone()[0]
+            session = conn.execute(
+                "SELECT created_at FROM tokens WHERE token_hash = ? AND user_id = ?"
+                " AND kind = 'session'", (hash_token(token), user_id)).fetchone()
+        if stored is None:
+            return
+        if current_password is None:
+            if session is not None and self._now() - session[0] < REAUTH_WINDOW:
+                return
+            raise Invalid("current_password", "required: your password (or sign in again: "
+                          f"a session younger than {int(REAUTH_WINDOW // 60)} minutes)")
+        key = self._throttle_key("user", profile.username)
+        with self._tx() as conn:
+            self._reserve_attempt(conn, [(key, THROTTLE_FREE_ACCOUNT)])
+        ok = isinstance(current_password, str) and self._verify_password(
+            stored, current_password)
+        if not ok:
+            raise Invalid("current_password", "wrong password")
+        with self._tx() as conn:
+            self._throttle_add(conn, key, -1, self._now())
 
     # -- two-factor (TOTP, RFC 6238) ------------------------------------------------------
 
