@@ -851,11 +851,60 @@ def test_min_age_setting_for_the_social_side(tmp_path: Path, clock: Clock) -> No
         assert_error(srv.http.post("/profiles", json={
             "username": "child_user", "date_of_birth": years_ago(clock, 12)}),
             422, "invalid", "date_of_birth")
-        viewer = srv.create()
+        viewer = srv.create(date_of_birth=years_ago(clock, 16))
         assert srv.http.get("/profiles", headers=auth(viewer["token"])).json()["profiles"][0][
             "age_band"] == "13-17"
         assert srv.store.age(srv.store.get_profile(teen["id"])) == 15
-        assert srv.store.age(srv.store.get_profile(viewer["id"])) >= 18
+        assert srv.store.age(srv.store.get_profile(viewer["id"])) == 16
+    finally:
+        srv.stop()
+
+
+def test_adults_and_minors_never_see_each_other(tmp_path: Path, clock: Clock) -> None:
+    """Issue 20, item 12: with --min-age below 18, browsing, blocking and reporting by
+    handle never cross the age line (a handle there is answered like an unknown one)."""
+    srv = Server(tmp_path, clock, min_age=13)
+    try:
+        teen = srv.create(username="teen_listed", date_of_birth=years_ago(clock, 15),
+                          discoverable=True, interests=["chess"])
+        teen_viewer = srv.create(username="teen_viewer", date_of_birth=years_ago(clock, 16),
+                                 interests=["chess"])
+        adult = srv.create(username="adult_listed", discoverable=True, interests=["chess"])
+        adult_viewer = srv.create(username="adult_viewer", interests=["chess"])
+        # 18 today is on the adults' side; 18 tomorrow is not yet
+        eighteen = srv.create(username="just_adult", discoverable=True,
+                              date_of_birth=years_ago(clock, 18, days=0))
+        almost = srv.create(username="almost_adult", discoverable=True,
+                            date_of_birth=years_ago(clock, 18, days=-1))
+        srv.http.put(f"/profiles/{teen['id']}/photo", content=jpeg_with_gps(),
+                     headers={**auth(teen["token"]), "Content-Type": "image/jpeg"})
+
+        def listed(user: dict[str, Any]) -> list[str]:
+            r = srv.http.get("/profiles", headers=auth(user["token"]))
+            assert r.status_code == 200, r.text
+            return sorted(c["handle"] for c in r.json()["profiles"])
+
+        assert listed(adult_viewer) == ["adult_listed", "just_adult"]
+        assert listed(teen_viewer) == ["almost_adult", "teen_listed"]
+        assert listed(teen) == ["almost_adult"]
+        assert listed(adult) == ["just_adult"]
+        adult_page = srv.http.get("/profiles", headers=auth(adult_viewer["token"])).text
+        assert "teen_listed" not in adult_page
+        # a handle across the line is unknown: the same 404 as a handle nobody has
+        for user, handle in ((adult_viewer, "teen_listed"), (teen_viewer, "adult_listed")):
+            h = auth(user["token"])
+            for body in ({"handle": handle, "reason": "spam"},
+                         {"handle": "nobody_has_this", "reason": "spam"}):
+                assert_error(srv.http.post("/reports", headers=h, json=body),
+                             404, "not_found")
+            assert_error(srv.http.post(f"/profiles/{user['id']}/blocks", headers=h,
+                                       json={"handle": handle}), 404, "not_found")
+        assert srv.store.underage_reports() == []
+        assert srv.http.post("/reports", headers=auth(adult_viewer["token"]), json={
+            "handle": "adult_listed", "reason": "spam"}).status_code == 201
+        assert srv.http.post(f"/profiles/{teen_viewer['id']}/blocks",
+                             headers=auth(teen_viewer["token"]),
+                             json={"handle": "teen_listed"}).status_code == 201
     finally:
         srv.stop()
 

@@ -1597,10 +1597,16 @@ class Store:
 
     # -- blocks, browsing, cards, reports -----------------------------------------------
 
-    def _user_by_handle(self, conn: sqlite3.Connection, handle: object, field: str) -> str:
+    def _user_by_handle(
+        self, conn: sqlite3.Connection, handle: object, field: str, viewer: Profile
+    ) -> str:
+        """The id behind a handle the viewer may know of: one across the age line is
+        answered like an unknown one (adults and minors never learn of each other)."""
         if not isinstance(handle, str) or not _USERNAME.fullmatch(handle):
             raise Invalid(field, "3-32 characters: letters, digits, _ . -")
-        row = conn.execute("SELECT id FROM users WHERE username = ?", (handle,)).fetchone()
+        side, params = shares.same_side("date_of_birth", viewer.date_of_birth, self._today())
+        row = conn.execute(f"SELECT id FROM users WHERE username = ? AND {side}",
+                           (handle, *params)).fetchone()
         if row is None:
             raise NotFound("no such handle")
         return str(row[0])
@@ -1609,8 +1615,8 @@ class Store:
         """An account-level block: neither sees the other in listings, in either
         direction. Blocking again is a no-op."""
         with self._tx() as conn:
-            self._get_profile(conn, user_id)
-            other = self._user_by_handle(conn, handle, "handle")
+            me = self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle", me)
             if other == user_id:
                 raise Invalid("handle", "you cannot block yourself")
             conn.execute(
@@ -1620,8 +1626,8 @@ class Store:
 
     def unblock(self, user_id: str, handle: str) -> None:
         with self._tx() as conn:
-            self._get_profile(conn, user_id)
-            other = self._user_by_handle(conn, handle, "handle")
+            me = self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle", me)
             if not conn.execute(
                 "DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?", (user_id, other)
             ).rowcount:
@@ -1651,8 +1657,8 @@ class Store:
         cursor: str | None = None, limit: int = BROWSE_PAGE,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Discoverable profiles for the viewer, most shared interests first (then by
-        id, for stable pages), without anyone blocked either way. Returns (cards, the
-        cursor of the next page or None)."""
+        id, for stable pages), without anyone blocked either way or across the age
+        line. Returns (cards, the cursor of the next page or None)."""
         if interest is not None:
             wanted = _validate_interests([interest])
             interest = wanted[0] if wanted else None
@@ -1672,7 +1678,10 @@ class Store:
             viewer = self._get_profile(conn, viewer_id)
             today = self._today()
             params: list[Any] = [json.dumps(viewer.interests), viewer_id, viewer_id, viewer_id]
-            where = ""
+            # adults and minors (--min-age below 18) never list each other
+            side, side_params = shares.same_side("u.date_of_birth", viewer.date_of_birth, today)
+            where = f" AND {side}"
+            params += side_params
             if interest is not None:
                 where += " AND EXISTS (SELECT 1 FROM json_each(u.interests) WHERE value = ?)"
                 params.append(interest)
@@ -1727,8 +1736,8 @@ class Store:
             raise Invalid("reason", "must be one of " + ", ".join(ACCOUNT_REPORT_REASONS))
         report_id = secrets.token_urlsafe(12)
         with self._tx() as conn:
-            self._get_profile(conn, reporter_id)
-            reported = self._user_by_handle(conn, handle, "handle")
+            reporter = self._get_profile(conn, reporter_id)
+            reported = self._user_by_handle(conn, handle, "handle", reporter)
             if reported == reporter_id:
                 raise Invalid("handle", "you cannot report yourself")
             conn.execute(
