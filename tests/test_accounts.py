@@ -36,6 +36,7 @@ from mediaserver.store.db import (
     Unauthorized,
     hash_token,
 )
+from mediaserver.store.shares import SHARE_TTL
 from tests.signalling_client import Client, running_server, start_and_match
 from tests.test_api import Server as ApiServer
 from tests.test_api import assert_error
@@ -817,6 +818,69 @@ def test_browsing_pages_with_a_cursor(server: Server) -> None:
     assert [shared[h] for h in seen] == sorted((shared[h] for h in seen), reverse=True)
 
 
+def test_each_shared_card_has_its_own_photo_url_until_withdrawn(
+    server: Server, clock: Clock
+) -> None:
+    """Issue 20, item 13: a card's photo URL is a capability of that share alone; it
+    ends when its owner withdraws it, after SHARE_TTL, when the owner leaves the
+    listing, deletes or replaces the photo; the listing's URL is another one."""
+    owner = server.create(username="card_owner", password=PASSWORD, discoverable=True)
+    viewer = server.create(username="card_viewer")
+    me = f"/profiles/{owner['id']}"
+    h = auth(owner["token"])
+
+    def upload() -> None:
+        assert server.http.put(me + "/photo", content=jpeg_with_gps(),
+                               headers={**h, "Content-Type": "image/jpeg"}).status_code == 201
+
+    def fetch(url: str) -> int:
+        return httpx.get(server.url + url).status_code
+
+    def share() -> str:
+        url = server.store.share_profile_card(owner["id"])["photo_url"]  # what the hub sends
+        assert fetch(url) == 200
+        return str(url)
+
+    upload()
+    (listing,) = [c["photo_url"] for c in server.http.get(
+        "/profiles", headers=auth(viewer["token"])).json()["profiles"]]
+    first, second = share(), share()
+    assert len({listing, first, second}) == 3
+    r = server.http.get(me + "/shares", headers=h)
+    assert r.status_code == 200, r.text
+    assert sorted(s["photo_url"] for s in r.json()["shares"]) == sorted([first, second])
+    assert all(set(s) == {"id", "photo_url", "created_at", "expires_at"}
+               for s in r.json()["shares"])
+    # withdrawing one share ends that URL only
+    share_id = first.rsplit("/", 1)[1]
+    assert_error(server.http.delete(f"/profiles/{viewer['id']}/shares/{share_id}",
+                                    headers=auth(viewer["token"])), 404, "not_found")
+    assert fetch(first) == 200  # someone else cannot withdraw it
+    assert server.http.delete(f"{me}/shares/{share_id}", headers=h).status_code == 204
+    assert (fetch(first), fetch(second), fetch(listing)) == (404, 200, 200)
+    assert_error(server.http.delete(f"{me}/shares/{share_id}", headers=h), 404, "not_found")
+    assert [s["photo_url"] for s in server.http.get(me + "/shares", headers=h).json()[
+        "shares"]] == [second]
+    # a share lasts SHARE_TTL
+    clock.advance(SHARE_TTL)
+    assert fetch(second) == 404 and fetch(listing) == 200
+    assert server.http.get(me + "/shares", headers=h).json() == {"shares": []}
+    # leaving the listing ends the listing's URL and every share's
+    third = share()
+    assert server.http.patch(me, headers=h, json={"discoverable": False}).status_code == 200
+    assert (fetch(third), fetch(listing)) == (404, 404)
+    # a share made while not listed works, until the photo is replaced or deleted
+    fourth = share()
+    upload()
+    assert fetch(fourth) == 404
+    fifth = share()
+    assert server.http.delete(me + "/photo", headers=h).status_code == 204
+    assert fetch(fifth) == 404
+    assert server.store.share_profile_card(owner["id"])["photo_url"] is None
+    server.store.run_retention()  # expired and revoked shares leave no rows behind
+    assert server.store._conn.execute("SELECT COUNT(*) FROM photo_shares").fetchone()[0] == 0
+
+
 # ---- age --------------------------------------------------------------------------
 
 
@@ -1031,9 +1095,12 @@ async def test_share_profile_sends_only_the_card_and_only_when_asked(binary: boo
             await a.send("share_profile")
             await a.expect("profile_shared")
             card_msg = await b.expect("profile_card")
+            # the card's photo URL is this share's own capability, not the listing's
+            (share,) = store.photo_shares(alice.id)
+            assert share["id"] != public_id
             assert card_msg["card"] == {
                 "handle": "alice_share",
-                "photo_url": f"{API}/photos/{public_id}",
+                "photo_url": f"{API}/photos/{share['id']}",
                 "bio": "alice-secret-bio",
                 "interests": ["alice-only", "music"],
             }
@@ -1041,6 +1108,13 @@ async def test_share_profile_sends_only_the_card_and_only_when_asked(binary: boo
             async with httpx.AsyncClient() as http:  # the server runs on this loop
                 photo_r = await http.get(server.http_url + card_msg["card"]["photo_url"])
             assert photo_r.status_code == 200 and photo_r.content == photo.getvalue()
+            # Alice withdraws that share: its URL stops working at once
+            async with httpx.AsyncClient(base_url=server.http_url) as http:
+                r = await http.delete(f"{API}/profiles/{alice.id}/shares/{share['id']}",
+                                      headers=auth(alice_token))
+                assert r.status_code == 204
+                photo_r = await http.get(card_msg["card"]["photo_url"])
+            assert photo_r.status_code == 404
             # the consent is recorded (and part of the access export)
             kinds = [row[0] for row in store._conn.execute(
                 "SELECT kind FROM consents WHERE user_id = ? AND source = 'signalling'",

@@ -16,6 +16,7 @@ from mediaserver.store.db import (
     THROTTLE_FREE_ADDRESS,
 )
 from mediaserver.store.photos import MAX_PHOTO_BYTES, MAX_PIXELS, MAX_SIDE, TYPES
+from mediaserver.store.shares import SHARE_TTL
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -458,6 +459,15 @@ def _account_schemas() -> dict[str, Any]:
             "next_cursor": {"type": ["string", "null"],
                             "description": "Pass as ?cursor= for the next page; null: last"},
         }, ["profiles", "next_cursor"], closed=False),
+        "Share": _schema({
+            "id": {"type": "string", "description": "The share's id, also its photo URL's"},
+            "photo_url": {"type": "string", "description": f"{PREFIX}/photos/{{id}}"},
+            "created_at": TIME,
+            "expires_at": TIME,
+        }, ["id", "photo_url", "created_at", "expires_at"], closed=False),
+        "ShareList": _schema({
+            "shares": {"type": "array", "items": {"$ref": "#/components/schemas/Share"}},
+        }, ["shares"], closed=False),
         "BlockCreate": _schema({"handle": handle}, ["handle"]),
         "Block": _schema({"handle": handle}, ["handle"], closed=False),
         "BlockList": _schema({"blocked": {"type": "array", "items": handle}}, ["blocked"], False),
@@ -576,8 +586,29 @@ def _account_paths() -> dict[str, Any]:
         f"{PREFIX}/photos/{{id}}": {"parameters": [ID_PARAM], "get": {
             "operationId": "public_photo",
             "summary": "A photo by the URL a listing or a shared card carried (no token)",
+            "description": "A listing's URL works while its owner is discoverable; each "
+                           "shared card carries its own URL, which ends after "
+                           f"{int(SHARE_TTL // 3600)} hours, when its owner withdraws it, "
+                           "or when they delete or replace the photo or stop being "
+                           "discoverable.",
             "responses": {"200": jpeg, "404": _error("Unknown, replaced or withdrawn")},
         }},
+        f"{PREFIX}/profiles/{{id}}/shares": {"parameters": [ID_PARAM], "get": {
+            "operationId": "list_shares",
+            "summary": "Your live profile-card shares (each with its own photo URL)",
+            **own,
+            "responses": {"200": _json("ShareList", "Live shares"), **AUTH_ERRORS,
+                          **NOT_FOUND},
+        }},
+        f"{PREFIX}/profiles/{{id}}/shares/{{share_id}}": {
+            "parameters": [ID_PARAM, {"name": "share_id", "in": "path", "required": True,
+                                      "schema": {"type": "string"}}],
+            "delete": {"operationId": "withdraw_share",
+                       "summary": "Withdraw a shared card: its photo URL stops working",
+                       **own,
+                       "responses": {"204": {"description": "Withdrawn"}, **AUTH_ERRORS,
+                                     **NOT_FOUND}},
+        },
         f"{PREFIX}/profiles/{{id}}/blocks": {
             "parameters": [ID_PARAM],
             "post": {

@@ -586,9 +586,26 @@ def create_api(store: Store) -> Mount:
 
     async def public_photo(request: Request) -> Response:
         # the unguessable id is the permission: it is only handed out in a listing
-        # of a discoverable profile or a card its owner chose to share
+        # of a discoverable profile, or (its own id per share) in a card its owner
+        # chose to share
         jpeg = await call(store.public_photo, request.path_params["id"])
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+    async def list_shares(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        live = await call(store.photo_shares, profile.id)
+        return JSONResponse({"shares": [
+            {"id": share["id"], "photo_url": f"{PREFIX}/photos/{share['id']}",
+             "created_at": iso(share["created_at"]), "expires_at": iso(share["expires_at"])}
+            for share in live
+        ]})
+
+    async def withdraw_share(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        await call(store.withdraw_photo_share, profile.id, request.path_params["share_id"])
+        return Response(status_code=204)
 
     async def browse(request: Request) -> Response:
         profile = await authenticate(request)
@@ -657,6 +674,8 @@ def create_api(store: Store) -> Mount:
         Route("/profiles/{id}/photo", get_photo, methods=["GET"], name="get_photo"),
         Route("/profiles/{id}/photo", delete_photo, methods=["DELETE"], name="delete_photo"),
         Route("/photos/{id}", public_photo, methods=["GET"], name="public_photo"),
+        Route("/profiles/{id}/shares", list_shares, methods=["GET"], name="list_shares"),
+        Route("/profiles/{id}/shares/{share_id}", withdraw_share, methods=["DELETE"]),
         Route("/profiles/{id}/blocks", add_block, methods=["POST"], name="add_block"),
         Route("/profiles/{id}/blocks", list_blocks, methods=["GET"], name="list_blocks"),
         Route("/profiles/{id}/blocks/{handle}", remove_block, methods=["DELETE"]),
@@ -744,6 +763,8 @@ ROUTE_TABLE: tuple[tuple[str, str], ...] = (
     ("GET", "/profiles/{id}/photo"),
     ("DELETE", "/profiles/{id}/photo"),
     ("GET", "/photos/{id}"),
+    ("GET", "/profiles/{id}/shares"),
+    ("DELETE", "/profiles/{id}/shares/{share_id}"),
     ("POST", "/profiles/{id}/blocks"),
     ("GET", "/profiles/{id}/blocks"),
     ("DELETE", "/profiles/{id}/blocks/{handle}"),

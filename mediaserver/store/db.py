@@ -719,9 +719,10 @@ class Store:
         with self._tx() as conn:
             before = self._get_profile(conn, user_id)
             if before.discoverable and values.get("discoverable") == 0:
-                # leaving the listing: photo URLs handed out while listed stop working
+                # leaving the listing: photo URLs handed out (listed or shared) stop working
                 conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
                              (secrets.token_urlsafe(16), user_id))
+                shares.revoke_all(conn, user_id)
             if values:
                 values["updated_at"] = self._now()
                 assignments = ", ".join(f"{name} = ?" for name in values)
@@ -1173,6 +1174,7 @@ class Store:
             # expired sessions and forgotten sign-in failures are dead weight
             conn.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?",
                          (now,))
+            shares.purge_expired(conn, now)
             conn.execute("DELETE FROM login_throttle WHERE last_failure_at <= ?",
                          (now - THROTTLE_FORGET - THROTTLE_CAP,))
             if any(counts.values()) or exports_expired:
@@ -1533,7 +1535,8 @@ class Store:
 
     def set_photo(self, user_id: str, jpeg: bytes, width: int, height: int) -> str:
         """Store an already cleaned photo (mediaserver.store.photos), sealed with the
-        data key; returns its new public id (a new one per upload)."""
+        data key; returns its new listing id (a new one per upload: the old one and
+        every shared card's URL stop working)."""
         public_id = secrets.token_urlsafe(16)
         nonce, ciphertext = crypto.seal(self._key, jpeg, self._photo_aad(user_id))
         with self._tx() as conn:
@@ -1546,6 +1549,7 @@ class Store:
                 " nonce = excluded.nonce, ciphertext = excluded.ciphertext",
                 (user_id, public_id, width, height, self._now(), nonce, ciphertext),
             )
+            shares.revoke_all(conn, user_id)
         self._scrub_wal()  # the old photo's pages
         return public_id
 
@@ -1563,23 +1567,36 @@ class Store:
         return self._open_photo(user_id, row[0], row[1])
 
     def public_photo(self, public_id: str) -> bytes:
-        """A photo by the public id its owner's card or listing carried."""
+        """A photo by the id its owner's listing or one shared card carried (see
+        store/shares.py for when each stops working)."""
         if not isinstance(public_id, str) or not 1 <= len(public_id) <= 64:
             raise NotFound("no photo")
         with self._tx(write=False) as conn:
-            row = conn.execute(
-                "SELECT user_id, nonce, ciphertext FROM photos WHERE public_id = ?",
-                (public_id,),
-            ).fetchone()
+            row = shares.photo_by_capability(conn, public_id, self._now())
         if row is None:
             raise NotFound("no photo")
-        return self._open_photo(row[0], row[1], row[2])
+        return self._open_photo(*row)
+
+    def photo_shares(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's live card shares: id (its photo URL is PHOTO_PATH + id),
+        created_at, expires_at."""
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            return shares.live_shares(conn, user_id, self._now())
+
+    def withdraw_photo_share(self, user_id: str, share_id: str) -> None:
+        """That shared card's photo URL stops working now."""
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            if not shares.withdraw(conn, user_id, share_id):
+                raise NotFound("no such share")
 
     def delete_photo(self, user_id: str) -> None:
         with self._tx() as conn:
             self._get_profile(conn, user_id)
             if not conn.execute("DELETE FROM photos WHERE user_id = ?", (user_id,)).rowcount:
                 raise NotFound("no photo")
+            shares.revoke_all(conn, user_id)
         self._scrub_wal()
 
     def _photo_export(self, conn: sqlite3.Connection, user_id: str) -> dict[str, Any] | None:
@@ -1718,15 +1735,18 @@ class Store:
 
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
         """The user's public card for the stranger they are talking to, and the record
-        of that consent."""
+        of that consent. Its photo URL is a capability of this share alone (see
+        store/shares.py), never the listing's."""
         with self._tx() as conn:
             profile = self._get_profile(conn, user_id)
+            now = self._now()
             conn.execute(
                 "INSERT INTO consents (user_id, kind, granted, source, at)"
                 " VALUES (?, 'share_profile', 1, 'signalling', ?)",
-                (user_id, self._now()),
+                (user_id, now),
             )
-            return self._card((profile.username, profile.photo_id, profile.bio,
+            share_id = None if profile.photo_id is None else shares.new_share(conn, user_id, now)
+            return self._card((profile.username, share_id, profile.bio,
                                json.dumps(profile.interests)))
 
     def report_account(self, reporter_id: str, handle: str, reason: str) -> str:
