@@ -797,3 +797,22 @@ def test_a_busy_checkpoint_is_retried_until_the_reader_lets_go(path, clock):
         assert b"bio before 93ab" not in file_bytes(path)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("how", ["patch", "consent", "request"])
+def test_withdrawn_chat_history_leaves_the_wal_too(store, path, clock, how):
+    p, _ = make(store, "zq_chatty", chat_history_consent=True)
+    store.store_chat_message(p.id, "conv-w", "me", "a line to forget")
+    (sealed,) = store._conn.execute("SELECT ciphertext FROM chat_messages").fetchone()
+    assert sealed in file_bytes(path)
+    if how == "patch":
+        store.update_profile(p.id, chat_history_consent=False)
+    elif how == "consent":
+        store.set_chat_history_consent(p.id, False)
+    else:
+        store.submit_request(p.id, "withdraw_consent")
+        clock.advance(1)
+        store.process_pending()
+    assert store.chat_history(p.id) == []
+    assert sealed not in file_bytes(path)
+    assert os.path.getsize(path + "-wal") == 0

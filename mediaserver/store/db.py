@@ -733,11 +733,12 @@ class Store:
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict("username is taken") from None
+            chat_deleted = 0
             if consent is not None:
-                self._set_consent(conn, user_id, consent, "profile")
+                chat_deleted = self._set_consent(conn, user_id, consent, "profile")
             after = self._get_profile(conn, user_id)
-        if any(name in values for name in self._PERSONAL):
-            self._scrub_wal()  # the old values' page images
+        if chat_deleted or any(name in values for name in self._PERSONAL):
+            self._scrub_wal()  # the old values' (or deleted chat's) page images
         return after
 
     def delete_user(self, user_id: str) -> None:
@@ -820,7 +821,9 @@ class Store:
         granted = _validate_bool("granted", granted)
         with self._tx() as conn:
             self._get_profile(conn, user_id)
-            self._set_consent(conn, user_id, granted, "profile")
+            deleted = self._set_consent(conn, user_id, granted, "profile")
+        if deleted:
+            self._scrub_wal()
 
     def _set_consent(
         self, conn: sqlite3.Connection, user_id: str, granted: bool, source: str
@@ -1090,6 +1093,7 @@ class Store:
                 elif rtype == "withdraw_consent":
                     detail = {"chat_messages_deleted": self._set_consent(
                         conn, user_id, False, "request")}
+                    scrub = scrub or bool(detail["chat_messages_deleted"])
                 # correction: the corrections are made through PATCH; this records the ask.
                 conn.execute(
                     "UPDATE privacy_requests SET status = 'completed', completed_at = ?"
