@@ -1700,7 +1700,8 @@ class Store:
             today = self._today()
             params: list[Any] = [json.dumps(viewer.interests), viewer_id, viewer_id, viewer_id]
             # adults and minors (--min-age below 18) never list each other
-            side, side_params = shares.same_side("u.date_of_birth", viewer.date_of_birth, today)
+            side, side_params = shares.same_side(
+                "u.date_of_birth", viewer.date_of_birth, today)
             where = f" AND {side}"
             params += side_params
             if interest is not None:
@@ -1749,7 +1750,8 @@ class Store:
                 " VALUES (?, 'share_profile', 1, 'signalling', ?)",
                 (user_id, now),
             )
-            share_id = None if profile.photo_id is None else shares.new_share(conn, user_id, now)
+            share_id = (None if profile.photo_id is None
+                        else shares.new_share(conn, user_id, now))
             return self._card((profile.username, share_id, profile.bio,
                                json.dumps(profile.interests)))
 
