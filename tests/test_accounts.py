@@ -488,6 +488,10 @@ def test_two_factor_and_identifying_changes_need_the_password_or_a_fresh_sign_in
     r = server.http.post(me + "/totp/disable", headers=fresh, json={
         "code": totp.at(clock.t), "current_password": PASSWORD})
     assert r.json() == {"two_factor": False}
+    # the API document says so
+    schemas = server.http.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("ProfileUpdate", "TotpDisable", "Reauth"):
+        assert "current_password" in schemas[name]["properties"], name
     # an account without a password: its creation token is all it has, and enough
     plain = server.create(username="reauth_plain")
     clock.advance(600)
