@@ -49,6 +49,10 @@ class JsonFormatter(logging.Formatter):
             out.setdefault(key, value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # already formatted (and masked) by IpFilter
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
@@ -66,12 +70,25 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+_TRACEBACKS = logging.Formatter()
+
+
 class IpFilter(logging.Filter):
-    """Masks IP addresses in the message and its fields (handler level)."""
+    """Masks IP addresses in the message, its fields, and an exception's traceback
+    (handler level)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = mask_ips(record.getMessage())
         record.args = None
+        if record.exc_info:
+            # a traceback's messages and reprs carry addresses too: formatted here,
+            # masked, and handed on as exc_text (which formatters print instead)
+            record.exc_text = mask_ips(_TRACEBACKS.formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = mask_ips(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_ips(record.stack_info)
         for key, value in _fields(record).items():
             if isinstance(value, str):
                 setattr(record, key, mask_ips(value))

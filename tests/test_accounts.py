@@ -36,6 +36,7 @@ from mediaserver.store.db import (
     Unauthorized,
     hash_token,
 )
+from mediaserver.store.shares import SHARE_TTL
 from tests.signalling_client import Client, running_server, start_and_match
 from tests.test_api import Server as ApiServer
 from tests.test_api import assert_error
@@ -131,12 +132,11 @@ def test_sign_in_session_expires_and_sign_out(server: Server, clock: Clock) -> N
     # the creation token keeps working next to sessions
     assert server.http.get(f"/profiles/{user['id']}",
                            headers=auth(user["token"])).status_code == 200
-    # expiry (--session-ttl)
+    # expiry (--session-ttl), for the creation token of an account with a password too
     clock.advance(30 * 86400 + 1)
-    assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(token)),
-                 401, "unauthorized")
-    assert server.http.get(f"/profiles/{user['id']}",
-                           headers=auth(user["token"])).status_code == 200
+    for expired in (token, user["token"]):
+        assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(expired)),
+                     401, "unauthorized")
     # sign out: that token, and only that one, stops working
     t1 = server.sign_in("session_user").json()["token"]
     t2 = server.sign_in("session_user").json()["token"]
@@ -196,11 +196,11 @@ def test_set_password_later_and_change_it(server: Server) -> None:
     r = server.http.put(url, headers=auth(keep),
                         json={"password": "n" * 12, "current_password": PASSWORD})
     assert r.status_code == 204
-    # other sessions end; the one that made the change and the creation token stay
-    assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(session)),
-                 401, "unauthorized")
-    for token in (keep, user["token"]):
-        assert server.http.get(f"/profiles/{user['id']}", headers=auth(token)).status_code == 200
+    # other tokens end, the creation token too; the one that made the change stays
+    for token in (session, user["token"]):
+        assert_error(server.http.get(f"/profiles/{user['id']}", headers=auth(token)),
+                     401, "unauthorized")
+    assert server.http.get(f"/profiles/{user['id']}", headers=auth(keep)).status_code == 200
     assert_error(server.sign_in("later_pw"), 401, "invalid_credentials")
     assert server.sign_in("later_pw", "n" * 12).status_code == 201
     # someone else's id is a 404
@@ -208,7 +208,7 @@ def test_set_password_later_and_change_it(server: Server) -> None:
     assert_error(server.http.put(url, headers=auth(other["token"]), json={"password": PASSWORD}),
                  404, "not_found")
     # a password is never changed through PATCH
-    assert_error(server.http.patch(f"/profiles/{user['id']}", headers=auth(user["token"]),
+    assert_error(server.http.patch(f"/profiles/{user['id']}", headers=auth(keep),
                                    json={"password": PASSWORD}), 422, "invalid", "password")
 
 
@@ -377,10 +377,128 @@ def test_a_version_1_database_keeps_its_creation_tokens(tmp_path: Path) -> None:
     conn.close()
     clock = Clock()
     with Store(path, load_or_create_data_key(str(tmp_path / "v1.key")), clock) as store:
-        assert store.migrations_applied == 1
+        assert store.migrations_applied == len(MIGRATIONS) - 1
         assert store.authenticate("old-token").username == "old_timer"
         clock.advance(400 * 86400)  # creation tokens do not expire
         assert store.authenticate("old-token").id == "uid1"
+
+
+def test_the_creation_token_ends_once_the_account_has_a_password(
+    server: Server, clock: Clock
+) -> None:
+    """Issue 20, item 5: the token POST /profiles returned is no permanent key."""
+    # created with a password: a session like a sign-in's, ended by a password change
+    user = server.create(username="token_owner", password=PASSWORD)
+    me = f"/profiles/{user['id']}"
+    session = server.sign_in("token_owner").json()["token"]
+    assert server.http.put(me + "/password", headers=auth(session), json={
+        "password": "n" * 12, "current_password": PASSWORD}).status_code == 204
+    assert_error(server.http.get(me, headers=auth(user["token"])), 401, "unauthorized")
+    # ... and without a change it expires like a session
+    other = server.create(username="token_ageing", password=PASSWORD)
+    clock.advance(server.store.session_ttl)
+    assert_error(server.http.get(f"/profiles/{other['id']}", headers=auth(other["token"])),
+                 401, "unauthorized")
+    # a password set later: the creation token that set it stays, as a session (it can
+    # sign out now and it expires), and it is on the export's session list
+    late = server.create(username="token_later")
+    h = auth(late["token"])
+    assert server.http.put(f"/profiles/{late['id']}/password", headers=h,
+                           json={"password": PASSWORD}).status_code == 204
+    assert server.http.get(f"/profiles/{late['id']}", headers=h).status_code == 200
+    (expires,) = server.store._conn.execute(
+        "SELECT expires_at FROM tokens WHERE token_hash = ?",
+        (hash_token(late["token"]),)).fetchone()
+    assert expires == clock.t + server.store.session_ttl
+    assert server.http.delete("/sessions/current", headers=h).status_code == 204
+    assert_error(server.http.get(f"/profiles/{late['id']}", headers=h), 401, "unauthorized")
+    # an account without a password keeps its creation token: its only key
+    plain = server.create(username="token_only_key")
+    clock.advance(400 * 86400)
+    assert server.http.get(f"/profiles/{plain['id']}",
+                           headers=auth(plain["token"])).status_code == 200
+
+
+def test_a_version_2_database_ends_creation_tokens_of_password_accounts(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "v2.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0] + MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    clock = Clock()
+    for uid, pw in (("uid_pw", "$argon2id$v=19$m=65536,t=3,p=4$x$y"), ("uid_none", None)):
+        conn.execute("INSERT INTO users (id, username, date_of_birth, created_at, updated_at,"
+                     " last_seen_at, password_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (uid, uid, ADULT, clock.t, clock.t, clock.t, pw))
+        conn.execute("INSERT INTO tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)",
+                     (hash_token(f"token-{uid}"), uid, clock.t))
+    conn.close()
+    with Store(path, load_or_create_data_key(str(tmp_path / "v2.key")), clock) as store:
+        assert store.migrations_applied == len(MIGRATIONS) - 2
+        assert store.authenticate("token-uid_pw").id == "uid_pw"
+        clock.advance(30 * 86400)
+        with pytest.raises(Exception, match="expired"):
+            store.authenticate("token-uid_pw")
+        assert store.authenticate("token-uid_none").id == "uid_none"
+
+
+def test_two_factor_and_identifying_changes_need_the_password_or_a_fresh_sign_in(
+    server: Server, clock: Clock
+) -> None:
+    """Issue 20, item 5: a stolen (not fresh) token cannot enrol two-factor and lock
+    the owner out, turn it off, or change the username or date of birth."""
+    user = server.create(username="reauth_user", password=PASSWORD)
+    me = f"/profiles/{user['id']}"
+    h = auth(user["token"])
+    clock.advance(600)  # the token is ten minutes old now
+    err = assert_error(server.http.post(me + "/totp", headers=h), 422, "invalid",
+                       "current_password")
+    assert "password" in err["message"] and "sign in" in err["message"]
+    assert_error(server.http.post(me + "/totp", headers=h,
+                                  json={"current_password": "wrong password"}),
+                 422, "invalid", "current_password")
+    assert_error(server.http.post(me + "/totp", headers=h, json={"current_password": 5}),
+                 422, "invalid", "current_password")
+    assert_error(server.http.patch(me, headers=h, json={"username": "reauth_taken"}),
+                 422, "invalid", "current_password")
+    assert_error(server.http.patch(me, headers=h, json={"date_of_birth": "1991-01-01"}),
+                 422, "invalid", "current_password")
+    assert server.http.get(me, headers=h).json()["username"] == "reauth_user"
+    # what locks nobody out needs nothing more
+    assert server.http.patch(me, headers=h, json={"bio": "still fine"}).status_code == 200
+    # with the password
+    r = server.http.patch(me, headers=h, json={"username": "reauth_renamed",
+                                               "current_password": PASSWORD})
+    assert r.status_code == 200 and r.json()["username"] == "reauth_renamed"
+    r = server.http.post(me + "/totp", headers=h, json={"current_password": PASSWORD})
+    assert r.status_code == 201, r.text
+    # or a fresh sign-in, without it
+    fresh = auth(server.sign_in("reauth_renamed").json()["token"])
+    r = server.http.post(me + "/totp", headers=fresh)
+    assert r.status_code == 201, r.text
+    totp = pyotp.TOTP(r.json()["secret"])
+    assert server.http.post(me + "/totp/confirm", headers=fresh,
+                            json={"code": totp.at(clock.t)}).status_code == 200
+    clock.advance(630)  # the sign-in is stale again, and a new TOTP step
+    assert_error(server.http.post(me + "/totp/disable", headers=fresh,
+                                  json={"code": totp.at(clock.t)}),
+                 422, "invalid", "current_password")
+    r = server.http.post(me + "/totp/disable", headers=fresh, json={
+        "code": totp.at(clock.t), "current_password": PASSWORD})
+    assert r.json() == {"two_factor": False}
+    # the API document says so
+    schemas = server.http.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("ProfileUpdate", "TotpDisable", "Reauth"):
+        assert "current_password" in schemas[name]["properties"], name
+    # an account without a password: its creation token is all it has, and enough
+    plain = server.create(username="reauth_plain")
+    clock.advance(600)
+    r = server.http.post(f"/profiles/{plain['id']}/totp", headers=auth(plain["token"]))
+    assert r.status_code == 201, r.text
+    assert server.http.patch(f"/profiles/{plain['id']}", headers=auth(plain["token"]),
+                             json={"username": "reauth_plain2"}).status_code == 200
 
 
 # ---- two-factor -------------------------------------------------------------------
@@ -451,12 +569,13 @@ def test_totp_enrol_confirm_sign_in_replay_expiry_recovery_disable(
     assert server.sign_in("two_factor", otp=codes[0]).status_code == 201
     assert_error(server.sign_in("two_factor", otp=codes[0]), 401, "invalid_otp")
     assert server.sign_in("two_factor", otp=codes[1].replace("-", "").lower()).status_code == 201
-    # turning it off needs a valid code
-    assert_error(server.http.post(base + "/disable", headers=h, json={"code": wrong}),
+    # turning it off needs a valid code (and the password: this token is not fresh)
+    assert_error(server.http.post(base + "/disable", headers=h,
+                                  json={"code": wrong, "current_password": PASSWORD}),
                  422, "invalid", "code")
     assert_error(server.http.post(base + "/disable", headers=h, json={}), 422, "invalid", "code")
-    assert server.http.post(base + "/disable", headers=h,
-                            json={"code": codes[2]}).json() == {"two_factor": False}
+    assert server.http.post(base + "/disable", headers=h, json={
+        "code": codes[2], "current_password": PASSWORD}).json() == {"two_factor": False}
     assert server.sign_in("two_factor").status_code == 201
     (nonce,) = server.store._conn.execute(
         "SELECT totp_nonce FROM users WHERE id = ?", (user["id"],)).fetchone()
@@ -705,6 +824,69 @@ def test_browsing_pages_with_a_cursor(server: Server) -> None:
     assert [shared[h] for h in seen] == sorted((shared[h] for h in seen), reverse=True)
 
 
+def test_each_shared_card_has_its_own_photo_url_until_withdrawn(
+    server: Server, clock: Clock
+) -> None:
+    """Issue 20, item 13: a card's photo URL is a capability of that share alone; it
+    ends when its owner withdraws it, after SHARE_TTL, when the owner leaves the
+    listing, deletes or replaces the photo; the listing's URL is another one."""
+    owner = server.create(username="card_owner", password=PASSWORD, discoverable=True)
+    viewer = server.create(username="card_viewer")
+    me = f"/profiles/{owner['id']}"
+    h = auth(owner["token"])
+
+    def upload() -> None:
+        assert server.http.put(me + "/photo", content=jpeg_with_gps(),
+                               headers={**h, "Content-Type": "image/jpeg"}).status_code == 201
+
+    def fetch(url: str) -> int:
+        return httpx.get(server.url + url).status_code
+
+    def share() -> str:
+        url = server.store.share_profile_card(owner["id"])["photo_url"]  # what the hub sends
+        assert fetch(url) == 200
+        return str(url)
+
+    upload()
+    (listing,) = [c["photo_url"] for c in server.http.get(
+        "/profiles", headers=auth(viewer["token"])).json()["profiles"]]
+    first, second = share(), share()
+    assert len({listing, first, second}) == 3
+    r = server.http.get(me + "/shares", headers=h)
+    assert r.status_code == 200, r.text
+    assert sorted(s["photo_url"] for s in r.json()["shares"]) == sorted([first, second])
+    assert all(set(s) == {"id", "photo_url", "created_at", "expires_at"}
+               for s in r.json()["shares"])
+    # withdrawing one share ends that URL only
+    share_id = first.rsplit("/", 1)[1]
+    assert_error(server.http.delete(f"/profiles/{viewer['id']}/shares/{share_id}",
+                                    headers=auth(viewer["token"])), 404, "not_found")
+    assert fetch(first) == 200  # someone else cannot withdraw it
+    assert server.http.delete(f"{me}/shares/{share_id}", headers=h).status_code == 204
+    assert (fetch(first), fetch(second), fetch(listing)) == (404, 200, 200)
+    assert_error(server.http.delete(f"{me}/shares/{share_id}", headers=h), 404, "not_found")
+    assert [s["photo_url"] for s in server.http.get(me + "/shares", headers=h).json()[
+        "shares"]] == [second]
+    # a share lasts SHARE_TTL
+    clock.advance(SHARE_TTL)
+    assert fetch(second) == 404 and fetch(listing) == 200
+    assert server.http.get(me + "/shares", headers=h).json() == {"shares": []}
+    # leaving the listing ends the listing's URL and every share's
+    third = share()
+    assert server.http.patch(me, headers=h, json={"discoverable": False}).status_code == 200
+    assert (fetch(third), fetch(listing)) == (404, 404)
+    # a share made while not listed works, until the photo is replaced or deleted
+    fourth = share()
+    upload()
+    assert fetch(fourth) == 404
+    fifth = share()
+    assert server.http.delete(me + "/photo", headers=h).status_code == 204
+    assert fetch(fifth) == 404
+    assert server.store.share_profile_card(owner["id"])["photo_url"] is None
+    server.store.run_retention()  # expired and revoked shares leave no rows behind
+    assert server.store._conn.execute("SELECT COUNT(*) FROM photo_shares").fetchone()[0] == 0
+
+
 # ---- age --------------------------------------------------------------------------
 
 
@@ -739,11 +921,60 @@ def test_min_age_setting_for_the_social_side(tmp_path: Path, clock: Clock) -> No
         assert_error(srv.http.post("/profiles", json={
             "username": "child_user", "date_of_birth": years_ago(clock, 12)}),
             422, "invalid", "date_of_birth")
-        viewer = srv.create()
+        viewer = srv.create(date_of_birth=years_ago(clock, 16))
         assert srv.http.get("/profiles", headers=auth(viewer["token"])).json()["profiles"][0][
             "age_band"] == "13-17"
         assert srv.store.age(srv.store.get_profile(teen["id"])) == 15
-        assert srv.store.age(srv.store.get_profile(viewer["id"])) >= 18
+        assert srv.store.age(srv.store.get_profile(viewer["id"])) == 16
+    finally:
+        srv.stop()
+
+
+def test_adults_and_minors_never_see_each_other(tmp_path: Path, clock: Clock) -> None:
+    """Issue 20, item 12: with --min-age below 18, browsing, blocking and reporting by
+    handle never cross the age line (a handle there is answered like an unknown one)."""
+    srv = Server(tmp_path, clock, min_age=13)
+    try:
+        teen = srv.create(username="teen_listed", date_of_birth=years_ago(clock, 15),
+                          discoverable=True, interests=["chess"])
+        teen_viewer = srv.create(username="teen_viewer", date_of_birth=years_ago(clock, 16),
+                                 interests=["chess"])
+        adult = srv.create(username="adult_listed", discoverable=True, interests=["chess"])
+        adult_viewer = srv.create(username="adult_viewer", interests=["chess"])
+        # 18 today is on the adults' side; 18 tomorrow is not yet
+        eighteen = srv.create(username="just_adult", discoverable=True,
+                              date_of_birth=years_ago(clock, 18, days=0))
+        almost = srv.create(username="almost_adult", discoverable=True,
+                            date_of_birth=years_ago(clock, 18, days=-1))
+        srv.http.put(f"/profiles/{teen['id']}/photo", content=jpeg_with_gps(),
+                     headers={**auth(teen["token"]), "Content-Type": "image/jpeg"})
+
+        def listed(user: dict[str, Any]) -> list[str]:
+            r = srv.http.get("/profiles", headers=auth(user["token"]))
+            assert r.status_code == 200, r.text
+            return sorted(c["handle"] for c in r.json()["profiles"])
+
+        assert listed(adult_viewer) == ["adult_listed", "just_adult"]
+        assert listed(teen_viewer) == ["almost_adult", "teen_listed"]
+        assert listed(teen) == ["almost_adult"]
+        assert listed(adult) == ["just_adult"]
+        adult_page = srv.http.get("/profiles", headers=auth(adult_viewer["token"])).text
+        assert "teen_listed" not in adult_page
+        # a handle across the line is unknown: the same 404 as a handle nobody has
+        for user, handle in ((adult_viewer, "teen_listed"), (teen_viewer, "adult_listed")):
+            h = auth(user["token"])
+            for body in ({"handle": handle, "reason": "spam"},
+                         {"handle": "nobody_has_this", "reason": "spam"}):
+                assert_error(srv.http.post("/reports", headers=h, json=body),
+                             404, "not_found")
+            assert_error(srv.http.post(f"/profiles/{user['id']}/blocks", headers=h,
+                                       json={"handle": handle}), 404, "not_found")
+        assert srv.store.underage_reports() == []
+        assert srv.http.post("/reports", headers=auth(adult_viewer["token"]), json={
+            "handle": "adult_listed", "reason": "spam"}).status_code == 201
+        assert srv.http.post(f"/profiles/{teen_viewer['id']}/blocks",
+                             headers=auth(teen_viewer["token"]),
+                             json={"handle": "teen_listed"}).status_code == 201
     finally:
         srv.stop()
 
@@ -870,9 +1101,12 @@ async def test_share_profile_sends_only_the_card_and_only_when_asked(binary: boo
             await a.send("share_profile")
             await a.expect("profile_shared")
             card_msg = await b.expect("profile_card")
+            # the card's photo URL is this share's own capability, not the listing's
+            (share,) = store.photo_shares(alice.id)
+            assert share["id"] != public_id
             assert card_msg["card"] == {
                 "handle": "alice_share",
-                "photo_url": f"{API}/photos/{public_id}",
+                "photo_url": f"{API}/photos/{share['id']}",
                 "bio": "alice-secret-bio",
                 "interests": ["alice-only", "music"],
             }
@@ -880,6 +1114,13 @@ async def test_share_profile_sends_only_the_card_and_only_when_asked(binary: boo
             async with httpx.AsyncClient() as http:  # the server runs on this loop
                 photo_r = await http.get(server.http_url + card_msg["card"]["photo_url"])
             assert photo_r.status_code == 200 and photo_r.content == photo.getvalue()
+            # Alice withdraws that share: its URL stops working at once
+            async with httpx.AsyncClient(base_url=server.http_url) as http:
+                r = await http.delete(f"{API}/profiles/{alice.id}/shares/{share['id']}",
+                                      headers=auth(alice_token))
+                assert r.status_code == 204
+                photo_r = await http.get(card_msg["card"]["photo_url"])
+            assert photo_r.status_code == 404
             # the consent is recorded (and part of the access export)
             kinds = [row[0] for row in store._conn.execute(
                 "SELECT kind FROM consents WHERE user_id = ? AND source = 'signalling'",

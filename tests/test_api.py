@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -23,6 +25,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from mediaserver import logs
 from mediaserver.api import create_api
 from mediaserver.api.routes import MAX_BODY, ROUTE_TABLE
 from mediaserver.store import Store, load_or_create_data_key
@@ -396,6 +399,47 @@ def test_a_real_bug_is_a_logged_500_in_the_error_shape(
     assert any("unhandled error" in rec.message for rec in caplog.records)
     # the server goes on serving
     assert server.http.get(f"/profiles/{user['id']}", headers=server.auth(user)).status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_500_log_line_has_the_route_template_and_masked_addresses(
+    server: Server, fmt: str
+) -> None:
+    """The operator's log of a real bug: the route template, never the path's ids or
+    handles, and no IP address in the message or the traceback (without --log-ips)."""
+    user = server.create(username="logged_handle")
+
+    def broken(user_id: str) -> None:
+        raise ConnectionError("redis at 10.20.30.40:6379 and [fd00:1:2::77]:6379 refused")
+
+    def broken_unblock(user_id: str, handle: str) -> None:
+        raise ConnectionError("no route to 192.168.7.9")
+
+    server.store.blocked_handles = broken  # type: ignore[method-assign]
+    server.store.unblock = broken_unblock  # type: ignore[method-assign]
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(logs.IpFilter())
+    handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
+    api_logger = logging.getLogger("mediaserver.api")
+    api_logger.addHandler(handler)
+    try:
+        r = server.http.get(f"/profiles/{user['id']}/blocks", headers=server.auth(user))
+        assert_error(r, 500, "internal", None)
+        r = server.http.delete(f"/profiles/{user['id']}/blocks/logged_handle",
+                               headers=server.auth(user))
+        assert_error(r, 500, "internal", None)
+    finally:
+        api_logger.removeHandler(handler)
+    text = out.getvalue()
+    assert "unhandled error on GET /api/v1/profiles/{id}/blocks" in text
+    assert "unhandled error on DELETE /api/v1/profiles/{id}/blocks/{handle}" in text
+    assert "ConnectionError" in text and "[ip]" in text  # the traceback is there, masked
+    for secret in ("10.20.30.40", "fd00:1:2::77", "192.168.7.9", user["id"]):
+        assert secret not in text, secret
+    if fmt == "json":
+        records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        assert records and all("[ip]" in rec["exception"] for rec in records)
 
 
 def test_head_is_served_like_get(server: Server) -> None:

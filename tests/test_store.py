@@ -760,3 +760,59 @@ def test_sigkill_loses_no_acknowledged_write(path):
         assert s._conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     finally:
         s.close()
+
+
+# -- corrections leave nothing behind (issue 20, item 11) ---------------------------------
+
+
+def test_a_correction_scrubs_the_old_value_from_the_wal(store, path):
+    p, _ = make(store, "zq_corrected_user", bio="old bio only mine 5e1c",
+                interests=["oldinterest7q"])
+    store.update_profile(p.id, username="zq_new_name", bio="new bio",
+                         interests=["newinterest"])
+    data = file_bytes(path)
+    for old in ("zq_corrected_user", "old bio only mine 5e1c", "oldinterest7q"):
+        assert old.encode() not in data, old
+    assert os.path.getsize(path + "-wal") == 0
+    # a change of nothing personal (discoverable) needs no scrub
+    assert store.update_profile(p.id, discoverable=True).bio == "new bio"
+
+
+def test_a_busy_checkpoint_is_retried_until_the_reader_lets_go(path, clock):
+    store = Store(path, KEY, clock=clock, busy_timeout=0.1)
+    try:
+        p, _ = make(store, "zq_busy_user", bio="bio before 93ab")
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM users").fetchone()  # holds this snapshot
+        # the reader lets go later than one busy timeout, within the bounded retries
+        release = threading.Timer(0.6, reader.execute, ("COMMIT",))
+        release.start()
+        try:
+            store.update_profile(p.id, bio="bio after")
+        finally:
+            release.join()
+            reader.close()
+        assert os.path.getsize(path + "-wal") == 0
+        assert b"bio before 93ab" not in file_bytes(path)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("how", ["patch", "consent", "request"])
+def test_withdrawn_chat_history_leaves_the_wal_too(store, path, clock, how):
+    p, _ = make(store, "zq_chatty", chat_history_consent=True)
+    store.store_chat_message(p.id, "conv-w", "me", "a line to forget")
+    (sealed,) = store._conn.execute("SELECT ciphertext FROM chat_messages").fetchone()
+    assert sealed in file_bytes(path)
+    if how == "patch":
+        store.update_profile(p.id, chat_history_consent=False)
+    elif how == "consent":
+        store.set_chat_history_consent(p.id, False)
+    else:
+        store.submit_request(p.id, "withdraw_consent")
+        clock.advance(1)
+        store.process_pending()
+    assert store.chat_history(p.id) == []
+    assert sealed not in file_bytes(path)
+    assert os.path.getsize(path + "-wal") == 0

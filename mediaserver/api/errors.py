@@ -76,9 +76,19 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, message, None, headers)
 
 
+def route_template(request: Request) -> str:
+    """The matched route's template (/api/v1/profiles/{id}), never the path itself: a
+    path carries ids, handles and photo capabilities, which stay out of the logs."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    if not isinstance(template, str):
+        return "(no route)"
+    return str(request.scope.get("root_path", "")) + template
+
+
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """A real bug: logged with its traceback, answered with the same shape."""
     logger.error(
-        "unhandled error on %s %s", request.method, request.url.path, exc_info=exc
+        "unhandled error on %s %s", request.method, route_template(request), exc_info=exc
     )
     return error_response(500, "internal", "internal server error")

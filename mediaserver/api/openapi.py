@@ -10,11 +10,13 @@ from mediaserver.store.db import (
     ACCOUNT_REPORT_REASONS,
     PASSWORD_MAX,
     PASSWORD_MIN,
+    REAUTH_WINDOW,
     RECOVERY_CODES,
     THROTTLE_FREE_ACCOUNT,
     THROTTLE_FREE_ADDRESS,
 )
 from mediaserver.store.photos import MAX_PHOTO_BYTES, MAX_PIXELS, MAX_SIDE, TYPES
+from mediaserver.store.shares import SHARE_TTL
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -50,6 +52,14 @@ GPC_PARAM = {
     "description": "Global Privacy Control: `1` records an opt-out for the caller.",
 }
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+CURRENT_PASSWORD = {
+    "type": "string", "maxLength": PASSWORD_MAX,
+    "description": "The account's password. Needed (when it has one) to change the "
+                   "username or date of birth and to turn two-factor on or off, unless "
+                   f"the bearer token is a session younger than {int(REAUTH_WINDOW // 60)} "
+                   "minutes (a fresh sign-in); missing or wrong: 422 `invalid`, field "
+                   "`current_password`.",
+}
 
 BODY_ERRORS = {
     "400": _error("Malformed JSON (`bad_json`)"),
@@ -147,7 +157,7 @@ def build_document() -> dict[str, Any]:
         "ProfileUpdate": {
             "type": "object",
             "additionalProperties": False,
-            "properties": profile_props,
+            "properties": {**profile_props, "current_password": CURRENT_PASSWORD},
         },
         "Profile": {
             "type": "object",
@@ -184,7 +194,12 @@ def build_document() -> dict[str, Any]:
                     "properties": {
                         "token": {
                             "type": "string",
-                            "description": "Bearer token; shown once, stored hashed",
+                            "description": "Bearer token; shown once, stored hashed. "
+                                           "With a password it is a session (it expires "
+                                           "after --session-ttl; a password change ends "
+                                           "it); without one it is the account's only "
+                                           "key and does not expire (setting a password "
+                                           "later turns it into a session).",
                         }
                     },
                 },
@@ -258,6 +273,8 @@ def build_document() -> dict[str, Any]:
                     **NOT_FOUND,
                     **BODY_ERRORS,
                     "409": _error("Username taken (`conflict`)"),
+                    "429": _error("Too many wrong `current_password` tries "
+                                  "(`too_many_attempts`, Retry-After)"),
                 },
             },
             "delete": {
@@ -418,6 +435,8 @@ def _account_schemas() -> dict[str, Any]:
             "qr_png_base64": {"type": "string", "description": "The URI as a QR code PNG"},
         }, ["secret", "otpauth_uri", "qr_png_base64"], closed=False),
         "TotpCode": _schema({"code": code}, ["code"]),
+        "TotpDisable": _schema({"code": code, "current_password": CURRENT_PASSWORD}, ["code"]),
+        "Reauth": _schema({"current_password": CURRENT_PASSWORD}, []),
         "TotpEnabled": _schema({
             "two_factor": {"type": "boolean"},
             "recovery_codes": {"type": "array", "items": {"type": "string"},
@@ -440,6 +459,15 @@ def _account_schemas() -> dict[str, Any]:
             "next_cursor": {"type": ["string", "null"],
                             "description": "Pass as ?cursor= for the next page; null: last"},
         }, ["profiles", "next_cursor"], closed=False),
+        "Share": _schema({
+            "id": {"type": "string", "description": "The share's id, also its photo URL's"},
+            "photo_url": {"type": "string", "description": f"{PREFIX}/photos/{{id}}"},
+            "created_at": TIME,
+            "expires_at": TIME,
+        }, ["id", "photo_url", "created_at", "expires_at"], closed=False),
+        "ShareList": _schema({
+            "shares": {"type": "array", "items": {"$ref": "#/components/schemas/Share"}},
+        }, ["shares"], closed=False),
         "BlockCreate": _schema({"handle": handle}, ["handle"]),
         "Block": _schema({"handle": handle}, ["handle"], closed=False),
         "BlockList": _schema({"blocked": {"type": "array", "items": handle}}, ["blocked"], False),
@@ -503,10 +531,14 @@ def _account_paths() -> dict[str, Any]:
         f"{PREFIX}/profiles/{{id}}/totp": {"parameters": [ID_PARAM], "post": {
             "operationId": "totp_enrol",
             "summary": "Start two-factor: a new secret, otpauth:// URI and QR code",
-            "description": "Two-factor turns on only with the first valid code (confirm).",
+            "description": "Two-factor turns on only with the first valid code (confirm). "
+                           "The body is optional: `current_password`, needed unless the "
+                           "token is a fresh sign-in (see Reauth).",
             **own,
+            "requestBody": {**_body("Reauth"), "required": False},
             "responses": {"201": _json("TotpEnrolment", "Enrolment started"), **AUTH_ERRORS,
-                          **NOT_FOUND, "409": _error("Two-factor is already on")},
+                          **NOT_FOUND, **BODY_ERRORS, **throttled,
+                          "409": _error("Two-factor is already on")},
         }},
         f"{PREFIX}/profiles/{{id}}/totp/confirm": {"parameters": [ID_PARAM], "post": {
             "operationId": "totp_confirm",
@@ -518,9 +550,10 @@ def _account_paths() -> dict[str, Any]:
         }},
         f"{PREFIX}/profiles/{{id}}/totp/disable": {"parameters": [ID_PARAM], "post": {
             "operationId": "totp_disable",
-            "summary": "Turn two-factor off (needs a valid TOTP or recovery code)",
+            "summary": "Turn two-factor off (needs a valid TOTP or recovery code, and the "
+                       "password unless the token is a fresh sign-in)",
             **own,
-            "requestBody": _body("TotpCode"),
+            "requestBody": _body("TotpDisable"),
             "responses": {"200": _json("TwoFactorState", "Off"), **AUTH_ERRORS, **NOT_FOUND,
                           **BODY_ERRORS, "409": _error("Two-factor is not on"), **throttled},
         }},
@@ -553,8 +586,29 @@ def _account_paths() -> dict[str, Any]:
         f"{PREFIX}/photos/{{id}}": {"parameters": [ID_PARAM], "get": {
             "operationId": "public_photo",
             "summary": "A photo by the URL a listing or a shared card carried (no token)",
+            "description": "A listing's URL works while its owner is discoverable; each "
+                           "shared card carries its own URL, which ends after "
+                           f"{int(SHARE_TTL // 3600)} hours, when its owner withdraws it, "
+                           "or when they delete or replace the photo or stop being "
+                           "discoverable.",
             "responses": {"200": jpeg, "404": _error("Unknown, replaced or withdrawn")},
         }},
+        f"{PREFIX}/profiles/{{id}}/shares": {"parameters": [ID_PARAM], "get": {
+            "operationId": "list_shares",
+            "summary": "Your live profile-card shares (each with its own photo URL)",
+            **own,
+            "responses": {"200": _json("ShareList", "Live shares"), **AUTH_ERRORS,
+                          **NOT_FOUND},
+        }},
+        f"{PREFIX}/profiles/{{id}}/shares/{{share_id}}": {
+            "parameters": [ID_PARAM, {"name": "share_id", "in": "path", "required": True,
+                                      "schema": {"type": "string"}}],
+            "delete": {"operationId": "withdraw_share",
+                       "summary": "Withdraw a shared card: its photo URL stops working",
+                       **own,
+                       "responses": {"204": {"description": "Withdrawn"}, **AUTH_ERRORS,
+                                     **NOT_FOUND}},
+        },
         f"{PREFIX}/profiles/{{id}}/blocks": {
             "parameters": [ID_PARAM],
             "post": {

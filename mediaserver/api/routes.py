@@ -218,6 +218,17 @@ def profile_fields(
     return out
 
 
+IDENTIFYING = frozenset({"username", "date_of_birth"})
+"""PATCH fields that need the password or a fresh sign-in (as two-factor changes do)."""
+
+
+def has_body(request: Request) -> bool:
+    """Whether a request that may come without a body (e.g. POST .../totp) has one."""
+    if request.headers.get("content-type") or request.headers.get("transfer-encoding"):
+        return True
+    return request.headers.get("content-length", "0").strip() not in ("", "0")
+
+
 def json_fields(
     body: dict[str, Any], allowed: dict[str, int], required: tuple[str, ...]
 ) -> dict[str, str]:
@@ -411,10 +422,22 @@ def create_api(store: Store) -> Mount:
         own(profile, request)
         return JSONResponse(profile_json(profile))
 
+    async def recent_auth(profile: Profile, request: Request, password: object) -> None:
+        """The password, or a sign-in younger than a few minutes (the store decides)."""
+        if password is not None:
+            password = _text(password, "current_password", MAX_PASSWORD, allow_empty=False)
+            await call_heavy(store.require_recent_auth, profile.id, bearer(request), password)
+        else:
+            await call(store.require_recent_auth, profile.id, bearer(request), None)
+
     async def patch_profile(request: Request) -> Response:
         profile = await authenticate(request)
         own(profile, request)
-        fields = profile_fields(await read_json(request), ())
+        body = await read_json(request)
+        password = body.pop("current_password", None)
+        fields = profile_fields(body, ())
+        if IDENTIFYING.intersection(fields):
+            await recent_auth(profile, request, password)
         if fields:
             profile = await call(store.update_profile, profile.id, **fields)
         return JSONResponse(profile_json(profile))
@@ -498,6 +521,9 @@ def create_api(store: Store) -> Mount:
     async def totp_enrol(request: Request) -> Response:
         profile = await authenticate(request)
         own(profile, request)
+        body = await read_json(request) if has_body(request) else {}
+        body = json_fields(body, {"current_password": MAX_PASSWORD}, ())
+        await recent_auth(profile, request, body.get("current_password"))
         secret, uri = await call(store.totp_enrol, profile.id)
         png = await asyncio.to_thread(_qr_png, uri)
         return JSONResponse(
@@ -518,7 +544,11 @@ def create_api(store: Store) -> Mount:
     async def totp_disable(request: Request) -> Response:
         profile = await authenticate(request)
         own(profile, request)
-        body = json_fields(await read_json(request), {"code": 64}, ("code",))
+        body = json_fields(
+            await read_json(request), {"code": 64, "current_password": MAX_PASSWORD},
+            ("code",),
+        )
+        await recent_auth(profile, request, body.get("current_password"))
         await call(store.totp_disable, profile.id, body["code"])
         return JSONResponse({"two_factor": False})
 
@@ -557,9 +587,26 @@ def create_api(store: Store) -> Mount:
 
     async def public_photo(request: Request) -> Response:
         # the unguessable id is the permission: it is only handed out in a listing
-        # of a discoverable profile or a card its owner chose to share
+        # of a discoverable profile, or (its own id per share) in a card its owner
+        # chose to share
         jpeg = await call(store.public_photo, request.path_params["id"])
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
+    async def list_shares(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        live = await call(store.photo_shares, profile.id)
+        return JSONResponse({"shares": [
+            {"id": share["id"], "photo_url": f"{PREFIX}/photos/{share['id']}",
+             "created_at": iso(share["created_at"]), "expires_at": iso(share["expires_at"])}
+            for share in live
+        ]})
+
+    async def withdraw_share(request: Request) -> Response:
+        profile = await authenticate(request)
+        own(profile, request)
+        await call(store.withdraw_photo_share, profile.id, request.path_params["share_id"])
+        return Response(status_code=204)
 
     async def browse(request: Request) -> Response:
         profile = await authenticate(request)
@@ -628,6 +675,8 @@ def create_api(store: Store) -> Mount:
         Route("/profiles/{id}/photo", get_photo, methods=["GET"], name="get_photo"),
         Route("/profiles/{id}/photo", delete_photo, methods=["DELETE"], name="delete_photo"),
         Route("/photos/{id}", public_photo, methods=["GET"], name="public_photo"),
+        Route("/profiles/{id}/shares", list_shares, methods=["GET"], name="list_shares"),
+        Route("/profiles/{id}/shares/{share_id}", withdraw_share, methods=["DELETE"]),
         Route("/profiles/{id}/blocks", add_block, methods=["POST"], name="add_block"),
         Route("/profiles/{id}/blocks", list_blocks, methods=["GET"], name="list_blocks"),
         Route("/profiles/{id}/blocks/{handle}", remove_block, methods=["DELETE"]),
@@ -715,6 +764,8 @@ ROUTE_TABLE: tuple[tuple[str, str], ...] = (
     ("GET", "/profiles/{id}/photo"),
     ("DELETE", "/profiles/{id}/photo"),
     ("GET", "/photos/{id}"),
+    ("GET", "/profiles/{id}/shares"),
+    ("DELETE", "/profiles/{id}/shares/{share_id}"),
     ("POST", "/profiles/{id}/blocks"),
     ("GET", "/profiles/{id}/blocks"),
     ("DELETE", "/profiles/{id}/blocks/{handle}"),

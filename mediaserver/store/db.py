@@ -31,7 +31,7 @@ from typing import Any, Self
 import argon2
 import pyotp
 
-from mediaserver.store import crypto
+from mediaserver.store import crypto, shares
 
 DAY = 86400.0
 REQUEST_DUE_SECONDS = 45 * DAY
@@ -40,12 +40,16 @@ INACTIVE_SECONDS = 365 * DAY  # 12 months without being seen: flagged for notice
 GRACE_SECONDS = 30 * DAY  # flagged this long and still not seen: deleted
 EXPORT_RETENTION_SECONDS = 30 * DAY  # a completed access export is kept this long
 LAST_SEEN_RESOLUTION = 60.0  # authenticate() rewrites last_seen_at at most this often
+SCRUB_ATTEMPTS = 8  # WAL scrub: checkpoint tries while a reader holds an old snapshot
+SCRUB_BACKOFF = 0.05  # seconds before the second try; doubles up to SCRUB_BACKOFF_CAP
+SCRUB_BACKOFF_CAP = 2.0
 
 REQUEST_TYPES = ("access", "correction", "deletion", "opt_out", "withdraw_consent")
 OPT_OUT_SOURCES = ("request", "gpc")
 MIN_AGE = 18  # default floor (--min-age); anonymous random video chat is 18+
 MIN_AGE_FLOOR = 13  # the social side's floor: --min-age can never go below it
 SESSION_TTL = 30 * DAY  # default --session-ttl
+REAUTH_WINDOW = 300.0  # a session this young counts as a fresh sign-in (require_recent_auth)
 PASSWORD_MIN = 8
 PASSWORD_MAX = 256  # Argon2 takes any length; this bounds the work per request
 # Sign-in throttling: this many failures are free, then each further one doubles the
@@ -272,6 +276,15 @@ MIGRATIONS: list[list[str]] = [
             last_failure_at REAL NOT NULL
         )""",
     ],
+    # 2 -> 3: per-share photo capabilities (store/shares.py); the creation token of an
+    # account that has a password becomes a session made when it was: it expires like
+    # one (it could not be listed, revoked or ended by a password change)
+    [
+        *shares.MIGRATION,
+        f"UPDATE tokens SET kind = 'session', expires_at = created_at + {SESSION_TTL}"
+        " WHERE kind = 'profile' AND user_id IN"
+        " (SELECT id FROM users WHERE password_hash IS NOT NULL)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -394,6 +407,7 @@ class Store:
     session_ttl: seconds a sign-in session token lasts (--session-ttl).
     hasher: the Argon2id password hasher (default: argon2-cffi's recommended
         parameters, RFC 9106's low-memory choice: t=3, 64 MiB, p=4).
+    busy_timeout: seconds a statement waits for another connection's lock.
     """
 
     def __init__(
@@ -405,6 +419,7 @@ class Store:
         min_age: int = MIN_AGE,
         session_ttl: float = SESSION_TTL,
         hasher: argon2.PasswordHasher | None = None,
+        busy_timeout: float = 10.0,
     ) -> None:
         if not isinstance(data_key, bytes) or len(data_key) != crypto.KEY_BYTES:
             raise StoreError(f"data key must be {crypto.KEY_BYTES} bytes")
@@ -412,6 +427,8 @@ class Store:
             raise StoreError(f"min_age must be {MIN_AGE_FLOOR}..130")
         if not session_ttl > 0:
             raise StoreError("session_ttl must be positive")
+        if not busy_timeout >= 0:
+            raise StoreError("busy_timeout must be >= 0")
         self._key = data_key
         self._clock = clock
         self.min_age = min_age
@@ -433,12 +450,12 @@ class Store:
                 raise StoreError(f"cannot create database {path!r}: {exc.strerror}") from None
         try:
             self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=10.0
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path!r}: {exc}") from None
         try:
-            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if path != ":memory:" and str(mode).lower() != "wal":
                 raise StoreError(f"database {path!r} cannot use WAL mode (got {mode})")
@@ -619,9 +636,15 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
+            # With a password the account has another way in: the token is a session
+            # like a sign-in's (it expires, a password change ends it). Without one it
+            # is the only key, and does not expire.
             conn.execute(
-                "INSERT INTO tokens (token_hash, user_id, created_at) VALUES (?, ?, ?)",
-                (hash_token(token), user_id, now),
+                "INSERT INTO tokens (token_hash, user_id, created_at, kind, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (hash_token(token), user_id, now,
+                 "profile" if password_hash is None else "session",
+                 None if password_hash is None else now + self.session_ttl),
             )
             if consent:
                 conn.execute(
@@ -670,6 +693,9 @@ class Store:
         "discoverable",
     )
 
+    _PERSONAL = ("username", "bio", "interests", "language", "date_of_birth")
+    """Fields whose old value is personal data: overwriting one scrubs the WAL."""
+
     def update_profile(self, user_id: str, **fields: Any) -> Profile:
         for name in fields:
             if name not in self._UPDATABLE:
@@ -693,9 +719,10 @@ class Store:
         with self._tx() as conn:
             before = self._get_profile(conn, user_id)
             if before.discoverable and values.get("discoverable") == 0:
-                # leaving the listing: photo URLs handed out while listed stop working
+                # leaving the listing: photo URLs handed out (listed or shared) stop working
                 conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
                              (secrets.token_urlsafe(16), user_id))
+                shares.revoke_all(conn, user_id)
             if values:
                 values["updated_at"] = self._now()
                 assignments = ", ".join(f"{name} = ?" for name in values)
@@ -706,9 +733,13 @@ class Store:
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict("username is taken") from None
+            chat_deleted = 0
             if consent is not None:
-                self._set_consent(conn, user_id, consent, "profile")
-            return self._get_profile(conn, user_id)
+                chat_deleted = self._set_consent(conn, user_id, consent, "profile")
+            after = self._get_profile(conn, user_id)
+        if chat_deleted or any(name in values for name in self._PERSONAL):
+            self._scrub_wal()  # the old values' (or deleted chat's) page images
+        return after
 
     def delete_user(self, user_id: str) -> None:
         with self._tx() as conn:
@@ -747,14 +778,25 @@ class Store:
         conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         self._audit(conn, request_id, "account_deleted", reason=reason, **counts)
 
-    def _scrub_wal(self) -> None:
-        """After a deletion, old page images holding the deleted data may still sit in
-        the WAL: checkpoint and truncate it (best effort: a reader may hold it)."""
-        with self._lock:
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
-                pass
+    def _scrub_wal(self) -> bool:
+        """After a deletion or a correction, old page images holding the old data may
+        still sit in the WAL: checkpoint and truncate it. A reader still on an older
+        snapshot makes the checkpoint report busy (after the busy timeout): retried,
+        SCRUB_ATTEMPTS times at most, the lock let go in between. Returns whether the
+        WAL was truncated."""
+        for attempt in range(SCRUB_ATTEMPTS):
+            if attempt:
+                time.sleep(min(SCRUB_BACKOFF_CAP, SCRUB_BACKOFF * 2 ** (attempt - 1)))
+            with self._lock:
+                if self._closed:
+                    return False
+                try:
+                    busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                except sqlite3.Error:
+                    continue
+            if not busy:
+                return True
+        return False
 
     # -- consents and opt-out ------------------------------------------------------------
 
@@ -779,7 +821,9 @@ class Store:
         granted = _validate_bool("granted", granted)
         with self._tx() as conn:
             self._get_profile(conn, user_id)
-            self._set_consent(conn, user_id, granted, "profile")
+            deleted = self._set_consent(conn, user_id, granted, "profile")
+        if deleted:
+            self._scrub_wal()
 
     def _set_consent(
         self, conn: sqlite3.Connection, user_id: str, granted: bool, source: str
@@ -1049,6 +1093,7 @@ class Store:
                 elif rtype == "withdraw_consent":
                     detail = {"chat_messages_deleted": self._set_consent(
                         conn, user_id, False, "request")}
+                    scrub = scrub or bool(detail["chat_messages_deleted"])
                 # correction: the corrections are made through PATCH; this records the ask.
                 conn.execute(
                     "UPDATE privacy_requests SET status = 'completed', completed_at = ?"
@@ -1133,6 +1178,7 @@ class Store:
             # expired sessions and forgotten sign-in failures are dead weight
             conn.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?",
                          (now,))
+            shares.purge_expired(conn, now)
             conn.execute("DELETE FROM login_throttle WHERE last_failure_at <= ?",
                          (now - THROTTLE_FORGET - THROTTLE_CAP,))
             if any(counts.values()) or exports_expired:
@@ -1300,8 +1346,9 @@ class Store:
         self, user_id: str, password: str, current_password: str | None = None,
         keep_token: str | None = None,
     ) -> None:
-        """Set or change the password. Changing one needs the current password; every
-        other sign-in session then ends (the creation token and `keep_token` stay)."""
+        """Set or change the password. Changing one needs the current password. Every
+        other token then ends, the creation token too; `keep_token` stays, as a session
+        (expiring after the session TTL) if it was the creation token."""
         new = _validate_password(password)
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
@@ -1324,10 +1371,50 @@ class Store:
             ).rowcount
             if not changed:
                 raise Conflict("the password was changed meanwhile; try again")
+            kept = hash_token(keep_token) if keep_token else None
+            conn.execute("DELETE FROM tokens WHERE user_id = ? AND token_hash IS NOT ?",
+                         (user_id, kept))
             conn.execute(
-                "DELETE FROM tokens WHERE user_id = ? AND kind = 'session' AND token_hash IS NOT ?",
-                (user_id, hash_token(keep_token) if keep_token else None),
+                "UPDATE tokens SET kind = 'session', expires_at = ? WHERE token_hash IS ?"
+                " AND user_id = ? AND kind = 'profile'",
+                (self._now() + self.session_ttl, kept, user_id),
             )
+
+    def require_recent_auth(
+        self, user_id: str, token: str, current_password: object = None
+    ) -> None:
+        """For a change that could lock the owner out (two-factor, the username, the
+        date of birth): the account's password, or a session younger than
+        REAUTH_WINDOW. An account without a password passes: its creation token is its
+        only key. Wrong passwords count towards the account's sign-in throttle.
+
+        Raises:
+            Invalid: current_password missing (and the session not fresh) or wrong.
+            Throttled: too many wrong passwords lately.
+        """
+        with self._tx(write=False) as conn:
+            profile = self._get_profile(conn, user_id)
+            stored = conn.execute(
+                "SELECT password_hash FROM users WHERE id = ?", (user_id,)).fetchone()[0]
+            session = conn.execute(
+                "SELECT created_at FROM tokens WHERE token_hash = ? AND user_id = ?"
+                " AND kind = 'session'", (hash_token(token), user_id)).fetchone()
+        if stored is None:
+            return
+        if current_password is None:
+            if session is not None and self._now() - session[0] < REAUTH_WINDOW:
+                return
+            raise Invalid("current_password", "required: your password (or sign in again: "
+                          f"a session younger than {int(REAUTH_WINDOW // 60)} minutes)")
+        key = self._throttle_key("user", profile.username)
+        with self._tx() as conn:
+            self._reserve_attempt(conn, [(key, THROTTLE_FREE_ACCOUNT)])
+        ok = isinstance(current_password, str) and self._verify_password(
+            stored, current_password)
+        if not ok:
+            raise Invalid("current_password", "wrong password")
+        with self._tx() as conn:
+            self._throttle_add(conn, key, -1, self._now())
 
     # -- two-factor (TOTP, RFC 6238) ------------------------------------------------------
 
@@ -1452,7 +1539,8 @@ class Store:
 
     def set_photo(self, user_id: str, jpeg: bytes, width: int, height: int) -> str:
         """Store an already cleaned photo (mediaserver.store.photos), sealed with the
-        data key; returns its new public id (a new one per upload)."""
+        data key; returns its new listing id (a new one per upload: the old one and
+        every shared card's URL stop working)."""
         public_id = secrets.token_urlsafe(16)
         nonce, ciphertext = crypto.seal(self._key, jpeg, self._photo_aad(user_id))
         with self._tx() as conn:
@@ -1465,6 +1553,7 @@ class Store:
                 " nonce = excluded.nonce, ciphertext = excluded.ciphertext",
                 (user_id, public_id, width, height, self._now(), nonce, ciphertext),
             )
+            shares.revoke_all(conn, user_id)
         self._scrub_wal()  # the old photo's pages
         return public_id
 
@@ -1482,23 +1571,36 @@ class Store:
         return self._open_photo(user_id, row[0], row[1])
 
     def public_photo(self, public_id: str) -> bytes:
-        """A photo by the public id its owner's card or listing carried."""
+        """A photo by the id its owner's listing or one shared card carried (see
+        store/shares.py for when each stops working)."""
         if not isinstance(public_id, str) or not 1 <= len(public_id) <= 64:
             raise NotFound("no photo")
         with self._tx(write=False) as conn:
-            row = conn.execute(
-                "SELECT user_id, nonce, ciphertext FROM photos WHERE public_id = ?",
-                (public_id,),
-            ).fetchone()
+            row = shares.photo_by_capability(conn, public_id, self._now())
         if row is None:
             raise NotFound("no photo")
-        return self._open_photo(row[0], row[1], row[2])
+        return self._open_photo(*row)
+
+    def photo_shares(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's live card shares: id (its photo URL is PHOTO_PATH + id),
+        created_at, expires_at."""
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            return shares.live_shares(conn, user_id, self._now())
+
+    def withdraw_photo_share(self, user_id: str, share_id: str) -> None:
+        """That shared card's photo URL stops working now."""
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            if not shares.withdraw(conn, user_id, share_id):
+                raise NotFound("no such share")
 
     def delete_photo(self, user_id: str) -> None:
         with self._tx() as conn:
             self._get_profile(conn, user_id)
             if not conn.execute("DELETE FROM photos WHERE user_id = ?", (user_id,)).rowcount:
                 raise NotFound("no photo")
+            shares.revoke_all(conn, user_id)
         self._scrub_wal()
 
     def _photo_export(self, conn: sqlite3.Connection, user_id: str) -> dict[str, Any] | None:
@@ -1516,10 +1618,16 @@ class Store:
 
     # -- blocks, browsing, cards, reports -----------------------------------------------
 
-    def _user_by_handle(self, conn: sqlite3.Connection, handle: object, field: str) -> str:
+    def _user_by_handle(
+        self, conn: sqlite3.Connection, handle: object, field: str, viewer: Profile
+    ) -> str:
+        """The id behind a handle the viewer may know of: one across the age line is
+        answered like an unknown one (adults and minors never learn of each other)."""
         if not isinstance(handle, str) or not _USERNAME.fullmatch(handle):
             raise Invalid(field, "3-32 characters: letters, digits, _ . -")
-        row = conn.execute("SELECT id FROM users WHERE username = ?", (handle,)).fetchone()
+        side, params = shares.same_side("date_of_birth", viewer.date_of_birth, self._today())
+        row = conn.execute(f"SELECT id FROM users WHERE username = ? AND {side}",
+                           (handle, *params)).fetchone()
         if row is None:
             raise NotFound("no such handle")
         return str(row[0])
@@ -1528,8 +1636,8 @@ class Store:
         """An account-level block: neither sees the other in listings, in either
         direction. Blocking again is a no-op."""
         with self._tx() as conn:
-            self._get_profile(conn, user_id)
-            other = self._user_by_handle(conn, handle, "handle")
+            me = self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle", me)
             if other == user_id:
                 raise Invalid("handle", "you cannot block yourself")
             conn.execute(
@@ -1539,8 +1647,8 @@ class Store:
 
     def unblock(self, user_id: str, handle: str) -> None:
         with self._tx() as conn:
-            self._get_profile(conn, user_id)
-            other = self._user_by_handle(conn, handle, "handle")
+            me = self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle", me)
             if not conn.execute(
                 "DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?", (user_id, other)
             ).rowcount:
@@ -1570,8 +1678,8 @@ class Store:
         cursor: str | None = None, limit: int = BROWSE_PAGE,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Discoverable profiles for the viewer, most shared interests first (then by
-        id, for stable pages), without anyone blocked either way. Returns (cards, the
-        cursor of the next page or None)."""
+        id, for stable pages), without anyone blocked either way or across the age
+        line. Returns (cards, the cursor of the next page or None)."""
         if interest is not None:
             wanted = _validate_interests([interest])
             interest = wanted[0] if wanted else None
@@ -1591,7 +1699,11 @@ class Store:
             viewer = self._get_profile(conn, viewer_id)
             today = self._today()
             params: list[Any] = [json.dumps(viewer.interests), viewer_id, viewer_id, viewer_id]
-            where = ""
+            # adults and minors (--min-age below 18) never list each other
+            side, side_params = shares.same_side(
+                "u.date_of_birth", viewer.date_of_birth, today)
+            where = f" AND {side}"
+            params += side_params
             if interest is not None:
                 where += " AND EXISTS (SELECT 1 FROM json_each(u.interests) WHERE value = ?)"
                 params.append(interest)
@@ -1628,15 +1740,19 @@ class Store:
 
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
         """The user's public card for the stranger they are talking to, and the record
-        of that consent."""
+        of that consent. Its photo URL is a capability of this share alone (see
+        store/shares.py), never the listing's."""
         with self._tx() as conn:
             profile = self._get_profile(conn, user_id)
+            now = self._now()
             conn.execute(
                 "INSERT INTO consents (user_id, kind, granted, source, at)"
                 " VALUES (?, 'share_profile', 1, 'signalling', ?)",
-                (user_id, self._now()),
+                (user_id, now),
             )
-            return self._card((profile.username, profile.photo_id, profile.bio,
+            share_id = (None if profile.photo_id is None
+                        else shares.new_share(conn, user_id, now))
+            return self._card((profile.username, share_id, profile.bio,
                                json.dumps(profile.interests)))
 
     def report_account(self, reporter_id: str, handle: str, reason: str) -> str:
@@ -1646,8 +1762,8 @@ class Store:
             raise Invalid("reason", "must be one of " + ", ".join(ACCOUNT_REPORT_REASONS))
         report_id = secrets.token_urlsafe(12)
         with self._tx() as conn:
-            self._get_profile(conn, reporter_id)
-            reported = self._user_by_handle(conn, handle, "handle")
+            reporter = self._get_profile(conn, reporter_id)
+            reported = self._user_by_handle(conn, handle, "handle", reporter)
             if reported == reporter_id:
                 raise Invalid("handle", "you cannot report yourself")
             conn.execute(
