@@ -260,3 +260,37 @@ async def test_metrics_token():
         status, _, text = await get(server, "/metrics", Authorization="Bearer s3cret-token")
         assert status == 200 and "mediaserver_peers" in text
 
+
+
+# ---- the flags ---------------------------------------------------------------------------
+
+
+def test_edge_flags_repeat_join_and_refuse_bad_values(tmp_path):
+    from mediaserver.cli import load_config
+
+    base = ["--db", str(tmp_path / "db"), "--data-key-file", str(tmp_path / "key")]
+    config = load_config(
+        [*base, "--allowed-origin", "https://a.example", "--allowed-origin",
+         "https://b.example:8443,http://c.example", "--metrics-listen", "127.0.0.1:9100",
+         "--max-connections-per-address", "50", "--max-sessions-per-address", "4",
+         "--max-media-memory", "512"],
+        {"MEDIASERVER_METRICS_TOKEN": "t0ken"},
+    )
+    from mediaserver.edges import EdgePolicy
+
+    edges = EdgePolicy.from_config(config)
+    assert edges.allowed_origins == {
+        "https://a.example", "https://b.example:8443", "http://c.example"
+    }
+    assert edges.metrics.token == "t0ken" and not edges.metrics_on_main_port
+    assert edges.max_connections_per_address == 50
+    assert config.max_sessions_per_address == 4
+    assert config.media_memory_bytes() == 512 * 1024 * 1024
+    for bad, message in [
+        (["--allowed-origin", "https://a.example/path"], "is not an origin"),
+        (["--allowed-origin", "ftp://a.example"], "is not an origin"),
+        (["--metrics-listen", "9100"], "--metrics-listen must be HOST:PORT"),
+        (["--max-sessions-per-address", "0"], "--max-sessions-per-address must be"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_config([*base, *bad], {})
