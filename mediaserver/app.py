@@ -279,18 +279,22 @@ def uvicorn_config(app: Starlette, config: Config, *, own_logging: bool = False)
     )
 
 
-def _metrics_server(
-    app: Starlette, config: Config, worker: WorkerSpec | None
-) -> uvicorn.Server | None:
-    """The --metrics-listen listener; with several workers only worker 0 binds it
-    (its scrape gathers the others' series over the bus)."""
+def _bind_metrics(config: Config, worker: WorkerSpec | None) -> socket.socket | None:
+    """The --metrics-listen socket, bound before anything starts (a taken port is a
+    clean "cannot start"); with several workers only worker 0 binds it (its scrape
+    gathers the others' series over the bus)."""
     if not config.metrics_listen or (worker is not None and worker.index != 0):
         return None
     host, port = parse_listen(config.metrics_listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+def _metrics_server(app: Starlette, config: Config) -> uvicorn.Server:
     return _Server(
         uvicorn.Config(
-            create_metrics_app(app), host=host, port=port, log_config=None,
-            access_log=False, lifespan="off", log_level=config.log_level,
+            create_metrics_app(app), log_config=None, access_log=False, lifespan="off",
+            log_level=config.log_level,
         )
     )
 
@@ -336,6 +340,7 @@ async def serve(
     worker: WorkerSpec | None = None,
 ) -> None:
     config = dataclasses.replace(config)  # SIGHUP changes this copy
+    metrics_socket = _bind_metrics(config, worker)
     sfu, hub, store = await start_services(config, worker)
     logger.info(
         "started",
@@ -350,7 +355,6 @@ async def serve(
         EdgePolicy.from_config(config),
     )
     uv_config = uvicorn_config(app, config, own_logging=True)
-    metrics_server = _metrics_server(app, config, worker)
     # a worker's socket is bound by the supervisor; handed over as a socket object,
     # not uvicorn's `fd` (which takes it for a Unix socket: no TCP_NODELAY, and
     # Nagle then holds small WebSocket frames for ~40 ms)
@@ -398,8 +402,11 @@ async def serve(
     # one process runs the store's timer (the workers share the database)
     background = start_background(store) if worker is None or worker.index == 0 else None
     lag = asyncio.create_task(app.state.metrics.watch_loop_lag())
+    metrics_server = _metrics_server(app, config) if metrics_socket is not None else None
     metrics_serving = (
-        asyncio.create_task(metrics_server.serve()) if metrics_server is not None else None
+        asyncio.create_task(metrics_server.serve(sockets=[metrics_socket]))
+        if metrics_server is not None and metrics_socket is not None
+        else None
     )
     try:
         await server.serve(sockets=sockets)
