@@ -316,9 +316,7 @@ class SignallingHub:
     async def _on_offer(self, v: Visitor, msg: Message) -> None:
         if v.state not in (State.QUEUED, State.MATCHED):
             raise ProtocolError("out_of_order", "send start before offer", "offer")
-        if v.session_id is not None:
-            raise ProtocolError("out_of_order", "one offer per connection", "offer")
-        if v.offering:
+        if v.session_id is not None or v.offering:
             raise ProtocolError("out_of_order", "one offer per connection", "offer")
         if self._sessions_from(v.address) >= self.max_sessions_per_address:
             # one address holding every slot would leave everyone else server_full
