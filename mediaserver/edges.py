@@ -29,6 +29,12 @@ CONTENT_SECURITY_POLICY = (
 """The page's own <meta> policy (web/index.html) plus frame-ancestors, which only a
 header can carry: a <meta> CSP cannot stop another site framing the camera page."""
 
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+"""The REST docs page (/api/v1/docs): no scripts or resources at all, one inline <style>."""
+
 HSTS = "max-age=31536000"
 """A year; no includeSubDomains: other hosts of the operator's domain are not ours."""
 

@@ -219,6 +219,12 @@ async def test_security_headers_on_every_response(tls):
             assert headers["referrer-policy"] == "no-referrer", what
             hsts = headers.get("strict-transport-security")
             assert (hsts == "max-age=31536000") if tls else hsts is None, what
+        # the REST docs page: its own policy for its inline <style>, still no framing
+        status, headers, _ = await get(server, "/api/v1/docs")
+        assert status == 200
+        docs = directives(headers["content-security-policy"])
+        assert docs["frame-ancestors"] == "'none'" and docs["default-src"] == "'none'"
+        assert headers["x-content-type-options"] == "nosniff"
         # the header says at least what the page's own <meta> says
         page = responses["page"][2]
         meta = re.search(r'http-equiv="Content-Security-Policy"\s+content="([^"]+)"', page)
