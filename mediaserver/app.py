@@ -17,6 +17,7 @@ import uvicorn
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,6 +27,7 @@ from mediaserver import logs
 from mediaserver.api import background_tasks, create_api
 from mediaserver.client_address import Network, parse_trusted_proxies
 from mediaserver.config import LIVE_SETTINGS, Config
+from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_listen
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
 from mediaserver.metrics import Metrics, merge_expositions
 from mediaserver.node.bus import Bus, LocalBus
@@ -60,9 +62,13 @@ def create_app(
     store: Store | None = None,
     worker: WorkerSpec | None = None,
     trusted_proxies: tuple[Network, ...] = (),
+    edges: EdgePolicy | None = None,
 ) -> Starlette:
     """The HTTP app; with a store, the REST API under /api/v1 (its background
-    processing is started by `start_background`, since lifespan is off)."""
+    processing is started by `start_background`, since lifespan is off).
+    `edges`: Origin, per-address and /metrics rules, security headers (defaults
+    of EdgePolicy when None)."""
+    edges = edges or EdgePolicy()
 
     metrics = Metrics(hub, sfu, worker=str(worker.index) if worker else "0")
     siblings_prefix = worker.node_id.rpartition(".w")[0] + ".w" if worker else None
@@ -85,6 +91,10 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
+        access: MetricsAccess = request.app.state.metrics_access
+        if not access.allows(request):
+            # no hint of what would be allowed: 404 like any unknown path
+            return Response("Not Found", status_code=404, media_type="text/plain")
         body = await metrics.render()
         if siblings_prefix is not None:
             # a scrape reaches one worker: it gathers the other workers' series
@@ -104,18 +114,36 @@ def create_app(
     routes: list[Route | WebSocketRoute | Mount] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
     ]
+    if edges.metrics_on_main_port:
+        routes.append(Route("/metrics", metrics_endpoint))
     if store is not None:
         routes.append(create_api(store))  # before the static Mount at "/"
     routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True)))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, tls=edges.tls)])
     app.state.hub = hub
     app.state.sfu = sfu
     app.state.store = store
     app.state.metrics = metrics
     app.state.trusted_proxies = trusted_proxies  # client_address.connection_ip reads it
+    app.state.edges = edges
+    app.state.metrics_access = edges.metrics
+    app.state.metrics_endpoint = metrics_endpoint
+    return app
+
+
+def create_metrics_app(main: Starlette) -> Starlette:
+    """The --metrics-listen app: /metrics of `main` (every worker's series), on its
+    own address; a token still applies if set, the loopback rule does not (the
+    operator chose who can reach this address)."""
+    edges: EdgePolicy = main.state.edges
+    app = Starlette(
+        routes=[Route("/metrics", main.state.metrics_endpoint)],
+        middleware=[Middleware(SecurityHeaders, tls=False)],
+    )
+    app.state.trusted_proxies = main.state.trusted_proxies
+    app.state.metrics_access = MetricsAccess(token=edges.metrics.token, loopback_only=False)
     return app
 
 
@@ -148,6 +176,7 @@ async def start_services(
             effects_workers=config.effects_workers,
             max_effect_streams=config.max_effect_streams,
             max_peers=config.max_sessions,
+            max_media_memory=config.media_memory_bytes(),
         )
     )
     try:
@@ -174,6 +203,7 @@ async def start_services(
         effects=ai_filters.EFFECTS,
         store=store,
         bus=bus,
+        max_sessions_per_address=config.max_sessions_per_address,
     )
     await hub.start()
     return sfu, hub, store
@@ -249,6 +279,26 @@ def uvicorn_config(app: Starlette, config: Config, *, own_logging: bool = False)
     )
 
 
+def _bind_metrics(config: Config, worker: WorkerSpec | None) -> socket.socket | None:
+    """The --metrics-listen socket, bound before anything starts (a taken port is a
+    clean "cannot start"); with several workers only worker 0 binds it (its scrape
+    gathers the others' series over the bus)."""
+    if not config.metrics_listen or (worker is not None and worker.index != 0):
+        return None
+    host, port = parse_listen(config.metrics_listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+def _metrics_server(app: Starlette, config: Config) -> uvicorn.Server:
+    return _Server(
+        uvicorn.Config(
+            create_metrics_app(app), log_config=None, access_log=False, lifespan="off",
+            log_level=config.log_level,
+        )
+    )
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own SIGINT/SIGTERM handlers: serve() has its own
     (SIGTERM drains first)."""
@@ -290,6 +340,7 @@ async def serve(
     worker: WorkerSpec | None = None,
 ) -> None:
     config = dataclasses.replace(config)  # SIGHUP changes this copy
+    metrics_socket = _bind_metrics(config, worker)
     sfu, hub, store = await start_services(config, worker)
     logger.info(
         "started",
@@ -299,7 +350,10 @@ async def serve(
             "http": f"{config.host}:{config.port}",
         },
     )
-    app = create_app(sfu, hub, store, worker, parse_trusted_proxies(config.trusted_proxy))
+    app = create_app(
+        sfu, hub, store, worker, parse_trusted_proxies(config.trusted_proxy),
+        EdgePolicy.from_config(config),
+    )
     uv_config = uvicorn_config(app, config, own_logging=True)
     # a worker's socket is bound by the supervisor; handed over as a socket object,
     # not uvicorn's `fd` (which takes it for a Unix socket: no TCP_NODELAY, and
@@ -348,9 +402,18 @@ async def serve(
     # one process runs the store's timer (the workers share the database)
     background = start_background(store) if worker is None or worker.index == 0 else None
     lag = asyncio.create_task(app.state.metrics.watch_loop_lag())
+    metrics_server = _metrics_server(app, config) if metrics_socket is not None else None
+    metrics_serving = (
+        asyncio.create_task(metrics_server.serve(sockets=[metrics_socket]))
+        if metrics_server is not None and metrics_socket is not None
+        else None
+    )
     try:
         await server.serve(sockets=sockets)
     finally:
+        if metrics_server is not None and metrics_serving is not None:
+            metrics_server.should_exit = True
+            await asyncio.gather(metrics_serving, return_exceptions=True)
         for task in draining:
             task.cancel()
         lag.cancel()

@@ -146,7 +146,37 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For names "
         "the client; per-address limits and reputation use it (default: trust none)",
     ),
+    "max_connections_per_address": (
+        _int, "open /ws connections one address (IPv6: its /64) may hold per worker",
+    ),
+    "max_sessions_per_address": (
+        _int, "media sessions one address (IPv6: its /64) may hold per worker",
+    ),
+    "max_media_memory": (
+        _int,
+        "MiB of NACK packet caches (~1.5 per session) one worker may commit; "
+        "0: half the memory over the workers",
+    ),
+    "allowed_origin": (
+        _str,
+        "origin (scheme://host[:port]) whose pages may open /ws besides this server's "
+        "own; repeatable or comma-separated",
+    ),
+    "metrics_listen": (
+        _str, "HOST:PORT of a separate /metrics listener (then 404 on the main port)",
+    ),
+    "metrics_token": (
+        _str, "Bearer token /metrics requires (default: none; loopback peers only)",
+    ),
 }
+_REPEATABLE = frozenset({"allowed_origin"})
+"""Flags that may be given several times: their values are joined with commas."""
+
+
+class _JoinAction(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        earlier = getattr(namespace, self.dest, "")
+        setattr(namespace, self.dest, f"{earlier},{values}" if earlier else values)
 
 
 def env_name(name: str) -> str:
@@ -192,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(
                 flag,
                 type=kind,
+                action=_JoinAction if name in _REPEATABLE else "store",
                 default=argparse.SUPPRESS,
                 help=f"{text}{'' if default is None else f' (default: {default})'} [env {env}]",
             )

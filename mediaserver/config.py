@@ -68,6 +68,24 @@ class Config:
     trusted_proxy: str = ""
     """Comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For is
     believed; every per-address limit and the reputation key use that address."""
+    max_connections_per_address: int = 20
+    """Open /ws connections one address (IPv6: its /64) may hold per worker; more
+    are closed with 1008. A household or office behind one NAT stays far below."""
+    max_sessions_per_address: int = 8
+    """Media sessions one address (IPv6: its /64) may hold per worker; more offers
+    get too_many_sessions (four pairs' worth of people behind one NAT)."""
+    max_media_memory: int = 0
+    """MiB of NACK packet caches (about 1.5 MiB per session) one worker may commit;
+    new sessions past it get server_full. 0: half the machine's memory over the workers."""
+    allowed_origin: str = ""
+    """Comma-separated origins (scheme://host[:port]) whose pages may open /ws,
+    besides the server's own (the Host header); requests without Origin pass."""
+    metrics_listen: str = ""
+    """HOST:PORT of a separate listener for /metrics (then 404 on the main port);
+    empty: /metrics on the main port, to loopback peers (or --metrics-token)."""
+    metrics_token: str = ""
+    """Bearer token /metrics asks for; empty: no token (loopback peers only on the
+    main port)."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -118,6 +136,7 @@ class Config:
         from mediaserver.client_address import parse_trusted_proxies
 
         parse_trusted_proxies(self.trusted_proxy)
+        self._validate_edges()
         import ipaddress
 
         try:
@@ -127,6 +146,30 @@ class Config:
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
 
+    def _validate_edges(self) -> None:
+        if not 1 <= self.max_connections_per_address <= 100_000:
+            raise ValueError("--max-connections-per-address must be 1..100000")
+        if not 1 <= self.max_sessions_per_address <= 100_000:
+            raise ValueError("--max-sessions-per-address must be 1..100000")
+        if not 0 <= self.max_media_memory <= 16 * 1024 * 1024:
+            raise ValueError("--max-media-memory must be 0..16777216 MiB (0: automatic)")
+        from mediaserver.edges import parse_origins
+
+        parse_origins(self.allowed_origin)
+        if self.metrics_listen:
+            from mediaserver.edges import parse_listen
+
+            parse_listen(self.metrics_listen)
+
+    def media_memory_bytes(self) -> int:
+        """--max-media-memory in bytes; automatic: half the machine's memory shared
+        by the workers (the caches are what grows with sessions; the rest is small)."""
+        if self.max_media_memory:
+            return self.max_media_memory * 1024 * 1024
+        import os
+
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return total // 2 // self.worker_count()
 
     def worker_count(self) -> int:
         import os

@@ -69,6 +69,24 @@ class _Collector(Collector):
             hub.stats.get("connections", 0),
         )
         yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
+        refused = CounterMetricFamily(
+            "mediaserver_websocket_refused",
+            "signalling WebSockets refused: a foreign Origin, or the address at its limit",
+            labels=["worker", "reason"],
+        )
+        for reason in ("origin", "per_address"):
+            refused.add_metric([w, reason], hub.stats.get(f"ws_refused:{reason}", 0))
+        yield refused
+        yield _counter(
+            "mediaserver_offers_refused_per_address",
+            "offers refused with too_many_sessions (the address holds its limit)", w,
+            hub.stats.get("error:too_many_sessions", 0),
+        )
+        yield _gauge(
+            "mediaserver_nack_cache_committed_bytes",
+            "NACK cache bytes the open media sessions may grow to (--max-media-memory)", w,
+            sfu.cache_committed,
+        )
         sessions = _Counter(s.state.value for s in sfu.sessions.values())
         media = GaugeMetricFamily(
             "mediaserver_media_sessions", "SFU sessions by state", labels=["worker", "state"]

@@ -14,7 +14,9 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from mediaserver.app import _tick, create_app, start_background, start_services, uvicorn_config
+from mediaserver.client_address import parse_trusted_proxies
 from mediaserver.config import Config
+from mediaserver.edges import EdgePolicy
 
 
 def free_port() -> int:
@@ -24,23 +26,27 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_server(**overrides: Any) -> AsyncIterator[Any]:
+async def running_server(*, tls: bool = False, **overrides: Any) -> AsyncIterator[Any]:
     """The real app (SFU + hub + matchmaker + /ws + /api/v1) on a free loopback port,
-    its database and key in a temporary directory."""
+    its database and key in a temporary directory; tls: its headers as if behind
+    HTTPS (Strict-Transport-Security)."""
     with tempfile.TemporaryDirectory(prefix="mediaserver-test-") as tmp:
         overrides.setdefault("db", f"{tmp}/mediaserver.db")
         overrides.setdefault("data_key_file", f"{tmp}/mediaserver.key")
-        async with _running_server(**overrides) as server:
+        async with _running_server(tls, **overrides) as server:
             yield server
 
 
 @contextlib.asynccontextmanager
-async def _running_server(**overrides: Any) -> AsyncIterator[Any]:
-    config = Config(
-        host="127.0.0.1", port=free_port(), udp_port=0, log_level="warning", **overrides
-    )
+async def _running_server(tls: bool, **overrides: Any) -> AsyncIterator[Any]:
+    overrides.setdefault("host", "127.0.0.1")
+    config = Config(port=free_port(), udp_port=0, log_level="warning", **overrides)
     sfu, hub, store = await start_services(config)
-    server = uvicorn.Server(uvicorn_config(create_app(sfu, hub, store), config))
+    app = create_app(
+        sfu, hub, store, trusted_proxies=parse_trusted_proxies(config.trusted_proxy),
+        edges=EdgePolicy.from_config(config, tls=tls),
+    )
+    server = uvicorn.Server(uvicorn_config(app, config))
     serving = asyncio.create_task(server.serve())
     ticker = asyncio.create_task(_tick(hub))
     background = start_background(store)

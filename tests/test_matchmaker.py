@@ -336,6 +336,48 @@ async def test_block_lasts_block_ttl(env: Env) -> None:
     assert env.take() == [Match("a", "b", ())]
 
 
+async def conflict_records(env: Env, mm: Matchmaker) -> int:
+    """Skips and blocks the matchmaker stores (memory: identities with one; Redis: keys)."""
+    if env.kind == "memory":
+        assert isinstance(mm, InProcessMatchmaker)
+        return len(mm._conflicts)
+    from mediaserver.matchmaker.redis import RedisMatchmaker
+
+    assert isinstance(mm, RedisMatchmaker)
+    return len([k async for k in mm._redis.scan_iter(match=env.namespace + "c*")])
+
+
+async def test_forget_drops_a_visits_skips_and_blocks(env: Env) -> None:
+    mm = await env.make(MatchPolicy(block_ttl=86400.0))
+    await mm.record_block("A", "B")
+    await mm.record_skip("C", "A")
+    await mm.record_block("B", "C")
+    await mm.forget("A")  # A's visit ended
+    await mm.enqueue(T("a", "A"))
+    await mm.enqueue(T("b", "B"))
+    assert env.take() == [Match("a", "b", ())]
+    await mm.enqueue(T("c", "C"))
+    await mm.enqueue(T("b2", "B"))
+    assert env.take() == []  # B and C's block stays: neither visit ended
+    await mm.forget("C")
+    await mm.forget("B")
+    await mm.forget("nobody")  # a visit that never blocked anyone
+    assert await conflict_records(env, mm) == 0
+
+
+async def test_blocks_do_not_pile_up_with_visits(env: Env) -> None:
+    from mediaserver.matchmaker.memory import _COMPACT_MIN
+
+    mm = await env.make(MatchPolicy(block_ttl=86400.0))
+    visits = 1500
+    for i in range(visits):  # each visit blocks someone, then ends
+        await mm.record_block(f"v{i}", f"w{i}")
+        await mm.forget(f"v{i}")
+    assert await conflict_records(env, mm) == 0
+    if isinstance(mm, InProcessMatchmaker):  # nor do their entries in the expiry heap
+        assert len(mm._conflict_expiries) <= _COMPACT_MIN < visits
+
+
 async def test_age_refused_and_earlier_ticket_withdrawn(env: Env) -> None:
     mm = await env.make()
     await mm.enqueue(T("p", "X"))

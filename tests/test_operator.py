@@ -188,6 +188,25 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+async def test_metrics_listen_has_every_workers_series_and_the_main_port_none(
+    servers, tmp_path, workers
+):
+    port = free_port()
+    server = servers(tmp_path, "--workers", workers, "--metrics-listen", f"127.0.0.1:{port}")
+    assert (await server.aget("/metrics"))[0] == 404
+    want = {str(i) for i in range(int(workers))}
+    seen: set[str] = set()
+    deadline = time.monotonic() + 15
+    while seen != want and time.monotonic() < deadline:  # workers find each other first
+        status, text = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/metrics")
+        if status == 200:
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            seen = {s.labels["worker"] for s in families["mediaserver_peers"].samples}
+        await asyncio.sleep(0.1)
+    assert seen == want, server.log.read_text()[-2000:]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
 async def test_metrics_drain_and_json_logs(servers, tmp_path, workers):
     server = servers(tmp_path, "--log-format", "json", "--drain-seconds", "20", "--workers", workers)
     assert await server.aget("/readyz") == (200, '{"status":"ready"}')

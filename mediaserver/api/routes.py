@@ -660,7 +660,12 @@ def create_api(store: Store) -> Mount:
         return JSONResponse(document)
 
     async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_html)
+        from mediaserver.edges import DOCS_CONTENT_SECURITY_POLICY
+
+        # its own policy: the page's one <style> is inline (the app's policy forbids it)
+        return HTMLResponse(
+            docs_html, headers={"Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
+        )
 
     routes = [
         Route("/profiles", create_profile, methods=["POST"], name="create_profile"),

@@ -206,6 +206,12 @@ class Matchmaker(abc.ABC):
         reported peer, so that a refusal applies to that ``enqueue``.
         """
 
+    @abc.abstractmethod
+    async def forget(self, identity: str) -> None:
+        """The visit of ``identity`` ended: its skips and blocks (both directions)
+        go now. A visit id is never used again, so they could never apply; kept,
+        they would pile up for ``block_ttl`` with every visit that blocked someone."""
+
     async def cancel_node(self, node: str) -> int:
         """Take out the tickets of a dead node's peers (ids "node/..."); how many.
 

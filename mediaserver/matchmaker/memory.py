@@ -36,6 +36,7 @@ from .base import Clock, Match, Matchmaker, MatchPolicy, MatchRefused, OnMatch, 
 __all__ = ["InProcessMatchmaker"]
 
 _INF = float("inf")
+_COMPACT_MIN = 1024  # expiry entries below which forgotten ones are left to expire
 
 _Index = OrderedDict[str, "_Waiter"]
 
@@ -97,6 +98,7 @@ class InProcessMatchmaker(Matchmaker):
         # identity -> other identity -> skip/block active until (both directions stored)
         self._conflicts: dict[str, dict[str, float]] = {}
         self._conflict_expiries: list[tuple[float, int, str, str]] = []
+        self._compact_at = _COMPACT_MIN  # expiry heap size that triggers a compaction
         # reported identity -> reporter identity -> time of its latest report
         self._reports: dict[str, dict[str, float]] = {}
         self._refused: dict[str, float] = {}
@@ -174,6 +176,22 @@ class InProcessMatchmaker(Matchmaker):
             until = now + policy.refuse_for
             self._refused[reported_identity] = until
             heapq.heappush(self._report_expiries, (until, next(self._counter), reported_identity))
+
+    async def forget(self, identity: str) -> None:
+        others = self._conflicts.pop(identity, None)
+        for other in others or ():
+            m = self._conflicts.get(other)
+            if m is not None:
+                m.pop(identity, None)
+                if not m:
+                    del self._conflicts[other]
+        expiries = self._conflict_expiries
+        if len(expiries) > self._compact_at:
+            # the forgotten pairs' entries would otherwise wait out block_ttl in the heap
+            live = self._conflicts
+            expiries[:] = [e for e in expiries if e[3] in live.get(e[2], ())]
+            heapq.heapify(expiries)
+            self._compact_at = max(_COMPACT_MIN, 2 * len(expiries))
 
     async def tick(self) -> None:
         now = self._now()

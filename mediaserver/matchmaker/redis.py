@@ -18,6 +18,8 @@ structures mirror memory.py:
     {prefix}c:{n}:{a}{b}     STRING: a skip/block between identity a (n = its
                              length) and b is active until this time; set for
                              both orders, with PX so Redis forgets it afterwards
+    {prefix}ci:{identity}    SET: the identities it has a skip/block with (PX as
+                             long as its longest), so a visit's end drops them all
     {prefix}r:{identity}     ZSET reporter -> time, trimmed to the report window
     {prefix}x:{reputation}   STRING: refused until this time (PX)
 
@@ -289,6 +291,12 @@ local function enqueue(a, out)
   return 'ok'
 end
 
+local function index_conflict(a, b, px)
+  local ik = P .. 'ci:' .. a
+  redis.call('SADD', ik, b)
+  if redis.call('PTTL', ik) < tonumber(px) then redis.call('PEXPIRE', ik, px) end
+end
+
 local function conflict(a)
   -- a: identity, other identity, until, px
   local untl = tonumber(a[3])
@@ -296,6 +304,19 @@ local function conflict(a)
     local cur = redis.call('GET', k)
     if not cur or tonumber(cur) < untl then redis.call('SET', k, a[3], 'PX', a[4]) end
   end
+  index_conflict(a[1], a[2], a[4])
+  index_conflict(a[2], a[1], a[4])
+  return 'ok'
+end
+
+local function forget(a)
+  -- a: identity (its visit ended)
+  local ik = P .. 'ci:' .. a[1]
+  for _, o in ipairs(redis.call('SMEMBERS', ik)) do
+    redis.call('DEL', ckey(a[1], o), ckey(o, a[1]))
+    redis.call('SREM', P .. 'ci:' .. o, a[1])
+  end
+  redis.call('DEL', ik)
   return 'ok'
 end
 
@@ -326,6 +347,7 @@ while i <= #ARGV do
   elseif op == 'cancel' then remove(a[1]); r = 'ok'
   elseif op == 'conflict' then r = conflict(a)
   elseif op == 'report' then r = report(a)
+  elseif op == 'forget' then r = forget(a)
   else return redis.error_reply('unknown matchmaker op ' .. tostring(op)) end
   results[#results + 1] = r
 end
@@ -635,6 +657,12 @@ class RedisMatchmaker(Matchmaker):
             await self._call("conflict", now, a, b, repr(now + ttl), _px(ttl))
         except _UNREACHABLE as exc:
             self._outage("skip/block", exc)
+
+    async def forget(self, identity: str) -> None:
+        try:
+            await self._call("forget", self._now(), identity)
+        except _UNREACHABLE as exc:
+            self._outage("forget", exc)  # the PX lifetimes collect them later
 
     async def record_skip(self, identity: str, other_identity: str) -> None:
         await self._conflict(identity, other_identity, self.policy.skip_cooldown)

@@ -31,7 +31,10 @@ MAX_FRAME = 1 << 20
 TICK = 0.25  # seconds between re-examinations of the queue
 NODES_EVERY = 0.5  # seconds between broadcasts of the live workers
 INFO_EVERY = 0.5  # seconds between a worker's load reports
-_OPS = ("enqueue", "cancel", "record_skip", "record_block", "record_report", "queue_length")
+_OPS = (
+    "enqueue", "cancel", "record_skip", "record_block", "record_report", "queue_length",
+    "forget",
+)
 
 
 async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
@@ -276,6 +279,9 @@ class CoordinatorMatchmaker(Matchmaker):
 
     async def record_report(self, reporter_identity: str, reported_identity: str) -> None:
         await self._link.call("record_report", reporter_identity, reported_identity)
+
+    async def forget(self, identity: str) -> None:
+        await self._link.call("forget", identity)
 
     async def tick(self) -> None:
         """The coordinator ticks the shared queue itself."""

@@ -48,6 +48,9 @@ TICK = 0.1  # timer resolution: DTLS retransmits, consent, RTCP reports
 REPORT_INTERVAL = 1.0  # RR/SR/REMB per session (RFC 3550 allows more for 2-party)
 # Keys of Sfu.stats that count dropped datagrams (reported in counters()["drops"]).
 SLOW_PATH_DROPS = frozenset({"dtls_unknown_address"})
+CACHE_BYTES_PER_PACKET = 1536 + 2 + 2
+"""One NACK cache entry: CACHE_SLOT (ext/mediaserver._rtp.pxd) plus its length and
+sequence number (cache_init there)."""
 
 
 @dataclass
@@ -61,6 +64,9 @@ class SfuConfig:
     max_peers: int = 4096
     cache_packets: int = 512
     """Packets kept per outbound stream for NACK (a power of two)."""
+    max_media_memory: int = 0
+    """Bytes of NACK caches the sessions may commit (0: no bound); a session past
+    it is refused "server full"."""
     max_bitrate: int = 2_500_000
     """Ceiling of the REMB we send publishers, bits/s."""
     keyframe_interval: float = 0.5
@@ -122,6 +128,23 @@ class Sfu:
         self.stats: Counter[str] = Counter()
         self.effects: dict[str, EffectStream] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self.cache_committed = 0
+        """Bytes of NACK caches the open sessions may grow to. The router allocates
+        a stream's cache with its first packet (so only once connected), but it is
+        counted from the offer on: a burst of offers cannot all connect past it."""
+
+    @property
+    def stream_cache_bytes(self) -> int:
+        return self.config.cache_packets * CACHE_BYTES_PER_PACKET
+
+    @property
+    def capacity(self) -> int:
+        """Sessions (of audio + video) this SFU takes: max_peers, or fewer when
+        their caches would exceed max_media_memory."""
+        bound = self.config.max_media_memory
+        if not bound:
+            return self.config.max_peers
+        return min(self.config.max_peers, bound // (2 * self.stream_cache_bytes))
 
     # ---- lifecycle -----------------------------------------------------------
 
@@ -212,12 +235,23 @@ class Sfu:
             )
         except ValueError as exc:
             raise SfuError(f"bad offer: {exc}") from exc
+        streams = len({
+            m.kind for m in answer.media
+            if m.kind in ("audio", "video") and not m.rejected and m.codecs
+            and m.direction in ("sendrecv", "sendonly") and m.send_ssrc is not None
+        })  # the out streams _add_session makes: one per kind
+        bound = self.config.max_media_memory
+        if bound and self.cache_committed + streams * self.stream_cache_bytes > bound:
+            self.stats["refused_media_memory"] += 1
+            raise SfuError("server full: media memory")
         try:
             peer = router.add_peer()
         except RuntimeError as exc:
             raise SfuError("server full") from exc
         try:
-            return self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
+            session = self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
+            self.cache_committed += self._cache_bytes(session)
+            return session
         except ValueError as exc:
             # nothing of a refused offer stays: its router peer slot is freed
             self.sessions.pop(session_id, None)
@@ -319,6 +353,7 @@ class Sfu:
         self.ice.remove_session(session_id)
         self._by_peer.pop(session.peer, None)
         self._router.remove_peer(session.peer)
+        self.cache_committed -= self._cache_bytes(session)
         session.state = SessionState.CLOSED
         self.stats[f"sessions_closed:{reason.split(':')[0]}"] += 1
         self._emit(SessionClosed(session_id, reason))
@@ -398,6 +433,10 @@ class Sfu:
             self._router.send_rtcp(pub.peer, rtcp.build_pli(pub.rtcp_ssrc, ssrc))
             self.stats["pli_sent"] += 1
             self._emit(KeyframeNeeded(pub.id, ssrc))
+
+    def _cache_bytes(self, session: Session) -> int:
+        streams = sum(1 for t in session.tracks.values() if t.out_stream is not None)
+        return streams * self.stream_cache_bytes
 
     def _session(self, session_id: str) -> Session:
         try:

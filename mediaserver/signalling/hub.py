@@ -108,6 +108,10 @@ class Visitor:
     forwarded: tuple[str, str] | None = None
     """(partner's session, ours): the forwarding already set up to this visitor,
     so the partner's "media" news and our own settling connect it once."""
+    address: str = ""
+    """address_key of the client's address: per-address limits count under it."""
+    offering: bool = False
+    """An offer is being turned into a session (it counts toward the address's)."""
 
     def __post_init__(self) -> None:
         self.limits = {k: protocol.TokenBucket(*rate) for k, rate in protocol.RATES.items()}
@@ -132,6 +136,7 @@ class SignallingHub:
         effects: Mapping[str, Callable[[], Any]] | None = None,
         store: Any = None,
         bus: Bus | None = None,
+        max_sessions_per_address: int = 8,
     ) -> None:
         self.sfu = sfu
         self.bus = bus or LocalBus("local")
@@ -141,6 +146,9 @@ class SignallingHub:
         self.bus.on_node_down = self._on_node_down
         self.matchmaker = matchmaker_factory(self._on_match)
         self.visitors: dict[str, Visitor] = {}
+        self._by_address: dict[str, set[Visitor]] = {}
+        """address_key -> its connected visitors (per-address limits)."""
+        self.max_sessions_per_address = max_sessions_per_address
         self._identity_key = identity_key or secrets.token_bytes(32)
         self._clock = clock
         self.mutual_reveal = mutual_reveal
@@ -170,7 +178,7 @@ class SignallingHub:
             announced_ip=sfu.config.announced_ip,
             udp_port=sfu.udp_port if sfu.udp is not None else 0,
             sessions=len(sfu.sessions),
-            capacity=0 if self.draining else sfu.config.max_peers,
+            capacity=0 if self.draining else sfu.capacity,
         )
 
     # ---- connections ---------------------------------------------------------------
@@ -179,12 +187,12 @@ class SignallingHub:
         self, address: str, send: Callable[[Message], None], close: Callable[[int], None]
     ) -> Visitor:
         # keyed on the /64 for IPv6: rotating addresses inside it escapes nothing
-        reputation = hmac.new(
-            self._identity_key, address_key(address).encode(), hashlib.sha256
-        ).hexdigest()
+        key = address_key(address)
+        reputation = hmac.new(self._identity_key, key.encode(), hashlib.sha256).hexdigest()
         vid = peer_id(self.node_id)
-        visitor = Visitor(vid, reputation, handle_for(vid), send, close)
+        visitor = Visitor(vid, reputation, handle_for(vid), send, close, address=key)
         self.visitors[visitor.id] = visitor
+        self._by_address.setdefault(key, set()).add(visitor)
         self.stats["connections"] += 1
         logger.info("visitor_connected", extra={"visitors": len(self.visitors)})
         return visitor
@@ -196,13 +204,31 @@ class SignallingHub:
         await self._end_pair(visitor, requeue_self=False, reason="left")
         try:
             await self.matchmaker.cancel(visitor.id)
+            await self.matchmaker.forget(visitor.id)  # its skips and blocks end with it
         except Exception:  # the queue is unreachable: the visitor still leaves
             logger.exception("cancelling a ticket failed")
         visitor.state = State.GONE
         visitor.pending_pair = None
         self.visitors.pop(visitor.id, None)
+        self._forget_address(visitor)
         await self._drop_session(visitor)
         logger.info("visitor_left", extra={"visitors": len(self.visitors)})
+
+    def connections_from(self, address: str) -> int:
+        """Visitors connected here from this address (IPv6: its /64)."""
+        return len(self._by_address.get(address_key(address), ()))
+
+    def _forget_address(self, visitor: Visitor) -> None:
+        same = self._by_address.get(visitor.address)
+        if same is not None:
+            same.discard(visitor)
+            if not same:
+                del self._by_address[visitor.address]
+
+    def _sessions_from(self, address: str) -> int:
+        return sum(
+            1 for v in self._by_address.get(address, ()) if v.session_id is not None or v.offering
+        )
 
     def pairs(self) -> float:
         """Pairs with a visitor here: a pair split over two nodes counts half on each."""
@@ -290,15 +316,25 @@ class SignallingHub:
     async def _on_offer(self, v: Visitor, msg: Message) -> None:
         if v.state not in (State.QUEUED, State.MATCHED):
             raise ProtocolError("out_of_order", "send start before offer", "offer")
-        if v.session_id is not None:
+        if v.session_id is not None or v.offering:
             raise ProtocolError("out_of_order", "one offer per connection", "offer")
+        if self._sessions_from(v.address) >= self.max_sessions_per_address:
+            # one address holding every slot would leave everyone else server_full
+            raise ProtocolError(
+                "too_many_sessions",
+                f"{self.max_sessions_per_address} media sessions from your address already",
+                "offer",
+            )
         # a pair's media lives on its node; a waiting visitor's on this one if it has room
         node = v.pair_node if v.partner is not None and v.pair_node else self._place([])
+        v.offering = True
         try:
             session, answer = await self.media.create_session(node, msg["sdp"], v.id)
         except SfuError as exc:
             code = "server_full" if "full" in str(exc) else "offer_rejected"
             raise ProtocolError(code, str(exc), "offer") from None
+        finally:
+            v.offering = False
         if v.id not in self.visitors or v.session_id is not None:  # left (or offered) meanwhile
             await self._close_quietly(node, session)
             return

@@ -219,6 +219,10 @@ RATES: dict[str, tuple[float, float]] = {
     "chat": (3.0, 10.0),
     "typing": (5.0, 10.0),
     "share_profile": (0.5, 3.0),  # each one is a consent row and a card to the partner
+    # each one ends a pair and re-queues both, as next does; a report also writes
+    # the reporter's record and counts against the partner's address
+    "block": (2.0, 5.0),
+    "report": (1.0, 3.0),
 }
 
 

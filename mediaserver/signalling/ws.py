@@ -13,6 +13,7 @@ import logging
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from mediaserver.client_address import connection_ip
+from mediaserver.edges import EdgePolicy, origin_allowed
 from mediaserver.signalling import protocol
 from mediaserver.signalling.hub import SignallingHub
 
@@ -23,9 +24,20 @@ OUTBOX = 256  # messages queued for one client before it counts as stuck
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     hub: SignallingHub = websocket.app.state.hub
+    edges: EdgePolicy = websocket.app.state.edges
+    if not origin_allowed(websocket.headers, edges.allowed_origins):
+        hub.stats["ws_refused:origin"] += 1
+        await websocket.close(1008)  # before accept: the upgrade is answered 403
+        return
     await websocket.accept()
     if hub.draining:  # shutting down: no new peers
         await websocket.close(1013, "try again later")
+        return
+    address = connection_ip(websocket) or "unknown"
+    # counted and joined with no await between: a burst cannot slip past the check
+    if hub.connections_from(address) >= edges.max_connections_per_address:
+        hub.stats["ws_refused:per_address"] += 1
+        await websocket.close(1008, "too many connections from this address")
         return
     outbox: asyncio.Queue[tuple[str | bytes | None, int]] = asyncio.Queue(OUTBOX)
     binary = False  # reply in the encoding of the client's last frame
@@ -42,7 +54,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             outbox.get_nowait()
         outbox.put_nowait((None, code))
 
-    address = connection_ip(websocket) or "unknown"
     visitor = hub.join(address, send, close)
     writer = asyncio.create_task(_write(websocket, outbox))
     try:
