@@ -29,8 +29,8 @@ from mediaserver._rtp cimport (
     seq_diff,
 )
 from mediaserver._srtp cimport (
-    SRTP_ERR_AUTH, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect, srtcp_unprotect,
-    srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
+    SRTP_ERR_AUTH, SRTP_ERR_INDEX_USED, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect,
+    srtcp_unprotect, srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
 )
 
 cdef enum:
@@ -40,6 +40,7 @@ cdef enum:
     MAX_IN_STREAMS = 8    # SSRCs per peer with reception statistics
     EMPTY = -1
     DELETED = -2
+    SENT_WINDOW = 128     # sequence numbers below the highest sent that we can tell apart
 
 cdef enum:  # slow-path kinds
     KIND_STUN = 0
@@ -72,6 +73,8 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_TEST_LOSS
     DROP_DTLS_UNKNOWN_ADDRESS
     DROP_PADDING_ONLY
+    DROP_OUT_SEQ_USED
+    DROP_PROTECT_INDEX_USED
     N_DROPS
 
 DROP_NAMES = (
@@ -79,6 +82,12 @@ DROP_NAMES = (
     "srtp_auth", "srtp_replay", "srtp_other", "srtcp_auth", "srtcp_replay",
     "srtcp_other", "no_route", "dest_not_ready", "too_big", "protect_failed",
     "send_failed", "test_loss", "dtls_unknown_address", "padding_only",
+    # a late packet whose rewritten sequence number this stream already sent (a
+    # source switch or a skipped padding packet moved the numbering): never sent
+    # under a used SRTP index, i.e. a used GCM nonce
+    "out_seq_used",
+    # srtp_protect refused an index it had used (the guard behind out_seq_used)
+    "protect_index_used",
 )
 
 ctypedef struct InStream:
@@ -113,6 +122,9 @@ ctypedef struct OutStream:
     uint16_t src_start_seq  # first sequence number (ours) of the current source
     int started
     uint16_t max_seq
+    # bit k of sent_bits0 (k < 64) or sent_bits1 (k - 64): max_seq - k was sent
+    uint64_t sent_bits0
+    uint64_t sent_bits1
     uint32_t last_ts
     double last_time
     uint64_t packets
@@ -137,6 +149,48 @@ ctypedef struct SlowItem:
     int peer
     int slot
     int length
+
+
+cdef inline bint _out_seq_fresh(const OutStream* o, uint16_t seq) noexcept nogil:
+    # Not sent on this stream yet: ahead of the highest sent, or within the
+    # window below it and not marked. Older than the window counts as sent.
+    cdef int d
+    if not o.started:
+        return True
+    d = seq_diff(seq, o.max_seq)
+    if d > 0:
+        return True
+    d = -d
+    if d >= SENT_WINDOW:
+        return False
+    if d < 64:
+        return not ((o.sent_bits0 >> d) & 1)
+    return not ((o.sent_bits1 >> (d - 64)) & 1)
+
+
+cdef inline void _out_seq_mark(OutStream* o, uint16_t seq) noexcept nogil:
+    # Record seq as sent; called before o.max_seq moves to it.
+    cdef int d
+    if not o.started:
+        o.sent_bits0 = 1
+        o.sent_bits1 = 0
+        return
+    d = seq_diff(seq, o.max_seq)
+    if d > 0:
+        if d >= SENT_WINDOW:
+            o.sent_bits0 = 0
+            o.sent_bits1 = 0
+        elif d >= 64:
+            o.sent_bits1 = o.sent_bits0 << (d - 64)
+            o.sent_bits0 = 0
+        else:
+            o.sent_bits1 = (o.sent_bits1 << d) | (o.sent_bits0 >> (64 - d))
+            o.sent_bits0 = o.sent_bits0 << d
+        o.sent_bits0 |= 1
+    elif -d < 64:
+        o.sent_bits0 |= (<uint64_t>1) << (-d)
+    else:
+        o.sent_bits1 |= (<uint64_t>1) << (-d - 64)
 
 
 cdef inline uint64_t addr_key(const sockaddr_in* a) noexcept nogil:
@@ -463,7 +517,8 @@ cdef class Router:
 
         Returns:
             The protected bytes sent (the router has no socket: not sent), or
-            None when the subscriber is not ready (counted as a drop).
+            None when the subscriber is not ready or the packet lands on a
+            sequence number this stream already sent (counted as drops).
         """
         self._peer(src_peer)
         self._out(out_idx)
@@ -649,8 +704,11 @@ cdef class Router:
         if h.padding_len and n - h.header_len - h.padding_len <= 0:
             # padding only (a sender's bandwidth probe): nothing to decode, and some
             # receivers (aiortc) take the empty frame for the end of the stream; not
-            # forwarded, and our numbering skips it so the subscriber sees no gap
-            if o.has_source and o.src_peer == src_peer and o.src_ssrc == h.ssrc:
+            # forwarded, and when it is the next packet our numbering skips it so the
+            # subscriber sees no gap. Out of order it stays a gap: skipping it then would
+            # map the late packets before it onto numbers already sent.
+            if (o.has_source and o.src_peer == src_peer and o.src_ssrc == h.ssrc
+                    and <uint16_t>(h.seq + o.seq_delta) == <uint16_t>(o.max_seq + 1)):
                 o.seq_delta -= 1
             self._drop(DROP_PADDING_ONLY)
             return
@@ -670,15 +728,21 @@ cdef class Router:
             o.src_ssrc = h.ssrc
             o.src_start_seq = <uint16_t>(h.seq + o.seq_delta)
         seq = <uint16_t>(h.seq + o.seq_delta)
+        if not _out_seq_fresh(o, seq):
+            # one SRTP index, one packet: a late packet that lands on a number already
+            # sent is dropped (before its cache slot, which holds the first, is touched)
+            self._drop(DROP_OUT_SEQ_USED)
+            return
         ts = h.timestamp + o.ts_delta
         slot = cache_slot(&o.cache, seq)
         o.cache.lengths[seq & o.cache.mask] = 0
         m = rtp_rewrite_into(slot, buf, n, h, o.ssrc, seq, ts, out_pt)
         m = srtp_protect(d.tx, slot, m, CACHE_SLOT)
         if m < 0:
-            self._drop(DROP_PROTECT_FAILED)
+            self._drop(DROP_PROTECT_INDEX_USED if m == SRTP_ERR_INDEX_USED else DROP_PROTECT_FAILED)
             return
         cache_commit(&o.cache, seq, m)
+        _out_seq_mark(o, seq)
         if not o.started or seq_diff(seq, o.max_seq) > 0:
             o.max_seq = seq
             o.last_ts = ts
