@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mediaserver._router import SLOW_DTLS, SLOW_RTCP, SLOW_STUN, Router
 from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, PROFILE_AES128_CM_SHA1_80, Srtp
 from mediaserver.sfu.rtcp import build_pli
+from tests.fuzz.fuzz_router import OutIndexes
 
 PUB = ("10.0.0.1", 5000)
 SUB = ("10.0.0.2", 6000)
@@ -328,31 +329,6 @@ def padding_only(seq: int, ssrc: int = 1234) -> bytes:
     return bytes(packet.serialize())
 
 
-class OutIndexes:
-    """What the subscriber sees of one out stream: each packet's 48-bit SRTP index
-    (ROC || SEQ, the ROC guessed as a receiver does, RFC 3711 3.3.1) -> the bytes.
-    Same SSRC and index is the same nonce: two different packets there are the bug."""
-
-    def __init__(self):
-        self.by_index: dict[int, bytes] = {}
-        self.highest: int | None = None
-
-    def add(self, data: bytes) -> int:
-        seq = struct.unpack_from("!H", data, 2)[0]
-        if self.highest is None:
-            index = seq
-        else:
-            roc = self.highest >> 16
-            index = min(
-                ((r << 16) | seq for r in (roc - 1, roc, roc + 1) if r >= 0),
-                key=lambda i: abs(i - self.highest),
-            )
-        self.highest = index if self.highest is None else max(self.highest, index)
-        first = self.by_index.setdefault(index, data)
-        assert first == data, f"index {index} protects two different packets"
-        return index
-
-
 def test_late_packet_after_a_padding_only_packet_gets_a_fresh_index():
     # the review's case: publisher seq 10, a padding-only 13, then a late 11 went
     # out as seq 10 again, XOR-equal ciphertexts under one nonce
@@ -368,7 +344,7 @@ def test_late_packet_after_a_padding_only_packet_gets_a_fresh_index():
     for seq in (12, 14):
         for data, _ in w.publish(seq=seq)[0]:
             seen.add(data)
-    assert len(seen.by_index) == 4
+    assert len(seen.sent) == 4
 
 
 def test_late_packet_before_a_skipped_padding_packet_is_dropped_not_sent_again():
@@ -405,7 +381,7 @@ def test_reordering_after_a_source_switch_never_reuses_an_index():
     # a late packet of the first source is a switch back: fresh numbers again
     for data, _ in w.publish(seq=105, ssrc=1, payload=b"a105")[0]:
         seen.add(data)
-    assert [p.payload for p in map(RtpPacket.parse, map(w.sub_srtp.unprotect, seen.by_index.values()))] == [
+    assert [p.payload for p in map(RtpPacket.parse, map(w.sub_srtp.unprotect, seen.sent.values()))] == [
         b"a100", b"a101", b"a102", b"a103", b"a104", b"b7", b"b8", b"a105"
     ]
     assert w.router.counters()["drops"]["out_seq_used"] == 2
@@ -440,7 +416,7 @@ def test_injected_packets_interleaved_with_forwarded_ones_never_reuse_an_index()
         seen.add(data)
     for data, _ in w.publish(seq=504, payload=b"p504")[0]:
         seen.add(data)
-    payloads = [RtpPacket.parse(w.sub_srtp.unprotect(d)).payload for d in seen.by_index.values()]
+    payloads = [RtpPacket.parse(w.sub_srtp.unprotect(d)).payload for d in seen.sent.values()]
     assert b"fx10" in payloads and b"fx12" in payloads and b"p504" in payloads
     assert b"fx9" not in payloads and b"fx11 again" not in payloads
     assert w.router.counters()["drops"]["protect_index_used"] == 0
