@@ -112,6 +112,7 @@ ctypedef struct PacketCache:
     uint8_t* data        # N * CACHE_SLOT bytes
     uint16_t* lengths    # 0 = empty
     uint16_t* seqs
+    uint8_t* resends     # times the packet in the slot was resent (NACKs)
     int mask             # N - 1
 
 cdef inline uint8_t* cache_slot(PacketCache* c, uint16_t seq) noexcept nogil:
@@ -120,6 +121,7 @@ cdef inline uint8_t* cache_slot(PacketCache* c, uint16_t seq) noexcept nogil:
 cdef inline void cache_commit(PacketCache* c, uint16_t seq, int length) noexcept nogil:
     c.lengths[seq & c.mask] = length
     c.seqs[seq & c.mask] = seq
+    c.resends[seq & c.mask] = 0
 
 # Returns the stored length (the bytes are at cache_slot) or 0 when evicted/absent.
 cdef inline int cache_lookup(PacketCache* c, uint16_t seq) noexcept nogil:
@@ -137,8 +139,9 @@ cdef inline int cache_init(PacketCache* c, int n) noexcept nogil:
     c.data = <uint8_t*>calloc(n, CACHE_SLOT)
     c.lengths = <uint16_t*>calloc(n, sizeof(uint16_t))
     c.seqs = <uint16_t*>calloc(n, sizeof(uint16_t))
+    c.resends = <uint8_t*>calloc(n, sizeof(uint8_t))
     c.mask = n - 1
-    if c.data == NULL or c.lengths == NULL or c.seqs == NULL:
+    if c.data == NULL or c.lengths == NULL or c.seqs == NULL or c.resends == NULL:
         cache_release(c)
         return -1
     return 0
@@ -147,6 +150,8 @@ cdef inline void cache_release(PacketCache* c) noexcept nogil:
     free(c.data)
     free(c.lengths)
     free(c.seqs)
+    free(c.resends)
     c.data = NULL
     c.lengths = NULL
     c.seqs = NULL
+    c.resends = NULL

@@ -7,6 +7,7 @@ SLOW_STUN: int
 SLOW_DTLS: int
 SLOW_RTCP: int
 SLOW_MEDIA: int
+RESEND_LIMIT: int  # resends of one cached packet (Router.resend)
 DROP_NAMES: tuple[str, ...]
 
 Address: TypeAlias = tuple[str, int]
