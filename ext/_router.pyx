@@ -41,9 +41,14 @@ cdef enum:
     EMPTY = -1
     DELETED = -2
     SENT_WINDOW = 128     # sequence numbers below the highest sent that we can tell apart
-    # resends of one cached packet: a real receiver at 20% loss needs a 4th for
-    # 0.16% of its lost packets; NACKs repeating one list get no more than this
-    MAX_RESENDS = 4
+    # resends of one cached packet, at least MIN_RESEND_INTERVAL apart: a real
+    # receiver re-asks after a round trip, and at 20% loss needs a 9th resend for
+    # 3 in a million lost packets; NACKs repeating one list get no more than this
+    MAX_RESENDS = 8
+
+# A NACK for a packet resent less than this ago (seconds) is for the resend still
+# on its way (a receiver under load, or an attacker): not answered again
+cdef double MIN_RESEND_INTERVAL = 0.02
 
 cdef enum:  # slow-path kinds
     KIND_STUN = 0
@@ -57,6 +62,7 @@ SLOW_DTLS = KIND_DTLS
 SLOW_RTCP = KIND_RTCP
 SLOW_MEDIA = KIND_MEDIA  # decrypted RTP of a tapped payload type (the effects path)
 RESEND_LIMIT = MAX_RESENDS  # resends of one cached packet, whatever the NACKs ask
+RESEND_INTERVAL = MIN_RESEND_INTERVAL  # ... and never two of them closer than this
 
 cdef enum:  # drop reasons, index into Router.drops
     DROP_UNKNOWN_FIRST_BYTE
@@ -80,6 +86,7 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_OUT_SEQ_USED
     DROP_PROTECT_INDEX_USED
     DROP_NACK_RESEND_CAP
+    DROP_NACK_TOO_SOON
     N_DROPS
 
 DROP_NAMES = (
@@ -96,6 +103,8 @@ DROP_NAMES = (
     # a NACK asked for a packet already resent MAX_RESENDS times (lost that often
     # only by a request that is not a real receiver's)
     "nack_resend_cap",
+    # a NACK asked for a packet resent less than MIN_RESEND_INTERVAL ago
+    "nack_too_soon",
 )
 
 ctypedef struct InStream:
@@ -904,10 +913,11 @@ cdef class Router:
         protected = self.protect_rtcp(peer, data)
         return self._send(p, <const uint8_t*><char*>protected, len(protected)) > 0
 
-    def resend(self, int out_idx, seqs):
-        """Answer a NACK: resend the cached packets of out stream `out_idx` with
-        these sequence numbers (each at most MAX_RESENDS times; the caller
-        deduplicates and rate-limits, mediaserver/sfu/nack.py).
+    def resend(self, int out_idx, seqs, double now):
+        """Answer a NACK at router time `now`: resend the cached packets of out
+        stream `out_idx` with these sequence numbers (each at most RESEND_LIMIT
+        times, RESEND_INTERVAL apart; the caller deduplicates and rate-limits,
+        mediaserver/sfu/nack.py).
 
         Returns:
             The publisher's sequence numbers of those not in the cache but sent
@@ -918,6 +928,7 @@ cdef class Router:
         cdef Peer* d = &self.peers[o.peer]
         cdef int n, count = 0
         cdef uint16_t seq
+        cdef int i
         missing = []
         if not d.bound:
             return missing
@@ -925,10 +936,15 @@ cdef class Router:
             seq = <uint16_t>(s & 0xFFFF)
             n = cache_lookup(&o.cache, seq)
             if n:
-                if o.cache.resends[seq & o.cache.mask] >= MAX_RESENDS:
+                i = seq & o.cache.mask
+                if o.cache.resends[i] and now - o.cache.resent_at[i] < MIN_RESEND_INTERVAL:
+                    self._drop(DROP_NACK_TOO_SOON)
+                    continue
+                if o.cache.resends[i] >= MAX_RESENDS:
                     self._drop(DROP_NACK_RESEND_CAP)
                     continue
-                o.cache.resends[seq & o.cache.mask] += 1
+                o.cache.resends[i] += 1
+                o.cache.resent_at[i] = now
                 self._send(d, cache_slot(&o.cache, seq), n)
                 count += 1
                 self.retransmitted_bytes += n

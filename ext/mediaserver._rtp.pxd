@@ -113,6 +113,7 @@ ctypedef struct PacketCache:
     uint16_t* lengths    # 0 = empty
     uint16_t* seqs
     uint8_t* resends     # times the packet in the slot was resent (NACKs)
+    double* resent_at    # when it was last resent (router time)
     int mask             # N - 1
 
 cdef inline uint8_t* cache_slot(PacketCache* c, uint16_t seq) noexcept nogil:
@@ -140,8 +141,10 @@ cdef inline int cache_init(PacketCache* c, int n) noexcept nogil:
     c.lengths = <uint16_t*>calloc(n, sizeof(uint16_t))
     c.seqs = <uint16_t*>calloc(n, sizeof(uint16_t))
     c.resends = <uint8_t*>calloc(n, sizeof(uint8_t))
+    c.resent_at = <double*>calloc(n, sizeof(double))
     c.mask = n - 1
-    if c.data == NULL or c.lengths == NULL or c.seqs == NULL or c.resends == NULL:
+    if (c.data == NULL or c.lengths == NULL or c.seqs == NULL or c.resends == NULL
+            or c.resent_at == NULL):
         cache_release(c)
         return -1
     return 0
@@ -151,7 +154,9 @@ cdef inline void cache_release(PacketCache* c) noexcept nogil:
     free(c.lengths)
     free(c.seqs)
     free(c.resends)
+    free(c.resent_at)
     c.data = NULL
     c.lengths = NULL
     c.seqs = NULL
     c.resends = NULL
+    c.resent_at = NULL

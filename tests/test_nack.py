@@ -7,7 +7,7 @@ NACK in and resends out of a real Sfu, is in tests/test_attacks.py.
 
 import random
 
-from mediaserver._router import RESEND_LIMIT
+from mediaserver._router import RESEND_INTERVAL, RESEND_LIMIT
 from mediaserver.sfu.nack import MAX_PER_NACK, RESEND_BURST, RESEND_RATE, NackBudget
 from tests.test_router import Wiring
 
@@ -52,18 +52,24 @@ def test_a_real_lossy_call_is_never_cut():
         assert len(answer.resend) == len(lost)
 
 
-def test_router_resends_one_cached_packet_at_most_resend_limit_times():
+def test_router_resends_a_cached_packet_a_few_times_and_never_twice_in_a_round_trip():
     w = Wiring(cache_packets=64)
     for seq in range(100, 110):
         w.publish(seq=seq)
-    assert w.router.resend(w.out, [103] * 10 + [104]) == []
+    size = len(w.publish(seq=110)[0][0][0])
+    # one NACK naming 103 ten times (the budget deduplicates; the router holds anyway)
+    assert w.router.resend(w.out, [103] * 10 + [104], 0.0) == []
+    counters = w.router.counters()
+    assert (counters["retransmitted"], counters["drops"]["nack_too_soon"]) == (2, 9)
+    # asked again once the interval passed: resent, up to RESEND_LIMIT times in all
+    for k in range(1, RESEND_LIMIT + 2):
+        w.router.resend(w.out, [103], 2 * k * RESEND_INTERVAL)
     counters = w.router.counters()
     assert counters["retransmitted"] == RESEND_LIMIT + 1
-    assert counters["drops"]["nack_resend_cap"] == 10 - RESEND_LIMIT
-    size = len(w.publish(seq=110)[0][0][0])
+    assert counters["drops"]["nack_resend_cap"] == 2
     assert counters["retransmitted_bytes"] == (RESEND_LIMIT + 1) * size
-    # 167 takes 103's slot in a 64-packet cache: a new packet, resent as often again
+    # 167 takes 103's slot in a 64-packet cache: a new packet, resent afresh
     for seq in range(111, 168):
         w.publish(seq=seq)
-    assert w.router.resend(w.out, [167] * RESEND_LIMIT + [103]) == [103]  # 103: evicted
-    assert w.router.counters()["retransmitted"] == 2 * RESEND_LIMIT + 1
+    assert w.router.resend(w.out, [167, 103], 100.0) == [103]  # 103: evicted, ask the publisher
+    assert w.router.counters()["retransmitted"] == RESEND_LIMIT + 2

@@ -109,13 +109,13 @@ def test_nack_answered_from_cache_and_misses_mapped_to_publisher():
     for seq in range(100, 110):
         if seq != 105:  # lost on the way in
             w.publish(seq=seq)
-    missing = w.router.resend(w.out, [101, 103, 105])
+    missing = w.router.resend(w.out, [101, 103, 105], 0.0)
     assert missing == [105]
     assert w.router.counters()["retransmitted"] == 2
     # evicted from a 64-slot cache: no longer resendable (and older than the source? no: mapped)
     for seq in range(110, 300):
         w.publish(seq=seq)
-    assert w.router.resend(w.out, [101]) == [101]
+    assert w.router.resend(w.out, [101], 0.0) == [101]
 
 
 def test_fanout_to_two_subscribers():
@@ -362,7 +362,7 @@ def test_late_packet_before_a_skipped_padding_packet_is_dropped_not_sent_again()
     for data, _ in w.publish(seq=12)[0]:
         assert seen.add(data) == 11  # the padding packet left no gap
     # the first packet at that number stays in the cache for NACKs
-    assert w.router.resend(w.out, [8]) == []
+    assert w.router.resend(w.out, [8], 0.0) == []
     assert w.router.counters()["retransmitted"] == 1
 
 

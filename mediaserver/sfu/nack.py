@@ -5,8 +5,9 @@ A NACK (RFC 4585 6.2.1) is a few bytes that ask for up to 17 cached packets per
 same sequence numbers over and over made about 6,000 resends (6.7 MB) (issue 20).
 Here, per subscriber: the sequence numbers of one RTCP datagram for one stream
 count once, at most MAX_PER_NACK of them are answered, and all its streams share
-RESEND_RATE per second (bursts of RESEND_BURST). The router adds its own bound:
-a cached packet is resent at most mediaserver._router.RESEND_LIMIT times.
+RESEND_RATE per second (bursts of RESEND_BURST). The router adds its own bounds
+(mediaserver._router): a cached packet is resent at most RESEND_LIMIT times, and
+not again within RESEND_INTERVAL (the resend asked for is still on its way).
 
 The bounds are far from a real lossy call: at 20% loss per leg two Chromium
 pages sent about 65 NACKs per second between them (README, benchmarks/loss.py),

@@ -532,7 +532,7 @@ class Sfu:
             answer = session.nack_budget.admit(lost, now)
             self.stats["nack_duplicate"] += answer.duplicates
             self.stats["nack_over_budget"] += answer.over_budget
-            missing = router.resend(out_stream, answer.resend) if answer.resend else []
+            missing = router.resend(out_stream, answer.resend, now) if answer.resend else []
             if missing:
                 self._relay_nack(out_stream, missing)
 

@@ -95,8 +95,8 @@ def test_one_input(data: bytes) -> None:
                     indexes.add(injected)
             else:
                 seqs = [s for (s,) in struct.iter_unpack("!H", payload[: len(payload) & ~1])]
-                router.resend(video, seqs)
-                router.resend(audio, seqs[::-1])
+                router.resend(video, seqs, now)
+                router.resend(audio, seqs[::-1], now)
             continue
         datagram = payload
         if mode in (1, 2):
