@@ -24,9 +24,9 @@ from includes.system cimport (
     sockaddr, sockaddr_in,
 )
 from mediaserver._rtp cimport (
-    CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, cache_commit, cache_init,
+    CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, SentSeqs, cache_commit, cache_init,
     cache_lookup, cache_release, cache_slot, is_rtcp, rtp_parse, rtp_rewrite_into,
-    seq_diff,
+    sent_seqs_add, sent_seqs_has, seq_diff,
 )
 from mediaserver._srtp cimport (
     SRTP_ERR_AUTH, SRTP_ERR_INDEX_USED, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect,
@@ -40,7 +40,6 @@ cdef enum:
     MAX_IN_STREAMS = 8    # SSRCs per peer with reception statistics
     EMPTY = -1
     DELETED = -2
-    SENT_WINDOW = 128     # sequence numbers below the highest sent that we can tell apart
     # resends of one cached packet, at least MIN_RESEND_INTERVAL apart: a real
     # receiver re-asks after a round trip, and at 20% loss needs a 9th resend for
     # 3 in a million lost packets; NACKs repeating one list get no more than this
@@ -139,9 +138,7 @@ ctypedef struct OutStream:
     uint16_t src_start_seq  # first sequence number (ours) of the current source
     int started
     uint16_t max_seq
-    # bit k of sent_bits0 (k < 64) or sent_bits1 (k - 64): max_seq - k was sent
-    uint64_t sent_bits0
-    uint64_t sent_bits1
+    SentSeqs sent         # which numbers up to max_seq went out (one SRTP index each)
     uint32_t last_ts
     double last_time
     uint64_t packets
@@ -166,48 +163,6 @@ ctypedef struct SlowItem:
     int peer
     int slot
     int length
-
-
-cdef inline bint _out_seq_fresh(const OutStream* o, uint16_t seq) noexcept nogil:
-    # Not sent on this stream yet: ahead of the highest sent, or within the
-    # window below it and not marked. Older than the window counts as sent.
-    cdef int d
-    if not o.started:
-        return True
-    d = seq_diff(seq, o.max_seq)
-    if d > 0:
-        return True
-    d = -d
-    if d >= SENT_WINDOW:
-        return False
-    if d < 64:
-        return not ((o.sent_bits0 >> d) & 1)
-    return not ((o.sent_bits1 >> (d - 64)) & 1)
-
-
-cdef inline void _out_seq_mark(OutStream* o, uint16_t seq) noexcept nogil:
-    # Record seq as sent; called before o.max_seq moves to it.
-    cdef int d
-    if not o.started:
-        o.sent_bits0 = 1
-        o.sent_bits1 = 0
-        return
-    d = seq_diff(seq, o.max_seq)
-    if d > 0:
-        if d >= SENT_WINDOW:
-            o.sent_bits0 = 0
-            o.sent_bits1 = 0
-        elif d >= 64:
-            o.sent_bits1 = o.sent_bits0 << (d - 64)
-            o.sent_bits0 = 0
-        else:
-            o.sent_bits1 = (o.sent_bits1 << d) | (o.sent_bits0 >> (64 - d))
-            o.sent_bits0 = o.sent_bits0 << d
-        o.sent_bits0 |= 1
-    elif -d < 64:
-        o.sent_bits0 |= (<uint64_t>1) << (-d)
-    else:
-        o.sent_bits1 |= (<uint64_t>1) << (-d - 64)
 
 
 cdef inline uint64_t addr_key(const sockaddr_in* a) noexcept nogil:
@@ -746,7 +701,7 @@ cdef class Router:
             o.src_ssrc = h.ssrc
             o.src_start_seq = <uint16_t>(h.seq + o.seq_delta)
         seq = <uint16_t>(h.seq + o.seq_delta)
-        if not _out_seq_fresh(o, seq):
+        if o.started and sent_seqs_has(&o.sent, o.max_seq, seq):
             # one SRTP index, one packet: a late packet that lands on a number already
             # sent is dropped (before its cache slot, which holds the first, is touched)
             self._drop(DROP_OUT_SEQ_USED)
@@ -760,7 +715,7 @@ cdef class Router:
             self._drop(DROP_PROTECT_INDEX_USED if m == SRTP_ERR_INDEX_USED else DROP_PROTECT_FAILED)
             return
         cache_commit(&o.cache, seq, m)
-        _out_seq_mark(o, seq)
+        sent_seqs_add(&o.sent, o.max_seq if o.started else seq, seq)
         if not o.started or seq_diff(seq, o.max_seq) > 0:
             o.max_seq = seq
             o.last_ts = ts
