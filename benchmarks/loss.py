@@ -19,6 +19,9 @@ For each loss rate, after a warm-up (connected, then 3 s), over --seconds:
 - sfu_nack_received, sfu_retransmitted, sfu_pli_received, sfu_pli_sent: the
   SFU's counters over the same window (NACKs answered from its packet cache are
   `retransmitted`; PLIs are relayed to the publisher);
+- sfu_nack_duplicate, sfu_nack_over_budget, sfu_nack_too_soon, sfu_nack_resend_cap: NACKed packets
+  the SFU's NACK bounds (mediaserver/sfu/nack.py) left unanswered over the window,
+  by reason (meant for attacks);
 - freezes: freezeCount (Chromium's decoder stalls) summed over both pages;
 - jitter_buffer_ms: the mean time a frame waited in the pages' jitter buffers
   (what waiting for retransmissions costs in latency).
@@ -217,6 +220,9 @@ async def measure(
         def delta(key: str) -> float:
             return sum(a[key] - b[key] for a, b in zip(after, before, strict=True))
 
+        drops0, drops1 = c0["drops"], c1["drops"]
+        assert isinstance(drops0, dict) and isinstance(drops1, dict)
+
         def sfu_delta(key: str) -> float:
             return float(c1.get(key, 0)) - float(c0.get(key, 0))  # type: ignore[arg-type]
 
@@ -237,6 +243,10 @@ async def measure(
             "sfu_retransmitted": sfu_delta("retransmitted") / span,
             "sfu_pli_received": sfu_delta("pli_received") / span,
             "sfu_pli_sent": sfu_delta("pli_sent") / span,
+            **{
+                f"sfu_{k}": drops1.get(k, 0) - drops0.get(k, 0)
+                for k in ("nack_duplicate", "nack_over_budget", "nack_too_soon", "nack_resend_cap")
+            },
             "relay_dropped_share": relay.dropped / max(1, relay.dropped + relay.sent),
             "relay_reordered_share": relay.reordered / max(1, relay.sent),
         }
@@ -379,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             print(f"{r['loss_percent']:>3}% loss per leg: {r['fps']:5.1f} fps  "
                   f"{r['nacks']:6.1f} NACK/s  {r['plis']:5.2f} PLI/s  "
-                  f"(SFU: {r['sfu_retransmitted']:.1f} resent/s, {r['sfu_pli_sent']:.2f} PLI/s sent)")  # fmt: skip
+                  f"(SFU: {r['sfu_retransmitted']:.1f} resent/s, {r['sfu_pli_sent']:.2f} PLI/s sent, "
+                  f"NACKed packets cut: {r['sfu_nack_duplicate']:.0f} duplicate, "
+                  f"{r['sfu_nack_over_budget']:.0f} over budget, {r['sfu_nack_too_soon']:.0f} too soon, "
+                  f"{r['sfu_nack_resend_cap']:.0f} resent enough)")  # fmt: skip
     return 0
 
 

@@ -24,13 +24,13 @@ from includes.system cimport (
     sockaddr, sockaddr_in,
 )
 from mediaserver._rtp cimport (
-    CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, cache_commit, cache_init,
+    CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, SentSeqs, cache_commit, cache_init,
     cache_lookup, cache_release, cache_slot, is_rtcp, rtp_parse, rtp_rewrite_into,
-    seq_diff,
+    sent_seqs_add, sent_seqs_has, seq_diff,
 )
 from mediaserver._srtp cimport (
-    SRTP_ERR_AUTH, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect, srtcp_unprotect,
-    srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
+    SRTP_ERR_AUTH, SRTP_ERR_INDEX_USED, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect,
+    srtcp_unprotect, srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
 )
 
 cdef enum:
@@ -40,6 +40,14 @@ cdef enum:
     MAX_IN_STREAMS = 8    # SSRCs per peer with reception statistics
     EMPTY = -1
     DELETED = -2
+    # resends of one cached packet, at least MIN_RESEND_INTERVAL apart: a real
+    # receiver re-asks after a round trip, and at 20% loss needs a 9th resend for
+    # 3 in a million lost packets; NACKs repeating one list get no more than this
+    MAX_RESENDS = 8
+
+# A NACK for a packet resent less than this ago (seconds) is for the resend still
+# on its way (a receiver under load, or an attacker): not answered again
+cdef double MIN_RESEND_INTERVAL = 0.02
 
 cdef enum:  # slow-path kinds
     KIND_STUN = 0
@@ -52,6 +60,8 @@ SLOW_STUN = KIND_STUN
 SLOW_DTLS = KIND_DTLS
 SLOW_RTCP = KIND_RTCP
 SLOW_MEDIA = KIND_MEDIA  # decrypted RTP of a tapped payload type (the effects path)
+RESEND_LIMIT = MAX_RESENDS  # resends of one cached packet, whatever the NACKs ask
+RESEND_INTERVAL = MIN_RESEND_INTERVAL  # ... and never two of them closer than this
 
 cdef enum:  # drop reasons, index into Router.drops
     DROP_UNKNOWN_FIRST_BYTE
@@ -72,6 +82,10 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_TEST_LOSS
     DROP_DTLS_UNKNOWN_ADDRESS
     DROP_PADDING_ONLY
+    DROP_OUT_SEQ_USED
+    DROP_PROTECT_INDEX_USED
+    DROP_NACK_RESEND_CAP
+    DROP_NACK_TOO_SOON
     N_DROPS
 
 DROP_NAMES = (
@@ -79,6 +93,17 @@ DROP_NAMES = (
     "srtp_auth", "srtp_replay", "srtp_other", "srtcp_auth", "srtcp_replay",
     "srtcp_other", "no_route", "dest_not_ready", "too_big", "protect_failed",
     "send_failed", "test_loss", "dtls_unknown_address", "padding_only",
+    # a late packet whose rewritten sequence number this stream already sent (a
+    # source switch or a skipped padding packet moved the numbering): never sent
+    # under a used SRTP index, i.e. a used GCM nonce
+    "out_seq_used",
+    # srtp_protect refused an index it had used (the guard behind out_seq_used)
+    "protect_index_used",
+    # a NACK asked for a packet already resent MAX_RESENDS times (lost that often
+    # only by a request that is not a real receiver's)
+    "nack_resend_cap",
+    # a NACK asked for a packet resent less than MIN_RESEND_INTERVAL ago
+    "nack_too_soon",
 )
 
 ctypedef struct InStream:
@@ -113,6 +138,7 @@ ctypedef struct OutStream:
     uint16_t src_start_seq  # first sequence number (ours) of the current source
     int started
     uint16_t max_seq
+    SentSeqs sent         # which numbers up to max_seq went out (one SRTP index each)
     uint32_t last_ts
     double last_time
     uint64_t packets
@@ -176,6 +202,7 @@ cdef class Router:
     cdef uint64_t forwarded_packets
     cdef uint64_t forwarded_bytes
     cdef uint64_t retransmitted
+    cdef uint64_t retransmitted_bytes
     cdef uint64_t slow_datagrams
     cdef uint64_t recv_errors
     cdef uint64_t batches
@@ -463,7 +490,8 @@ cdef class Router:
 
         Returns:
             The protected bytes sent (the router has no socket: not sent), or
-            None when the subscriber is not ready (counted as a drop).
+            None when the subscriber is not ready or the packet lands on a
+            sequence number this stream already sent (counted as drops).
         """
         self._peer(src_peer)
         self._out(out_idx)
@@ -649,8 +677,11 @@ cdef class Router:
         if h.padding_len and n - h.header_len - h.padding_len <= 0:
             # padding only (a sender's bandwidth probe): nothing to decode, and some
             # receivers (aiortc) take the empty frame for the end of the stream; not
-            # forwarded, and our numbering skips it so the subscriber sees no gap
-            if o.has_source and o.src_peer == src_peer and o.src_ssrc == h.ssrc:
+            # forwarded, and when it is the next packet our numbering skips it so the
+            # subscriber sees no gap. Out of order it stays a gap: skipping it then would
+            # map the late packets before it onto numbers already sent.
+            if (o.has_source and o.src_peer == src_peer and o.src_ssrc == h.ssrc
+                    and <uint16_t>(h.seq + o.seq_delta) == <uint16_t>(o.max_seq + 1)):
                 o.seq_delta -= 1
             self._drop(DROP_PADDING_ONLY)
             return
@@ -670,15 +701,21 @@ cdef class Router:
             o.src_ssrc = h.ssrc
             o.src_start_seq = <uint16_t>(h.seq + o.seq_delta)
         seq = <uint16_t>(h.seq + o.seq_delta)
+        if o.started and sent_seqs_has(&o.sent, o.max_seq, seq):
+            # one SRTP index, one packet: a late packet that lands on a number already
+            # sent is dropped (before its cache slot, which holds the first, is touched)
+            self._drop(DROP_OUT_SEQ_USED)
+            return
         ts = h.timestamp + o.ts_delta
         slot = cache_slot(&o.cache, seq)
         o.cache.lengths[seq & o.cache.mask] = 0
         m = rtp_rewrite_into(slot, buf, n, h, o.ssrc, seq, ts, out_pt)
         m = srtp_protect(d.tx, slot, m, CACHE_SLOT)
         if m < 0:
-            self._drop(DROP_PROTECT_FAILED)
+            self._drop(DROP_PROTECT_INDEX_USED if m == SRTP_ERR_INDEX_USED else DROP_PROTECT_FAILED)
             return
         cache_commit(&o.cache, seq, m)
+        sent_seqs_add(&o.sent, o.max_seq if o.started else seq, seq)
         if not o.started or seq_diff(seq, o.max_seq) > 0:
             o.max_seq = seq
             o.last_ts = ts
@@ -831,9 +868,11 @@ cdef class Router:
         protected = self.protect_rtcp(peer, data)
         return self._send(p, <const uint8_t*><char*>protected, len(protected)) > 0
 
-    def resend(self, int out_idx, seqs):
-        """Answer a NACK: resend the cached packets of out stream `out_idx` with
-        these sequence numbers.
+    def resend(self, int out_idx, seqs, double now):
+        """Answer a NACK at router time `now`: resend the cached packets of out
+        stream `out_idx` with these sequence numbers (each at most RESEND_LIMIT
+        times, RESEND_INTERVAL apart; the caller deduplicates and rate-limits,
+        mediaserver/sfu/nack.py).
 
         Returns:
             The publisher's sequence numbers of those not in the cache but sent
@@ -844,6 +883,7 @@ cdef class Router:
         cdef Peer* d = &self.peers[o.peer]
         cdef int n, count = 0
         cdef uint16_t seq
+        cdef int i
         missing = []
         if not d.bound:
             return missing
@@ -851,8 +891,18 @@ cdef class Router:
             seq = <uint16_t>(s & 0xFFFF)
             n = cache_lookup(&o.cache, seq)
             if n:
+                i = seq & o.cache.mask
+                if o.cache.resends[i] and now - o.cache.resent_at[i] < MIN_RESEND_INTERVAL:
+                    self._drop(DROP_NACK_TOO_SOON)
+                    continue
+                if o.cache.resends[i] >= MAX_RESENDS:
+                    self._drop(DROP_NACK_RESEND_CAP)
+                    continue
+                o.cache.resends[i] += 1
+                o.cache.resent_at[i] = now
                 self._send(d, cache_slot(&o.cache, seq), n)
                 count += 1
+                self.retransmitted_bytes += n
             elif o.has_source and seq_diff(seq, o.src_start_seq) >= 0:
                 missing.append(<uint16_t>(seq - o.seq_delta))
         self.retransmitted += count
@@ -909,6 +959,7 @@ cdef class Router:
             "forwarded_packets": self.forwarded_packets,
             "forwarded_bytes": self.forwarded_bytes,
             "retransmitted": self.retransmitted,
+            "retransmitted_bytes": self.retransmitted_bytes,
             "slow_datagrams": self.slow_datagrams,
             "recv_errors": self.recv_errors,
             "batches": self.batches,

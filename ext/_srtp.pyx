@@ -132,8 +132,11 @@ cdef struct SrtpStream:
     uint32_t ssrc
     bint has_rtp
     bint has_rtcp
-    ReplayWindow rtp      # 48-bit SRTP indexes; protect keeps only `highest` (for the ROC)
-    ReplayWindow rtcp     # 31-bit SRTCP indexes (unprotect only)
+    # 48-bit SRTP indexes. Unprotect: the replay window. Protect: the indexes sent,
+    # so that none protects a second packet (with GCM, one nonce for two
+    # plaintexts gives away the keystream and the authentication key).
+    ReplayWindow rtp
+    ReplayWindow rtcp     # 31-bit SRTCP indexes (unprotect only: protect counts up)
 
 
 cdef struct SrtpContext:
@@ -514,7 +517,8 @@ cdef inline void _window_start(ReplayWindow* w, uint64_t index) noexcept nogil:
 
 
 cdef inline void _window_add(ReplayWindow* w, uint64_t index) noexcept nogil:
-    # Only after the packet authenticated, and after _window_seen said False.
+    # Only after the packet authenticated (or was protected), and after
+    # _window_seen said False.
     cdef uint64_t shift, delta
     if index > w.highest:
         shift = index - w.highest
@@ -672,6 +676,9 @@ cdef int srtp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity) 
         index = _estimate_index(st.rtp.highest, seq)
         if index > SRTP_INDEX_MAX:
             return SRTP_ERR_KEY_LIMIT
+        if _window_seen(&st.rtp, index):
+            # sent before, or too old to tell: never a second packet under one nonce
+            return SRTP_ERR_INDEX_USED
     else:
         if st == NULL and ctx.n_streams == SRTP_MAX_STREAMS:
             return SRTP_ERR_STREAMS
@@ -694,8 +701,8 @@ cdef int srtp_protect(SrtpContext* ctx, uint8_t* buf, int length, int capacity) 
     if not st.has_rtp:
         st.has_rtp = True
         _window_start(&st.rtp, index)
-    elif index > st.rtp.highest:
-        st.rtp.highest = index
+    else:
+        _window_add(&st.rtp, index)
     return length + ctx.rtp_tag_len
 
 
@@ -866,6 +873,7 @@ globals().update(
     SRTP_ERR_CRYPTO=SRTP_ERR_CRYPTO,
     SRTP_ERR_STREAMS=SRTP_ERR_STREAMS,
     SRTP_ERR_KEY_LIMIT=SRTP_ERR_KEY_LIMIT,
+    SRTP_ERR_INDEX_USED=SRTP_ERR_INDEX_USED,
     SRTP_MAX_STREAMS=SRTP_MAX_STREAMS,
 )
 
@@ -877,6 +885,7 @@ _MESSAGES = {
     SRTP_ERR_CRYPTO: "OpenSSL failure",
     SRTP_ERR_STREAMS: "too many SSRCs in one context",
     SRTP_ERR_KEY_LIMIT: "packet index space used up: rekey",
+    SRTP_ERR_INDEX_USED: "packet index already used (or older than the window): not reused",
 }
 
 

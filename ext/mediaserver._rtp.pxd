@@ -2,7 +2,7 @@
 # by ext/_router.pyx (compiled into it: no cross-module call per packet) and
 # ext/_rtp.pyx (Python wrappers for tests). Nothing here builds a Python object.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, int16_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int32_t
 from libc.string cimport memcpy
 
 cdef enum:
@@ -105,6 +105,48 @@ cdef inline int rtp_rewrite_into(uint8_t* dst, const uint8_t* src, int length,
 cdef inline int seq_diff(uint16_t a, uint16_t b) noexcept nogil:
     return <int16_t>(<uint16_t>(a - b))
 
+# The numbers an outbound stream sent, up to its highest (`highest`, kept by the
+# caller): bit k of bits0 (k < 64) or of bits1 (k - 64) stands for highest - k.
+# Each number is one SRTP index, and an index must never protect two packets.
+cdef enum:
+    SENT_WINDOW = 128
+
+ctypedef struct SentSeqs:
+    uint64_t bits0
+    uint64_t bits1
+
+# True when seq went out already, or is too old to tell (older than the window).
+cdef inline bint sent_seqs_has(const SentSeqs* w, uint16_t highest, uint16_t seq) noexcept nogil:
+    cdef int d = seq_diff(seq, highest)
+    if d > 0:
+        return False
+    d = -d
+    if d >= SENT_WINDOW:
+        return True
+    if d < 64:
+        return (w.bits0 >> d) & 1
+    return (w.bits1 >> (d - 64)) & 1
+
+# Record seq as sent, before the caller moves `highest` to it (the first time:
+# highest == seq).
+cdef inline void sent_seqs_add(SentSeqs* w, uint16_t highest, uint16_t seq) noexcept nogil:
+    cdef int d = seq_diff(seq, highest)
+    if d > 0:
+        if d >= SENT_WINDOW:
+            w.bits0 = 0
+            w.bits1 = 0
+        elif d >= 64:
+            w.bits1 = w.bits0 << (d - 64)
+            w.bits0 = 0
+        else:
+            w.bits1 = (w.bits1 << d) | (w.bits0 >> (64 - d))
+            w.bits0 = w.bits0 << d
+        w.bits0 |= 1
+    elif -d < 64:
+        w.bits0 |= (<uint64_t>1) << (-d)
+    else:
+        w.bits1 |= (<uint64_t>1) << (-d - 64)
+
 # The packet cache: the last N protected packets of one outbound stream, slot
 # chosen by sequence number, so a NACK is answered by resending the same bytes.
 # N is a power of two; the router sends straight out of the slot (no copy).
@@ -112,6 +154,8 @@ ctypedef struct PacketCache:
     uint8_t* data        # N * CACHE_SLOT bytes
     uint16_t* lengths    # 0 = empty
     uint16_t* seqs
+    uint8_t* resends     # times the packet in the slot was resent (NACKs)
+    double* resent_at    # when it was last resent (router time)
     int mask             # N - 1
 
 cdef inline uint8_t* cache_slot(PacketCache* c, uint16_t seq) noexcept nogil:
@@ -120,6 +164,7 @@ cdef inline uint8_t* cache_slot(PacketCache* c, uint16_t seq) noexcept nogil:
 cdef inline void cache_commit(PacketCache* c, uint16_t seq, int length) noexcept nogil:
     c.lengths[seq & c.mask] = length
     c.seqs[seq & c.mask] = seq
+    c.resends[seq & c.mask] = 0
 
 # Returns the stored length (the bytes are at cache_slot) or 0 when evicted/absent.
 cdef inline int cache_lookup(PacketCache* c, uint16_t seq) noexcept nogil:
@@ -137,8 +182,11 @@ cdef inline int cache_init(PacketCache* c, int n) noexcept nogil:
     c.data = <uint8_t*>calloc(n, CACHE_SLOT)
     c.lengths = <uint16_t*>calloc(n, sizeof(uint16_t))
     c.seqs = <uint16_t*>calloc(n, sizeof(uint16_t))
+    c.resends = <uint8_t*>calloc(n, sizeof(uint8_t))
+    c.resent_at = <double*>calloc(n, sizeof(double))
     c.mask = n - 1
-    if c.data == NULL or c.lengths == NULL or c.seqs == NULL:
+    if (c.data == NULL or c.lengths == NULL or c.seqs == NULL or c.resends == NULL
+            or c.resent_at == NULL):
         cache_release(c)
         return -1
     return 0
@@ -147,6 +195,10 @@ cdef inline void cache_release(PacketCache* c) noexcept nogil:
     free(c.data)
     free(c.lengths)
     free(c.seqs)
+    free(c.resends)
+    free(c.resent_at)
     c.data = NULL
     c.lengths = NULL
     c.seqs = NULL
+    c.resends = NULL
+    c.resent_at = NULL

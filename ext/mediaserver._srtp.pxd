@@ -28,6 +28,8 @@ cdef enum:
 # Added with the implementation (the codes above are unchanged):
 cdef enum:
     SRTP_ERR_KEY_LIMIT = -7   # the key's packet index space is used up: rekey (never in practice)
+    SRTP_ERR_INDEX_USED = -8  # protect: this SSRC's index was used already, or is older
+                              # than the window of the last 128 sent: refused, never reused
 
 # Per-SSRC state slots in one context (linear search; a slot is taken only by a
 # packet that authenticated, or by the first packet we protect for an SSRC).
@@ -55,11 +57,14 @@ cdef int srtcp_unprotect(SrtpContext* ctx, uint8_t* buf, int length) noexcept no
 cdef int srtp_overhead(int profile) noexcept nogil
 
 # Notes on the transforms (added with the implementation):
-# - protect accepts the same sequence number again (a NACK resend of the same
-#   plaintext gives the same bytes, as libsrtp's allow_repeat_tx); it tracks the
-#   rollover counter per SSRC from the highest sequence number sent. Never
-#   protect two DIFFERENT packets with one (SSRC, sequence number): with GCM that
-#   reuses a nonce.
+# - protect never uses one (SSRC, packet index) twice: with GCM a second packet
+#   under the same nonce gives away the keystream and the GHASH key. It keeps the
+#   highest index sent per SSRC (for the rollover counter) and a window of the
+#   128 below it, and refuses (SRTP_ERR_INDEX_USED) an index it sent or one older
+#   than the window. A NACK is answered by resending the bytes already protected
+#   (the router's packet cache), not by protecting again.
+# - SRTCP indexes come from one counter per context (never repeats; at 2^31 it is
+#   SRTP_ERR_KEY_LIMIT).
 # - unprotect accepts an SRTCP packet whose E flag is clear (authenticated, not
 #   encrypted: RFC 3711 3.4, RFC 7714 9.2); srtcp_protect always encrypts.
 # - Packets over 1 MiB are SRTP_ERR_MALFORMED (AES-CM's per-packet keystream limit).

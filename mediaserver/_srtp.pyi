@@ -16,6 +16,7 @@ SRTP_ERR_NO_SPACE: Final[int]
 SRTP_ERR_CRYPTO: Final[int]
 SRTP_ERR_STREAMS: Final[int]
 SRTP_ERR_KEY_LIMIT: Final[int]
+SRTP_ERR_INDEX_USED: Final[int]  # protect: that index was used already (nonce never reused)
 SRTP_MAX_STREAMS: Final[int]
 
 class SrtpError(ValueError):

@@ -30,6 +30,7 @@ _SFU_COUNTERS = (
      "forwarded_packets"),
     ("mediaserver_forwarded_bytes", "bytes forwarded (outbound: to subscribers)", "forwarded_bytes"),
     ("mediaserver_retransmitted_packets", "packets resent from the cache for NACKs", "retransmitted"),
+    ("mediaserver_retransmitted_bytes", "bytes resent from the cache for NACKs", "retransmitted_bytes"),
     ("mediaserver_nack_received", "NACK feedback messages received", "nack_received"),
     ("mediaserver_nack_lost_packets", "packets named lost in received NACKs", "nack_packets"),
     ("mediaserver_nack_relayed", "NACKed sequence numbers relayed to publishers", "nack_relayed"),

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 from aioice import stun
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_RTPFB, RTCP_RTPFB_NACK, RtpPacket, pack_rtcp_packet
 
 from benchmarks.peers.webrtc import VIDEO_PT, SyntheticPeer, handshake
-from mediaserver._router import Router
+from mediaserver._router import RESEND_LIMIT, Router
 from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, PROFILE_AES128_CM_SHA1_80, Srtp
 from mediaserver.netns import CLIENT_IP, SERVER_IP
 from mediaserver.sfu.dtls import DtlsCertificate, DtlsEndpoint
@@ -728,3 +728,73 @@ async def test_thousands_of_unconnected_sessions_are_bounded_and_reaped():
         assert sfu._router.add_peer() == 0
     finally:
         await sfu.close()
+
+
+# ---- 6. NACK amplification (issue 20) ----------------------------------------------
+
+
+def _drain_rtp(peer: SyntheticPeer) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            data = peer.sock.recv(4096)
+        except BlockingIOError:
+            return out
+        if is_rtp(data):
+            out.append(data)
+
+
+async def test_nack_flood_listing_the_same_packets_gets_back_fewer_bytes_than_it_sends():
+    """The review's attack: an SRTCP NACK of 1,432 bytes whose 350 FCI entries all
+    name the same 17 packets (PID + a full bitmask) made about 6,000 resends. Each
+    is now answered once per NACK, a cached packet is resent at most RESEND_LIMIT
+    times, never twice within RESEND_INTERVAL, and a subscriber gets a few hundred
+    per second: a flood of such NACKs gets back less than it sends."""
+    async with synthetic_call() as (sfu, pub, sub):
+        assert pub.keys and sub.keys and pub.server_addr and sub.server_video_ssrc
+        publish = Srtp(pub.keys.profile, pub.keys.tx_key, pub.keys.tx_salt)
+        nack_ctx = Srtp(sub.keys.profile, sub.keys.tx_key, sub.keys.tx_salt)
+        for seq in range(1, 101):
+            pub.sock.sendto(publish.protect(_rtp(seq, b"N%05d" % seq + bytes(900), pub.video_ssrc)),
+                            pub.server_addr)
+            if seq % 25 == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        forwarded = _drain_rtp(sub)
+        assert len(forwarded) == 100
+        pid = struct.unpack_from("!H", forwarded[40], 2)[0]  # the subscriber's numbering
+        fci = struct.pack("!HH", pid, 0xFFFF) * 350
+        payload = struct.pack("!LL", 0x5EED, sub.server_video_ssrc) + fci
+
+        def attack() -> bytes:
+            return nack_ctx.protect_rtcp(pack_rtcp_packet(RTCP_RTPFB, RTCP_RTPFB_NACK, payload))
+
+        before = sfu.counters()
+        first = attack()
+        assert len(first) == 1432
+        sub.sock.sendto(first, sub.server_addr)
+        await asyncio.sleep(0.3)
+        one = sfu.counters()
+        assert one["retransmitted"] - before["retransmitted"] == 17
+        assert one["drops"]["nack_duplicate"] - before["drops"].get("nack_duplicate", 0) == 350 * 17 - 17
+        resent = _drain_rtp(sub)
+        assert len(resent) == 17
+        nack_bytes = 1432
+        for i in range(199):
+            sub.sock.sendto(attack(), sub.server_addr)
+            nack_bytes += 1432
+            if i % 10 == 9:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        resent += _drain_rtp(sub)
+        after = sfu.counters()
+        assert after["retransmitted"] - before["retransmitted"] == len(resent) <= 17 * RESEND_LIMIT
+        assert after["retransmitted_bytes"] - before["retransmitted_bytes"] == sum(map(len, resent))
+        # every other request the 200 NACKs made is counted: too soon after the last
+        # resend of that packet, past its resends, or past the subscriber's rate
+        cut = sum(
+            after["drops"][k] - before["drops"].get(k, 0)
+            for k in ("nack_too_soon", "nack_resend_cap", "nack_over_budget")
+        )
+        assert cut + len(resent) == 17 * 200
+        assert sum(map(len, resent)) <= nack_bytes

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from mediaserver._router import SLOW_DTLS, SLOW_RTCP, SLOW_STUN, Router
 from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, PROFILE_AES128_CM_SHA1_80, Srtp
 from mediaserver.sfu.rtcp import build_pli
+from tests.fuzz.fuzz_router import OutIndexes
 
 PUB = ("10.0.0.1", 5000)
 SUB = ("10.0.0.2", 6000)
@@ -108,13 +109,13 @@ def test_nack_answered_from_cache_and_misses_mapped_to_publisher():
     for seq in range(100, 110):
         if seq != 105:  # lost on the way in
             w.publish(seq=seq)
-    missing = w.router.resend(w.out, [101, 103, 105])
+    missing = w.router.resend(w.out, [101, 103, 105], 0.0)
     assert missing == [105]
     assert w.router.counters()["retransmitted"] == 2
     # evicted from a 64-slot cache: no longer resendable (and older than the source? no: mapped)
     for seq in range(110, 300):
         w.publish(seq=seq)
-    assert w.router.resend(w.out, [101]) == [101]
+    assert w.router.resend(w.out, [101], 0.0) == [101]
 
 
 def test_fanout_to_two_subscribers():
@@ -317,3 +318,150 @@ def test_tapped_payload_type_goes_to_python_and_injected_packets_continue_the_st
     assert back.sequence_number == packet.sequence_number + 1
     with pytest.raises(ValueError):
         w.router.inject(w.pub, b"\x00" * 5, w.out, 100, 0.0)
+
+
+# ---- one SRTP index, one packet (issue 20: GCM nonce reuse on the way out) ----------
+
+
+def padding_only(seq: int, ssrc: int = 1234) -> bytes:
+    packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=0, ssrc=ssrc, payload=b"")
+    packet.padding_size = 20
+    return bytes(packet.serialize())
+
+
+def test_late_packet_after_a_padding_only_packet_gets_a_fresh_index():
+    # the review's case: publisher seq 10, a padding-only 13, then a late 11 went
+    # out as seq 10 again, XOR-equal ciphertexts under one nonce
+    w = Wiring()
+    seen = OutIndexes()
+    for data, _ in w.publish(seq=10, payload=b"ten" * 30)[0]:
+        seen.add(data)
+    assert w.router.feed(w.pub_srtp.protect(padding_only(13)), *PUB, 0.0)[0] == []
+    sent, _ = w.publish(seq=11, payload=b"eleven" * 15)
+    (late,) = w.received(sent)
+    seen.add(sent[0][0])
+    assert late.payload == b"eleven" * 15
+    for seq in (12, 14):
+        for data, _ in w.publish(seq=seq)[0]:
+            seen.add(data)
+    assert len(seen.sent) == 4
+
+
+def test_late_packet_before_a_skipped_padding_packet_is_dropped_not_sent_again():
+    # padding that is next in line is skipped (no gap), so a packet older than it
+    # would land on a number already sent: dropped and counted, never protected
+    w = Wiring()
+    seen = OutIndexes()
+    for seq in (8, 10):
+        for data, _ in w.publish(seq=seq, payload=bytes([seq]) * 50)[0]:
+            seen.add(data)
+    w.router.feed(w.pub_srtp.protect(padding_only(11)), *PUB, 0.0)
+    assert w.publish(seq=9, payload=b"late" * 20)[0] == []
+    drops = w.router.counters()["drops"]
+    assert (drops["out_seq_used"], drops["padding_only"], drops["protect_index_used"]) == (1, 1, 0)
+    for data, _ in w.publish(seq=12)[0]:
+        assert seen.add(data) == 11  # the padding packet left no gap
+    # the first packet at that number stays in the cache for NACKs
+    assert w.router.resend(w.out, [8], 0.0) == []
+    assert w.router.counters()["retransmitted"] == 1
+
+
+def test_reordering_after_a_source_switch_never_reuses_an_index():
+    w = Wiring()
+    seen = OutIndexes()
+    second = Srtp(w.profile, *keys(1, w.profile))
+    for seq in range(100, 105):
+        for data, _ in w.publish(seq=seq, ssrc=1, payload=b"a%d" % seq)[0]:
+            seen.add(data)
+    # "Next": the new source's numbering continues ours; its packet 7 arrives
+    # before its 5 and 6, which would map onto the first source's last numbers
+    for seq in (7, 5, 6, 8):
+        for data, _ in w.publish(seq=seq, ssrc=2, srtp=second, payload=b"b%d" % seq)[0]:
+            seen.add(data)
+    # a late packet of the first source is a switch back: fresh numbers again
+    for data, _ in w.publish(seq=105, ssrc=1, payload=b"a105")[0]:
+        seen.add(data)
+    assert [p.payload for p in map(RtpPacket.parse, map(w.sub_srtp.unprotect, seen.sent.values()))] == [
+        b"a100", b"a101", b"a102", b"a103", b"a104", b"b7", b"b8", b"a105"
+    ]
+    assert w.router.counters()["drops"]["out_seq_used"] == 2
+
+
+def test_injected_packets_interleaved_with_forwarded_ones_never_reuse_an_index():
+    # an effect toggled on and off (Router.inject from the effects path), its
+    # packets late or reordered around the publisher's
+    w = Wiring()
+    seen = OutIndexes()
+
+    def inject(seq: int, payload: bytes) -> None:
+        made = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000, ssrc=0xE0,
+                         payload=payload)
+        protected = w.router.inject(w.pub, bytes(made.serialize()), w.out, 100, 0.0)
+        if protected is not None:
+            seen.add(protected)
+
+    for seq in (500, 501):
+        for data, _ in w.publish(seq=seq, payload=b"p%d" % seq)[0]:
+            seen.add(data)
+    w.router.set_tap(w.pub, 96, True)
+    inject(10, b"fx10")
+    inject(9, b"fx9")  # reordered: would land on the publisher's 501
+    inject(11, b"fx11")
+    w.router.set_tap(w.pub, 96, False)
+    for data, _ in w.publish(seq=503, payload=b"p503")[0]:
+        seen.add(data)
+    inject(12, b"fx12")  # the encoder's last frame, after the effect went off
+    inject(11, b"fx11 again")  # the same number twice from Python
+    for data, _ in w.publish(seq=502, payload=b"p502")[0]:  # a late one of the publisher
+        seen.add(data)
+    for data, _ in w.publish(seq=504, payload=b"p504")[0]:
+        seen.add(data)
+    payloads = [RtpPacket.parse(w.sub_srtp.unprotect(d)).payload for d in seen.sent.values()]
+    assert b"fx10" in payloads and b"fx12" in payloads and b"p504" in payloads
+    assert b"fx9" not in payloads and b"fx11 again" not in payloads
+    assert w.router.counters()["drops"]["protect_index_used"] == 0
+
+
+ARRIVAL = st.tuples(
+    st.sampled_from(["pub1", "pub2", "padding", "inject"]),
+    st.integers(0, 40),  # offset from the source's base: reordering, late, repeated
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    arrivals=st.lists(ARRIVAL, min_size=1, max_size=80),
+    base=st.sampled_from([0, 65500]),
+    profile=st.sampled_from([PROFILE_AEAD_AES_128_GCM, PROFILE_AES128_CM_SHA1_80]),
+)
+def test_no_two_packets_for_a_subscriber_stream_share_an_index(arrivals, base, profile):
+    w = Wiring(profile, cache_packets=64)
+    seen = OutIndexes()
+    # one publisher, two of its SSRCs (a switch each time they alternate), padding
+    # on the first, and an effect's stream injected from Python
+    ssrcs = {"pub1": 1, "pub2": 2, "padding": 1}
+    protected: dict[tuple[int, int, bool], bytes] = {}
+    for i, (kind, offset) in enumerate(arrivals):
+        seq = (base + offset) & 0xFFFF
+        payload = b"%d:%s:%d" % (i, kind.encode(), offset)
+        now = i * 0.01
+        if kind == "inject":
+            made = RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000,
+                             ssrc=0xE0, payload=payload)
+            out = w.router.inject(w.pub, bytes(made.serialize()), w.out, 100, now)
+            sent = [] if out is None else [(out, SUB)]
+        else:
+            key = (ssrcs[kind], seq, kind == "padding")
+            if key not in protected:  # the same (SSRC, seq) again is a replay on the way in
+                plain = (padding_only(seq, ssrcs[kind]) if kind == "padding" else bytes(
+                    RtpPacket(payload_type=96, sequence_number=seq, timestamp=seq * 3000,
+                              ssrc=ssrcs[kind], payload=payload).serialize()))
+                try:
+                    protected[key] = w.pub_srtp.protect(plain)
+                except ValueError:
+                    continue  # our own sender refuses its used indexes too
+            sent, _ = w.router.feed(protected[key], *PUB, now)
+        for data, _ in sent:
+            seen.add(data)
+            w.sub_srtp.unprotect(data)  # and the subscriber can read every one
+    assert w.router.counters()["drops"]["protect_index_used"] == 0

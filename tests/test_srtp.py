@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mediaserver import _srtp
-from mediaserver._srtp import Srtp, SrtpError
+from mediaserver._srtp import SRTP_ERR_INDEX_USED, Srtp, SrtpError
 
 CM80 = _srtp.PROFILE_AES128_CM_SHA1_80
 CM32 = _srtp.PROFILE_AES128_CM_SHA1_32
@@ -125,6 +125,7 @@ def test_status_messages():
     assert _srtp.status_message(_srtp.SRTP_ERR_REPLAY) == "replayed packet"
     assert _srtp.status_message(_srtp.SRTP_ERR_STREAMS) == "too many SSRCs in one context"
     assert _srtp.status_message(_srtp.SRTP_ERR_KEY_LIMIT) == "packet index space used up: rekey"
+    assert _srtp.status_message(SRTP_ERR_INDEX_USED).startswith("packet index already used")
     assert _srtp.status_message(-99) == "unknown SRTP status -99"
 
 
@@ -372,17 +373,59 @@ def test_receiver_follows_a_gap_across_the_wrap():
 
 
 @by_profile
-def test_protect_again_after_the_wrap_uses_the_old_roc(profile):
-    # a resend of 65535 after 0 went out belongs to ROC 0: same bytes as the first time
+def test_late_packet_after_the_wrap_uses_the_old_roc(profile):
+    # 65534 protected after 0 and 1 went out belongs to ROC 0, as libsrtp decides
     key, salt = master(profile)
     ours = Srtp(profile, key, salt)
-    lib_tx, _ = libsrtp_pair(profile, key, salt, allow_repeat_tx=True)
-    first = ours.protect(rtp(65535))
-    assert lib_tx.protect(rtp(65535)) == first
-    for seq in (0, 1):
+    lib_tx, lib_rx = libsrtp_pair(profile, key, salt)
+    for seq in (65535, 0, 1):
         assert ours.protect(rtp(seq)) == lib_tx.protect(rtp(seq))
-    assert ours.protect(rtp(65535)) == first
-    assert lib_tx.protect(rtp(65535)) == first
+    late = ours.protect(rtp(65534))
+    assert late == lib_tx.protect(rtp(65534))
+    assert lib_rx.unprotect(late) == rtp(65534)
+
+
+@by_profile
+def test_protect_never_uses_an_index_twice(profile):
+    # Same SSRC and index is the same nonce: with GCM two plaintexts under it give
+    # away the keystream and the GHASH key. A resend is the cached bytes, never a
+    # second protect; so a second protect of an index is refused, whatever it holds.
+    key, salt = master(profile)
+    ours = Srtp(profile, key, salt)
+    for seq in (65530, 65535, 0, 3, 200):
+        ours.protect(rtp(seq, payload=b"first"))
+    for seq, payload in ((65535, b"other"), (0, b"first"), (3, b"x" * 40), (200, b"")):
+        with pytest.raises(SrtpError) as refused:
+            ours.protect(rtp(seq, payload=payload))
+        assert refused.value.status == SRTP_ERR_INDEX_USED
+    # older than the window of 128 indexes below the highest sent: cannot be told
+    # apart from one sent, so refused too, while a never-sent index inside it works
+    with pytest.raises(SrtpError, match="already used"):
+        ours.protect(rtp(65531))
+    ours.protect(rtp(100, payload=b"late"))
+    ours.protect(rtp(199, payload=b"late"))
+    # another SSRC has its own indexes
+    ours.protect(rtp(200, ssrc=0x5555, payload=b"other"))
+
+
+@by_profile
+def test_srtcp_index_is_never_reused_across_ssrcs_or_at_the_limit(profile):
+    # the RTCP direction: one counter per context, whatever the SSRC, and at 2^31
+    # a refusal (rekey), never a wrap to an index already used
+    key, salt = master(profile)
+    ours = Srtp(profile, key, salt)
+    indexes = []
+    for ssrc in (1, 2, 1, 3, 2):
+        protected = ours.protect_rtcp(rtcp(ssrc))
+        word = protected[-4:] if profile in (GCM128, GCM256) else protected[-14:-10]
+        indexes.append(struct.unpack("!I", word)[0] & 0x7FFFFFFF)
+    assert indexes == [0, 1, 2, 3, 4]
+    ours._set_rtcp_index(0x7FFFFFFF)
+    ours.protect_rtcp(rtcp(1))
+    for _ in range(2):
+        with pytest.raises(SrtpError) as refused:
+            ours.protect_rtcp(rtcp(1))
+        assert refused.value.status == _srtp.SRTP_ERR_KEY_LIMIT
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

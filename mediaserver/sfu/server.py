@@ -46,11 +46,12 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.1  # timer resolution: DTLS retransmits, consent, RTCP reports
 REPORT_INTERVAL = 1.0  # RR/SR/REMB per session (RFC 3550 allows more for 2-party)
-# Keys of Sfu.stats that count dropped datagrams (reported in counters()["drops"]).
-SLOW_PATH_DROPS = frozenset({"dtls_unknown_address"})
-CACHE_BYTES_PER_PACKET = 1536 + 2 + 2
-"""One NACK cache entry: CACHE_SLOT (ext/mediaserver._rtp.pxd) plus its length and
-sequence number (cache_init there)."""
+# Keys of Sfu.stats that count dropped datagrams (reported in counters()["drops"]),
+# and NACK entries left unanswered (mediaserver/sfu/nack.py)
+SLOW_PATH_DROPS = frozenset({"dtls_unknown_address", "nack_duplicate", "nack_over_budget"})
+CACHE_BYTES_PER_PACKET = 1536 + 2 + 2 + 1 + 8
+"""One NACK cache entry: CACHE_SLOT (ext/mediaserver._rtp.pxd) plus its length,
+sequence number, resend count and last resend time (cache_init there)."""
 
 
 @dataclass
@@ -552,15 +553,14 @@ class Sfu:
             self.stats["rtcp_malformed"] += 1
             return
         router = self._router
+        nacked: dict[int, list[int]] = {}  # out stream -> what this datagram's NACKs ask
         for item in feedback:
             if isinstance(item, rtcp.Nack):
                 track = session.track_by_out_ssrc(item.media_ssrc)
                 if track is not None and track.out_stream is not None:
                     self.stats["nack_received"] += 1
                     self.stats["nack_packets"] += len(item.lost)
-                    missing = router.resend(track.out_stream, item.lost)
-                    if missing:
-                        self._relay_nack(track.out_stream, missing)
+                    nacked.setdefault(track.out_stream, []).extend(item.lost)
             elif isinstance(item, (rtcp.Pli, rtcp.Fir)):
                 self.stats["pli_received"] += 1
                 track = session.track_by_out_ssrc(item.media_ssrc)
@@ -576,6 +576,13 @@ class Sfu:
                 session.remb_bitrate = item.bitrate
             elif isinstance(item, rtcp.SenderReport):
                 session.last_sr[item.ssrc] = ((item.ntp_timestamp >> 16) & 0xFFFFFFFF, now)
+        for out_stream, lost in nacked.items():
+            answer = session.nack_budget.admit(lost, now)
+            self.stats["nack_duplicate"] += answer.duplicates
+            self.stats["nack_over_budget"] += answer.over_budget
+            missing = router.resend(out_stream, answer.resend, now) if answer.resend else []
+            if missing:
+                self._relay_nack(out_stream, missing)
 
     def _relay_nack(self, out_stream: int, publisher_seqs: list[int]) -> None:
         """Ask the publisher again for packets that never reached us."""

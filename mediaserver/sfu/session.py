@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from mediaserver.sfu.dtls import DtlsEndpoint
+from mediaserver.sfu.nack import NackBudget
 from mediaserver.sfu.router import Codec
 from mediaserver.sfu.rtcp import ReceptionStats
 
@@ -71,6 +72,8 @@ class Session:
     connected_at: float = 0.0
     keyframe_pending: bool = False
     """A keyframe was asked for before the publisher's SSRC was known."""
+    nack_budget: NackBudget = field(default_factory=NackBudget)
+    """How many of its NACKs are answered (all its streams share it)."""
 
     def track_by_out_ssrc(self, ssrc: int) -> Track | None:
         for track in self.tracks.values():

@@ -20,8 +20,9 @@ re-protected with the publisher's key (mode 0).
 Bug: any exception but the documented ValueError/RuntimeError of the Python calls;
 a datagram sent anywhere but the subscriber; a tapped or RTCP slow-path datagram
 whose plaintext differs from what was protected; a forwarded packet that
-decrypts (subscriber's key) to other payload bytes or another SSRC; and (make
-fuzz) any ASan report.
+decrypts (subscriber's key) to other payload bytes or another SSRC; two
+different packets sent under one SSRC and SRTP index (one GCM nonce; injected
+ones included); and (make fuzz) any ASan report.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def test_one_input(data: bytes) -> None:
     pub_tx = srtp.Srtp(profile, *keys(1))
     sub_rx = srtp.Srtp(profile, *keys(5))
     now = 0.0
+    indexes = OutIndexes()
     for tag, payload in records(data):
         now += 1.0 if tag & 0x10 else 0.02
         source = (PUB, SUB, STRANGER, PUB)[(tag >> 2) & 3]
@@ -86,13 +88,15 @@ def test_one_input(data: bytes) -> None:
         if mode == 3:
             if tag & 4:
                 try:
-                    router.inject(pub, payload, video, 100, now)
+                    injected = router.inject(pub, payload, video, 100, now)
                 except ValueError:
-                    pass
+                    injected = None
+                if injected is not None:
+                    indexes.add(injected)
             else:
                 seqs = [s for (s,) in struct.iter_unpack("!H", payload[: len(payload) & ~1])]
-                router.resend(video, seqs)
-                router.resend(audio, seqs[::-1])
+                router.resend(video, seqs, now)
+                router.resend(audio, seqs[::-1], now)
             continue
         datagram = payload
         if mode in (1, 2):
@@ -105,6 +109,7 @@ def test_one_input(data: bytes) -> None:
         for out, addr in sent:
             if addr != SUB:
                 raise AssertionError(f"forwarded to {addr}, not the subscriber")
+            indexes.add(out)
             _check_forwarded(sub_rx, out, plain if source == PUB and mode == 1 else None)
         for kind, peer, addr, item in slow:
             if addr != source:
@@ -122,6 +127,37 @@ def test_one_input(data: bytes) -> None:
     router.counters()
     router.remove_out_stream(video)
     router.remove_peer(pub)
+
+
+class OutIndexes:
+    """What subscribers see: per SSRC, each packet's 48-bit SRTP index and the
+    bytes first sent under it. Same SSRC and index is the same nonce: two
+    different packets there are the bug. The ROC is guessed from the highest
+    index seen as RFC 3711 Appendix A does (and ext/_srtp.pyx's sender)."""
+
+    def __init__(self) -> None:
+        self.highest: dict[int, int] = {}
+        self.sent: dict[tuple[int, int], bytes] = {}
+
+    def add(self, out: bytes) -> int:
+        """Record a protected RTP packet; returns its index."""
+        seq, ssrc = struct.unpack_from("!HxxxxI", out, 2)
+        highest = self.highest.get(ssrc)
+        index = seq if highest is None else _estimate_index(highest, seq)
+        self.highest[ssrc] = index if highest is None else max(highest, index)
+        if self.sent.setdefault((ssrc, index), out) != out:
+            raise AssertionError(f"SSRC {ssrc:#x} index {index} protects two different packets")
+        return index
+
+
+def _estimate_index(highest: int, seq: int) -> int:
+    roc, s_l = highest >> 16, highest & 0xFFFF
+    if s_l < 32768:
+        if seq > s_l + 32768 and roc > 0:
+            roc -= 1
+    elif s_l - 32768 > seq:
+        roc += 1
+    return (roc << 16) | seq
 
 
 def _check_forwarded(sub_rx: Any, out: bytes, plain: bytes | None) -> None:
