@@ -108,7 +108,7 @@ def create_app(
         WebSocketRoute("/ws", websocket_endpoint),
     ]
     if store is not None:
-        routes.append(create_api(store))  # before the static Mount at "/"
+        routes.append(create_api(store, trusted_proxies))  # before the static Mount at "/"
     routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True)))
     app = Starlette(routes=routes)
     app.state.hub = hub

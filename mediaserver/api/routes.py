@@ -24,7 +24,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from mediaserver.client_address import address_key, connection_ip
+from mediaserver.api.limits import RATES, Rate, RateLimiter, retry_after
+from mediaserver.client_address import Network, address_key, connection_ip
 from mediaserver.api.errors import (
     ApiError,
     api_error_handler,
@@ -40,6 +41,7 @@ from mediaserver.store.db import (
     Unauthorized,
 )
 from mediaserver.store.photos import MAX_PHOTO_BYTES, TYPES, PhotoError, clean_photo
+from mediaserver.store.throttle import MAX_DEVICE_TOKEN
 
 logger = logging.getLogger("mediaserver.api")
 
@@ -60,7 +62,11 @@ MAX_INTEREST = 64
 MAX_LANGUAGE = 35
 MAX_PASSWORD = 256
 HEAVY_WORKERS = max(1, min(4, os.cpu_count() or 1))
-"""Argon2 hashes (64 MiB each) and photo decodes running at once, at most."""
+"""Argon2 hashes (64 MiB each) and photo decodes running at once, at most (on one
+core: 2, since account creation always has its own)."""
+CREATE_WORKERS = 1
+"""Of those, the ones account creation may use: its own pool, so a flood of sign-ups
+never queues ahead of a sign-in (which has the other HEAVY_WORKERS - 1)."""
 
 
 def iso(t: float | None) -> str | None:
@@ -324,9 +330,30 @@ async def background_tasks(
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_api(store: Store) -> Mount:
-    """The REST API as one Mount at /api/v1 (its own error handling inside)."""
+def create_api(
+    store: Store,
+    trusted_proxies: tuple[Network, ...] = (),
+    rates: dict[str, Rate] | None = None,
+) -> Mount:
+    """The REST API as one Mount at /api/v1 (its own error handling inside).
+
+    Args:
+        trusted_proxies: --trusted-proxy (the client address behind a proxy).
+        rates: per-address limits by name (default limits.RATES; a test lowers them).
+    """
     processor = Processor(store)
+    limiters = {name: RateLimiter(rate) for name, rate in {**RATES, **(rates or {})}.items()}
+
+    def limit(request: Request, name: str) -> None:
+        """429 when this client address has used up its allowance for `name`."""
+        wait = limiters[name].take(address_key(connection_ip(request)))
+        if wait > 0:
+            after = retry_after(wait)
+            raise ApiError(
+                429, "too_many_attempts",
+                f"too many requests from this address; try again in {after} s",
+                headers={"Retry-After": after},
+            )
 
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A store call in a thread, its errors mapped to API errors."""
@@ -350,7 +377,8 @@ def create_api(store: Store) -> Mount:
             logger.exception("store unavailable")
             raise ApiError(503, "unavailable", "storage is unavailable, try again") from None
 
-    heavy = asyncio.Semaphore(HEAVY_WORKERS)
+    heavy = asyncio.Semaphore(max(1, HEAVY_WORKERS - CREATE_WORKERS))
+    creating = asyncio.Semaphore(CREATE_WORKERS)
 
     async def call_heavy(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call that hashes a password or decodes an image: bounded concurrency
@@ -391,11 +419,13 @@ def create_api(store: Store) -> Mount:
             raise ApiError(404, "not_found", "no such profile")
 
     async def create_profile(request: Request) -> Response:
+        limit(request, "create_account")
         fields = profile_fields(
             await read_json(request), ("username", "date_of_birth"), creating=True
         )
         if "password" in fields:
-            profile, token = await call_heavy(store.create_profile, **fields)
+            async with creating:
+                profile, token = await call(store.create_profile, **fields)
         else:
             profile, token = await call(store.create_profile, **fields)
         if request.headers.get("sec-gpc", "").strip() == "1":
@@ -426,6 +456,7 @@ def create_api(store: Store) -> Mount:
         return Response(status_code=204)
 
     async def submit_request(request: Request) -> Response:
+        limit(request, "privacy_request")
         profile = await authenticate(request)
         body = await read_json(request)
         for key in body:
@@ -463,15 +494,18 @@ def create_api(store: Store) -> Mount:
     async def sign_in(request: Request) -> Response:
         body = json_fields(
             await read_json(request),
-            {"username": MAX_USERNAME, "password": MAX_PASSWORD, "otp": 64},
+            {"username": MAX_USERNAME, "password": MAX_PASSWORD, "otp": 64,
+             "device": MAX_DEVICE_TOKEN},
             ("username", "password"),
         )
         address = address_key(connection_ip(request))
         token, expires_at, profile = await call_heavy(
-            store.sign_in, body["username"], body["password"], body.get("otp"), address
+            store.sign_in, body["username"], body["password"], body.get("otp"), address,
+            body.get("device"),
         )
         return JSONResponse(
-            {"token": token, "expires_at": iso(expires_at), "id": profile.id},
+            {"token": token, "expires_at": iso(expires_at), "id": profile.id,
+             "device": store.device_token(profile.id)},
             status_code=201,
             headers={"Cache-Control": "no-store"},
         )
@@ -523,6 +557,7 @@ def create_api(store: Store) -> Mount:
         return JSONResponse({"two_factor": False})
 
     async def put_photo(request: Request) -> Response:
+        limit(request, "photo_upload")
         profile = await authenticate(request)
         own(profile, request)
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -593,6 +628,7 @@ def create_api(store: Store) -> Mount:
         return Response(status_code=204)
 
     async def report_account(request: Request) -> Response:
+        limit(request, "report")
         profile = await authenticate(request)
         body = json_fields(
             await read_json(request), {"handle": MAX_USERNAME, "reason": 32},
@@ -655,6 +691,8 @@ def create_api(store: Store) -> Mount:
         },
     )
     app.state.processor = processor
+    # connection_ip reads this app's state: inside the Mount, request.app is this app
+    app.state.trusted_proxies = trusted_proxies
     mount = Mount(PREFIX, app=app, name="api")
     # Starlette's "(?P<path>.*)" stops at a newline (%0A in a path): such a request
     # would miss the API and get the outer app's plain-text 404; keep it ours.
