@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -270,3 +273,17 @@ def test_openapi_documents_the_limits_and_the_device(server: Server) -> None:
     assert "device" in schemas["SignIn"]["properties"]
     assert "device" in schemas["Session"]["required"]
     assert "export" in paths[API + "/privacy-requests"]["get"]["description"]
+
+
+def test_concurrent_max_size_photo_uploads_stay_within_a_bound() -> None:
+    # benchmarks.photos: a fresh API process, n uploads of a 40 MP PNG at once; the
+    # peak RSS growth must stay near one decoded frame per decode slot (120 MB RGB)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.photos", "--n", "4", "--kinds", "png", "--json"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)["results"]
+    assert result["kind"] == "png" and result["n"] == 4
+    frame_mib = 8000 * 5000 * 3 / 2**20
+    assert result["peak_rss_growth_mib"] < 2.5 * frame_mib * result["decode_slots"], result

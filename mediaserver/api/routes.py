@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -66,7 +67,9 @@ HEAVY_WORKERS = max(1, min(4, os.cpu_count() or 1))
 core: 2, since account creation always has its own)."""
 CREATE_WORKERS = 1
 """Of those, the ones account creation may use: its own pool, so a flood of sign-ups
-never queues ahead of a sign-in (which has the other HEAVY_WORKERS - 1)."""
+never queues ahead of a sign-in."""
+SHARED_WORKERS = max(1, HEAVY_WORKERS - CREATE_WORKERS)
+"""The rest: sign-ins, password changes and photo decodes."""
 
 
 def iso(t: float | None) -> str | None:
@@ -377,8 +380,11 @@ def create_api(
             logger.exception("store unavailable")
             raise ApiError(503, "unavailable", "storage is unavailable, try again") from None
 
-    heavy = asyncio.Semaphore(max(1, HEAVY_WORKERS - CREATE_WORKERS))
+    heavy = asyncio.Semaphore(SHARED_WORKERS)
     creating = asyncio.Semaphore(CREATE_WORKERS)
+    # photos decode on threads of their own: a decode's freed 100+ MiB stays in its
+    # thread's malloc arena, so every extra thread that ever decoded raises the peak
+    decoders = ThreadPoolExecutor(SHARED_WORKERS, thread_name_prefix="photo-decode")
 
     async def call_heavy(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call that hashes a password or decodes an image: bounded concurrency
@@ -568,7 +574,8 @@ def create_api(
         data = await read_bytes(request, MAX_PHOTO_BYTES)
         async with heavy:
             try:
-                jpeg, width, height = await asyncio.to_thread(clean_photo, data, ctype)
+                jpeg, width, height = await asyncio.get_running_loop().run_in_executor(
+                    decoders, clean_photo, data, ctype)
             except PhotoError as exc:
                 raise ApiError(exc.status, exc.code, exc.message, "photo") from None
         await call(store.set_photo, profile.id, jpeg, width, height)
