@@ -15,6 +15,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mediaserver.api.errors import ApiError
+from mediaserver.client_address import address_key, connection_ip
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 
 @dataclass(frozen=True)
@@ -85,3 +92,25 @@ class RateLimiter:
 def retry_after(wait: float) -> str:
     """A Retry-After value: whole seconds, at least 1."""
     return str(max(1, math.ceil(wait)))
+
+
+class AddressLimits:
+    """The API's limiters, one per name in RATES (`rates` overrides some)."""
+
+    def __init__(self, rates: dict[str, Rate] | None = None) -> None:
+        self.limiters = {name: RateLimiter(r) for name, r in {**RATES, **(rates or {})}.items()}
+
+    def check(self, request: Request, name: str) -> None:
+        """Count this request against its client address's allowance for `name`.
+
+        Raises:
+            ApiError: 429 too_many_attempts with Retry-After once it is used up.
+        """
+        wait = self.limiters[name].take(address_key(connection_ip(request)))
+        if wait > 0:
+            after = retry_after(wait)
+            raise ApiError(
+                429, "too_many_attempts",
+                f"too many requests from this address; try again in {after} s",
+                headers={"Retry-After": after},
+            )

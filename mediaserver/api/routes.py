@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from mediaserver.api.limits import RATES, Rate, RateLimiter, retry_after
+from mediaserver.api.limits import AddressLimits, Rate
 from mediaserver.client_address import Network, address_key, connection_ip
 from mediaserver.api.errors import (
     ApiError,
@@ -345,18 +345,7 @@ def create_api(
         rates: per-address limits by name (default limits.RATES; a test lowers them).
     """
     processor = Processor(store)
-    limiters = {name: RateLimiter(rate) for name, rate in {**RATES, **(rates or {})}.items()}
-
-    def limit(request: Request, name: str) -> None:
-        """429 when this client address has used up its allowance for `name`."""
-        wait = limiters[name].take(address_key(connection_ip(request)))
-        if wait > 0:
-            after = retry_after(wait)
-            raise ApiError(
-                429, "too_many_attempts",
-                f"too many requests from this address; try again in {after} s",
-                headers={"Retry-After": after},
-            )
+    limit = AddressLimits(rates).check
 
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A store call in a thread, its errors mapped to API errors."""
