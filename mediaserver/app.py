@@ -119,7 +119,7 @@ def create_app(
     if edges.metrics_on_main_port:
         routes.append(Route("/metrics", metrics_endpoint))
     if store is not None:
-        routes.append(create_api(store))  # before the static Mount at "/"
+        routes.append(create_api(store, trusted_proxies))  # before the static Mount at "/"
     routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True)))
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, tls=edges.tls)])
     app.state.hub = hub
@@ -264,6 +264,9 @@ def uvicorn_config(app: Starlette, config: Config, *, own_logging: bool = False)
         host=config.host,
         port=config.port,
         log_level=config.log_level,
+        # the client address is ours to work out (client_address, --trusted-proxy):
+        # uvicorn's own default believes X-Forwarded-For from any 127.0.0.1 peer
+        proxy_headers=False,
         **extra,  # type: ignore[arg-type]
         lifespan="off",
         ws="websockets-sansio",

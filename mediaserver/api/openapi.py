@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from mediaserver.api.limits import RATES
 from mediaserver.api.routes import MAX_BODY, PREFIX, REQUEST_TYPES
 from mediaserver.store.db import (
     ACCOUNT_REPORT_REASONS,
@@ -17,6 +18,7 @@ from mediaserver.store.db import (
 )
 from mediaserver.store.photos import MAX_PHOTO_BYTES, MAX_PIXELS, MAX_SIDE, TYPES
 from mediaserver.store.shares import SHARE_TTL
+from mediaserver.store.throttle import MAX_DEVICE_TOKEN
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -27,6 +29,14 @@ def _error(description: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
+
+
+def _rate_limited(name: str) -> dict[str, Any]:
+    """The 429 of an endpoint limited per client address (limits.RATES[name])."""
+    rate = RATES[name]
+    return {"429": _error(
+        f"More than {rate.burst} per {rate.per / 3600:g} h from this address (IPv6: its "
+        "/64): `too_many_attempts`, Retry-After header")}
 
 
 def _json(schema_ref: str, description: str) -> dict[str, Any]:
@@ -251,6 +261,7 @@ def build_document() -> dict[str, Any]:
                     "201": _json("CreatedProfile", "Created"),
                     **BODY_ERRORS,
                     "409": _error("Username taken (`conflict`)"),
+                    **_rate_limited("create_account"),
                 },
             }
         },
@@ -296,11 +307,13 @@ def build_document() -> dict[str, Any]:
                     "202": _json("PrivacyRequestAccepted", "Accepted"),
                     **AUTH_ERRORS,
                     **BODY_ERRORS,
+                    **_rate_limited("privacy_request"),
                 },
             },
             "get": {
                 "operationId": "list_privacy_requests",
                 "summary": "Your own privacy requests",
+                "description": "Without `export`: GET the request itself for it.",
                 "security": BEARER,
                 "responses": {
                     "200": _json("PrivacyRequestList", "The requests"),
@@ -418,12 +431,18 @@ def _account_schemas() -> dict[str, Any]:
             "username": {"type": "string"},
             "password": {"type": "string"},
             "otp": {**code, "description": "Required when two-factor is on: " + code["description"]},
+            "device": {"type": "string", "maxLength": MAX_DEVICE_TOKEN,
+                       "description": "The `device` an earlier sign-in of this account "
+                                      "returned: the account's lockout does not hold back a "
+                                      "known device (its own limit does)"},
         }, ["username", "password"]),
         "Session": _schema({
             "token": {"type": "string", "description": "Bearer token; stored hashed"},
             "expires_at": {**TIME, "description": "now + --session-ttl"},
             "id": {"type": "string", "description": "The profile's id"},
-        }, ["token", "expires_at", "id"], closed=False),
+            "device": {"type": "string",
+                       "description": "Keep it and send it with later sign-ins of this account"},
+        }, ["token", "expires_at", "id", "device"], closed=False),
         "PasswordSet": _schema({
             "password": {"type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX},
             "current_password": {"type": "string",
@@ -492,9 +511,9 @@ def _account_paths() -> dict[str, Any]:
     jpeg = {"description": "The photo (JPEG, at most 512x512, no metadata)",
             "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}}
     throttled = {"429": _error(
-        f"Too many failed sign-ins (after {THROTTLE_FREE_ACCOUNT} per account or "
-        f"{THROTTLE_FREE_ADDRESS} per address; the wait doubles): `too_many_attempts`, "
-        "Retry-After header")}
+        f"Too many failed sign-ins (after {THROTTLE_FREE_ACCOUNT} per account from unknown "
+        f"clients, per known device, or {THROTTLE_FREE_ADDRESS} per address; the wait "
+        "doubles; a valid otp passes the account's): `too_many_attempts`, Retry-After header")}
     handle_param = {"name": "handle", "in": "path", "required": True,
                     "schema": {"type": "string"}}
     return {
@@ -575,6 +594,7 @@ def _account_paths() -> dict[str, Any]:
                                   "another type than declared"),
                     "422": _error("`bad_image` (truncated or corrupt) or `image_too_large` "
                                   f"(more than {MAX_PIXELS:,} pixels: a decompression bomb)"),
+                    **_rate_limited("photo_upload"),
                 },
             },
             "get": {"operationId": "get_photo", "summary": "Your own photo", **own,
@@ -635,7 +655,8 @@ def _account_paths() -> dict[str, Any]:
             **own,
             "requestBody": _body("ReportCreate"),
             "responses": {"201": _json("Report", "Recorded"), **AUTH_ERRORS,
-                          "404": _error("No such handle"), **BODY_ERRORS},
+                          "404": _error("No such handle"), **BODY_ERRORS,
+                          **_rate_limited("report")},
         }},
     }
 

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -24,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from mediaserver.client_address import address_key, connection_ip
+from mediaserver.api.limits import AddressLimits, Rate
+from mediaserver.client_address import Network, address_key, connection_ip
 from mediaserver.api.errors import (
     ApiError,
     api_error_handler,
@@ -40,6 +42,7 @@ from mediaserver.store.db import (
     Unauthorized,
 )
 from mediaserver.store.photos import MAX_PHOTO_BYTES, TYPES, PhotoError, clean_photo
+from mediaserver.store.throttle import MAX_DEVICE_TOKEN
 
 logger = logging.getLogger("mediaserver.api")
 
@@ -60,7 +63,13 @@ MAX_INTEREST = 64
 MAX_LANGUAGE = 35
 MAX_PASSWORD = 256
 HEAVY_WORKERS = max(1, min(4, os.cpu_count() or 1))
-"""Argon2 hashes (64 MiB each) and photo decodes running at once, at most."""
+"""Argon2 hashes (64 MiB each) and photo decodes running at once, at most (on one
+core: 2, since account creation always has its own)."""
+CREATE_WORKERS = 1
+"""Of those, the ones account creation may use: its own pool, so a flood of sign-ups
+never queues ahead of a sign-in."""
+SHARED_WORKERS = max(1, HEAVY_WORKERS - CREATE_WORKERS)
+"""The rest: sign-ins, password changes and photo decodes."""
 
 
 def iso(t: float | None) -> str | None:
@@ -335,9 +344,19 @@ async def background_tasks(
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_api(store: Store) -> Mount:
-    """The REST API as one Mount at /api/v1 (its own error handling inside)."""
+def create_api(
+    store: Store,
+    trusted_proxies: tuple[Network, ...] = (),
+    rates: dict[str, Rate] | None = None,
+) -> Mount:
+    """The REST API as one Mount at /api/v1 (its own error handling inside).
+
+    Args:
+        trusted_proxies: --trusted-proxy (the client address behind a proxy).
+        rates: per-address limits by name (default limits.RATES; a test lowers them).
+    """
     processor = Processor(store)
+    limit = AddressLimits(rates).check
 
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A store call in a thread, its errors mapped to API errors."""
@@ -361,7 +380,11 @@ def create_api(store: Store) -> Mount:
             logger.exception("store unavailable")
             raise ApiError(503, "unavailable", "storage is unavailable, try again") from None
 
-    heavy = asyncio.Semaphore(HEAVY_WORKERS)
+    heavy = asyncio.Semaphore(SHARED_WORKERS)
+    creating = asyncio.Semaphore(CREATE_WORKERS)
+    # photos decode on threads of their own: a decode's freed 100+ MiB stays in its
+    # thread's malloc arena, so every extra thread that ever decoded raises the peak
+    decoders = ThreadPoolExecutor(SHARED_WORKERS, thread_name_prefix="photo-decode")
 
     async def call_heavy(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """A call that hashes a password or decodes an image: bounded concurrency
@@ -402,11 +425,13 @@ def create_api(store: Store) -> Mount:
             raise ApiError(404, "not_found", "no such profile")
 
     async def create_profile(request: Request) -> Response:
+        limit(request, "create_account")
         fields = profile_fields(
             await read_json(request), ("username", "date_of_birth"), creating=True
         )
         if "password" in fields:
-            profile, token = await call_heavy(store.create_profile, **fields)
+            async with creating:
+                profile, token = await call(store.create_profile, **fields)
         else:
             profile, token = await call(store.create_profile, **fields)
         if request.headers.get("sec-gpc", "").strip() == "1":
@@ -449,6 +474,7 @@ def create_api(store: Store) -> Mount:
         return Response(status_code=204)
 
     async def submit_request(request: Request) -> Response:
+        limit(request, "privacy_request")
         profile = await authenticate(request)
         body = await read_json(request)
         for key in body:
@@ -486,15 +512,18 @@ def create_api(store: Store) -> Mount:
     async def sign_in(request: Request) -> Response:
         body = json_fields(
             await read_json(request),
-            {"username": MAX_USERNAME, "password": MAX_PASSWORD, "otp": 64},
+            {"username": MAX_USERNAME, "password": MAX_PASSWORD, "otp": 64,
+             "device": MAX_DEVICE_TOKEN},
             ("username", "password"),
         )
         address = address_key(connection_ip(request))
         token, expires_at, profile = await call_heavy(
-            store.sign_in, body["username"], body["password"], body.get("otp"), address
+            store.sign_in, body["username"], body["password"], body.get("otp"), address,
+            body.get("device"),
         )
         return JSONResponse(
-            {"token": token, "expires_at": iso(expires_at), "id": profile.id},
+            {"token": token, "expires_at": iso(expires_at), "id": profile.id,
+             "device": store.device_token(profile.id)},
             status_code=201,
             headers={"Cache-Control": "no-store"},
         )
@@ -553,6 +582,7 @@ def create_api(store: Store) -> Mount:
         return JSONResponse({"two_factor": False})
 
     async def put_photo(request: Request) -> Response:
+        limit(request, "photo_upload")
         profile = await authenticate(request)
         own(profile, request)
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -563,7 +593,8 @@ def create_api(store: Store) -> Mount:
         data = await read_bytes(request, MAX_PHOTO_BYTES)
         async with heavy:
             try:
-                jpeg, width, height = await asyncio.to_thread(clean_photo, data, ctype)
+                jpeg, width, height = await asyncio.get_running_loop().run_in_executor(
+                    decoders, clean_photo, data, ctype)
             except PhotoError as exc:
                 raise ApiError(exc.status, exc.code, exc.message, "photo") from None
         await call(store.set_photo, profile.id, jpeg, width, height)
@@ -640,6 +671,7 @@ def create_api(store: Store) -> Mount:
         return Response(status_code=204)
 
     async def report_account(request: Request) -> Response:
+        limit(request, "report")
         profile = await authenticate(request)
         body = json_fields(
             await read_json(request), {"handle": MAX_USERNAME, "reason": 32},
@@ -709,6 +741,8 @@ def create_api(store: Store) -> Mount:
         },
     )
     app.state.processor = processor
+    # connection_ip reads this app's state: inside the Mount, request.app is this app
+    app.state.trusted_proxies = trusted_proxies
     mount = Mount(PREFIX, app=app, name="api")
     # Starlette's "(?P<path>.*)" stops at a newline (%0A in a path): such a request
     # would miss the API and get the outer app's plain-text 404; keep it ours.

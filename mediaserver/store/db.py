@@ -32,6 +32,8 @@ import argon2
 import pyotp
 
 from mediaserver.store import crypto, shares
+from mediaserver.store.exports import complete_exports
+from mediaserver.store.throttle import device_id, new_device_token
 
 DAY = 86400.0
 REQUEST_DUE_SECONDS = 45 * DAY
@@ -967,10 +969,13 @@ class Store:
             return self._get_request(conn, user_id, request_id)
 
     def list_requests(self, user_id: str) -> list[PrivacyRequest]:
+        """The user's requests, without exports (each is big and sealed: decrypting
+        every one for a listing would be a cheap way to make the server work)."""
+        listing_cols = self._REQUEST_COLS.replace("export_nonce, export_ciphertext", "NULL, NULL")
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
             rows = conn.execute(
-                f"SELECT {self._REQUEST_COLS} FROM privacy_requests WHERE user_id = ?"
+                f"SELECT {listing_cols} FROM privacy_requests WHERE user_id = ?"
                 " ORDER BY received_at, rowid",
                 (user_id,),
             ).fetchall()
@@ -1043,6 +1048,20 @@ class Store:
         }
 
     def process_pending(self) -> int:
+        """Complete the verified requests, each user's in the order received. Returns
+        how many were completed or rejected."""
+        total = 0
+        while True:  # an access request first at its user's turn is built outside the lock
+            done = complete_exports(self) + self._process_in_order()
+            total += done
+            if not done:
+                return total
+
+    def _process_in_order(self) -> int:
+        """The verified requests in order, under the lock; a user's run stops at an
+        access request (complete_exports does it, outside the lock)."""
+        waiting: set[str] = set()
+        skipped = 0
         with self._tx() as conn:
             pending = conn.execute(
                 "SELECT id, user_id, type FROM privacy_requests WHERE status = 'verified'"
@@ -1050,11 +1069,17 @@ class Store:
             ).fetchall()
             scrub = False
             for request_id, _, rtype in pending:
-                now = self._now()
                 # Re-read: an earlier deletion in this batch may have unlinked it.
                 user_id = conn.execute(
                     "SELECT user_id FROM privacy_requests WHERE id = ?", (request_id,)
                 ).fetchone()[0]
+                if user_id is not None and (
+                    user_id in waiting or (rtype == "access" and self.path != ":memory:")
+                ):
+                    waiting.add(user_id)
+                    skipped += 1
+                    continue
+                now = self._now()
                 if user_id is None:  # the account was deleted meanwhile
                     conn.execute(
                         "UPDATE privacy_requests SET status = 'rejected', completed_at = ?,"
@@ -1103,7 +1128,7 @@ class Store:
                 self._audit(conn, request_id, "completed", **detail)
         if scrub:
             self._scrub_wal()
-        return len(pending)
+        return len(pending) - skipped
 
     def reject_request(self, request_id: str, reason: str) -> None:
         """Reject a received/verified request with a reason (an operator action)."""
@@ -1233,15 +1258,17 @@ class Store:
         else:  # giving back a reservation: the count drops, the clock does not restart
             conn.execute("UPDATE login_throttle SET failures = ? WHERE key = ?", (failures, key))
 
-    def _reserve_attempt(self, conn: sqlite3.Connection, keys: list[tuple[str, int]]) -> None:
+    def _reserve_attempt(
+        self, conn: sqlite3.Connection, keys: list[tuple[str, int]], unchecked: tuple[str, ...] = ()
+    ) -> None:
         """Refuse while any key is locked; else count this attempt as a failure up
         front, so parallel guesses cannot all slip in before the first one fails.
-        Success gives the reservation back."""
+        Success gives the reservation back. `unchecked` keys are counted, not checked."""
         now = self._now()
         wait = max(self._throttle_wait(conn, key, free, now) for key, free in keys)
         if wait > 0:
             raise Throttled(wait)
-        for key, _ in keys:
+        for key in [k for k, _ in keys] + list(unchecked):
             self._throttle_add(conn, key, +1, now)
 
     def _dummy_hash(self) -> str:
@@ -1261,10 +1288,15 @@ class Store:
             return False
 
     def sign_in(
-        self, username: str, password: str, otp: str | None = None, address: str = ""
+        self, username: str, password: str, otp: str | None = None, address: str = "",
+        device: str | None = None,
     ) -> tuple[str, float, Profile]:
         """A new session token for username + password (+ a TOTP or recovery code when
         two-factor is on). Returns (token, expires_at, profile).
+
+        The account's limit binds unknown clients only (mediaserver.store.throttle):
+        a `device` token from an earlier sign-in of this account, or a valid TOTP
+        code, gets past it; the address limit binds everyone.
 
         Raises:
             Throttled: too many recent failures for this account or address.
@@ -1273,13 +1305,22 @@ class Store:
         """
         if not isinstance(username, str) or not isinstance(password, str):
             raise Unauthorized("invalid_credentials", "wrong username or password")
-        keys = [(self._throttle_key("user", username), THROTTLE_FREE_ACCOUNT),
-                (self._throttle_key("addr", address), THROTTLE_FREE_ADDRESS)]
+        account = self._throttle_key("user", username)
+        keys = [(self._throttle_key("addr", address), THROTTLE_FREE_ADDRESS)]
+        unchecked: tuple[str, ...] = ()
         with self._tx() as conn:
-            self._reserve_attempt(conn, keys)
             row = conn.execute(
-                "SELECT id, password_hash FROM users WHERE username = ?", (username,)
+                "SELECT id, password_hash, totp_enabled FROM users WHERE username = ?",
+                (username,),
             ).fetchone()
+            known = device_id(self._key, row[0], device) if row is not None else None
+            if known is not None:  # a known device: its own bucket, not the account's
+                keys.append((self._throttle_key("device", known), THROTTLE_FREE_ACCOUNT))
+            elif row is not None and row[2] and self._totp_matches(conn, row[0], otp):
+                unchecked = (account,)  # a valid code passes the lock, still counted
+            else:
+                keys.append((account, THROTTLE_FREE_ACCOUNT))
+            self._reserve_attempt(conn, keys, unchecked)
         stored: str | None = row[1] if row is not None else None
         # exactly one Argon2 verification on every path, outside the store's lock
         if not self._verify_password(stored, password) or row is None:
@@ -1297,14 +1338,16 @@ class Store:
                 failure = Unauthorized("invalid_credentials", "wrong username or password")
             elif totp[0] and otp is None:
                 # the password was right: not a failure, but no session without the code
-                for key, _ in keys:
+                for key in [k for k, _ in keys] + list(unchecked):
                     self._throttle_add(conn, key, -1, now)
                 failure = Unauthorized("otp_required", "two-factor is on: send otp")
             elif totp[0] and not self._second_factor(conn, user_id, otp or ""):
                 failure = Unauthorized("invalid_otp", "wrong, expired or already used code")
             else:
-                conn.execute("DELETE FROM login_throttle WHERE key = ?", (keys[0][0],))
-                self._throttle_add(conn, keys[1][0], -1, now)
+                # the owner is in: the account's and this device's counts start over
+                for key in [account] + [k for k, _ in keys[1:]]:
+                    conn.execute("DELETE FROM login_throttle WHERE key = ?", (key,))
+                self._throttle_add(conn, keys[0][0], -1, now)  # the address's reservation
                 if new_hash is not None and stored is not None:
                     # parameters changed since this hash was made: upgrade it now that
                     # the password is at hand (only if it was not changed meanwhile)
@@ -1438,6 +1481,21 @@ class Store:
             if step > last_step and hmac.compare_digest(totp.generate_otp(step), code):
                 return step
         return None
+
+    def _totp_matches(self, conn: sqlite3.Connection, user_id: str, code: object) -> bool:
+        """Whether `code` is a valid TOTP code now (not used up: sign-in does that)."""
+        row = conn.execute(
+            "SELECT totp_nonce, totp_ciphertext, totp_last_step FROM users WHERE id = ?",
+            (user_id,),
+        ).fetchone()
+        if row is None or row[0] is None or not isinstance(code, str):
+            return False
+        secret = crypto.open_sealed(self._key, row[0], row[1], self._totp_aad(user_id)).decode()
+        return self._match_totp(secret, code, int(row[2])) is not None
+
+    def device_token(self, user_id: str) -> str:
+        """A known-device token for a client that just signed in to `user_id`."""
+        return new_device_token(self._key, user_id)
 
     def _second_factor(self, conn: sqlite3.Connection, user_id: str, code: str) -> bool:
         """Check (and use up) a TOTP code or a recovery code for an enabled account."""

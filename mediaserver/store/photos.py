@@ -63,8 +63,12 @@ def clean_photo(data: bytes, content_type: str) -> tuple[bytes, int, int]:
                 # libjpeg decodes straight at 1/2..1/8 scale: less memory and time
                 opened.draft("RGB", (MAX_SIDE * 2, MAX_SIDE * 2))
             opened.load()  # a truncated file fails here (LOAD_TRUNCATED_IMAGES is off)
-            upright = ImageOps.exif_transpose(opened)  # upright before the EXIF goes
-            image = _flatten(upright)
+            ImageOps.exif_transpose(opened, in_place=True)  # upright before the EXIF goes
+            # scale down before anything else: a 40 MP PNG or WebP decodes to 120-160 MB
+            # and each full-size copy (upright, flattened) would cost as much again
+            if opened.mode in ("RGB", "RGBA", "L", "LA"):
+                opened.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+            image = _flatten(opened)
             image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
             # pixels only: a new image carries none of the original's info/metadata
             clean = Image.frombytes("RGB", image.size, image.tobytes())

@@ -50,6 +50,7 @@ def load() -> None:
     from starlette.applications import Starlette
 
     from mediaserver.api import create_api
+    from mediaserver.api.limits import UNLIMITED
     from mediaserver.api import routes as routes_module
     from mediaserver.store import Store
 
@@ -59,7 +60,7 @@ def load() -> None:
     directory = tempfile.mkdtemp(prefix="fuzz-rest-")
     atexit.register(shutil.rmtree, directory, True)
     store = Store(os.path.join(directory, "fuzz.db"), os.urandom(32))
-    app = Starlette(routes=[create_api(store)])
+    app = Starlette(routes=[create_api(store, rates=UNLIMITED)])  # reach past the limits
     loop = asyncio.new_event_loop()
     handler = _Recorder()
     for name in ("mediaserver", "mediaserver.api", "mediaserver.store"):
