@@ -79,8 +79,12 @@ class Client:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, binary: bool = False, source: str = "127.0.0.1") -> "Client":
-        ws = await connect(url, local_addr=(source, 0), max_size=None)
+    async def open(
+        cls, url: str, binary: bool = False, source: str = "127.0.0.1",
+        headers: dict[str, str] | None = None,
+    ) -> "Client":
+        ws = await connect(url, local_addr=(source, 0), max_size=None,
+                           additional_headers=headers)
         return cls(ws, binary)
 
     async def _read(self) -> None:

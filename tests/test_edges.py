@@ -74,6 +74,19 @@ async def test_websockets_per_address_are_bounded_and_counted():
         assert await metric(server, "mediaserver_websocket_refused_total", reason="per_address") == 1
 
 
+async def test_a_forwarded_for_header_from_an_untrusted_peer_spreads_nothing():
+    # uvicorn by default believes X-Forwarded-For from a 127.0.0.1 peer: each of these
+    # would then count as another address. Only --trusted-proxy may name the client.
+    async with running_server(max_connections_per_address=2) as server:
+        held = []
+        for i in range(2):
+            held.append(await Client.open(server.url, headers={"X-Forwarded-For": f"198.51.100.{i}"}))
+            await held[-1].hello()
+        refused = await Client.open(server.url, headers={"X-Forwarded-For": "198.51.100.9"})
+        assert await closed_with(refused) == (1008, "too many connections from this address")
+        assert server.hub.connections_from("127.0.0.1") == 2
+
+
 async def test_media_sessions_per_address_are_bounded():
     async with running_server(max_sessions_per_address=2, match_interest_wait=0) as server:
         same = [await Client.open(server.url, source="127.0.0.7") for _ in range(3)]
