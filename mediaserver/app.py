@@ -141,6 +141,7 @@ async def start_services(
             announced_ip=config.announced_ip,
             effects_workers=config.effects_workers,
             max_effect_streams=config.max_effect_streams,
+            max_cover_streams=config.max_cover_streams,
             max_peers=config.max_sessions,
         )
     )

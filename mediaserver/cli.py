@@ -141,6 +141,11 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "youngest age (years) a profile's date of birth may give; younger is refused (>= 13)",
     ),
     "session_ttl": (_number, "seconds a sign-in session token lasts (60 .. a year)"),
+    "max_cover_streams": (
+        _int,
+        "senders whose face is covered (--mutual-reveal) at once, apart from "
+        "--max-effect-streams; beyond it a sender's video is withheld",
+    ),
 }
 
 

@@ -65,6 +65,9 @@ class Config:
     """Youngest age accepted for a profile's date of birth (13 at the least)."""
     session_ttl: float = 30 * 86400.0
     """Seconds a sign-in session token lasts."""
+    max_cover_streams: int = 64
+    """Senders whose face the server covers (--mutual-reveal) at once, reserved apart
+    from the opt-in effects; a match beyond it gets no video from that sender."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""

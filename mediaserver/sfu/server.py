@@ -68,7 +68,10 @@ class SfuConfig:
     effects_workers: int = 2
     """Threads decoding, processing and encoding video for effects."""
     max_effect_streams: int = 8
-    """Publishers with an effect on at once; more get SfuError("effects busy")."""
+    """Publishers with an opt-in effect on at once; more get EffectsBusy."""
+    max_cover_streams: int = 64
+    """Publishers whose face the server covers (mutual reveal) at once, apart from
+    the opt-in effects so that those cannot use up the covers; more get EffectsBusy."""
     media_timeout: float = 4.0
     """A connected peer that sends no SRTP/SRTCP for this long is closed: its
     media died (browsers send RTCP every second or so, audio 50 times a second),
@@ -106,6 +109,38 @@ SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded]
 class SfuError(ValueError):
     """A request the SFU cannot carry out (unknown session, bad offer)."""
 
+    code = "sfu_error"
+    """Tells the kinds apart, also across nodes (mediaserver.node.media)."""
+
+
+class ServerFull(SfuError):
+    """No room for another media session."""
+
+    code = "server_full"
+
+
+class NoVideo(SfuError):
+    """The session sends no video (so there is none to process)."""
+
+    code = "no_video"
+
+
+class EffectsBusy(SfuError):
+    """As many effect streams (or face covers) run as the configuration allows."""
+
+    code = "effects_busy"
+
+
+class EffectUnavailable(SfuError):
+    """The effect cannot run here: not installed, unknown, or its model cannot load."""
+
+    code = "effect_unavailable"
+
+
+SFU_ERRORS: dict[str, type[SfuError]] = {
+    cls.code: cls for cls in (SfuError, ServerFull, NoVideo, EffectsBusy, EffectUnavailable)
+}
+
 
 class Sfu:
     def __init__(self, config: SfuConfig | None = None) -> None:
@@ -121,6 +156,8 @@ class Sfu:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: Counter[str] = Counter()
         self.effects: dict[str, EffectStream] = {}
+        self.covers: set[str] = set()
+        """Sessions of `effects` whose stream is a face cover (counted apart)."""
         self._executor: ThreadPoolExecutor | None = None
 
     # ---- lifecycle -----------------------------------------------------------
@@ -212,7 +249,7 @@ class Sfu:
         try:
             peer = router.add_peer()
         except RuntimeError as exc:
-            raise SfuError("server full") from exc
+            raise ServerFull("server full") from exc
         try:
             return self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
         except ValueError as exc:
@@ -313,6 +350,7 @@ class Sfu:
         stream = self.effects.pop(session_id, None)
         if stream is not None:
             stream.close()
+        self.covers.discard(session_id)
         self.ice.remove_session(session_id)
         self._by_peer.pop(session.peer, None)
         self._router.remove_peer(session.peer)
@@ -320,29 +358,35 @@ class Sfu:
         self.stats[f"sessions_closed:{reason.split(':')[0]}"] += 1
         self._emit(SessionClosed(session_id, reason))
 
-    def set_effect(self, session_id: str, effect: Effect | None) -> None:
+    def set_effect(self, session_id: str, effect: Effect | None, *, cover: bool = False) -> None:
         """Process the session's outgoing video with `effect` (None: plain
         forwarding again). Its subscribers get the processed stream in the same
-        tracks, sequence numbers and timestamps continuing.
+        tracks, sequence numbers and timestamps continuing. A `cover` (the face
+        cover of mutual reveal) counts against max_cover_streams, any other
+        effect against max_effect_streams.
 
         Raises:
-            SfuError: unknown session, no video, or too many effect streams.
+            SfuError: unknown session. NoVideo: the session sends no video.
+            EffectsBusy: too many effect streams (or covers).
         """
         session = self._session(session_id)
         video = session.tracks.get("video")
         if video is None or not video.receives or not video.codecs:
-            raise SfuError("the session sends no video")
+            raise NoVideo("the session sends no video")
         router = self._router
         old = self.effects.pop(session_id, None)
         if old is not None:
             old.close()
+        self.covers.discard(session_id)
         if effect is None:
             for codec in video.codecs:
                 router.set_tap(session.peer, codec.payload_type, False)
             self.request_keyframe(session_id)  # subscribers resume on the original stream
             return
-        if len(self.effects) >= self.config.max_effect_streams:
-            raise SfuError("effects busy")
+        if cover and len(self.covers) >= self.config.max_cover_streams:
+            raise EffectsBusy("face covers busy")
+        if not cover and len(self.effects) - len(self.covers) >= self.config.max_effect_streams:
+            raise EffectsBusy("effects busy")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self.config.effects_workers, thread_name_prefix="effects"
@@ -357,10 +401,28 @@ class Sfu:
             request_keyframe=lambda: self.request_keyframe(session_id),
         )
         self.effects[session_id] = stream
+        if cover:
+            self.covers.add(session_id)
         for c in video.codecs:
             router.set_tap(session.peer, c.payload_type, True)
         self.request_keyframe(session_id)
         self.stats["effects_started"] += 1
+
+    def withhold_video(self, session_id: str) -> None:
+        """Forward none of the session's video (its audio still flows) until the
+        next set_effect: what a face cover that cannot run leaves. The video stays
+        tapped with no effect stream, so _on_slow drops it."""
+        session = self._session(session_id)
+        video = session.tracks.get("video")
+        if video is None or not video.receives:
+            return
+        old = self.effects.pop(session_id, None)
+        if old is not None:
+            old.close()
+        self.covers.discard(session_id)
+        for codec in video.codecs:
+            self._router.set_tap(session.peer, codec.payload_type, True)
+        self.stats["video_withheld"] += 1
 
     def _emit_effect(self, publisher_id: str, packets: list[bytes]) -> None:
         pub = self.sessions.get(publisher_id)

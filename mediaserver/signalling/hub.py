@@ -29,12 +29,24 @@ from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
 from mediaserver.node.bus import Bus, LocalBus, NodeInfo, home_node, peer_id
 from mediaserver.node.bus import Message as BusMessage
 from mediaserver.node.media import MediaService
-from mediaserver.sfu.server import SessionClosed, SessionConnected, Sfu, SfuError, SfuEvent
+from mediaserver.sfu.server import (
+    EffectsBusy,
+    NoVideo,
+    ServerFull,
+    SessionClosed,
+    SessionConnected,
+    Sfu,
+    SfuError,
+    SfuEvent,
+)
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
 
 logger = logging.getLogger(__name__)
 
+
+COVER = "pixelate_face"
+"""The effect that hides faces until both visitors of a match pressed Reveal."""
 
 PAIR_WAIT = 2.0
 """Seconds the node of a match's second visitor waits for the first one's node
@@ -293,7 +305,7 @@ class SignallingHub:
         try:
             session, answer = await self.media.create_session(node, msg["sdp"], v.id)
         except SfuError as exc:
-            code = "server_full" if "full" in str(exc) else "offer_rejected"
+            code = "server_full" if isinstance(exc, ServerFull) else "offer_rejected"
             raise ProtocolError(code, str(exc), "offer") from None
         if v.id not in self.visitors or v.session_id is not None:  # left (or offered) meanwhile
             await self._close_quietly(node, session)
@@ -390,19 +402,39 @@ class SignallingHub:
         """Put on v's video what it should carry now: hidden for mutual reveal
         (until both revealed in this match), else the effect it chose, else none.
         Returns whether the chosen effect is applied."""
-        if v.session_id is None or v.media_node is None or self._effects is None:
+        if v.session_id is None or v.media_node is None:
             return False
         hidden = self.mutual_reveal and v.partner is not None and not (
             v.revealed and v.partner.revealed
         )
-        name = "pixelate_face" if hidden else v.effect
-        try:
-            await self.media.set_effect(v.media_node, v.session_id, name)
-        except SfuError as exc:
-            code = "effects_busy" if "busy" in str(exc) else "effect_unavailable"
-            v.send(protocol.error(code, str(exc), "effect"))
+        if hidden:
+            await self._cover(v, v.media_node, v.session_id)
             return False
-        return name is not None and name == v.effect
+        if self._effects is None and not self.mutual_reveal:
+            return False  # nothing was ever put on the video
+        try:
+            # None also ends a withheld video (a cover that could not run) once both revealed
+            await self.media.set_effect(v.media_node, v.session_id, v.effect)
+        except SfuError as exc:
+            if v.effect is not None or not isinstance(exc, NoVideo):
+                code = "effects_busy" if isinstance(exc, EffectsBusy) else "effect_unavailable"
+                v.send(protocol.error(code, str(exc), "effect"))
+            return False
+        return v.effect is not None
+
+    async def _cover(self, v: Visitor, node: str, session: str) -> None:
+        """Mutual reveal: cover v's face before its video is connected to the
+        partner. A cover that cannot run (no capacity, no effects, a model that
+        does not load) leaves the video withheld by its node, and both are told."""
+        try:
+            await self.media.set_effect(node, session, COVER, cover=True)
+        except NoVideo:
+            return  # it sends no video: nothing to cover
+        except SfuError as exc:
+            self.stats[f"cover_failed:{exc.code}"] += 1
+            logger.warning("cover_failed", extra={"error": exc.code})
+            v.send(protocol.video_withheld("yours"))
+            await self._tell(v, "video_withheld")
 
     async def _on_share_profile(self, v: Visitor, msg: Message) -> None:
         """Consent, given by this visitor alone: its partner gets its public card
@@ -697,6 +729,8 @@ class SignallingHub:
                 _spawn(self._keep_chat(me.user_id, me.conversation, "stranger", str(msg["text"])))
         elif event == "typing":
             me.send(protocol.message("typing"))
+        elif event == "video_withheld":
+            me.send(protocol.video_withheld("partner"))
         elif event == "revealed":
             p.revealed = True
             me.send(protocol.message("revealed", by="partner"))
