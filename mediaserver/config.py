@@ -123,6 +123,16 @@ class Config:
             raise ValueError(
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
+        if not 0 <= self.max_cover_streams <= 10000:
+            raise ValueError("--max-cover-streams must be 0..10000")
+        if self.mutual_reveal:
+            from mediaserver import ai_filters
+
+            try:
+                ai_filters.check_face_cover()
+            except ai_filters.EffectsUnavailable as exc:
+                # it promises covered faces: without the effects it cannot keep that
+                raise ValueError(f"--mutual-reveal cannot cover faces here: {exc}") from None
 
 
     def worker_count(self) -> int:
