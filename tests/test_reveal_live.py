@@ -1,0 +1,167 @@
+"""Mutual reveal fails closed: a covered pair's video never reaches the partner
+uncovered, whatever holds the effect streams and whatever fails.
+
+Real WebSockets to the real app and aiortc peers in the namespace; each peer
+sends a real face (skimage's astronaut) and every video frame the other peer
+decodes is checked for the face's fine detail.
+"""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from mediaserver.netns import SERVER_IP
+from tests.peers import AiortcPeer, ImageVideoTrack, wait_for
+from tests.signalling_client import Client, running_server
+from tests.test_effects import FACE, astronaut_rgb, detail_kept, luma, yuv
+
+pytestmark = pytest.mark.netns
+
+OFFER = (Path(__file__).parent / "data" / "offer_aiortc.sdp").read_text()
+UNCOVERED = 0.5
+"""Face detail kept above which a frame shows the face (forwarded untouched it is
+> 0.9, covered < 0.15: tests/test_effects_live.py)."""
+
+
+class Visitor:
+    """A WebSocket client and its aiortc peer sending the astronaut; `detail`
+    holds the face detail of every video frame it decodes from its partner."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.detail: list[float] = []
+        ref = luma(yuv(astronaut_rgb()))
+        self.peer = AiortcPeer(
+            video=ImageVideoTrack(astronaut_rgb()),
+            on_video_frame=lambda f: self.detail.append(
+                detail_kept(ref, f.to_ndarray(format="gray"), FACE)
+            ),
+        )
+
+    @classmethod
+    async def join(cls, server, n: int) -> "Visitor":
+        client = await Client.open(server.url, source=f"127.0.0.{n + 1}")
+        await client.hello()
+        await client.send("start")
+        await client.expect("queued")
+        return cls(client)
+
+    async def offer(self) -> None:
+        await self.client.send("offer", sdp=await self.peer.offer())
+
+    async def collect(self, *kinds: str) -> dict[str, dict]:
+        """The next messages, one of each kind, in any order."""
+        got = {}
+        for _ in kinds:
+            msg = await self.client._pending.get()
+            got[msg["type"]] = msg
+        assert set(got) == set(kinds), got
+        if "answer" in got:
+            await self.peer.accept(got["answer"]["sdp"])
+        return got
+
+    def video_frames(self) -> int:
+        return self.peer.frames("video")
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.peer.close()
+
+
+async def hold_effect_slot(server, n: int) -> Client:
+    """A visitor whose opt-in effect holds an effect stream; it then stops, so it
+    is not matched (its session and effect stay)."""
+    x = await Client.open(server.url, source=f"127.0.0.{n + 1}")
+    await x.hello()
+    await x.send("effect", name="low_light", on=True)
+    await x.expect("effect")
+    await x.send("start")
+    await x.expect("queued")
+    await x.send("offer", sdp=OFFER)
+    await x.expect("answer")
+    assert (await x.expect("effect"))["applied"] is True
+    await x.send("stop")
+    await x.expect("stopped")
+    return x
+
+
+async def meet(server) -> tuple[Visitor, Visitor]:
+    """A offers while waiting, B after the match: both ways covers go on."""
+    a = await Visitor.join(server, 1)
+    await a.offer()
+    await a.collect("answer")
+    b = await Visitor.join(server, 2)
+    assert (await a.collect("matched"))["matched"]["hidden"] is True
+    assert (await b.collect("matched"))["matched"]["hidden"] is True
+    await b.offer()
+    return a, b
+
+
+async def test_opt_in_effects_cannot_leave_a_new_pair_uncovered():
+    async with running_server(
+        announced_ip=SERVER_IP, mutual_reveal=True, max_effect_streams=1, match_interest_wait=0.0
+    ) as server:
+        x = await hold_effect_slot(server, 5)
+        a, b = await meet(server)
+        try:
+            await b.collect("answer")
+            # the partner decodes plenty of video from each side ...
+            assert await wait_for(lambda: min(a.video_frames(), b.video_frames()) >= 30, 60)
+            # ... and not one frame of it shows a face
+            for v in (a, b):
+                assert max(v.detail) < UNCOVERED, max(v.detail)
+            assert len(server.sfu.covers) == 2
+            assert len(server.sfu.effects) == 3  # X's low light runs on beside them
+            for v in (a, b):
+                assert not any(m["type"] in ("video_withheld", "error") for m in v.client.messages)
+        finally:
+            await x.close()
+            await a.close()
+            await b.close()
+
+
+async def test_no_room_for_a_cover_withholds_that_video_and_tells_both():
+    async with running_server(
+        announced_ip=SERVER_IP, mutual_reveal=True, max_cover_streams=1, match_interest_wait=0.0
+    ) as server:
+        a, b = await meet(server)  # A's cover takes the only one
+        try:
+            got = await b.collect("answer", "video_withheld")
+            assert got["video_withheld"]["whose"] == "yours"
+            assert (await a.client.expect("video_withheld"))["whose"] == "partner"
+            # B gets A's covered face; A gets B's voice but never a frame of its video
+            assert await wait_for(
+                lambda: b.video_frames() >= 30 and a.peer.frames("audio") >= 50, 60
+            )
+            assert a.video_frames() == 0
+            assert max(b.detail) < UNCOVERED
+            # both agree to show their faces: B's video (no cover needed now) flows
+            await a.client.send("reveal")
+            await b.client.send("reveal")
+            assert await wait_for(lambda: a.video_frames() >= 10, 30)
+            assert a.detail[-1] > UNCOVERED
+        finally:
+            await a.close()
+            await b.close()
+
+
+async def test_a_cover_whose_model_cannot_load_withholds_both_videos(tmp_path, monkeypatch):
+    (tmp_path / "face_detection_short_range.tflite").write_bytes(b"not a model" * 100)
+    async with running_server(
+        announced_ip=SERVER_IP, mutual_reveal=True, match_interest_wait=0.0
+    ) as server:
+        monkeypatch.setenv("MEDIASERVER_MODEL_DIR", str(tmp_path))  # a broken install
+        a, b = await meet(server)
+        try:
+            got_a = {m["whose"] for m in [await a.client.expect("video_withheld") for _ in "ab"]}
+            got_b = await b.collect("answer", "video_withheld")
+            got_b = {got_b["video_withheld"]["whose"], (await b.client.expect("video_withheld"))["whose"]}
+            assert got_a == got_b == {"yours", "partner"}
+            # the voices go through, no video frame does
+            assert await wait_for(lambda: min(v.peer.frames("audio") for v in (a, b)) >= 100, 60)
+            await asyncio.sleep(0.5)
+            assert a.video_frames() == b.video_frames() == 0
+        finally:
+            await a.close()
+            await b.close()
