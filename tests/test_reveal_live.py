@@ -165,3 +165,33 @@ async def test_a_cover_whose_model_cannot_load_withholds_both_videos(tmp_path, m
         finally:
             await a.close()
             await b.close()
+
+
+async def test_a_cover_that_fails_on_every_frame_withholds_the_video_and_tells_both(
+    tmp_path, monkeypatch
+):
+    # a broken install whose face model loads but cannot run: the segmentation
+    # model under the face model's name (its input is 256x144, not 128x128)
+    from mediaserver.ai_filters.models import SEGMENTATION_MODEL, model_path
+
+    (tmp_path / "face_detection_short_range.tflite").write_bytes(
+        Path(model_path(SEGMENTATION_MODEL)).read_bytes()
+    )
+    async with running_server(
+        announced_ip=SERVER_IP, mutual_reveal=True, match_interest_wait=0.0
+    ) as server:
+        monkeypatch.setenv("MEDIASERVER_MODEL_DIR", str(tmp_path))
+        a, b = await meet(server)
+        try:
+            await b.collect("answer")
+            assert len(server.sfu.covers) == 2  # they start, then fail on each frame
+            for v in (a, b):
+                got = {(await v.client.expect("video_withheld", timeout=30))["whose"]
+                       for _ in "ab"}
+                assert got == {"yours", "partner"}
+            assert server.sfu.covers == set()
+            assert await wait_for(lambda: min(v.peer.frames("audio") for v in (a, b)) >= 100, 60)
+            assert a.video_frames() == b.video_frames() == 0  # no frame ever got through
+        finally:
+            await a.close()
+            await b.close()

@@ -15,6 +15,7 @@ from typing import Any
 from mediaserver.node.bus import Bus, BusError, Message, home_node
 from mediaserver.sfu.server import (
     SFU_ERRORS,
+    CoverFailed,
     EffectUnavailable,
     SessionClosed,
     Sfu,
@@ -26,6 +27,8 @@ logger = logging.getLogger("mediaserver.node")
 
 OnClosed = Callable[[str, str, str], Awaitable[None]]
 """(owner peer id, session id, reason) for a session of a local visitor."""
+OnCoverFailed = Callable[[str, str], Awaitable[None]]
+"""(owner peer id, session id): the face cover of a local visitor's video broke."""
 
 
 class MediaService:
@@ -42,6 +45,7 @@ class MediaService:
         self.owners: dict[str, str] = {}
         """session id -> owner peer id, for the sessions on this node."""
         self.on_closed: OnClosed | None = None
+        self.on_cover_failed: OnCoverFailed | None = None
         sfu.subscribe(self._on_sfu_event)
 
     # ---- the hub's calls -------------------------------------------------------------
@@ -146,6 +150,11 @@ class MediaService:
         return len(doomed)
 
     def _on_sfu_event(self, event: SfuEvent) -> None:
+        if isinstance(event, CoverFailed):
+            cover_owner = self.owners.get(event.session_id)
+            if cover_owner is not None:
+                self.bus._spawn(self._tell_cover_failed(cover_owner, event.session_id))
+            return
         if not isinstance(event, SessionClosed):
             return
         owner = self.owners.pop(event.session_id, None)
@@ -164,3 +173,11 @@ class MediaService:
             {"t": "media_closed", "peer": owner, "session": session, "reason": reason,
              "node": self.node_id},
         )
+
+    async def _tell_cover_failed(self, owner: str, session: str) -> None:
+        node = home_node(owner)
+        if node == self.node_id:
+            if self.on_cover_failed is not None:
+                await self.on_cover_failed(owner, session)
+            return
+        await self.bus.send(node, {"t": "cover_failed", "peer": owner, "session": session})

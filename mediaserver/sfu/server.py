@@ -103,7 +103,14 @@ class KeyframeNeeded:
     ssrc: int
 
 
-SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded]
+@dataclass(frozen=True)
+class CoverFailed:
+    session_id: str
+    """The face cover on this session's video failed on every frame lately (a broken
+    model, say): its video is withheld now, as when a cover cannot start."""
+
+
+SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded, CoverFailed]
 
 
 class SfuError(ValueError):
@@ -399,6 +406,7 @@ class Sfu:
             self._executor,
             emit=lambda packets: self._emit_effect(session_id, packets),
             request_keyframe=lambda: self.request_keyframe(session_id),
+            on_failure=(lambda: self._on_cover_failed(session_id)) if cover else None,
         )
         self.effects[session_id] = stream
         if cover:
@@ -407,6 +415,13 @@ class Sfu:
             router.set_tap(session.peer, c.payload_type, True)
         self.request_keyframe(session_id)
         self.stats["effects_started"] += 1
+
+    def _on_cover_failed(self, session_id: str) -> None:
+        # its frames were all dropped (nothing uncovered went out); stop the broken
+        # stream and say so, so the visitors learn why the video stopped
+        if session_id in self.sessions:
+            self.withhold_video(session_id)
+            self._emit(CoverFailed(session_id))
 
     def withhold_video(self, session_id: str) -> None:
         """Forward none of the session's video (its audio still flows) until the

@@ -30,8 +30,6 @@ from mediaserver.node.bus import Bus, LocalBus, NodeInfo, home_node, peer_id
 from mediaserver.node.bus import Message as BusMessage
 from mediaserver.node.media import MediaService
 from mediaserver.sfu.server import (
-    EffectsBusy,
-    NoVideo,
     ServerFull,
     SessionClosed,
     SessionConnected,
@@ -41,12 +39,10 @@ from mediaserver.sfu.server import (
 )
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
+from mediaserver.signalling.video import VideoEffects
 
 logger = logging.getLogger(__name__)
 
-
-COVER = "pixelate_face"
-"""The effect that hides faces until both visitors of a match pressed Reveal."""
 
 PAIR_WAIT = 2.0
 """Seconds the node of a match's second visitor waits for the first one's node
@@ -149,6 +145,7 @@ class SignallingHub:
         self.node_id = self.bus.node_id
         self.media = MediaService(sfu, self.bus, effects)
         self.media.on_closed = self._on_media_closed
+        self.media.on_cover_failed = self._on_cover_failed
         self.bus.on_node_down = self._on_node_down
         self.matchmaker = matchmaker_factory(self._on_match)
         self.visitors: dict[str, Visitor] = {}
@@ -158,6 +155,7 @@ class SignallingHub:
         self._effects = effects  # name -> effect class (a new object per stream)
         self.store = store  # mediaserver.store.Store: profiles, chat history, reports
         self.stats: Counter[str] = Counter()
+        self.video = VideoEffects(self.media, effects, mutual_reveal, self.stats, self._tell)
         self.draining = False
         """No new peers: start (and re-queueing) is refused with `draining`."""
         self.on_queue_wait: Callable[[float], None] | None = None
@@ -402,39 +400,10 @@ class SignallingHub:
         """Put on v's video what it should carry now: hidden for mutual reveal
         (until both revealed in this match), else the effect it chose, else none.
         Returns whether the chosen effect is applied."""
-        if v.session_id is None or v.media_node is None:
-            return False
-        hidden = self.mutual_reveal and v.partner is not None and not (
-            v.revealed and v.partner.revealed
-        )
-        if hidden:
-            await self._cover(v, v.media_node, v.session_id)
-            return False
-        if self._effects is None and not self.mutual_reveal:
-            return False  # nothing was ever put on the video
-        try:
-            # None also ends a withheld video (a cover that could not run) once both revealed
-            await self.media.set_effect(v.media_node, v.session_id, v.effect)
-        except SfuError as exc:
-            if v.effect is not None or not isinstance(exc, NoVideo):
-                code = "effects_busy" if isinstance(exc, EffectsBusy) else "effect_unavailable"
-                v.send(protocol.error(code, str(exc), "effect"))
-            return False
-        return v.effect is not None
+        return await self.video.apply(v)
 
-    async def _cover(self, v: Visitor, node: str, session: str) -> None:
-        """Mutual reveal: cover v's face before its video is connected to the
-        partner. A cover that cannot run (no capacity, no effects, a model that
-        does not load) leaves the video withheld by its node, and both are told."""
-        try:
-            await self.media.set_effect(node, session, COVER, cover=True)
-        except NoVideo:
-            return  # it sends no video: nothing to cover
-        except SfuError as exc:
-            self.stats[f"cover_failed:{exc.code}"] += 1
-            logger.warning("cover_failed", extra={"error": exc.code})
-            v.send(protocol.video_withheld("yours"))
-            await self._tell(v, "video_withheld")
+    async def _on_cover_failed(self, owner: str, session: str) -> None:
+        await self.video.cover_failed(self.visitors.get(owner), session)
 
     async def _on_share_profile(self, v: Visitor, msg: Message) -> None:
         """Consent, given by this visitor alone: its partner gets its public card
@@ -692,6 +661,8 @@ class SignallingHub:
             await self._on_peer(msg)
         elif t == "media_closed":
             await self._on_media_closed(str(msg["peer"]), str(msg["session"]), str(msg["reason"]))
+        elif t == "cover_failed":
+            await self._on_cover_failed(str(msg["peer"]), str(msg["session"]))
         elif t in ("create", "connect", "disconnect", "close", "effect"):
             return self.media.handle(msg)
         elif self.on_request is not None:
