@@ -13,6 +13,7 @@ import pytest
 
 from mediaserver.netns import SERVER_IP
 from tests.peers import AiortcPeer, ImageVideoTrack, wait_for
+from tests.redis_server import RedisServer
 from tests.signalling_client import Client, running_server
 from tests.test_effects import FACE, astronaut_rgb, detail_kept, luma, yuv
 
@@ -195,3 +196,48 @@ async def test_a_cover_that_fails_on_every_frame_withholds_the_video_and_tells_b
         finally:
             await a.close()
             await b.close()
+
+
+async def next_messages(client: Client, *kinds: str, timeout: float = 30) -> list[dict]:
+    """Messages until one of each of `kinds` (a kind may repeat) has come; the
+    rest (e.g. the partner's news) are kept too."""
+    want = list(kinds)
+    got = []
+    while want:
+        msg = await asyncio.wait_for(client._pending.get(), timeout)
+        got.append(msg)
+        if msg["type"] in want:
+            want.remove(msg["type"])
+    return got
+
+
+async def test_across_two_nodes_a_cover_without_room_withholds_and_tells_both():
+    # two nodes sharing Redis, no room for any cover: B lives on node 2, its media
+    # on the pair's node 1, so its cover is refused over the bus (by code, not text)
+    with RedisServer() as redis:
+        common = dict(announced_ip=SERVER_IP, mutual_reveal=True, max_cover_streams=0,
+                      match_interest_wait=0.0, redis_url=redis.url)
+        async with running_server(node_id="n1", **common) as one, running_server(
+            node_id="n2", **common
+        ) as two:
+            assert await wait_for(lambda: len(one.hub.bus.nodes()) == 2, 10)
+            a = await Visitor.join(one, 1)
+            b = await Visitor.join(two, 2)
+            try:
+                for v in (a, b):
+                    assert (await v.client.expect("matched", timeout=10))["hidden"] is True
+                    await v.offer()
+                for v in (a, b):
+                    got = await next_messages(v.client, "answer", "video_withheld", "video_withheld")
+                    await v.peer.accept(next(m for m in got if m["type"] == "answer")["sdp"])
+                    whose = {m["whose"] for m in got if m["type"] == "video_withheld"}
+                    assert whose == {"yours", "partner"}
+                (vb,) = two.hub.visitors.values()
+                assert vb.media_node == "n1"  # B's media, and so its cover, is on node 1
+                assert one.hub.stats["cover_failed:effects_busy"] == 1
+                assert two.hub.stats["cover_failed:effects_busy"] == 1
+                assert await wait_for(lambda: min(v.peer.frames("audio") for v in (a, b)) >= 100, 60)
+                assert a.video_frames() == b.video_frames() == 0
+            finally:
+                await a.close()
+                await b.close()
