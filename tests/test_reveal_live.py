@@ -241,3 +241,36 @@ async def test_across_two_nodes_a_cover_without_room_withholds_and_tells_both():
             finally:
                 await a.close()
                 await b.close()
+
+
+async def test_after_both_reveal_an_opt_in_effect_without_room_leaves_the_plain_video():
+    async with running_server(
+        announced_ip=SERVER_IP, mutual_reveal=True, max_effect_streams=1, match_interest_wait=0.0
+    ) as server:
+        x = await hold_effect_slot(server, 5)
+        a = await Visitor.join(server, 1)
+        await a.client.send("effect", name="low_light", on=True)  # A's choice, for later
+        await a.collect("effect")
+        await a.offer()
+        got = await a.collect("answer", "error", "effect")  # no room for it now either
+        assert got["error"]["code"] == "effects_busy"
+        b = await Visitor.join(server, 2)
+        await a.collect("matched")
+        await b.collect("matched")
+        await b.offer()
+        try:
+            await b.collect("answer")
+            assert await wait_for(lambda: b.video_frames() >= 10, 60)
+            assert max(b.detail) < UNCOVERED
+            await a.client.send("reveal")
+            await b.client.send("reveal")
+            # A's cover comes off; its low light has no room (X holds it): A is told,
+            # and B sees A's face as it is rather than nothing
+            got = await next_messages(a.client, "error")
+            assert [m.get("by") for m in got if m["type"] == "revealed"] == ["partner", "both"]
+            assert (got[-1]["code"], got[-1]["ref"]) == ("effects_busy", "effect")
+            assert await wait_for(lambda: b.detail[-1] > UNCOVERED, 30), b.detail[-1]
+        finally:
+            await x.close()
+            await a.close()
+            await b.close()

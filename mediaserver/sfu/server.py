@@ -385,15 +385,18 @@ class Sfu:
         if old is not None:
             old.close()
         self.covers.discard(session_id)
-        if effect is None:
+        if effect is not None and cover and len(self.covers) >= self.config.max_cover_streams:
+            raise EffectsBusy("face covers busy")  # the caller withholds the video
+        opt_in = len(self.effects) - len(self.covers)
+        busy = effect is not None and not cover and opt_in >= self.config.max_effect_streams
+        if effect is None or busy:
+            # the original video again (an opt-in effect that has no room is optional)
             for codec in video.codecs:
                 router.set_tap(session.peer, codec.payload_type, False)
             self.request_keyframe(session_id)  # subscribers resume on the original stream
+            if busy:
+                raise EffectsBusy("effects busy")
             return
-        if cover and len(self.covers) >= self.config.max_cover_streams:
-            raise EffectsBusy("face covers busy")
-        if not cover and len(self.effects) - len(self.covers) >= self.config.max_effect_streams:
-            raise EffectsBusy("effects busy")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self.config.effects_workers, thread_name_prefix="effects"
@@ -459,7 +462,8 @@ class Sfu:
                 router.inject(pub.peer, packet, track.out_stream, out_pt, now)
 
     def request_keyframe(self, publisher_id: str) -> None:
-        """Ask the publisher for a video keyframe (PLI), rate-limited."""
+        """Ask the publisher for a video keyframe (PLI), rate-limited: a request
+        the limit holds back is sent when it allows (the timer retries), never lost."""
         pub = self.sessions.get(publisher_id)
         if pub is None:
             return
@@ -472,6 +476,10 @@ class Sfu:
             self._router.send_rtcp(pub.peer, rtcp.build_pli(pub.rtcp_ssrc, ssrc))
             self.stats["pli_sent"] += 1
             self._emit(KeyframeNeeded(pub.id, ssrc))
+        else:
+            # e.g. an effect or cover just came off: without a keyframe the partner's
+            # decoder would apply the plain stream's deltas to the covered picture
+            pub.keyframe_pending = True
 
     def _session(self, session_id: str) -> Session:
         try:
