@@ -157,7 +157,8 @@ async def test_a_cover_whose_model_cannot_load_withholds_both_videos(tmp_path, m
         try:
             got_a = {m["whose"] for m in [await a.client.expect("video_withheld") for _ in "ab"]}
             got_b = await b.collect("answer", "video_withheld")
-            got_b = {got_b["video_withheld"]["whose"], (await b.client.expect("video_withheld"))["whose"]}
+            then = await b.client.expect("video_withheld")
+            got_b = {got_b["video_withheld"]["whose"], then["whose"]}
             assert got_a == got_b == {"yours", "partner"}
             # the voices go through, no video frame does
             assert await wait_for(lambda: min(v.peer.frames("audio") for v in (a, b)) >= 100, 60)
@@ -228,7 +229,9 @@ async def test_across_two_nodes_a_cover_without_room_withholds_and_tells_both():
                     assert (await v.client.expect("matched", timeout=10))["hidden"] is True
                     await v.offer()
                 for v in (a, b):
-                    got = await next_messages(v.client, "answer", "video_withheld", "video_withheld")
+                    got = await next_messages(
+                        v.client, "answer", "video_withheld", "video_withheld"
+                    )
                     await v.peer.accept(next(m for m in got if m["type"] == "answer")["sdp"])
                     whose = {m["whose"] for m in got if m["type"] == "video_withheld"}
                     assert whose == {"yours", "partner"}
@@ -236,7 +239,9 @@ async def test_across_two_nodes_a_cover_without_room_withholds_and_tells_both():
                 assert vb.media_node == "n1"  # B's media, and so its cover, is on node 1
                 assert one.hub.stats["cover_failed:effects_busy"] == 1
                 assert two.hub.stats["cover_failed:effects_busy"] == 1
-                assert await wait_for(lambda: min(v.peer.frames("audio") for v in (a, b)) >= 100, 60)
+                assert await wait_for(
+                    lambda: min(v.peer.frames("audio") for v in (a, b)) >= 100, 60
+                )
                 assert a.video_frames() == b.video_frames() == 0
             finally:
                 await a.close()

@@ -36,6 +36,13 @@ from mediaserver.sfu.dtls import (
     DtlsEndpoint,
     DtlsFailed,
 )
+# the SFU's errors live in errors.py and are re-exported: callers import them from here
+from mediaserver.sfu.errors import SFU_ERRORS as SFU_ERRORS
+from mediaserver.sfu.errors import EffectsBusy as EffectsBusy
+from mediaserver.sfu.errors import EffectUnavailable as EffectUnavailable
+from mediaserver.sfu.errors import NoVideo as NoVideo
+from mediaserver.sfu.errors import ServerFull as ServerFull
+from mediaserver.sfu.errors import SfuError as SfuError
 from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
 from mediaserver.sfu.router import Codec, payload_type_map
 from mediaserver.sfu.sdp import Answer, build_answer, parse_offer
@@ -111,42 +118,6 @@ class CoverFailed:
 
 
 SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded, CoverFailed]
-
-
-class SfuError(ValueError):
-    """A request the SFU cannot carry out (unknown session, bad offer)."""
-
-    code = "sfu_error"
-    """Tells the kinds apart, also across nodes (mediaserver.node.media)."""
-
-
-class ServerFull(SfuError):
-    """No room for another media session."""
-
-    code = "server_full"
-
-
-class NoVideo(SfuError):
-    """The session sends no video (so there is none to process)."""
-
-    code = "no_video"
-
-
-class EffectsBusy(SfuError):
-    """As many effect streams (or face covers) run as the configuration allows."""
-
-    code = "effects_busy"
-
-
-class EffectUnavailable(SfuError):
-    """The effect cannot run here: not installed, unknown, or its model cannot load."""
-
-    code = "effect_unavailable"
-
-
-SFU_ERRORS: dict[str, type[SfuError]] = {
-    cls.code: cls for cls in (SfuError, ServerFull, NoVideo, EffectsBusy, EffectUnavailable)
-}
 
 
 class Sfu:

@@ -356,9 +356,11 @@
     if (msg.whose === "partner") {
       ui.remoteBox.classList.add("waiting");
       ui.placeholderText.textContent = "The stranger's face could not be covered: no video";
-      addLine("system", "The server could not cover the stranger's face, so it does not show their video. You can still talk and chat.");
+      addLine("system", "The server could not cover the stranger's face, so it does not show " +
+        "their video. You can still talk and chat.");
     } else if (msg.whose === "yours") {
-      addLine("system", "The server could not cover your face, so it does not send your video. The stranger still hears you and can chat.");
+      addLine("system", "The server could not cover your face, so it does not send your " +
+        "video. The stranger still hears you and can chat.");
     }
   }
 
