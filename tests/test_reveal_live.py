@@ -279,3 +279,44 @@ async def test_after_both_reveal_an_opt_in_effect_without_room_leaves_the_plain_
             await x.close()
             await a.close()
             await b.close()
+
+
+async def test_covers_are_given_back_when_a_pair_ends():
+    # two covers for the whole server: a pair that ended must not keep them
+    async with running_server(
+        mutual_reveal=True, max_cover_streams=2, match_interest_wait=0.0
+    ) as server:
+        clients = []
+        for n in range(3):
+            c = await Client.open(server.url, source=f"127.0.0.{n + 2}")
+            await c.hello()
+            clients.append(c)
+        a, b, c = clients
+        try:
+            for x in (a, b):
+                await x.send("start")
+                await x.expect("queued")
+                await x.send("offer", sdp=OFFER)
+            for x in (a, b):
+                await next_messages(x, "answer", "matched")
+            assert len(server.sfu.covers) == 2
+            await a.send("stop")  # A goes idle, B waits for someone new
+            await next_messages(a, "stopped")
+            await next_messages(b, "partner_left", "queued")
+            assert server.sfu.covers == set()
+            # never uncovered meanwhile: both videos are withheld instead
+            assert server.sfu.stats["video_withheld"] == 2
+            va, vb = (v for v in server.hub.visitors.values() if v.session_id is not None)
+            await c.send("start")
+            await c.expect("queued")
+            await c.send("offer", sdp=OFFER)
+            await next_messages(b, "matched")
+            await next_messages(c, "answer", "matched")
+            await asyncio.sleep(0.3)
+            vc = next(v for v in server.hub.visitors.values() if v not in (va, vb))
+            assert server.sfu.covers == {vb.session_id, vc.session_id}
+            for x in clients:
+                assert not [m for m in x.messages if m["type"] in ("video_withheld", "error")]
+        finally:
+            for x in clients:
+                await x.close()

@@ -73,7 +73,8 @@ class MediaService:
     ) -> None:
         """Process the session's video with effect `name` (None: none). A `cover`
         (mutual reveal's face cover) fails closed: when it cannot run, the node
-        withholds the session's video before answering.
+        withholds the session's video before answering; a cover of None
+        withholds it (hidden, with nothing to cover it: between matches).
 
         Raises:
             EffectsBusy, EffectUnavailable, NoVideo, SfuError (unknown session,
@@ -126,7 +127,10 @@ class MediaService:
     def _set_effect(self, session: str, name: str | None, cover: bool) -> None:
         try:
             if name is None:
-                self.sfu.set_effect(session, None)
+                if cover:
+                    self.sfu.withhold_video(session)
+                else:
+                    self.sfu.set_effect(session, None)
                 return
             if self._effects is None or name not in self._effects:
                 raise EffectUnavailable(f"unknown effect {name!r}")

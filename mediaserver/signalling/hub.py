@@ -617,6 +617,8 @@ class SignallingHub:
                 await self.media.disconnect(v.media_node, p.session, v.session_id)
             except SfuError:
                 pass  # its node is gone: nothing is forwarded any more
+        if p is not None:
+            await self.video.pair_ended(v)
 
     async def _partner_gone(self, v: Visitor, reason: str) -> None:
         await self._unpair(v)

@@ -86,6 +86,18 @@ class VideoEffects:
         except SfuError as exc:  # its node withheld the video
             await self._withheld(v, exc.code)
 
+    async def pair_ended(self, v: Visitor) -> None:
+        """Mutual reveal: between matches v's cover gives way to withholding its
+        video (nobody sees it then), so waiting or idle visitors hold no cover
+        and no CPU. Never uncovered: the old partner's node may not have
+        disconnected v's video yet. The next match covers it again."""
+        if not self.mutual_reveal or v.session_id is None or v.media_node is None:
+            return
+        try:
+            await self.media.set_effect(v.media_node, v.session_id, None, cover=True)
+        except SfuError:
+            pass  # no video, or the session or its node is gone: nothing to hold
+
     async def cover_failed(self, v: Visitor | None, session: str) -> None:
         """v's face cover broke while running (its node withheld the video)."""
         if v is None or v.session_id != session or v.partner is None:
