@@ -9,9 +9,10 @@ import logging
 import signal
 import socket
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -175,6 +176,7 @@ async def start_services(
             announced_ip=config.announced_ip,
             effects_workers=config.effects_workers,
             max_effect_streams=config.max_effect_streams,
+            max_cover_streams=config.max_cover_streams,
             max_peers=config.max_sessions,
             max_media_memory=config.media_memory_bytes(),
         )
@@ -187,8 +189,6 @@ async def start_services(
     policy = MatchPolicy(
         interest_wait=config.match_interest_wait, skip_cooldown=config.skip_cooldown
     )
-    from mediaserver import ai_filters
-
     try:
         bus, matchmaker_factory = await _node_layer(config, policy, worker)
     except BaseException:
@@ -200,13 +200,27 @@ async def start_services(
         matchmaker_factory,
         identity_key=_identity_key(config),
         mutual_reveal=config.mutual_reveal,
-        effects=ai_filters.EFFECTS,
+        effects=_effects(),
         store=store,
         bus=bus,
         max_sessions_per_address=config.max_sessions_per_address,
     )
     await hub.start()
     return sfu, hub, store
+
+
+def _effects() -> Mapping[str, Callable[[], Any]] | None:
+    """The effects, or None when the optional 'effects' extra is not installed:
+    the server runs without them (an `effect` request gets effect_unavailable)."""
+    # imported here, not at the top: ai_filters' effects import OpenCV (the optional
+    # extra), and a server without it must still start
+    from mediaserver import ai_filters
+
+    try:
+        return ai_filters.registry()
+    except ai_filters.EffectsUnavailable as exc:
+        logger.warning("effects_unavailable", extra={"error": str(exc)})
+        return None
 
 
 def _identity_key(config: Config) -> bytes:

@@ -168,6 +168,11 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "metrics_token": (
         _str, "Bearer token /metrics requires (default: none; loopback peers only)",
     ),
+    "max_cover_streams": (
+        _int,
+        "senders whose face is covered (--mutual-reveal) at once, apart from "
+        "--max-effect-streams; beyond it a sender's video is withheld",
+    ),
 }
 _REPEATABLE = frozenset({"allowed_origin"})
 """Flags that may be given several times: their values are joined with commas."""

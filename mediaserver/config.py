@@ -86,6 +86,9 @@ class Config:
     metrics_token: str = ""
     """Bearer token /metrics asks for; empty: no token (loopback peers only on the
     main port)."""
+    max_cover_streams: int = 64
+    """Senders whose face the server covers (--mutual-reveal) at once, reserved apart
+    from the opt-in effects; a match beyond it gets no video from that sender."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -145,6 +148,16 @@ class Config:
             raise ValueError(
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
+        if not 0 <= self.max_cover_streams <= 10000:
+            raise ValueError("--max-cover-streams must be 0..10000")
+        if self.mutual_reveal:
+            from mediaserver import ai_filters
+
+            try:
+                ai_filters.check_face_cover()
+            except ai_filters.EffectsUnavailable as exc:
+                # it promises covered faces: without the effects it cannot keep that
+                raise ValueError(f"--mutual-reveal cannot cover faces here: {exc}") from None
 
     def _validate_edges(self) -> None:
         if not 1 <= self.max_connections_per_address <= 100_000:

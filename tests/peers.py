@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+from collections.abc import Callable
 
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -32,10 +33,14 @@ class PatternVideoTrack(VideoStreamTrack):
 
 
 class FrameCounter:
-    """Consumes a remote track, counting decoded frames and remembering sizes."""
+    """Consumes a remote track, counting decoded frames and remembering sizes;
+    on_frame, if given, sees every decoded frame."""
 
-    def __init__(self, track: MediaStreamTrack) -> None:
+    def __init__(
+        self, track: MediaStreamTrack, on_frame: Callable[[object], None] | None = None
+    ) -> None:
         self.track = track
+        self.on_frame = on_frame
         self.frames = 0
         self.sizes: set[tuple[int, int]] = set()
         self.last = None
@@ -49,6 +54,8 @@ class FrameCounter:
                 return
             self.frames += 1
             self.last = frame
+            if self.on_frame is not None:
+                self.on_frame(frame)
             if hasattr(frame, "width"):
                 self.sizes.add((frame.width, frame.height))
 
@@ -66,6 +73,7 @@ class AiortcPeer:
         audio: bool = True,
         video_codec: str | None = None,
         video: VideoStreamTrack | None = None,
+        on_video_frame: Callable[[VideoFrame], None] | None = None,
     ) -> None:
         # no ICE servers: aiortc's default is a public STUN server
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -85,7 +93,8 @@ class AiortcPeer:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self.received[track.kind] = FrameCounter(track)
+            on_frame = on_video_frame if track.kind == "video" else None
+            self.received[track.kind] = FrameCounter(track, on_frame)
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())

@@ -51,16 +51,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path):
+def server(tmp_path, request):
     """The real server (`python -m mediaserver.cli`) on a free port; `.urls` has the
-    base URL of each visitor (one address each)."""
+    base URL of each visitor (one address each). Indirect parametrization adds flags."""
     port = _free_port()
     # --host 0.0.0.0: every interface of the private namespace (lo and the veth pair)
     args = ["--host", "0.0.0.0", "--port", str(port), "--udp-port", "0"]
     args += ["--announced-ip", SERVER_IP, "--log-level", "warning"]
     args += ["--db", str(tmp_path / "db"), "--data-key-file", str(tmp_path / "key")]
     # SIGTERM drains: pairs may go on for up to this long before the server exits
-    args += ["--drain-seconds", "2"]
+    args += ["--drain-seconds", "2", *getattr(request, "param", ())]
     proc = subprocess.Popen(
         [sys.executable, "-m", "mediaserver.cli", *args],
         cwd=ROOT,

@@ -12,6 +12,7 @@ from tests.test_web_client import (  # noqa: F401
     launch,
     server,
     start,
+    wait_chat,
     wait_status,
     wait_video,
 )
@@ -84,5 +85,34 @@ async def test_choosing_an_effect_changes_what_the_partner_sees(server):  # noqa
             # effect off: B sees A's camera as it is again
             await a.select_option("#effect", "none")
             await settle(b, lambda v: v > plain * 0.6)
+        finally:
+            await browser.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "server", [["--mutual-reveal", "--max-cover-streams", "1"]], indirect=True
+)
+async def test_a_face_that_cannot_be_covered_is_withheld_and_both_pages_say_so(server):  # noqa: F811
+    async with async_playwright() as p:
+        browser = await launch(p, server.urls)
+        try:
+            a = await browser.new_page(viewport=DESKTOP)
+            b = await browser.new_page(viewport=DESKTOP)
+            await a.goto(server.urls[0])
+            await b.goto(server.urls[1])
+            await start(a)
+            await start(b)
+            for page in (a, b):
+                await wait_status(page, "connected")
+            # one cover for two faces: one is covered, the other's video is withheld
+            for page in (a, b):
+                await wait_chat(page, "could not cover")
+            logs = [await page.inner_text("#chat-log") for page in (a, b)]
+            assert sorted("could not cover your face" in log for log in logs) == [False, True]
+            assert sorted("the stranger's face" in log for log in logs) == [False, True]
+            viewer = a if "the stranger's face" in logs[0] else b
+            assert "no video" in await viewer.inner_text("#placeholder-text")
+            assert await viewer.is_visible("#placeholder-text")
         finally:
             await browser.close()

@@ -30,6 +30,9 @@ from aiortc.rtp import RtpPacket
 logger = logging.getLogger(__name__)
 
 MAX_BACKLOG = 4  # encoded frames waiting for the worker before we drop and resync
+MAX_FAILURES = 3
+"""Frames in a row the effect fails on (each after a resync on a keyframe) before
+the stream counts as broken: its owner is told (on_failure), once."""
 
 
 class Effect(Protocol):
@@ -58,6 +61,8 @@ class EffectStream:
     payload_type: the publisher's payload type (kept on the packets we make).
     emit: called on the event loop with the RTP packets of one processed frame.
     request_keyframe: asks the publisher for a keyframe (PLI).
+    on_failure: called on the event loop once MAX_FAILURES frames in a row failed
+        (every failed frame is dropped: nothing unprocessed is ever sent on).
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class EffectStream:
         executor: Executor,
         emit: Callable[[list[bytes]], None],
         request_keyframe: Callable[[], None],
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.effect = effect
         self.mime = mime
@@ -79,6 +85,9 @@ class EffectStream:
         self._executor = executor
         self._emit = emit
         self._request_keyframe = request_keyframe
+        self._on_failure = on_failure
+        self.failures = 0
+        """Frames in a row the pipeline failed on."""
         self._pending: deque[JitterFrame] = deque()
         self._busy = False
         self._closed = False
@@ -178,10 +187,16 @@ class EffectStream:
         except Exception:
             # a corrupt frame or a codec error: resync from the next keyframe
             self.errors += 1
+            self.failures += 1
             logger.exception("effect pipeline failed on a frame")
             self._waiting_keyframe = True
             self._request_keyframe()
             packets = []
+            if self.failures == MAX_FAILURES and self._on_failure is not None and not self._closed:
+                self._on_failure()
+        else:
+            if packets:
+                self.failures = 0
         if packets and not self._closed:
             self._emit(packets)
         self._kick()

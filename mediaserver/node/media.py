@@ -13,12 +13,22 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mediaserver.node.bus import Bus, BusError, Message, home_node
-from mediaserver.sfu.server import SessionClosed, Sfu, SfuError, SfuEvent
+from mediaserver.sfu.server import (
+    SFU_ERRORS,
+    CoverFailed,
+    EffectUnavailable,
+    SessionClosed,
+    Sfu,
+    SfuError,
+    SfuEvent,
+)
 
 logger = logging.getLogger("mediaserver.node")
 
 OnClosed = Callable[[str, str, str], Awaitable[None]]
 """(owner peer id, session id, reason) for a session of a local visitor."""
+OnCoverFailed = Callable[[str, str], Awaitable[None]]
+"""(owner peer id, session id): the face cover of a local visitor's video broke."""
 
 
 class MediaService:
@@ -35,6 +45,7 @@ class MediaService:
         self.owners: dict[str, str] = {}
         """session id -> owner peer id, for the sessions on this node."""
         self.on_closed: OnClosed | None = None
+        self.on_cover_failed: OnCoverFailed | None = None
         sfu.subscribe(self._on_sfu_event)
 
     # ---- the hub's calls -------------------------------------------------------------
@@ -57,9 +68,19 @@ class MediaService:
     async def close_session(self, node: str, session: str) -> None:
         await self._call(node, {"t": "close", "session": session})
 
-    async def set_effect(self, node: str, session: str, name: str | None) -> None:
-        """Raises SfuError ("effects busy", no video, unknown session)."""
-        await self._call(node, {"t": "effect", "session": session, "name": name})
+    async def set_effect(
+        self, node: str, session: str, name: str | None, *, cover: bool = False
+    ) -> None:
+        """Process the session's video with effect `name` (None: none). A `cover`
+        (mutual reveal's face cover) fails closed: when it cannot run, the node
+        withholds the session's video before answering; a cover of None
+        withholds it (hidden, with nothing to cover it: between matches).
+
+        Raises:
+            EffectsBusy, EffectUnavailable, NoVideo, SfuError (unknown session,
+            node unreachable).
+        """
+        await self._call(node, {"t": "effect", "session": session, "name": name, "cover": cover})
 
     async def _call(self, node: str, msg: Message) -> Message:
         if node == self.node_id:
@@ -70,7 +91,7 @@ class MediaService:
             except BusError as exc:
                 raise SfuError(f"media node unreachable: {exc}") from None
         if "error" in reply:
-            raise SfuError(str(reply["error"]))
+            raise SFU_ERRORS.get(str(reply.get("code")), SfuError)(str(reply["error"]))
         return reply
 
     # ---- serving them ----------------------------------------------------------------
@@ -93,17 +114,36 @@ class MediaService:
                 self.sfu.close_session(sid)
             elif t == "effect":
                 name = msg.get("name")
-                if name is not None and (self._effects is None or name not in self._effects):
-                    return {"error": f"unknown effect {name!r}"}
-                effect = self._effects[name]() if name is not None and self._effects else None
-                self.sfu.set_effect(str(msg["session"]), effect)
+                self._set_effect(str(msg["session"]), None if name is None else str(name),
+                                 bool(msg.get("cover")))
             else:
                 return {"error": f"unknown media request {t!r}"}
         except SfuError as exc:
-            return {"error": str(exc)}
+            return {"error": str(exc), "code": exc.code}
         except (KeyError, TypeError) as exc:
             return {"error": f"malformed media request: {exc}"}
         return {}
+
+    def _set_effect(self, session: str, name: str | None, cover: bool) -> None:
+        try:
+            if name is None:
+                if cover:
+                    self.sfu.withhold_video(session)
+                else:
+                    self.sfu.set_effect(session, None)
+                return
+            if self._effects is None or name not in self._effects:
+                raise EffectUnavailable(f"unknown effect {name!r}")
+            try:
+                effect = self._effects[name]()
+            except Exception as exc:  # a module or model it needs cannot load
+                logger.warning("effect_failed_to_start", extra={"effect": name, "error": str(exc)})
+                raise EffectUnavailable(f"the effect {name} cannot start here") from None
+            self.sfu.set_effect(session, effect, cover=cover)
+        except SfuError:
+            if cover and session in self.sfu.sessions:
+                self.sfu.withhold_video(session)  # fail closed: no uncovered face
+            raise
 
     def close_owned_by(self, node: str) -> int:
         """Close the sessions whose visitors lived on `node` (it died)."""
@@ -114,6 +154,11 @@ class MediaService:
         return len(doomed)
 
     def _on_sfu_event(self, event: SfuEvent) -> None:
+        if isinstance(event, CoverFailed):
+            cover_owner = self.owners.get(event.session_id)
+            if cover_owner is not None:
+                self.bus._spawn(self._tell_cover_failed(cover_owner, event.session_id))
+            return
         if not isinstance(event, SessionClosed):
             return
         owner = self.owners.pop(event.session_id, None)
@@ -132,3 +177,11 @@ class MediaService:
             {"t": "media_closed", "peer": owner, "session": session, "reason": reason,
              "node": self.node_id},
         )
+
+    async def _tell_cover_failed(self, owner: str, session: str) -> None:
+        node = home_node(owner)
+        if node == self.node_id:
+            if self.on_cover_failed is not None:
+                await self.on_cover_failed(owner, session)
+            return
+        await self.bus.send(node, {"t": "cover_failed", "peer": owner, "session": session})

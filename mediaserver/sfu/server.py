@@ -36,6 +36,13 @@ from mediaserver.sfu.dtls import (
     DtlsEndpoint,
     DtlsFailed,
 )
+# the SFU's errors live in errors.py and are re-exported: callers import them from here
+from mediaserver.sfu.errors import SFU_ERRORS as SFU_ERRORS
+from mediaserver.sfu.errors import EffectsBusy as EffectsBusy
+from mediaserver.sfu.errors import EffectUnavailable as EffectUnavailable
+from mediaserver.sfu.errors import NoVideo as NoVideo
+from mediaserver.sfu.errors import ServerFull as ServerFull
+from mediaserver.sfu.errors import SfuError as SfuError
 from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
 from mediaserver.sfu.router import Codec, payload_type_map
 from mediaserver.sfu.sdp import Answer, build_answer, parse_offer
@@ -75,7 +82,10 @@ class SfuConfig:
     effects_workers: int = 2
     """Threads decoding, processing and encoding video for effects."""
     max_effect_streams: int = 8
-    """Publishers with an effect on at once; more get SfuError("effects busy")."""
+    """Publishers with an opt-in effect on at once; more get EffectsBusy."""
+    max_cover_streams: int = 64
+    """Publishers whose face the server covers (mutual reveal) at once, apart from
+    the opt-in effects so that those cannot use up the covers; more get EffectsBusy."""
     media_timeout: float = 4.0
     """A connected peer that sends no SRTP/SRTCP for this long is closed: its
     media died (browsers send RTCP every second or so, audio 50 times a second),
@@ -107,11 +117,14 @@ class KeyframeNeeded:
     ssrc: int
 
 
-SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded]
+@dataclass(frozen=True)
+class CoverFailed:
+    session_id: str
+    """The face cover on this session's video failed on every frame lately (a broken
+    model, say): its video is withheld now, as when a cover cannot start."""
 
 
-class SfuError(ValueError):
-    """A request the SFU cannot carry out (unknown session, bad offer)."""
+SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded, CoverFailed]
 
 
 class Sfu:
@@ -128,6 +141,8 @@ class Sfu:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: Counter[str] = Counter()
         self.effects: dict[str, EffectStream] = {}
+        self.covers: set[str] = set()
+        """Sessions of `effects` whose stream is a face cover (counted apart)."""
         self._executor: ThreadPoolExecutor | None = None
         self.cache_committed = 0
         """Bytes of NACK caches the open sessions may grow to. The router allocates
@@ -248,7 +263,7 @@ class Sfu:
         try:
             peer = router.add_peer()
         except RuntimeError as exc:
-            raise SfuError("server full") from exc
+            raise ServerFull("server full") from exc
         try:
             session = self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
             self.cache_committed += self._cache_bytes(session)
@@ -351,6 +366,7 @@ class Sfu:
         stream = self.effects.pop(session_id, None)
         if stream is not None:
             stream.close()
+        self.covers.discard(session_id)
         self.ice.remove_session(session_id)
         self._by_peer.pop(session.peer, None)
         self._router.remove_peer(session.peer)
@@ -359,29 +375,38 @@ class Sfu:
         self.stats[f"sessions_closed:{reason.split(':')[0]}"] += 1
         self._emit(SessionClosed(session_id, reason))
 
-    def set_effect(self, session_id: str, effect: Effect | None) -> None:
+    def set_effect(self, session_id: str, effect: Effect | None, *, cover: bool = False) -> None:
         """Process the session's outgoing video with `effect` (None: plain
         forwarding again). Its subscribers get the processed stream in the same
-        tracks, sequence numbers and timestamps continuing.
+        tracks, sequence numbers and timestamps continuing. A `cover` (the face
+        cover of mutual reveal) counts against max_cover_streams, any other
+        effect against max_effect_streams.
 
         Raises:
-            SfuError: unknown session, no video, or too many effect streams.
+            SfuError: unknown session. NoVideo: the session sends no video.
+            EffectsBusy: too many effect streams (or covers).
         """
         session = self._session(session_id)
         video = session.tracks.get("video")
         if video is None or not video.receives or not video.codecs:
-            raise SfuError("the session sends no video")
+            raise NoVideo("the session sends no video")
         router = self._router
         old = self.effects.pop(session_id, None)
         if old is not None:
             old.close()
-        if effect is None:
+        self.covers.discard(session_id)
+        if effect is not None and cover and len(self.covers) >= self.config.max_cover_streams:
+            raise EffectsBusy("face covers busy")  # the caller withholds the video
+        opt_in = len(self.effects) - len(self.covers)
+        busy = effect is not None and not cover and opt_in >= self.config.max_effect_streams
+        if effect is None or busy:
+            # the original video again (an opt-in effect that has no room is optional)
             for codec in video.codecs:
                 router.set_tap(session.peer, codec.payload_type, False)
             self.request_keyframe(session_id)  # subscribers resume on the original stream
+            if busy:
+                raise EffectsBusy("effects busy")
             return
-        if len(self.effects) >= self.config.max_effect_streams:
-            raise SfuError("effects busy")
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
                 self.config.effects_workers, thread_name_prefix="effects"
@@ -394,12 +419,38 @@ class Sfu:
             self._executor,
             emit=lambda packets: self._emit_effect(session_id, packets),
             request_keyframe=lambda: self.request_keyframe(session_id),
+            on_failure=(lambda: self._on_cover_failed(session_id)) if cover else None,
         )
         self.effects[session_id] = stream
+        if cover:
+            self.covers.add(session_id)
         for c in video.codecs:
             router.set_tap(session.peer, c.payload_type, True)
         self.request_keyframe(session_id)
         self.stats["effects_started"] += 1
+
+    def _on_cover_failed(self, session_id: str) -> None:
+        # its frames were all dropped (nothing uncovered went out); stop the broken
+        # stream and say so, so the visitors learn why the video stopped
+        if session_id in self.sessions:
+            self.withhold_video(session_id)
+            self._emit(CoverFailed(session_id))
+
+    def withhold_video(self, session_id: str) -> None:
+        """Forward none of the session's video (its audio still flows) until the
+        next set_effect: what a face cover that cannot run leaves. The video stays
+        tapped with no effect stream, so _on_slow drops it."""
+        session = self._session(session_id)
+        video = session.tracks.get("video")
+        if video is None or not video.receives:
+            return
+        old = self.effects.pop(session_id, None)
+        if old is not None:
+            old.close()
+        self.covers.discard(session_id)
+        for codec in video.codecs:
+            self._router.set_tap(session.peer, codec.payload_type, True)
+        self.stats["video_withheld"] += 1
 
     def _emit_effect(self, publisher_id: str, packets: list[bytes]) -> None:
         pub = self.sessions.get(publisher_id)
@@ -421,7 +472,8 @@ class Sfu:
                 router.inject(pub.peer, packet, track.out_stream, out_pt, now)
 
     def request_keyframe(self, publisher_id: str) -> None:
-        """Ask the publisher for a video keyframe (PLI), rate-limited."""
+        """Ask the publisher for a video keyframe (PLI), rate-limited: a request
+        the limit holds back is sent when it allows (the timer retries), never lost."""
         pub = self.sessions.get(publisher_id)
         if pub is None:
             return
@@ -434,6 +486,10 @@ class Sfu:
             self._router.send_rtcp(pub.peer, rtcp.build_pli(pub.rtcp_ssrc, ssrc))
             self.stats["pli_sent"] += 1
             self._emit(KeyframeNeeded(pub.id, ssrc))
+        else:
+            # e.g. an effect or cover just came off: without a keyframe the partner's
+            # decoder would apply the plain stream's deltas to the covered picture
+            pub.keyframe_pending = True
 
     def _cache_bytes(self, session: Session) -> int:
         streams = sum(1 for t in session.tracks.values() if t.out_stream is not None)

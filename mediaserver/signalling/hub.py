@@ -30,9 +30,17 @@ from mediaserver.matchmaker import Match, Matchmaker, MatchRefused, Ticket
 from mediaserver.node.bus import Bus, LocalBus, NodeInfo, home_node, peer_id
 from mediaserver.node.bus import Message as BusMessage
 from mediaserver.node.media import MediaService
-from mediaserver.sfu.server import SessionClosed, SessionConnected, Sfu, SfuError, SfuEvent
+from mediaserver.sfu.server import (
+    ServerFull,
+    SessionClosed,
+    SessionConnected,
+    Sfu,
+    SfuError,
+    SfuEvent,
+)
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
+from mediaserver.signalling.video import VideoEffects
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +151,7 @@ class SignallingHub:
         self.node_id = self.bus.node_id
         self.media = MediaService(sfu, self.bus, effects)
         self.media.on_closed = self._on_media_closed
+        self.media.on_cover_failed = self._on_cover_failed
         self.bus.on_node_down = self._on_node_down
         self.matchmaker = matchmaker_factory(self._on_match)
         self.visitors: dict[str, Visitor] = {}
@@ -155,6 +164,7 @@ class SignallingHub:
         self._effects = effects  # name -> effect class (a new object per stream)
         self.store = store  # mediaserver.store.Store: profiles, chat history, reports
         self.stats: Counter[str] = Counter()
+        self.video = VideoEffects(self.media, effects, mutual_reveal, self.stats, self._tell)
         self.draining = False
         """No new peers: start (and re-queueing) is refused with `draining`."""
         self.on_queue_wait: Callable[[float], None] | None = None
@@ -331,7 +341,7 @@ class SignallingHub:
         try:
             session, answer = await self.media.create_session(node, msg["sdp"], v.id)
         except SfuError as exc:
-            code = "server_full" if "full" in str(exc) else "offer_rejected"
+            code = "server_full" if isinstance(exc, ServerFull) else "offer_rejected"
             raise ProtocolError(code, str(exc), "offer") from None
         finally:
             v.offering = False
@@ -430,19 +440,10 @@ class SignallingHub:
         """Put on v's video what it should carry now: hidden for mutual reveal
         (until both revealed in this match), else the effect it chose, else none.
         Returns whether the chosen effect is applied."""
-        if v.session_id is None or v.media_node is None or self._effects is None:
-            return False
-        hidden = self.mutual_reveal and v.partner is not None and not (
-            v.revealed and v.partner.revealed
-        )
-        name = "pixelate_face" if hidden else v.effect
-        try:
-            await self.media.set_effect(v.media_node, v.session_id, name)
-        except SfuError as exc:
-            code = "effects_busy" if "busy" in str(exc) else "effect_unavailable"
-            v.send(protocol.error(code, str(exc), "effect"))
-            return False
-        return name is not None and name == v.effect
+        return await self.video.apply(v)
+
+    async def _on_cover_failed(self, owner: str, session: str) -> None:
+        await self.video.cover_failed(self.visitors.get(owner), session)
 
     async def _on_share_profile(self, v: Visitor, msg: Message) -> None:
         """Consent, given by this visitor alone: its partner gets its public card
@@ -656,6 +657,8 @@ class SignallingHub:
                 await self.media.disconnect(v.media_node, p.session, v.session_id)
             except SfuError:
                 pass  # its node is gone: nothing is forwarded any more
+        if p is not None:
+            await self.video.pair_ended(v)
 
     async def _partner_gone(self, v: Visitor, reason: str) -> None:
         await self._unpair(v)
@@ -700,6 +703,8 @@ class SignallingHub:
             await self._on_peer(msg)
         elif t == "media_closed":
             await self._on_media_closed(str(msg["peer"]), str(msg["session"]), str(msg["reason"]))
+        elif t == "cover_failed":
+            await self._on_cover_failed(str(msg["peer"]), str(msg["session"]))
         elif t in ("create", "connect", "disconnect", "close", "effect"):
             return self.media.handle(msg)
         elif self.on_request is not None:
@@ -737,6 +742,8 @@ class SignallingHub:
                 _spawn(self._keep_chat(me.user_id, me.conversation, "stranger", str(msg["text"])))
         elif event == "typing":
             me.send(protocol.message("typing"))
+        elif event == "video_withheld":
+            me.send(protocol.video_withheld("partner"))
         elif event == "revealed":
             p.revealed = True
             me.send(protocol.message("revealed", by="partner"))

@@ -188,6 +188,18 @@ def error(code: str, text: str, ref: str | None = None) -> Message:
     return message("error", code=code, message=text, ref=ref)
 
 
+WITHHELD = ("yours", "partner")
+
+
+def video_withheld(whose: str) -> Message:
+    """Mutual reveal: a face cover could not run (no capacity, the effects not
+    installed, its model does not load), so the server does not forward that video
+    at all: `whose` is "yours" (your partner gets no video from you) or "partner"
+    (you get none from it). Audio and chat go on."""
+    assert whose in WITHHELD
+    return message("video_withheld", whose=whose)
+
+
 # ---- rate limits --------------------------------------------------------------
 
 

@@ -281,6 +281,9 @@
       case "revealed":
         onRevealed(msg);
         break;
+      case "video_withheld":
+        onVideoWithheld(msg);
+        break;
       case "partner_left":
         st.strangerLeft = true;
         setPhase("queued"); // re-queued by the server; `queued` follows
@@ -347,8 +350,23 @@
     playRemote();
   }
 
+  function onVideoWithheld(msg) {
+    // mutual reveal: a face the server could not cover is not sent at all
+    if (st.phase !== "matched") return;
+    if (msg.whose === "partner") {
+      ui.remoteBox.classList.add("waiting");
+      ui.placeholderText.textContent = "The stranger's face could not be covered: no video";
+      addLine("system", "The server could not cover the stranger's face, so it does not show " +
+        "their video. You can still talk and chat.");
+    } else if (msg.whose === "yours") {
+      addLine("system", "The server could not cover your face, so it does not send your " +
+        "video. The stranger still hears you and can chat.");
+    }
+  }
+
   function onRevealed(msg) {
     if (msg.by === "both") {
+      ui.remoteBox.classList.remove("waiting"); // a withheld video flows once both agreed
       ui.reveal.hidden = true;
       addLine("system", "You both revealed: faces are visible now.");
     } else if (msg.by === "partner") {
