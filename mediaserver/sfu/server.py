@@ -259,7 +259,7 @@ class Sfu:
         bound = self.config.max_media_memory
         if bound and self.cache_committed + streams * self.stream_cache_bytes > bound:
             self.stats["refused_media_memory"] += 1
-            raise SfuError("server full: media memory")
+            raise ServerFull("server full: media memory")
         try:
             peer = router.add_peer()
         except RuntimeError as exc:
