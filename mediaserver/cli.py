@@ -141,6 +141,12 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "youngest age (years) a profile's date of birth may give; younger is refused (>= 13)",
     ),
     "session_ttl": (_number, "seconds a sign-in session token lasts (60 .. a year)"),
+    "cluster_secret": (
+        _str,
+        "secret shared by the nodes on --redis-url, signing their messages (required with "
+        "it); prefer the file or the environment: a flag shows in the process list",
+    ),
+    "cluster_secret_file": (_str, "file holding --cluster-secret (mode 0600)"),
 }
 
 
@@ -214,7 +220,7 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"{env}: {exc}") from None
     values.update(args)
-    for name in ("redis_url", "node_id"):
+    for name in ("redis_url", "node_id", "cluster_secret", "cluster_secret_file"):
         if values.get(name) == "":
             values[name] = None
     config = Config(**values, config_file=config_file)

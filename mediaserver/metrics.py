@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as _Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -69,6 +69,7 @@ class _Collector(Collector):
             hub.stats.get("connections", 0),
         )
         yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
+        yield _node_rejections(w, hub.bus.rejected)
         sessions = _Counter(s.state.value for s in sfu.sessions.values())
         media = GaugeMetricFamily(
             "mediaserver_media_sessions", "SFU sessions by state", labels=["worker", "state"]
@@ -102,6 +103,19 @@ class _Collector(Collector):
             "mediaserver_effect_frames_dropped", "video frames effect streams dropped", w,
             m.effect_frames_dropped(),
         )
+
+
+def _node_rejections(worker: str, rejected: Mapping[str, int]) -> CounterMetricFamily:
+    from mediaserver.node.auth import REASONS
+
+    family = CounterMetricFamily(
+        "mediaserver_node_messages_rejected",
+        "node messages and registry entries dropped: unsigned, badly signed, replayed...",
+        labels=["worker", "reason"],
+    )
+    for reason in REASONS:
+        family.add_metric([worker, reason], rejected.get(reason, 0))
+    return family
 
 
 def _gauge(name: str, text: str, worker: str, value: float) -> GaugeMetricFamily:

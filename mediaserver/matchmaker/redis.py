@@ -474,8 +474,11 @@ class RedisMatchmaker(Matchmaker):
             return  # this node called on_match already
         try:
             matches = _decode_matches(data.partition("\n")[2])
-        except (ValueError, TypeError):
-            logger.exception("bad message on the match channel: %.200r", data)
+        except (ValueError, TypeError) as exc:
+            # its length and why, never its text: anyone who can publish to Redis wrote it
+            logger.warning(
+                "bad message on the match channel (%d chars): %s", len(data), type(exc).__name__
+            )
             return
         self._emit(matches)
 
