@@ -48,6 +48,14 @@ async def _register_fakes(raw: aioredis.Redis) -> None:
     await raw.set(DEFAULT_PREFIX + "info:evil2", wrong, px=60_000)
 
 
+async def _next_message(pubsub: Any) -> dict[str, Any]:
+    while True:
+        msg = await pubsub.get_message(timeout=5)
+        assert msg is not None, "nothing published"
+        if msg["type"] == "message":
+            return dict(msg)
+
+
 async def test_a_node_entry_without_the_secret_is_no_node():
     async def handler(msg: dict[str, Any]) -> None:
         return None
@@ -126,7 +134,7 @@ async def test_forged_messages_reach_no_node_and_sealed_ones_do():
             await raw.aclose()
 
 
-async def test_a_fake_node_gets_no_offer_and_a_forged_event_reaches_no_visitor():
+async def test_a_fake_node_gets_no_offer_and_a_forged_match_or_event_reaches_no_visitor():
     with RedisServer() as redis:
         raw = aioredis.Redis.from_url(redis.url)
         async with running_server(redis_url=redis.url, cluster_secret=CLUSTER_SECRET) as server:
@@ -151,6 +159,15 @@ async def test_a_fake_node_gets_no_offer_and_a_forged_event_reaches_no_visitor()
             await x.send("offer", sdp=OFFER)
             await x.expect("answer")
             assert len(server.sfu.sessions) == 1
+
+            # a match forged on the match channel, pairing x with a peer of the fake
+            # node: x is not told, and queues again
+            x_id = (await raw.zrange("mediaserver:mm:q", 0, 0))[0].decode()
+            forged_match = "elsewhere\n" + json.dumps([[x_id, "evil/abc", []]])
+            assert await raw.publish(DEFAULT_CHANNEL, forged_match) == 2
+            assert (await _next_message(matches))["data"].decode() == forged_match
+            assert await wait_for(lambda: hub.stats["stale_matches"] == 1, 5)
+            await x.expect("queued")  # as after any stale match
             await y.send("start")
             await y.expect("queued")
             await x.expect("matched")
@@ -158,9 +175,7 @@ async def test_a_fake_node_gets_no_offer_and_a_forged_event_reaches_no_visitor()
 
             # the match is public on Redis: a forged chat "from" y to x, unsealed
             # and sealed with a wrong secret, on x's node channel
-            seen = None
-            while seen is None or seen["type"] != "message":
-                seen = await matches.get_message(timeout=5)
+            seen = await _next_message(matches)
             a, b, _ = json.loads(seen["data"].decode().partition("\n")[2])[0]
             channel = DEFAULT_PREFIX + "n:" + hub.node_id
             me = hub.node_id
