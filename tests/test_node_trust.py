@@ -208,14 +208,26 @@ async def test_a_fake_node_gets_no_offer_and_a_forged_match_or_event_reaches_no_
 async def test_a_password_protected_redis_works_with_the_password_in_the_url(tmp_path):
     with RedisServer(password="pw-3f9a1c") as redis:
         assert redis.url.startswith("redis://:pw-3f9a1c@127.0.0.1:")
-        async with running_server(redis_url=redis.url, cluster_secret=CLUSTER_SECRET) as server:
-            x = await Client.open(server.url, source="127.0.0.2")
-            y = await Client.open(server.url, source="127.0.0.3")
-            await x.hello()
-            await y.hello()
-            await start_and_match(x, y)
-            for c in (x, y):
-                await c.close()
+        # an ACL user that may touch only the server's keys and channels, no admin
+        # commands (the README's recipe)
+        admin = aioredis.Redis.from_url(redis.url)
+        await admin.execute_command(
+            "ACL", "SETUSER", "node", "on", ">pw-node-5e", "resetkeys", "~mediaserver:*",
+            "resetchannels", "&mediaserver:*", "+@all", "-@admin", "-@dangerous",
+        )  # fmt: skip
+        await admin.aclose()
+        acl_url = redis.url.replace(":pw-3f9a1c@", "node:pw-node-5e@")
+        for url in (redis.url, acl_url):
+            async with running_server(redis_url=url, cluster_secret=CLUSTER_SECRET) as server:
+                x = await Client.open(server.url, source="127.0.0.2")
+                y = await Client.open(server.url, source="127.0.0.3")
+                await x.hello()
+                await y.hello()
+                await start_and_match(x, y)
+                # the bus registered and read back this node's sealed entry
+                assert await wait_for(lambda: server.hub.bus._alive.keys() == {server.hub.node_id}, 5)
+                for c in (x, y):
+                    await c.close()
 
         # without it, or with a wrong one: one clear line, exit 1, no password in it
         clean = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASERVER_")}
