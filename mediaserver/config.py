@@ -149,7 +149,8 @@ class Config:
         """The cluster secret's bytes (from --cluster-secret or its file); None: not set.
 
         Raises:
-            ValueError: the file is unreadable, not private, or empty.
+            ValueError: the file is unreadable, not a regular file, or open to
+                group or others.
         """
         if self.cluster_secret is not None:
             return self.cluster_secret.encode()

@@ -225,7 +225,8 @@ async def test_a_password_protected_redis_works_with_the_password_in_the_url(tmp
                 await y.hello()
                 await start_and_match(x, y)
                 # the bus registered and read back this node's sealed entry
-                assert await wait_for(lambda: server.hub.bus._alive.keys() == {server.hub.node_id}, 5)
+                hub = server.hub
+                assert await wait_for(lambda: hub.bus._alive.keys() == {hub.node_id}, 5)
                 for c in (x, y):
                     await c.close()
 
