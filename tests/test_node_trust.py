@@ -82,7 +82,8 @@ async def test_a_node_entry_without_the_secret_is_no_node():
             await raw.aclose()
 
 
-async def test_forged_messages_reach_no_node_and_sealed_ones_do():
+async def test_forged_messages_reach_no_node_and_sealed_ones_do(caplog):
+    caplog.set_level(logging.WARNING, logger="mediaserver.node")
     got: list[dict[str, Any]] = []
 
     async def handler(msg: dict[str, Any]) -> None:
@@ -105,7 +106,7 @@ async def test_forged_messages_reach_no_node_and_sealed_ones_do():
                 return data
 
             forged = [
-                text("unsigned"),
+                text("no seal at all"),
                 WRONG.seal(PURPOSE_BUS, "nb", "na", text("wrong secret"), now),
                 right.seal(PURPOSE_BUS, "nb", "nb", text("nb's, onto na's channel"), now),
                 right.seal(PURPOSE_BUS, "nb", "na", text("old"), now - 60),
@@ -128,6 +129,13 @@ async def test_forged_messages_reach_no_node_and_sealed_ones_do():
             assert got[0]["from"] == "nb"
             assert a.rejected == {"unsigned": 1, "bad_signature": 1, "misdirected": 1,
                                   "expired": 1, "replayed": 1}  # fmt: skip
+            # logged with a reason, a kind and a length; never the bytes
+            logged = [r for r in caplog.records if r.getMessage() == "node_message_rejected"]
+            assert {r.reason for r in logged} == set(a.rejected)  # type: ignore[attr-defined]
+            assert all(r.kind == "bus" and r.bytes > 0 for r in logged)  # type: ignore[attr-defined]
+            dump = repr([vars(r) for r in logged])
+            for payload in ("no seal at all", "wrong secret", "onto na's channel", "twice"):
+                assert payload not in dump
         finally:
             await a.close()
             await b.close()
