@@ -209,7 +209,7 @@ async def _node_layer(
         if secret is None:  # validate() refuses this
             raise ValueError("--redis-url needs a cluster secret")
         bus = RedisBus(url, node, secret=secret)
-        return bus, lambda on_match: create_matchmaker(url, policy, on_match)
+        return bus, lambda on_match: create_matchmaker(url, policy, on_match, secret=secret)
     return LocalBus("local"), lambda on_match: create_matchmaker(None, policy, on_match)
 
 

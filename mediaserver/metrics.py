@@ -69,7 +69,9 @@ class _Collector(Collector):
             hub.stats.get("connections", 0),
         )
         yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
-        yield _node_rejections(w, hub.bus.rejected)
+        rejected = _Counter(hub.bus.rejected)  # and the sealed match channel's:
+        rejected.update(getattr(hub.matchmaker, "rejected", {}))
+        yield _node_rejections(w, rejected)
         sessions = _Counter(s.state.value for s in sfu.sessions.values())
         media = GaugeMetricFamily(
             "mediaserver_media_sessions", "SFU sessions by state", labels=["worker", "state"]

@@ -16,6 +16,7 @@ from mediaserver.cli import load_config
 from mediaserver.node.auth import (
     MAGIC,
     PURPOSE_BUS,
+    PURPOSE_MATCH,
     PURPOSE_NODE,
     TAG_BYTES,
     WINDOW,
@@ -161,3 +162,18 @@ def test_a_secret_twice_is_refused(tmp_path):
             ["--cluster-secret", "s" * 20, "--cluster-secret-file", str(tmp_path / "f")],
             _env(tmp_path),
         )
+
+
+def test_a_broadcast_as_text_opens_and_plain_text_is_unsigned():
+    s = Sealer(SECRET)
+    text = s.seal_text(PURPOSE_MATCH, "na", '[["na/x", "nb/y", []]]', NOW)
+    opened = Sealer(SECRET).open_text(text, PURPOSE_MATCH, NOW)
+    assert (opened.sender, opened.recipient, opened.payload) == ("na", "*", b'[["na/x", "nb/y", []]]')
+    assert reason_text('na\n[["na/x", "nb/y", []]]') == "unsigned"  # the script's own format
+    assert reason_text(text[:-4] + "AAAA") == "bad_signature"
+
+
+def reason_text(data: str) -> str:
+    with pytest.raises(Rejected) as info:
+        Sealer(SECRET).open_text(data, PURPOSE_MATCH, NOW)
+    return info.value.reason

@@ -8,6 +8,7 @@ someone who can write to Redis but does not know the secret.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -22,9 +23,9 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from mediaserver.matchmaker import MatchPolicy
+from mediaserver.matchmaker import Match, MatchPolicy, Ticket
 from mediaserver.matchmaker.redis import DEFAULT_CHANNEL, RedisMatchmaker
-from mediaserver.node.auth import PURPOSE_BUS, PURPOSE_NODE, Sealer
+from mediaserver.node.auth import PURPOSE_BUS, PURPOSE_MATCH, PURPOSE_NODE, Sealer
 from mediaserver.node.bus import NodeInfo
 from mediaserver.node.coordinator import Coordinator
 from mediaserver.node.redis_bus import DEFAULT_PREFIX, RedisBus
@@ -169,11 +170,17 @@ async def test_a_fake_node_gets_no_offer_and_a_forged_match_or_event_reaches_no_
             assert len(server.sfu.sessions) == 1
 
             # a match forged on the match channel, pairing x with a peer of the fake
-            # node: x is not told, and queues again
+            # node, in the script's plain format: dropped, x is not told
             x_id = (await raw.zrange("mediaserver:mm:q", 0, 0))[0].decode()
-            forged_match = "elsewhere\n" + json.dumps([[x_id, "evil/abc", []]])
-            assert await raw.publish(DEFAULT_CHANNEL, forged_match) == 2
-            assert (await _next_message(matches))["data"].decode() == forged_match
+            pairing = json.dumps([[x_id, "evil/abc", []]])
+            assert await raw.publish(DEFAULT_CHANNEL, "elsewhere\n" + pairing) == 2
+            await _next_message(matches)
+            assert await wait_for(lambda: hub.matchmaker.rejected["unsigned"] == 1, 5)
+            # sealed right (a node's, sent as that peer's node died): x is not told
+            # either, as no live node holds that peer, and queues again
+            sealed = Sealer(SECRET).seal(PURPOSE_MATCH, "n2", "*", pairing.encode(), time.time())
+            assert await raw.publish(DEFAULT_CHANNEL, base64.b64encode(sealed)) == 2
+            await _next_message(matches)
             assert await wait_for(lambda: hub.stats["stale_matches"] == 1, 5)
             await x.expect("queued")  # as after any stale match
             await y.send("start")
@@ -184,7 +191,8 @@ async def test_a_fake_node_gets_no_offer_and_a_forged_match_or_event_reaches_no_
             # the match is public on Redis: a forged chat "from" y to x, unsealed
             # and sealed with a wrong secret, on x's node channel
             seen = await _next_message(matches)
-            a, b, _ = json.loads(seen["data"].decode().partition("\n")[2])[0]
+            opened = Sealer(SECRET).open(base64.b64decode(seen["data"]), PURPOSE_MATCH, time.time())
+            a, b, _ = json.loads(opened.payload)[0]
             channel = DEFAULT_PREFIX + "n:" + hub.node_id
             me = hub.node_id
             chat = {"t": "peer", "to": a, "by": b, "ev": "chat", "text": "forged", "from": me}
@@ -205,7 +213,7 @@ async def test_a_fake_node_gets_no_offer_and_a_forged_match_or_event_reaches_no_
                 for line in text.splitlines()
                 if line.startswith("mediaserver_node_messages_rejected_total{")
             }
-            assert counts["unsigned"] >= 2 and counts["bad_signature"] >= 2, counts
+            assert counts["unsigned"] >= 3 and counts["bad_signature"] >= 2, counts
             for c in (x, y):
                 await c.close()
             await listener.aclose()
@@ -318,3 +326,45 @@ async def test_rediss_with_a_user_password_carries_the_queue_and_the_bus():
                 raise AssertionError("started against an unverified certificate")
         except aioredis.ConnectionError as exc:
             assert "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+async def test_matches_on_the_channel_are_sealed_and_forged_ones_pair_nobody():
+    """Two nodes' matchmakers share the queue; a match reaches the other node only
+    sealed by a node: the script's plain format, a wrong secret and a replay of
+    a real one are dropped."""
+    heard1: list[Match] = []
+    heard2: list[Match] = []
+    with RedisServer() as redis:
+        raw = aioredis.Redis.from_url(redis.url)
+        spy = raw.pubsub()
+        m1 = RedisMatchmaker(redis.url, MatchPolicy(), heard1.append, sealer=Sealer(SECRET))
+        m2 = RedisMatchmaker(redis.url, MatchPolicy(), heard2.append, sealer=Sealer(SECRET))
+        try:
+            await m1.start()
+            await m2.start()
+            await spy.subscribe(DEFAULT_CHANNEL)
+            plain = "elsewhere\n" + json.dumps([["n1/a", "n2/b", []]])
+            wrong = WRONG.seal(PURPOSE_MATCH, "x", "*", json.dumps([["n1/c", "n2/d", []]]).encode(),
+                               time.time())  # fmt: skip
+            assert await raw.publish(DEFAULT_CHANNEL, plain) == 3
+            assert await raw.publish(DEFAULT_CHANNEL, base64.b64encode(wrong)) == 3
+            for _ in range(2):
+                await _next_message(spy)
+
+            await m1.enqueue(Ticket("n1/x", "X", age_confirmed=True))
+            await m2.enqueue(Ticket("n2/y", "Y", age_confirmed=True))
+            assert heard2 == [Match("n1/x", "n2/y", ())]  # the node that made it
+            assert await wait_for(lambda: len(heard1) == 1, 5)  # the other, sealed
+            assert heard1 == [Match("n1/x", "n2/y", ())]
+            real = await _next_message(spy)
+            assert await raw.publish(DEFAULT_CHANNEL, real["data"]) == 3  # replayed
+            assert await wait_for(lambda: m1.rejected["replayed"] == 1, 5)
+            await asyncio.sleep(0.1)
+            assert heard1 == [Match("n1/x", "n2/y", ())]
+            assert m1.rejected == {"unsigned": 1, "bad_signature": 1, "replayed": 1}
+            assert m2.rejected == {"unsigned": 1, "bad_signature": 1, "replayed": 1}
+        finally:
+            await m1.close()
+            await m2.close()
+            await spy.aclose()
+            await raw.aclose()

@@ -19,6 +19,7 @@ Sans-I/O: time is an argument, nothing here reads a clock or a socket.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import math
@@ -37,6 +38,7 @@ MIN_SECRET_BYTES = 16
 
 PURPOSE_BUS = "bus"
 PURPOSE_NODE = "node"
+PURPOSE_MATCH = "match"
 
 REASONS = ("unsigned", "bad_signature", "malformed", "misdirected", "expired", "replayed")
 """Why a sealed message was dropped (the `reason` label of the metric)."""
@@ -137,6 +139,22 @@ class Sealer:
             if len(self._seen) > MAX_SEEN:
                 del self._seen[next(iter(self._seen))]
         return Opened(sender, to, sent_at, payload)
+
+    def seal_text(self, purpose: str, sender: str, text: str, now: float) -> str:
+        """A broadcast (recipient "*") as base64 text, for a channel read as text."""
+        return base64.b64encode(self.seal(purpose, sender, "*", text.encode(), now)).decode()
+
+    def open_text(self, data: str, purpose: str, now: float) -> Opened:
+        """Open what `seal_text` made.
+
+        Raises:
+            Rejected: as `open`; "unsigned" for text that is not base64.
+        """
+        try:
+            sealed = base64.b64decode(data, validate=True)
+        except ValueError:
+            raise Rejected("unsigned") from None
+        return self.open(sealed, purpose, now)
 
     def _forget(self, now: float) -> None:
         """Drop the tags of messages that would be rejected as expired anyway."""
