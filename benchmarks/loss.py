@@ -304,7 +304,7 @@ async def _redis_recovery(runs: int, outage: float) -> list[float]:
     import subprocess
     import tempfile
 
-    from tests.redis_server import RedisServer
+    from tests.redis_server import CLUSTER_SECRET, RedisServer
     from tests.signalling_client import Client, free_port
 
     times = []
@@ -312,8 +312,8 @@ async def _redis_recovery(runs: int, outage: float) -> list[float]:
         port = free_port()
         argv = [sys.executable, "-m", "mediaserver.cli", "--host", "127.0.0.1", "--port", str(port),
                 "--udp-port", "0", "--db", f"{tmp}/db", "--data-key-file", f"{tmp}/key",
-                "--redis-url", redis.url, "--workers", "1", "--skip-cooldown", "0",
-                "--log-level", "error"]  # fmt: skip
+                "--redis-url", redis.url, "--cluster-secret", CLUSTER_SECRET,
+                "--workers", "1", "--skip-cooldown", "0", "--log-level", "error"]  # fmt: skip
         proc = await asyncio.to_thread(
             subprocess.Popen, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

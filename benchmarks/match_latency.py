@@ -70,10 +70,10 @@ async def run(args: argparse.Namespace) -> dict:
            "--udp-port", "0", "--log-level", "warning", "--workers", str(args.workers)]
     redis = None
     if args.redis:
-        from tests.redis_server import RedisServer
+        from tests.redis_server import CLUSTER_SECRET, RedisServer
 
         redis = RedisServer().start()  # a fresh one: no tickets left from earlier runs
-        cmd += ["--redis-url", redis.url]
+        cmd += ["--redis-url", redis.url, "--cluster-secret", CLUSTER_SECRET]
     server = subprocess.Popen(cmd)
     try:
         for _ in range(200):

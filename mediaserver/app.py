@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 import uvloop
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -254,7 +255,11 @@ async def _node_layer(
 
         url = config.redis_url
         node = worker.node_id if worker is not None else config.node_name()
-        return RedisBus(url, node), lambda on_match: create_matchmaker(url, policy, on_match)
+        secret = config.cluster_key()
+        if secret is None:  # validate() refuses this
+            raise ValueError("--redis-url needs a cluster secret")
+        bus = RedisBus(url, node, secret=secret)
+        return bus, lambda on_match: create_matchmaker(url, policy, on_match, secret=secret)
     return LocalBus("local"), lambda on_match: create_matchmaker(None, policy, on_match)
 
 
@@ -442,6 +447,19 @@ async def serve(
         await asyncio.to_thread(store.close)  # after a run in flight (the store's lock)
 
 
+def _redis_hint(exc: BaseException) -> str:
+    """One line for a start that failed; for Redis, what to fix (the URL itself,
+    which may hold a password, is never logged)."""
+    if isinstance(exc, AuthenticationError | AuthorizationError):
+        return (
+            f"Redis refused this node ({exc}); give its user and password in --redis-url, "
+            "e.g. redis://USER:PASSWORD@HOST:PORT/0 (rediss:// for TLS)"
+        )
+    if isinstance(exc, RedisError):
+        return f"Redis at --redis-url: {type(exc).__name__}: {exc}"
+    return str(exc)
+
+
 def run(
     config: Config,
     reload: Callable[[], Config] | None = None,
@@ -450,7 +468,7 @@ def run(
     logs.setup(config.log_level, config.log_format, config.log_ips)
     try:
         uvloop.run(serve(config, reload, worker))
-    except (OSError, StoreError, sqlite3.Error) as exc:
-        logger.error("cannot start: %s", exc)
+    except (OSError, StoreError, sqlite3.Error, RedisError) as exc:
+        logger.error("cannot start: %s", _redis_hint(exc))
         return 1
     return 0

@@ -173,6 +173,12 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "senders whose face is covered (--mutual-reveal) at once, apart from "
         "--max-effect-streams; beyond it a sender's video is withheld",
     ),
+    "cluster_secret": (
+        _str,
+        "secret shared by the nodes on --redis-url, signing their messages (required with "
+        "it); prefer the file or the environment: a flag shows in the process list",
+    ),
+    "cluster_secret_file": (_str, "file holding --cluster-secret (mode 0600)"),
 }
 _REPEATABLE = frozenset({"allowed_origin"})
 """Flags that may be given several times: their values are joined with commas."""
@@ -255,7 +261,7 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"{env}: {exc}") from None
     values.update(args)
-    for name in ("redis_url", "node_id"):
+    for name in ("redis_url", "node_id", "cluster_secret", "cluster_secret_file"):
         if values.get(name) == "":
             values[name] = None
     config = Config(**values, config_file=config_file)

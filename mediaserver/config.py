@@ -89,6 +89,14 @@ class Config:
     max_cover_streams: int = 64
     """Senders whose face the server covers (--mutual-reveal) at once, reserved apart
     from the opt-in effects; a match beyond it gets no video from that sender."""
+    cluster_secret: str | None = None
+    """Secret every node sharing --redis-url knows (16+ bytes): it signs node messages
+    and registry entries. Required with --redis-url (else the server refuses to
+    start). As a flag it shows in the process list: prefer the file or
+    MEDIASERVER_CLUSTER_SECRET."""
+    cluster_secret_file: str | None = None
+    """File holding the cluster secret (surrounding whitespace ignored); it must not
+    be readable by group or others."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -148,6 +156,7 @@ class Config:
             raise ValueError(
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
+        self._validate_cluster_secret()
         if not 0 <= self.max_cover_streams <= 10000:
             raise ValueError("--max-cover-streams must be 0..10000")
         if self.mutual_reveal:
@@ -184,6 +193,35 @@ class Config:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return total // 2 // self.worker_count()
 
+    def _validate_cluster_secret(self) -> None:
+        if self.cluster_secret is not None and self.cluster_secret_file is not None:
+            raise ValueError("give --cluster-secret or --cluster-secret-file, not both")
+        key = self.cluster_key()
+        if self.redis_url and key is None:
+            raise ValueError(
+                "--redis-url needs --cluster-secret-file (or MEDIASERVER_CLUSTER_SECRET): "
+                "the secret all nodes share to sign what they put in Redis"
+            )
+        from mediaserver.node.auth import MIN_SECRET_BYTES
+
+        if key is not None and len(key) < MIN_SECRET_BYTES:
+            raise ValueError(f"the cluster secret must be at least {MIN_SECRET_BYTES} bytes")
+
+    def cluster_key(self) -> bytes | None:
+        """The cluster secret's bytes (from --cluster-secret or its file); None: not set.
+
+        Raises:
+            ValueError: the file is unreadable, not a regular file, or open to
+                group or others.
+        """
+        if self.cluster_secret is not None:
+            return self.cluster_secret.encode()
+        if self.cluster_secret_file is None:
+            return None
+        from mediaserver.node.auth import load_secret
+
+        return load_secret(self.cluster_secret_file)
+
     def worker_count(self) -> int:
         import os
 
@@ -207,7 +245,7 @@ FILE_KEYS = frozenset(f.name for f in fields(Config)) - {"udp_host", "config_fil
 
 def _field_type(name: str) -> type:
     default = getattr(Config(), name)
-    if name in ("redis_url", "node_id"):
+    if name in ("redis_url", "node_id", "cluster_secret", "cluster_secret_file"):
         return str
     return type(default)
 

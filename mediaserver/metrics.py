@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as _Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -88,6 +88,9 @@ class _Collector(Collector):
             "NACK cache bytes the open media sessions may grow to (--max-media-memory)", w,
             sfu.cache_committed,
         )
+        rejected = _Counter(hub.bus.rejected)  # and the sealed match channel's:
+        rejected.update(getattr(hub.matchmaker, "rejected", {}))
+        yield _node_rejections(w, rejected)
         sessions = _Counter(s.state.value for s in sfu.sessions.values())
         media = GaugeMetricFamily(
             "mediaserver_media_sessions", "SFU sessions by state", labels=["worker", "state"]
@@ -121,6 +124,19 @@ class _Collector(Collector):
             "mediaserver_effect_frames_dropped", "video frames effect streams dropped", w,
             m.effect_frames_dropped(),
         )
+
+
+def _node_rejections(worker: str, rejected: Mapping[str, int]) -> CounterMetricFamily:
+    from mediaserver.node.auth import REASONS
+
+    family = CounterMetricFamily(
+        "mediaserver_node_messages_rejected",
+        "node messages and registry entries dropped: unsigned, badly signed, replayed...",
+        labels=["worker", "reason"],
+    )
+    for reason in REASONS:
+        family.add_metric([worker, reason], rejected.get(reason, 0))
+    return family
 
 
 def _gauge(name: str, text: str, worker: str, value: float) -> GaugeMetricFamily:

@@ -6,6 +6,10 @@
 Starts Debian's ``redis-server`` binary (``apt-get install redis-server``; no
 system service is used) on a free loopback port, with its own temporary
 directory, no persistence (``--save "" --appendonly no``), and stops it on exit.
+With ``password``, it wants that password (``--requirepass``), and ``url``
+carries it (``redis://:PASSWORD@127.0.0.1:PORT/0``). With ``tls``, it speaks
+only TLS, with a self-signed certificate for 127.0.0.1 made by ``openssl``
+(``ca_file``), and ``url`` is ``rediss://127.0.0.1:PORT/0?ssl_ca_certs=CA_FILE``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -34,9 +39,18 @@ def _free_port() -> int:
         return port
 
 
-def _ping(port: int) -> bool:
+def _ping(port: int, password: str | None = None, ca_file: str | None = None) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as plain:
+            s = plain
+            if ca_file is not None:
+                s = ssl.create_default_context(cafile=ca_file).wrap_socket(
+                    plain, server_hostname="127.0.0.1"
+                )
+            if password is not None:
+                s.sendall(f"AUTH {password}\r\n".encode())
+                if not s.recv(16).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
@@ -52,7 +66,13 @@ class RedisServer:
         pid: its process id (for CPU accounting in benchmarks).
     """
 
-    def __init__(self, executable: str | None = None, startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        executable: str | None = None,
+        startup_timeout: float = 10.0,
+        password: str | None = None,
+        tls: bool = False,
+    ) -> None:
         exe = executable or shutil.which("redis-server") or "/usr/bin/redis-server"
         if not os.access(exe, os.X_OK):
             raise RedisServerMissing(
@@ -61,13 +81,34 @@ class RedisServer:
             )
         self._exe = exe
         self._timeout = startup_timeout
+        self.password = password
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password is not None else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_file}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_file(self) -> str:
+        """The server's self-signed certificate (with tls): the CA clients trust."""
+        assert self._dir is not None
+        return os.path.join(self._dir.name, "cert.pem")
+
+    def _make_certificate(self) -> None:
+        assert self._dir is not None
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", os.path.join(self._dir.name, "key.pem"), "-out", self.ca_file],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
 
     @property
     def pid(self) -> int:
@@ -76,6 +117,8 @@ class RedisServer:
 
     def start(self) -> Self:
         self._dir = tempfile.TemporaryDirectory(prefix="redis-test-")
+        if self.tls:
+            self._make_certificate()
         for _ in range(5):  # the free port may be taken between probe and bind
             self.port = _free_port()
             if self._launch():
@@ -91,10 +134,17 @@ class RedisServer:
     def _launch(self) -> bool:
         """Start redis-server on self.port; True once it answers PING."""
         assert self._dir is not None
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", self.ca_file,
+                     "--tls-key-file", os.path.join(self._dir.name, "key.pem"),
+                     "--tls-ca-cert-file", self.ca_file, "--tls-auth-clients", "no"]  # fmt: skip
+        else:
+            ports = ["--port", str(self.port)]
         self._proc = subprocess.Popen(
             [
                 self._exe,
-                "--port", str(self.port),
+                *ports,
                 "--bind", "127.0.0.1",
                 "--dir", self._dir.name,
                 "--save", "",
@@ -103,6 +153,7 @@ class RedisServer:
                 "--protected-mode", "yes",
                 "--loglevel", "warning",
                 "--logfile", os.path.join(self._dir.name, "redis.log"),
+                *(["--requirepass", self.password] if self.password is not None else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -112,7 +163,7 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 break
-            if _ping(self.port):
+            if _ping(self.port, self.password, self.ca_file if self.tls else None):
                 return True
             time.sleep(0.02)
         self._kill()
@@ -171,3 +222,7 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+CLUSTER_SECRET = "tests: the cluster secret of every node"
+"""The --cluster-secret the tests' nodes share (a node on Redis needs one)."""

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.http_client import http_get
-from tests.redis_server import RedisServer
+from tests.redis_server import CLUSTER_SECRET, RedisServer
 from tests.signalling_client import Client, free_port, start_and_match
 
 pytestmark = pytest.mark.netns
@@ -116,8 +116,9 @@ async def _until(c: Client, kind: str, timeout: float) -> dict[str, Any] | None:
 async def test_queue_recovers_after_redis_restarts(server_factory):
     with RedisServer() as redis:
         # interests keep a and c apart (each waits for its own topic) and pair a with b
-        server = server_factory("--redis-url", redis.url, "--workers", "1", "--skip-cooldown",
-                                "0", "--match-interest-wait", "600")  # fmt: skip
+        server = server_factory("--redis-url", redis.url, "--cluster-secret", CLUSTER_SECRET,
+                                "--workers", "1", "--skip-cooldown", "0",
+                                "--match-interest-wait", "600")  # fmt: skip
         server.start()
         a = await Client.open(server.ws, source="127.0.0.2")
         c = await Client.open(server.ws, source="127.0.0.4")
@@ -165,8 +166,8 @@ async def test_a_frozen_redis_leaves_nobody_waiting_without_an_answer(server_fac
     swapping). Visitors still get an answer to what they send, the node stays
     healthy, and once Redis answers again they are matched."""
     with RedisServer() as redis:
-        server = server_factory("--redis-url", redis.url, "--workers", "1",
-                                "--skip-cooldown", "0")  # fmt: skip
+        server = server_factory("--redis-url", redis.url, "--cluster-secret", CLUSTER_SECRET,
+                                "--workers", "1", "--skip-cooldown", "0")  # fmt: skip
         server.start()
         a = await Client.open(server.ws, source="127.0.0.2")
         b = await Client.open(server.ws, source="127.0.0.3")
@@ -203,7 +204,8 @@ async def test_queue_recovers_when_redis_loses_it_between_ticks(server_factory):
     import redis.asyncio as aioredis
 
     with RedisServer() as redis:
-        server = server_factory("--redis-url", redis.url, "--workers", "1", "--skip-cooldown", "0")
+        server = server_factory("--redis-url", redis.url, "--cluster-secret", CLUSTER_SECRET,
+                                "--workers", "1", "--skip-cooldown", "0")  # fmt: skip
         server.start()
         a = await Client.open(server.ws, source="127.0.0.2")
         await a.hello()
@@ -233,7 +235,8 @@ async def test_pair_across_nodes_survives_a_redis_restart(server_factory, tmp_pa
         nodes = []
         for name in ("n1", "n2"):
             (tmp_path / name).mkdir()
-            node = Server(tmp_path / name, "--redis-url", redis.url, "--workers", "1",
+            node = Server(tmp_path / name, "--redis-url", redis.url,
+                          "--cluster-secret", CLUSTER_SECRET, "--workers", "1",
                           "--node-id", name, "--skip-cooldown", "0")  # fmt: skip
             node.start()
             nodes.append(node)

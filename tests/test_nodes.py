@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mediaserver.netns import SERVER_IP
 from tests.http_client import http_get
 from tests.peers import AiortcPeer, wait_for
-from tests.redis_server import RedisServer
+from tests.redis_server import CLUSTER_SECRET, RedisServer
 from tests.signalling_client import Client
 
 pytestmark = pytest.mark.netns
@@ -204,8 +204,8 @@ async def _close_all(visitors: list[Visitor]) -> None:
 async def test_nodes_on_redis_pair_across_nodes_and_survive_a_killed_node(tmp_path):
     with RedisServer() as redis:
         nodes = [
-            Node(tmp_path / n, n, "--workers", "1", "--redis-url", redis.url, "--node-id", n,
-                 "--udp-port", "0")
+            Node(tmp_path / n, n, "--workers", "1", "--redis-url", redis.url,
+                 "--cluster-secret", CLUSTER_SECRET, "--node-id", n, "--udp-port", "0")
             for n in ("na", "nb", "nc")
         ]
         visitors: list[Visitor] = []

@@ -66,7 +66,7 @@ def test_flag_beats_env_beats_file_beats_default(tmp_path):
     config = load_config(
         ["--config", str(other)],
         {"MEDIASERVER_CONFIG": str(toml), "MEDIASERVER_MUTUAL_REVEAL": "1",
-         "MEDIASERVER_REDIS_URL": "redis://x"},
+         "MEDIASERVER_REDIS_URL": "redis://x", "MEDIASERVER_CLUSTER_SECRET": "s" * 16},
     )
     assert config.port == 7777 and config.mutual_reveal is True
     assert config.redis_url == "redis://x"

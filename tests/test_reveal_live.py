@@ -13,7 +13,7 @@ import pytest
 
 from mediaserver.netns import SERVER_IP
 from tests.peers import AiortcPeer, ImageVideoTrack, wait_for
-from tests.redis_server import RedisServer
+from tests.redis_server import CLUSTER_SECRET, RedisServer
 from tests.signalling_client import Client, running_server
 from tests.test_effects import FACE, astronaut_rgb, detail_kept, luma, yuv
 
@@ -217,7 +217,8 @@ async def test_across_two_nodes_a_cover_without_room_withholds_and_tells_both():
     # on the pair's node 1, so its cover is refused over the bus (by code, not text)
     with RedisServer() as redis:
         common = dict(announced_ip=SERVER_IP, mutual_reveal=True, max_cover_streams=0,
-                      match_interest_wait=0.0, redis_url=redis.url)
+                      match_interest_wait=0.0, redis_url=redis.url,
+                      cluster_secret=CLUSTER_SECRET)
         async with running_server(node_id="n1", **common) as one, running_server(
             node_id="n2", **common
         ) as two:

@@ -44,6 +44,7 @@ def create_matchmaker(
     policy: MatchPolicy,
     on_match: OnMatch,
     clock: Clock = time.time,
+    secret: bytes | None = None,
 ) -> Matchmaker:
     """The in-process matchmaker, or the Redis one when ``redis_url`` is set.
 
@@ -53,9 +54,14 @@ def create_matchmaker(
         policy: the matching rules' knobs.
         on_match: called once per match (for Redis: every match any node makes).
         clock: seconds as a float; ``time.time`` by default.
+        secret: the nodes' cluster secret: matches on the channel are sealed with
+            it (a forged one is dropped); None: plain (one trusted Redis).
     """
     if redis_url:
+        from mediaserver.node.auth import Sealer
+
         from .redis import RedisMatchmaker  # redis-py is only needed here
 
-        return RedisMatchmaker(redis_url, policy, on_match, clock)
+        sealer = Sealer(secret) if secret is not None else None
+        return RedisMatchmaker(redis_url, policy, on_match, clock, sealer=sealer)
     return InProcessMatchmaker(policy, on_match, clock)

@@ -30,7 +30,11 @@ a margin, and are never what decides whether a skip is active.
 Matches made by any node are published on one channel (``mediaserver:matches``
 by default) by the script itself. Every RedisMatchmaker subscribes and calls
 ``on_match`` for every match it hears; the node whose call made a match calls
-``on_match`` before that call returns and skips its own message.
+``on_match`` before that call returns and skips its own message. With a
+``sealer`` (the nodes' cluster secret) the script publishes nothing: the node
+publishes the matches sealed (node/auth.py, base64), and a message on the
+channel without a good seal is dropped, so whoever can publish to Redis cannot
+pair two visitors.
 
 The script reads keys it computes (not passed in KEYS), so it needs a
 standalone Redis (or Redis Cluster with every key in one hash slot: give a
@@ -45,12 +49,15 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from mediaserver.node.auth import PURPOSE_MATCH, Rejected, Sealer
 
 from .base import Clock, Match, Matchmaker, MatchPolicy, MatchRefused, OnMatch, Ticket
 
@@ -355,7 +362,7 @@ end
 -- the node, so that it can skip its own.
 if #out > 0 then
   results[1] = cjson.encode(out)
-  redis.call('PUBLISH', CHANNEL, NODE .. '\n' .. results[1])
+  if CHANNEL ~= '' then redis.call('PUBLISH', CHANNEL, NODE .. '\n' .. results[1]) end
 end
 return results
 """
@@ -393,6 +400,8 @@ class RedisMatchmaker(Matchmaker):
         prefix: the prefix of every key (the queue's namespace).
         client: an existing ``redis.asyncio.Redis`` (``decode_responses=True``)
             to use instead of connecting to ``url``; not closed by ``close``.
+        sealer: seals the matches this node publishes and opens the others';
+            None: plain messages from the script (one trusted Redis).
     """
 
     def __init__(
@@ -405,6 +414,7 @@ class RedisMatchmaker(Matchmaker):
         channel: str = DEFAULT_CHANNEL,
         prefix: str = DEFAULT_PREFIX,
         client: aioredis.Redis | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         super().__init__(policy, on_match, clock)
         self._own_client = client is None
@@ -420,6 +430,9 @@ class RedisMatchmaker(Matchmaker):
         )
         self._script = self._redis.register_script(_LUA)
         self._channel = channel
+        self._sealer = sealer
+        self.rejected: Counter[str] = Counter()
+        """Channel messages dropped for their seal, by reason."""
         self._prefix = prefix
         self.node_id = uuid.uuid4().hex
         self._own_mark = self.node_id + "\n"
@@ -492,12 +505,30 @@ class RedisMatchmaker(Matchmaker):
                 backoff = min(backoff * 2, 5.0)
 
     def _on_message(self, data: str) -> None:
+        if self._sealer is not None:
+            try:
+                opened = self._sealer.open_text(data, PURPOSE_MATCH, time.time())
+                if opened.sender == self.node_id:
+                    return  # this node called on_match already
+                matches = _decode_matches(opened.payload.decode())
+            except (Rejected, ValueError, TypeError) as exc:
+                reason = exc.reason if isinstance(exc, Rejected) else "malformed"
+                self.rejected[reason] += 1
+                n = self.rejected[reason]
+                if n & (n - 1) == 0:  # 1st, 2nd, 4th...: a flood cannot fill the log
+                    logger.warning("match message dropped (%d chars): %s", len(data), reason)
+                return
+            self._emit(matches)
+            return
         if data.startswith(self._own_mark):
             return  # this node called on_match already
         try:
             matches = _decode_matches(data.partition("\n")[2])
-        except (ValueError, TypeError):
-            logger.exception("bad message on the match channel: %.200r", data)
+        except (ValueError, TypeError) as exc:
+            # its length and why, never its text: anyone who can publish to Redis wrote it
+            logger.warning(
+                "bad message on the match channel (%d chars): %s", len(data), type(exc).__name__
+            )
             return
         self._emit(matches)
 
@@ -534,7 +565,7 @@ class RedisMatchmaker(Matchmaker):
             self._prefix,
             repr(float(self.policy.interest_wait)),
             self.node_id,
-            self._channel,
+            "" if self._sealer is not None else self._channel,
             _DUE_BATCH,
         ]
         for op, now, args, _ in batch:
@@ -557,6 +588,10 @@ class RedisMatchmaker(Matchmaker):
             # match returns
             if result[0]:
                 self._emit(_decode_matches(result[0]))
+                if self._sealer is not None:
+                    task = asyncio.get_running_loop().create_task(self._publish(result[0]))
+                    self._sending.add(task)
+                    task.add_done_callback(self._sending.discard)
             for (*_, fut), r in zip(batch, result[1:], strict=True):
                 if not fut.done():
                     fut.set_result(r)
@@ -565,6 +600,15 @@ class RedisMatchmaker(Matchmaker):
             if self._pending and not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _publish(self, matches: str) -> None:
+        """Tell the other nodes, sealed (the script could not: Lua has no HMAC)."""
+        assert self._sealer is not None
+        sealed = self._sealer.seal_text(PURPOSE_MATCH, self.node_id, matches, time.time())
+        try:
+            await self._redis.publish(self._channel, sealed)
+        except _UNREACHABLE as exc:  # the other nodes see the outage too: they put
+            self._outage("publish", exc)  # back their waiters, this match's included
 
     # -- the interface ---------------------------------------------------------
 

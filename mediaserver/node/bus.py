@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -102,6 +103,8 @@ class Bus(abc.ABC):
         self.on_node_down: Callable[[str], Awaitable[None]] | None = None
         """Called once when a node that was alive stops answering (or leaves)."""
         self.dropped = 0
+        self.rejected: Counter[str] = Counter()
+        """Messages and registry entries dropped for their seal (or sender), by reason."""
 
     async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
         self._handler = handler
@@ -159,14 +162,33 @@ class Bus(abc.ABC):
 
     # ---- receiving ---------------------------------------------------------------
 
-    def _deliver(self, data: bytes) -> None:
-        """Bytes from the transport: a reply, a request or an event."""
+    def _reject(self, reason: str, kind: str, size: int) -> None:
+        """Count a message dropped for its seal; log its kind and length, never
+        its bytes (they came from whoever could write to the bus)."""
+        self.rejected[reason] += 1
+        n = self.rejected[reason]
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood cannot fill the log
+            logger.warning(
+                "node_message_rejected",
+                extra={"reason": reason, "kind": kind, "bytes": size, "count": n},
+            )
+
+    def _deliver(self, data: bytes, sender: str | None = None) -> None:
+        """Bytes from the transport: a reply, a request or an event.
+
+        Args:
+            sender: the node the transport vouches for (a verified seal): the
+                message must name it in `from`.
+        """
         try:
             msg = msgpack.unpackb(data)
             if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
                 raise ValueError("not a message")
         except Exception:  # noqa: BLE001 - garbage on the bus: counted
             self.dropped += 1
+            return
+        if sender is not None and msg.get("from") != sender:
+            self._reject("misdirected", "bus", len(data))
             return
         if msg["t"] == "reply":
             fut = self._replies.get(str(msg.get("rid")))

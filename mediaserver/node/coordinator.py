@@ -8,6 +8,10 @@ their load. A worker whose connection drops is dead: its tickets leave the
 queue and the others are told.
 
 Frames: 4-byte big-endian length, then a msgpack map with a type `t`.
+
+Whoever can connect to the socket can join as a worker (and see every visitor's
+signalling), so only this user may: the socket is 0600 in a directory of its
+own that only this user can enter (the supervisor makes one with mkdtemp).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +69,24 @@ class Coordinator:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._server = await asyncio.start_unix_server(self._serve, self.path)
+        """Raises:
+        PermissionError: the socket's directory is open to group or others.
+        """
+        directory = os.path.dirname(os.path.abspath(self.path))
+        st = os.stat(directory)
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            raise PermissionError(
+                f"coordinator directory {directory!r} must be this user's, mode 0700, "
+                f"not {stat.S_IMODE(st.st_mode):04o}"
+            )
+        # bound with a umask that leaves it 0600 from the start (no window for a
+        # connect between bind and chmod)
+        old = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, self.path)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
         self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._announce())]
 
     async def close(self) -> None:

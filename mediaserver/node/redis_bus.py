@@ -4,6 +4,11 @@
     {prefix}info:{id}    the node's NodeInfo, PX 4 s, refreshed every 2 s: a node
                          whose key is gone is dead
     {prefix}n:{id}       the node's pub/sub channel
+
+Registry entries and messages are sealed with the cluster secret (auth.py):
+an entry or a message without a valid seal is dropped and counted, so a node
+that does not know the secret is never chosen for placement, and nothing it
+publishes reaches a visitor.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mediaserver.matchmaker.redis import COMMAND_TIMEOUT
+from mediaserver.node.auth import PURPOSE_BUS, PURPOSE_NODE, Rejected, Sealer
 from mediaserver.node.bus import Bus, Handler, NodeInfo
 
 logger = logging.getLogger("mediaserver.node")
@@ -30,13 +38,31 @@ WATCH = 0.5  # seconds between reads of the registry
 # forgets the registry), no node is taken for dead for this long: every live
 # node re-registers within one REFRESH, so only a real death outlasts it.
 GRACE = TTL_MS / 1000
+ENTRY_MAX_AGE = 10.0  # seconds a sealed registry entry counts (a copy cannot outlive its node long)
 
 
 class RedisBus(Bus):
-    def __init__(self, url: str, node_id: str, prefix: str = DEFAULT_PREFIX) -> None:
+    """Args:
+    url: redis://, rediss:// or unix:// URL, with user:password if Redis wants them.
+    node_id: this node's id.
+    secret: the cluster secret every node shares (seals messages and entries).
+    clock: wall-clock seconds (seals carry the sender's time; nodes compare them).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node_id: str,
+        prefix: str = DEFAULT_PREFIX,
+        *,
+        secret: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(node_id)
         self._url = url
         self._prefix = prefix
+        self._sealer = Sealer(secret)
+        self._clock = clock
         self._redis: aioredis.Redis = aioredis.from_url(
             url, socket_timeout=COMMAND_TIMEOUT, socket_connect_timeout=COMMAND_TIMEOUT
         )
@@ -75,14 +101,27 @@ class RedisBus(Bus):
         return alive
 
     async def _publish(self, node: str, data: bytes) -> None:
-        await self._redis.publish(self._channel(node), data)
+        sealed = self._sealer.seal(PURPOSE_BUS, self.node_id, node, data, self._clock())
+        await self._redis.publish(self._channel(node), sealed)
+
+    def _receive(self, data: Any) -> None:
+        """A message from our channel: delivered only when its seal is good."""
+        if not isinstance(data, bytes):
+            self._reject("unsigned", "bus", len(str(data)))
+            return
+        try:
+            opened = self._sealer.open(data, PURPOSE_BUS, self._clock(), recipient=self.node_id)
+        except Rejected as exc:
+            self._reject(exc.reason, "bus", len(data))
+            return
+        self._deliver(opened.payload, sender=opened.sender)
 
     async def _listen(self) -> None:
         while True:
             try:
                 async for item in self._pubsub.listen():
                     if item.get("type") == "message":
-                        self._deliver(item["data"])
+                        self._receive(item["data"])
             except (RedisError, OSError) as exc:
                 logger.warning("bus_listen_failed", extra={"error": str(exc)})
                 await asyncio.sleep(0.5)
@@ -90,9 +129,11 @@ class RedisBus(Bus):
                     await self._pubsub.subscribe(self._channel(self.node_id))
 
     async def _refresh(self) -> None:
-        info = self._info()
+        entry = self._sealer.seal(
+            PURPOSE_NODE, self.node_id, self.node_id, self._info().encode(), self._clock()
+        )
         pipe = self._redis.pipeline(transaction=False)
-        pipe.set(f"{self._prefix}info:{self.node_id}", info.encode(), px=TTL_MS)
+        pipe.set(f"{self._prefix}info:{self.node_id}", entry, px=TTL_MS)
         pipe.sadd(f"{self._prefix}nodes", self.node_id)
         await pipe.execute()
 
@@ -136,10 +177,9 @@ class RedisBus(Bus):
             if raw is None:
                 gone.append(node)
                 continue
-            try:
-                alive[node] = NodeInfo.decode(raw)
-            except Exception:  # noqa: BLE001 - a malformed entry is not a node
-                continue
+            info = self._entry(node, raw)
+            if info is not None:
+                alive[node] = info
         if gone:
             await self._redis.srem(f"{self._prefix}nodes", *gone)
         before = self._alive
@@ -150,6 +190,27 @@ class RedisBus(Bus):
         for node in before:
             if node not in alive and node != self.node_id:
                 await self._node_down(node)
+
+    def _entry(self, node: str, raw: bytes) -> NodeInfo | None:
+        """The NodeInfo in a registry entry sealed by that node; None (counted)
+        for anything else: a node without the secret is no node."""
+        try:
+            opened = self._sealer.open(
+                raw, PURPOSE_NODE, self._clock(), recipient=node, once=False,
+                max_age=ENTRY_MAX_AGE,
+            )  # fmt: skip
+            if opened.sender != node:
+                raise Rejected("misdirected")
+            info = NodeInfo.decode(opened.payload)
+            if info.id != node:
+                raise Rejected("misdirected")
+        except Rejected as exc:
+            self._reject(exc.reason, "node_entry", len(raw))
+            return None
+        except Exception:  # noqa: BLE001 - sealed by a node, but not an entry
+            self._reject("malformed", "node_entry", len(raw))
+            return None
+        return info
 
     async def _watch(self) -> None:
         while True:
