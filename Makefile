@@ -59,7 +59,7 @@ clean:
 # mediaserver's package path and run with that .so in LD_PRELOAD. Then each target
 # runs FUZZ_RUNS inputs, one at a time, pinned to CPU FUZZ_CPU, over tests/fuzz/corpus/;
 # a crash, a hang (-timeout) or memory past -rss_limit_mb stops it, with the input
-# in tests/fuzz/crashes/ (make it a test in tests/test_fuzz_regressions.py).
+# in tests/fuzz/crashes/ (make it a test in tests/tools/test_fuzz_regressions.py).
 #   make fuzz FUZZ_RUNS=100000 FUZZ_ARGS="sdp stun"     # fewer runs, some targets
 #   make fuzz FUZZ_ARGS="--merge"                        # also re-minimise tests/fuzz/corpus/
 FUZZ_RUNS ?= 1000000

@@ -30,7 +30,7 @@ Runs inside mediaserver.netns's private namespace (re-executes itself there).
 
     python -m benchmarks.loss --redis-recovery [--runs 5] [--json]
 
-measures the other fault of tests/test_faults.py instead: a `mediaserver
+measures the other fault of tests/e2e/test_faults.py instead: a `mediaserver
 --redis-url ... --workers 1` subprocess and a throwaway redis-server; one visitor
 waits, Redis is SIGKILLed, a second visitor arrives during the outage, Redis
 starts again, empty, on the same port. recovery_s: from Redis answering PING again
@@ -183,7 +183,7 @@ async def measure(
 ) -> dict[str, Any]:  # fmt: skip
     """One run: two Chromium pages through a fresh SFU behind a LossyRelay."""
     from mediaserver.sfu.server import Sfu, SfuConfig
-    from tests.browser import ChromiumPeer
+    from tests.support.browser import ChromiumPeer
 
     sfu = Sfu(SfuConfig(announced_ip=SERVER_IP))
     await sfu.start()
@@ -273,7 +273,7 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from tests.browser import chromium
+    from tests.support.browser import chromium
 
     losses = [float(x) / 100 for x in args.losses.split(",")]
     width, height = (int(x) for x in args.size.split("x"))
@@ -304,8 +304,8 @@ async def _redis_recovery(runs: int, outage: float) -> list[float]:
     import subprocess
     import tempfile
 
-    from tests.redis_server import CLUSTER_SECRET, RedisServer
-    from tests.signalling_client import Client, free_port
+    from tests.support.redis_server import CLUSTER_SECRET, RedisServer
+    from tests.support.signalling_client import Client, free_port
 
     times = []
     with RedisServer() as redis, tempfile.TemporaryDirectory(prefix="loss-") as tmp:

@@ -23,7 +23,7 @@ import urllib.request
 import msgpack
 from websockets.asyncio.client import connect
 
-from tests.signalling_client import free_port
+from tests.support.signalling_client import free_port
 
 
 def _encode(msg: dict, binary: bool) -> str | bytes:
@@ -70,7 +70,7 @@ async def run(args: argparse.Namespace) -> dict:
            "--udp-port", "0", "--log-level", "warning", "--workers", str(args.workers)]
     redis = None
     if args.redis:
-        from tests.redis_server import CLUSTER_SECRET, RedisServer
+        from tests.support.redis_server import CLUSTER_SECRET, RedisServer
 
         redis = RedisServer().start()  # a fresh one: no tickets left from earlier runs
         cmd += ["--redis-url", redis.url, "--cluster-secret", CLUSTER_SECRET]

@@ -418,7 +418,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         import redis.asyncio as aioredis
 
         from mediaserver.matchmaker.redis import RedisMatchmaker
-        from tests.redis_server import RedisServer
+        from tests.support.redis_server import RedisServer
 
         results["redis"] = {}
         with RedisServer() as server:

@@ -15,10 +15,11 @@ from websockets.exceptions import InvalidStatus
 
 from mediaserver import netns
 from mediaserver.edges import CONTENT_SECURITY_POLICY
-from tests.http_client import http_request
-from tests.signalling_client import Client, running_server, start_and_match
+from tests.support.http_client import http_request
+from tests.support.signalling_client import Client, running_server, start_and_match
+from tests.support import DATA
 
-OFFER = (Path(__file__).parent / "data" / "offer_aiortc.sdp").read_text()
+OFFER = (DATA / "offer_aiortc.sdp").read_text()
 
 
 async def get(server: Any, path: str, **headers: str) -> tuple[int, Any, str]:

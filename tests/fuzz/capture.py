@@ -3,8 +3,8 @@
     python -m mediaserver.netns -- python -m tests.fuzz.capture [--no-chromium]
 
 Inside the private namespace (mediaserver.netns) it starts the SFU, connects two
-aiortc peers to each other, then headless Chromium to aiortc (tests/peers.py,
-tests/browser.py), with 5% loss on the way out so NACKs and PLIs flow too, and
+aiortc peers to each other, then headless Chromium to aiortc (tests/support/peers.py,
+tests/support/browser.py), with 5% loss on the way out so NACKs and PLIs flow too, and
 records every UDP datagram to and from the server's port with a packet socket on
 the loopback. The server's DTLS keys (DtlsConnected, recorded by wrapping
 DtlsEndpoint.next_event) decrypt the SRTP/SRTCP; then tests/data/fuzz/<target>/ gets
@@ -94,7 +94,7 @@ async def _run_peers(chromium: bool) -> tuple[list[Datagram], list[Any], list[st
     from mediaserver.sfu.server import Sfu, SfuConfig
 
     # tests/ is not typed: through Any
-    peers: Any = importlib.import_module("tests.peers")
+    peers: Any = importlib.import_module("tests.support.peers")
     AiortcPeer, wait_for = peers.AiortcPeer, peers.wait_for
 
     keys: list[Any] = []
@@ -128,7 +128,7 @@ async def _run_peers(chromium: bool) -> tuple[list[Datagram], list[Any], list[st
             await a.close()
             await b.close()
         if chromium:
-            browser_module: Any = importlib.import_module("tests.browser")
+            browser_module: Any = importlib.import_module("tests.support.browser")
             ChromiumPeer, launch = browser_module.ChromiumPeer, browser_module.chromium
 
             sniffer.source = "chromium"

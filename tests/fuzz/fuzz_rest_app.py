@@ -8,7 +8,7 @@ stay as they are) with the rest as the body; otherwise the tag picks the route
 from routes.ROUTE_TABLE (tag % its length) and the payload is the body. Bits 4-5
 of the tag pick the Authorization (none, the fuzz profile's valid token, a
 malformed one, Basic), bits 6-7 the Content-Type (JSON, JPEG, PNG, text). Seeds:
-the requests of tests/test_api.py's flows, with request lines.
+the requests of tests/api/test_api.py's flows, with request lines.
 
 Bug: a 500 response, an exception out of the app, or an ERROR logged by the API
 or the store (the internal error handler and the privacy-request processor log

@@ -5,7 +5,7 @@ byte 0 picks the Content-Type (bits 0-1), the Content-Length header (bits 2-3:
 absent, right, wrong, not a number), the body's chunking (bit 4: one chunk or
 one per 7 bytes) and the required fields (bit 5: those of POST /profiles, or
 none as for PATCH); the rest is the body. Seeds: valid and invalid profile bodies
-from tests/test_api.py and docs.
+from tests/api/test_api.py and docs.
 
 Bug: any exception but ApiError, an ApiError whose status is not a 4xx the API
 documents, or a field name in the error that cannot be encoded as UTF-8 JSON.

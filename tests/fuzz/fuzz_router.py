@@ -1,6 +1,6 @@
 """The C forwarding path of ext/_router.pyx through its sans-I/O entry, Router.feed().
 
-A fresh Router per input, wired like tests/test_router.py: a publisher and a
+A fresh Router per input, wired like tests/sfu/test_router.py: a publisher and a
 subscriber, SRTP keys on both, the publisher's PT 96 (video) and 111 (audio)
 routed to the subscriber, PT 97 tapped to Python. Input: records
 (tests.fuzz.common.records); a record's tag says what to do with its payload:

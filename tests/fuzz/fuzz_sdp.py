@@ -64,7 +64,7 @@ def test_one_input(data: bytes) -> None:
         if len(line) < 2 or line[1] != "=":
             raise AssertionError(f"answer line {line!r} is not <type>=<value>")
     # It goes out in a signalling frame, so it must encode (parse_offer refuses
-    # text with lone surrogates: tests/test_fuzz_regressions.py)
+    # text with lone surrogates: tests/tools/test_fuzz_regressions.py)
     answer.sdp.encode("utf-8")
     router = router_module.Router(
         -1, max_peers=1, max_streams=len(answer.media) + 1, cache_packets=64

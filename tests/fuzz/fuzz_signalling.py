@@ -3,7 +3,7 @@
 Input: byte 0's low bit picks the frame kind: 0 a text frame (JSON; the rest of the
 input decoded as UTF-8 with replacement, as the WebSocket layer only hands over
 valid UTF-8), 1 a binary frame (msgpack). Seeds: every client message of the
-protocol in both encodings, plus the frames of tests/test_signalling.py.
+protocol in both encodings, plus the frames of tests/signalling/test_signalling.py.
 
 What the hub does with a frame: decode, validate, and for an error reply encode
 an `error` message that quotes the failing type (ref). Bug: any exception but

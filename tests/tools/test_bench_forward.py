@@ -1,0 +1,67 @@
+"""The forwarding benchmark runs end to end (it reports; it asserts no speed).
+
+One short run of `python -m benchmarks.forward`: the SFU in its child process,
+2 synthetic publisher/subscriber pairs over real ICE, DTLS and SRTP on
+127.0.0.1, and the bare C forwarder beside it.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from tests.support import ROOT
+
+
+KEYS = (
+    "forwarded_pps",
+    "loss",
+    "server_cpu_us_per_packet",
+    "baseline_cpu_us_per_packet",
+    "ratio",
+    "offered_pps",
+    "latency_p50_us",
+    "latency_p99_us",
+    "baseline_forwarded_pps",
+    "baseline_loss",
+    "profile",
+    "repeats",
+)
+
+
+def test_forward_benchmark_runs_and_reports_json():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.forward",
+            "--pairs",
+            "2",
+            "--duration",
+            "1",
+            "--rate",
+            "2000",
+            "--warmup",
+            "0.2",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    missing = [key for key in KEYS if key not in summary]
+    assert not missing, missing
+    assert summary["forwarded_pps"] > 0
+    assert summary["baseline_forwarded_pps"] > 0
+    assert summary["loss"] < 0.5
+    assert summary["ratio"] > 0
+    assert summary["profile"] == "aead-aes-128-gcm"
+    # what the subscribers got was valid SRTP, routed to the right subscriber
+    assert summary["srtp_auth_failures"] == 0
+    assert summary["misrouted"] == 0
+    check = summary["libsrtp_check"]
+    if check["available"]:
+        assert check["checked"] > 0 and check["ok"] == check["checked"]
