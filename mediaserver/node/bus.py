@@ -91,6 +91,12 @@ class Bus(abc.ABC):
     node_id: this node's id (letters, digits, `_.-`).
     """
 
+    only_known_nodes_are_live = False
+    """True where the registry of sealed entries is the one proof a node is live
+    (Redis): a peer of a node not in `nodes()` is then no peer. The supervisor's
+    coordinator vouches for its workers itself, and a worker may hear of a match
+    before it has heard of the worker holding the other visitor."""
+
     def __init__(self, node_id: str) -> None:
         if not NODE_ID.match(node_id):
             raise ValueError(f"node id must be 1-64 of A-Z a-z 0-9 _ . -, not {node_id!r}")

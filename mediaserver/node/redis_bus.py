@@ -49,6 +49,8 @@ class RedisBus(Bus):
     clock: wall-clock seconds (seals carry the sender's time; nodes compare them).
     """
 
+    only_known_nodes_are_live = True
+
     def __init__(
         self,
         url: str,

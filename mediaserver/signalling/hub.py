@@ -555,7 +555,7 @@ class SignallingHub:
                 _spawn(self._send_peer(match.b, match.a, "left", reason="left"))
                 self.stats["stale_matches"] += 1
                 return
-            if home_node(match.b) not in self.bus.nodes():
+            if self.bus.only_known_nodes_are_live and home_node(match.b) not in self.bus.nodes():
                 # no live (sealed) node holds b: a match forged on the match channel,
                 # or b's node just died. Nothing goes b's way; a queues again.
                 self.stats["stale_matches"] += 1
