@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
+import secrets
+import socket
+import tomllib
 from dataclasses import dataclass, fields
 from typing import Any
+
+from mediaserver.client_address import parse_trusted_proxies
+from mediaserver.edges import parse_listen, parse_origins
+from mediaserver.node.auth import MIN_SECRET_BYTES, load_secret
+from mediaserver.node.bus import NODE_ID
+from mediaserver.store import StoreError, load_data_key
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -129,8 +141,6 @@ class Config:
         if not 2 <= self.max_sessions <= 1_000_000:
             raise ValueError(f"--max-sessions must be 2..1000000, not {self.max_sessions}")
         if self.node_id is not None:
-            from mediaserver.node.bus import NODE_ID
-
             if not NODE_ID.match(self.node_id):
                 raise ValueError(
                     f"--node-id must be 1-64 of letters, digits, '_', '.', '-', not {self.node_id!r}"
@@ -144,11 +154,9 @@ class Config:
             raise ValueError(
                 f"--session-ttl must be 60..31622400 seconds (a year), not {self.session_ttl}"
             )
-        from mediaserver.client_address import parse_trusted_proxies
 
         parse_trusted_proxies(self.trusted_proxy)
         self._validate_edges()
-        import ipaddress
 
         try:
             ipaddress.IPv4Address(self.announced_ip)
@@ -175,12 +183,9 @@ class Config:
             raise ValueError("--max-sessions-per-address must be 1..100000")
         if not 0 <= self.max_media_memory <= 16 * 1024 * 1024:
             raise ValueError("--max-media-memory must be 0..16777216 MiB (0: automatic)")
-        from mediaserver.edges import parse_origins
 
         parse_origins(self.allowed_origin)
         if self.metrics_listen:
-            from mediaserver.edges import parse_listen
-
             parse_listen(self.metrics_listen)
 
     def media_memory_bytes(self) -> int:
@@ -188,7 +193,6 @@ class Config:
         by the workers (the caches are what grows with sessions; the rest is small)."""
         if self.max_media_memory:
             return self.max_media_memory * 1024 * 1024
-        import os
 
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return total // 2 // self.worker_count()
@@ -202,7 +206,6 @@ class Config:
                 "--redis-url needs --cluster-secret-file (or MEDIASERVER_CLUSTER_SECRET): "
                 "the secret all nodes share to sign what they put in Redis"
             )
-        from mediaserver.node.auth import MIN_SECRET_BYTES
 
         if key is not None and len(key) < MIN_SECRET_BYTES:
             raise ValueError(f"the cluster secret must be at least {MIN_SECRET_BYTES} bytes")
@@ -218,22 +221,16 @@ class Config:
             return self.cluster_secret.encode()
         if self.cluster_secret_file is None:
             return None
-        from mediaserver.node.auth import load_secret
 
         return load_secret(self.cluster_secret_file)
 
     def worker_count(self) -> int:
-        import os
-
         return self.workers or os.cpu_count() or 1
 
     def node_name(self) -> str:
         """--node-id, or the host name with a random suffix (unique per start)."""
         if self.node_id:
             return self.node_id
-        import re
-        import secrets
-        import socket
 
         host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "node"
         return f"{host}-{secrets.token_hex(3)}"
@@ -256,7 +253,6 @@ def load_toml(path: str) -> dict[str, Any]:
     Raises:
         ValueError: one clear line (unreadable file, bad TOML, unknown key, wrong type).
     """
-    import tomllib
 
     try:
         with open(path, "rb") as f:
@@ -283,7 +279,6 @@ def load_toml(path: str) -> dict[str, Any]:
 def _check_file(flag: str, path: str) -> None:
     """A file the server reads and writes: it exists and is a readable, writable
     regular file, or it can be created in an existing, writable directory."""
-    import os
 
     if not path or "\x00" in path:
         raise ValueError(f"{flag} must be a file path")
@@ -302,11 +297,9 @@ def _check_file(flag: str, path: str) -> None:
 
 def _check_data_key(path: str) -> None:
     """An existing key file must be one the store accepts (32 bytes, mode 0600)."""
-    import os
 
     if not os.path.exists(path):
         return  # created on first run
-    from mediaserver.store import StoreError, load_data_key
 
     try:
         load_data_key(path)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
+from mediaserver.client_address import connection_ip
+
 if TYPE_CHECKING:
     from starlette.requests import HTTPConnection
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -176,8 +178,6 @@ class MetricsAccess:
             return True
         # a forwarding header from a peer we do not trust as a proxy means a proxy
         # on this host relays the outside world: not a loopback client
-        from mediaserver.client_address import connection_ip
-
         ip = connection_ip(conn)
         if not ip or not ipaddress.ip_address(ip).is_loopback:
             return False
