@@ -83,7 +83,9 @@ class Report:
     reputation: str
 
 
-PeerEvent = Pair | Left | MediaReady | Chat | Typing | VideoWithheld | Revealed | ProfileCard | Report
+PeerEvent = (
+    Pair | Left | MediaReady | Chat | Typing | VideoWithheld | Revealed | ProfileCard | Report
+)
 
 EVENT_TYPES: dict[str, type[PeerEvent]] = {
     cls.KIND: cls

@@ -33,17 +33,22 @@ from mediaserver.matchmaker import Match, Matchmaker
 from mediaserver.node.bus import Bus, LocalBus, NodeInfo, peer_id
 from mediaserver.node.bus import Message as BusMessage
 from mediaserver.node.media import MediaService
-from mediaserver.sfu.server import ServerFull, SessionClosed, SessionConnected, Sfu, SfuError, SfuEvent
+from mediaserver.sfu.server import (
+    ServerFull,
+    SessionClosed,
+    SessionConnected,
+    Sfu,
+    SfuError,
+    SfuEvent,
+)
 from mediaserver.signalling import events, protocol
 from mediaserver.signalling.conversation import Conversation
 from mediaserver.signalling.pairing import Pairing
 from mediaserver.signalling.ports import MediaPort, StorePort
 from mediaserver.signalling.protocol import Message, ProtocolError
 from mediaserver.signalling.video import VideoEffects
-from mediaserver.signalling.visitors import Partner, State, Visitor, handle_for
+from mediaserver.signalling.visitors import State, Visitor, handle_for
 from mediaserver.store import Profile, StoreError
-
-__all__ = ["Partner", "SignallingHub", "State", "Visitor", "handle_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +101,9 @@ class SignallingHub:
         self.store = store
         self.stats: Counter[str] = Counter()
         self.video = VideoEffects(media, effects, mutual_reveal, self.stats, self._tell)
-        self.pairing = Pairing(bus, media, self.visitors, self.stats, clock, mutual_reveal, self.video)
+        self.pairing = Pairing(
+            bus, media, self.visitors, self.stats, clock, mutual_reveal, self.video
+        )
         self.conversation = Conversation(self.pairing, store, self.stats)
         self.matchmaker = matchmaker_factory(self.pairing.on_match)
         self.pairing.matchmaker = self.matchmaker
@@ -394,7 +401,9 @@ class SignallingHub:
                 return None
             await self._on_peer(peer)
         elif t == "media_closed":
-            await self.pairing.media_closed(str(msg["peer"]), str(msg["session"]), str(msg["reason"]))
+            await self.pairing.media_closed(
+                str(msg["peer"]), str(msg["session"]), str(msg["reason"])
+            )
         elif t == "cover_failed":
             await self._on_cover_failed(str(msg["peer"]), str(msg["session"]))
         elif t in MEDIA_REQUESTS:

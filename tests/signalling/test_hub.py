@@ -15,7 +15,7 @@ from mediaserver.node.bus import LocalBus
 from mediaserver.node.media import MediaService
 from mediaserver.sfu.errors import EffectsBusy, ServerFull
 from mediaserver.signalling import events, protocol
-from mediaserver.signalling.hub import State
+from mediaserver.signalling.visitors import State
 from mediaserver.signalling.pairing import PAIR_WAIT
 from mediaserver.signalling.ports import MediaPort, StorePort
 from mediaserver.store import Store
@@ -448,6 +448,23 @@ async def test_a_node_down_requeues_the_partners_of_its_visitors(cluster, clock)
     assert a.types() == ["partner_left", "queued"] and a.sent[0]["reason"] == "left"
     assert n1.media.owned_closed_for == ["n2"]
     assert a.visitor.partner is None and a.visitor.state is State.QUEUED
+
+
+async def test_the_node_holding_the_pairs_media_dies(cluster):
+    n1, n2 = cluster
+    b, a = await n2.visitor("192.0.2.2"), await n1.visitor("192.0.2.1")
+    await n2.send(b, "start")  # b waits longer: its node places the pair, on itself
+    await n1.send(a, "start")
+    await settle()
+    assert a.visitor.pair_node == "n2"
+    await n1.send(a, "offer", sdp="a")
+    await settle()
+    assert a.visitor.media_node == "n2"
+    a.take()
+    await n2.hub.bus.kill()
+    await settle()
+    assert a.types() == ["partner_left", "reoffer", "queued"]
+    assert a.visitor.session_id is None and a.visitor.state is State.QUEUED
 
 
 async def test_an_unconfirmed_cross_node_match_requeues_after_the_wait(cluster, clock):

@@ -11,7 +11,8 @@ from typing import Any
 from mediaserver.matchmaker import InProcessMatchmaker, Match, MatchPolicy
 from mediaserver.node.bus import Bus, NodeInfo
 from mediaserver.sfu.errors import NoVideo, SfuError
-from mediaserver.signalling.hub import SignallingHub, Visitor
+from mediaserver.signalling.hub import SignallingHub
+from mediaserver.signalling.visitors import Visitor
 from mediaserver.store import NotFound, Profile, Unauthorized
 
 
