@@ -198,7 +198,7 @@ async def start_services(
         await sfu.close()
         store.close()
         raise
-    hub = SignallingHub(
+    hub = SignallingHub.with_sfu(
         sfu,
         matchmaker_factory,
         identity_key=_identity_key(config),

@@ -243,4 +243,6 @@ def limits() -> dict[str, Any]:
         "chat_max_chars": CHAT_MAX_CHARS,
         "max_frame_bytes": MAX_FRAME_BYTES,
         "rates": {kind: rate for kind, (rate, _) in RATES.items()},
+        # the browser builds its report menu from these: one list, here
+        "report_reasons": list(REPORT_REASONS),
     }

@@ -7,6 +7,9 @@ the partner, and when it cannot run (no room in the covers' pool, the effects no
 installed, a model that does not load, a pipeline that fails on every frame) the
 media node withholds that video (mediaserver.node.media) and both visitors get
 `video_withheld`. Errors are told apart by type (mediaserver.sfu.server).
+
+It also handles the visitor's `effect` and `reveal` messages and the partner's
+`revealed` and `video_withheld` peer events.
 """
 
 from __future__ import annotations
@@ -14,21 +17,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mediaserver.node.media import MediaService
 from mediaserver.sfu.server import EffectsBusy, NoVideo, SfuError
-from mediaserver.signalling import protocol
-
-if TYPE_CHECKING:
-    from mediaserver.signalling.hub import Visitor
+from mediaserver.signalling import events, protocol
+from mediaserver.signalling.ports import MediaPort
+from mediaserver.signalling.protocol import Message, ProtocolError
+from mediaserver.signalling.visitors import Visitor, require_partner
 
 logger = logging.getLogger("mediaserver.signalling.hub")
 
 COVER = "pixelate_face"
 """The effect that hides faces until both visitors of a match pressed Reveal."""
 
-TellPartner = Callable[["Visitor", str], Awaitable[None]]
+TellPartner = Callable[[Visitor, events.PeerEvent], Awaitable[None]]
 """Sends a peer event to the visitor's partner (wherever it lives)."""
 
 
@@ -38,12 +40,12 @@ class VideoEffects:
     effects: name -> effect class; None: the effects are not installed.
     mutual_reveal: every match starts with both faces covered.
     stats: the hub's counters.
-    tell_partner: the hub's `_tell`.
+    tell_partner: sends a peer event to a visitor's partner (Pairing.tell).
     """
 
     def __init__(
         self,
-        media: MediaService,
+        media: MediaPort,
         effects: Mapping[str, Callable[[], Any]] | None,
         mutual_reveal: bool,
         stats: Counter[str],
@@ -108,4 +110,49 @@ class VideoEffects:
         self.stats[f"cover_failed:{why}"] += 1
         logger.warning("cover_failed", extra={"error": why})
         v.send(protocol.video_withheld("yours"))
-        await self._tell(v, "video_withheld")
+        await self._tell(v, events.VideoWithheld())
+
+    # ---- the visitor's messages and its partner's news ---------------------------------
+
+    async def on_effect(self, v: Visitor, msg: Message) -> None:
+        """`effect`: turn a named effect on or off for v's own video."""
+        name, on = msg["name"], msg["on"]
+        if on:
+            if self.effects is None:
+                raise ProtocolError("effect_unavailable", "effects are off on this server", "effect")
+            if name not in self.effects:
+                known = ", ".join(sorted(self.effects))
+                raise ProtocolError("bad_field", f"unknown effect {name!r} (known: {known})", "effect")
+            v.effect = name
+        elif v.effect == name:
+            v.effect = None
+        applied = await self.apply(v)
+        logger.info("effect", extra={"effect": name, "on": on, "applied": applied and on})
+        v.send(protocol.message("effect", name=name, on=on, applied=applied and on))
+
+    async def on_reveal(self, v: Visitor, msg: Message) -> None:
+        """`reveal`: v agrees to show its face; uncovered once both agreed."""
+        partner = require_partner(v, "reveal")
+        if not self.mutual_reveal:
+            raise ProtocolError("out_of_order", "mutual reveal is off on this server", "reveal")
+        if v.revealed:
+            return
+        v.revealed = True
+        await self._tell(v, events.Revealed())
+        if partner.revealed and v.partner is partner:
+            v.send(protocol.message("revealed", by="both"))
+            await self.apply(v)
+
+    async def on_partner_revealed(self, me: Visitor) -> None:
+        """The partner pressed Reveal."""
+        if me.partner is None:
+            return
+        me.partner.revealed = True
+        me.send(protocol.message("revealed", by="partner"))
+        if me.revealed:
+            me.send(protocol.message("revealed", by="both"))
+            await self.apply(me)
+
+    def on_partner_withheld(self, me: Visitor) -> None:
+        """The partner's cover could not run: me gets no video from it."""
+        me.send(protocol.video_withheld("partner"))

@@ -32,6 +32,7 @@
     typing: $("typing"),
     report: $("report"),
     reportDialog: $("report-dialog"),
+    reportReasons: $("report-reasons"),
     effect: $("effect"),
     reveal: $("reveal"),
     effectNote: $("effect-note"),
@@ -67,6 +68,7 @@
     effect: "none", // the effect the user picked
     sentEffect: null, // the effect the server was last told is on
     lastTypingSent: 0,
+    reportReasons: [], // from welcome.limits.report_reasons: the server's list
     typingTimer: null,
     baseStatus: "Press Start",
     flashTimer: null,
@@ -257,6 +259,9 @@
         st.welcomed = true;
         if (msg.limits && Number.isInteger(msg.limits.chat_max_chars)) {
           ui.chatInput.maxLength = msg.limits.chat_max_chars;
+        }
+        if (msg.limits && Array.isArray(msg.limits.report_reasons)) {
+          setReportReasons(msg.limits.report_reasons);
         }
         syncEffect();
         send("start");
@@ -705,19 +710,36 @@
     }
   }
 
+  // Display names for the reasons the server sends; an unknown one shows as sent.
+  const REASON_LABELS = { underage: "Under 18" };
+
+  function setReportReasons(reasons) {
+    st.reportReasons = reasons.filter((r) => typeof r === "string");
+    ui.reportReasons.replaceChildren(
+      ...st.reportReasons.map((reason) => {
+        const button = document.createElement("button");
+        button.type = "submit";
+        button.value = reason;
+        button.className = "btn";
+        button.textContent = REASON_LABELS[reason] || reason.charAt(0).toUpperCase() + reason.slice(1);
+        return button;
+      }),
+    );
+  }
+
   function onReport() {
     if (st.phase !== "matched") return;
     if (typeof ui.reportDialog.showModal === "function") {
       ui.reportDialog.returnValue = "cancel";
       ui.reportDialog.showModal();
     } else {
-      const reason = window.prompt("Reason: spam, nudity, harassment, underage or other", "other");
+      const reason = window.prompt(`Reason: ${st.reportReasons.join(", ")}`, "other");
       sendReport((reason || "").trim().toLowerCase());
     }
   }
 
   function sendReport(reason) {
-    if (!["spam", "nudity", "harassment", "underage", "other"].includes(reason)) return;
+    if (!st.reportReasons.includes(reason)) return;
     if (st.phase !== "matched") return;
     if (send("report", { reason })) addLine("system", "You reported the stranger.");
   }

@@ -32,6 +32,7 @@ from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP
+from mediaserver.signalling.protocol import REPORT_REASONS
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support import ROOT
 
@@ -311,6 +312,22 @@ async def test_three_visitors_meet_chat_and_skip(server):
             for page in pages:
                 errors = [e for e in page.errors if '"code":"draining"' not in e]  # type: ignore[attr-defined]
                 assert errors == [], errors
+        finally:
+            await browser.close()
+
+
+async def test_the_report_menu_lists_the_reasons_the_server_sent(server):
+    async with async_playwright() as p:
+        browser = await launch(p, server.urls[:1])
+        try:
+            page = await browser.new_page(viewport=DESKTOP)
+            await page.goto(server.urls[0])
+            await start(page)
+            await wait_status(page, "looking for someone")
+            values = await page.evaluate(
+                "() => [...document.querySelectorAll('#report-reasons button')].map(b => b.value)"
+            )
+            assert values == list(REPORT_REASONS)
         finally:
             await browser.close()
 

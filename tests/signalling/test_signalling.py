@@ -410,7 +410,7 @@ async def test_each_direction_of_a_pair_is_connected_once(server, offers, monkey
     # Across nodes a side may settle after it heard the partner's news: settling
     # again (and the partner hearing of it again) connects nothing more.
     for v in list(server.hub.visitors.values()):
-        await server.hub._settle_media(v)
+        await server.hub.pairing.settle_media(v)
     await asyncio.sleep(0.1)
     assert len(calls) == 2
 
@@ -479,7 +479,7 @@ async def test_a_match_with_someone_no_longer_queued_requeues_the_other(server, 
     await a.expect("queued")
     va, vb = list(server.hub.visitors.values())
     await server.hub.matchmaker.cancel(va.id)  # as if the matchmaker had taken it
-    server.hub._on_match(Match(va.id, vb.id, ()))  # b never pressed start
+    server.hub.pairing.on_match(Match(va.id, vb.id, ()))  # b never pressed start
     await a.expect("queued")  # a is back in the queue
     await b.quiet(0.2)
     await b.send("start")

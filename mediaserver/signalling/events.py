@@ -1,0 +1,163 @@
+"""Peer events: what one partner's node tells the other's (or itself, when both
+visitors are here), as typed values with one encoding onto the bus.
+
+On the bus a peer event is the dict `{"t": "peer", "to": <peer id>, "by": <peer
+id>, "ev": <kind>, **fields}`; `encode` builds it and `decode` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+BUS_TYPE = "peer"
+"""The bus message type `t` that carries a peer event."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The longer waiter's node placed the pair: the receiver's visitor is matched."""
+
+    KIND: ClassVar[str] = "pair"
+    node: str
+    """The node the pair's media is placed on."""
+    shared: tuple[str, ...] = ()
+    """The interests both visitors named."""
+
+
+@dataclass(frozen=True)
+class Left:
+    """The sender's visitor left the pair (or the match was stale)."""
+
+    KIND: ClassVar[str] = "left"
+    reason: str = "left"
+    """"left" or "next" (block and report say "next" too)."""
+
+
+@dataclass(frozen=True)
+class MediaReady:
+    """The sender's visitor has a media session on the pair's node."""
+
+    KIND: ClassVar[str] = "media"
+    session: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    KIND: ClassVar[str] = "chat"
+    text: str
+
+
+@dataclass(frozen=True)
+class Typing:
+    KIND: ClassVar[str] = "typing"
+
+
+@dataclass(frozen=True)
+class VideoWithheld:
+    """The sender's face cover could not run: its video is not forwarded."""
+
+    KIND: ClassVar[str] = "video_withheld"
+
+
+@dataclass(frozen=True)
+class Revealed:
+    """The sender's visitor pressed Reveal."""
+
+    KIND: ClassVar[str] = "revealed"
+
+
+@dataclass(frozen=True)
+class ProfileCard:
+    """The sender's visitor shared its public profile card."""
+
+    KIND: ClassVar[str] = "profile_card"
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Report:
+    """The sender's visitor reported the receiver's: count it under its reputation."""
+
+    KIND: ClassVar[str] = "report"
+    reputation: str
+
+
+PeerEvent = (
+    Pair | Left | MediaReady | Chat | Typing | VideoWithheld | Revealed | ProfileCard | Report
+)
+
+EVENT_TYPES: dict[str, type[PeerEvent]] = {
+    cls.KIND: cls
+    for cls in (Pair, Left, MediaReady, Chat, Typing, VideoWithheld, Revealed, ProfileCard, Report)
+}
+
+
+@dataclass(frozen=True)
+class PeerMessage:
+    """A peer event with its addressing."""
+
+    to: str
+    """The receiving visitor's peer id (its home node gets the message)."""
+    by: str
+    """The sending visitor's peer id."""
+    event: PeerEvent
+
+
+def encode(to: str, by: str, event: PeerEvent) -> dict[str, Any]:
+    """The bus message for `event` from visitor `by` to visitor `to`."""
+    body = {f.name: getattr(event, f.name) for f in fields(event)}
+    if isinstance(event, Pair):
+        body["shared"] = list(event.shared)
+    return {"t": BUS_TYPE, "to": to, "by": by, "ev": event.KIND, **body}
+
+
+def decode(msg: dict[str, Any]) -> PeerMessage:
+    """Read a peer event off the bus.
+
+    Raises:
+        ValueError: not a peer event, an unknown kind, or a field missing or of
+            the wrong type.
+    """
+    if msg.get("t") != BUS_TYPE:
+        raise ValueError(f"not a peer event: t={msg.get('t')!r}")
+    kind = msg.get("ev")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown peer event {str(kind)[:40]!r}")
+    to, by = msg.get("to"), msg.get("by")
+    if not isinstance(to, str) or not isinstance(by, str):
+        raise ValueError(f"peer event {kind} without to/by")
+    event: PeerEvent
+    if cls is Pair:
+        shared = msg.get("shared", ())
+        if not isinstance(shared, (list, tuple)):
+            raise ValueError("pair: shared must be a list")
+        event = Pair(_text(msg, "node"), tuple(str(s) for s in shared))
+    elif cls is Left:
+        event = Left(str(msg.get("reason", "left")))
+    elif cls is MediaReady:
+        event = MediaReady(_text(msg, "session"))
+    elif cls is Chat:
+        event = Chat(_text(msg, "text"))
+    elif cls is ProfileCard:
+        card = msg.get("card")
+        if not isinstance(card, dict):
+            raise ValueError("profile_card: card must be an object")
+        event = ProfileCard(card)
+    elif cls is Report:
+        event = Report(_text(msg, "reputation"))
+    elif cls is Typing:
+        event = Typing()
+    elif cls is VideoWithheld:
+        event = VideoWithheld()
+    else:
+        event = Revealed()
+    return PeerMessage(to, by, event)
+
+
+def _text(msg: dict[str, Any], name: str) -> str:
+    value = msg.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"peer event {msg.get('ev')}: {name} must be a string")
+    return value

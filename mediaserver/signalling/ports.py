@@ -1,0 +1,73 @@
+"""What the hub needs from the rest of the server, as protocols: the accounts
+store and the media service. The real ones are `mediaserver.store.Store` and
+`mediaserver.node.media.MediaService`; tests pass small fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from mediaserver.node.bus import Message as BusMessage
+from mediaserver.store import Profile
+
+
+class StorePort(Protocol):
+    """The store methods the hub calls (blocking: the hub runs them in a thread).
+
+    Errors are `mediaserver.store.StoreError` and its subclasses.
+    """
+
+    def authenticate(self, token: str) -> Profile:
+        """The profile a bearer token signs in (StoreError: unknown or expired)."""
+        ...
+
+    def age(self, profile: Profile) -> int:
+        """The profile's age in whole years."""
+        ...
+
+    def store_chat_message(
+        self, user_id: str, conversation_id: str, sender: str, text: str
+    ) -> bool:
+        """Keep a chat line for a user who opted in; False when it did not."""
+        ...
+
+    def record_report(self, reporter_user_id: str, reason: str) -> None:
+        """The reporter's own record of a report it made."""
+        ...
+
+    def share_profile_card(self, user_id: str) -> dict[str, Any]:
+        """Record the consent and return the user's public card (StoreError: gone)."""
+        ...
+
+
+class MediaPort(Protocol):
+    """Media sessions on any node (mediaserver.node.media.MediaService).
+
+    Errors are `mediaserver.sfu.server.SfuError` and its subclasses.
+    """
+
+    on_closed: Callable[[str, str, str], Awaitable[None]] | None
+    """Set by the hub: (owner, session, reason) when a local visitor's session closed."""
+    on_cover_failed: Callable[[str, str], Awaitable[None]] | None
+    """Set by the hub: (owner, session) when a local visitor's face cover broke."""
+
+    async def create_session(self, node: str, sdp: str, owner: str) -> tuple[str, str]: ...
+
+    async def connect(self, node: str, publisher: str, subscriber: str) -> None: ...
+
+    async def disconnect(self, node: str, publisher: str, subscriber: str) -> None: ...
+
+    async def close_session(self, node: str, session: str) -> None: ...
+
+    async def set_effect(
+        self, node: str, session: str, name: str | None, *, cover: bool = False
+    ) -> None: ...
+
+    def handle(self, msg: BusMessage) -> BusMessage:
+        """Serve a media request from the bus (another node's, or this one's)."""
+        ...
+
+    def close_owned_by(self, node: str) -> int:
+        """Close the sessions of visitors of a dead node; how many there were."""
+        ...
