@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
 
 from mediaserver.sfu import dtls_cookie
-from mediaserver.sfu.dtls_cookie import Address
+from mediaserver.sfu.address import Address
 
 __all__ = [
     "DEFAULT_PROFILES",

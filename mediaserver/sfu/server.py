@@ -44,10 +44,11 @@ from mediaserver.sfu.errors import NoVideo as NoVideo
 from mediaserver.sfu.errors import ServerFull as ServerFull
 from mediaserver.sfu.errors import SfuError as SfuError
 from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
-from mediaserver.sfu.router import Codec, payload_type_map
+from mediaserver.sfu.router import payload_type_map
 from mediaserver.sfu.sdp import Answer, build_answer, parse_offer
 from mediaserver.sfu.session import Session, SessionState, Track
-from mediaserver.sfu.udp import Address, UdpEndpoint
+from mediaserver.sfu.address import Address
+from mediaserver.sfu.udp import UdpEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -284,10 +285,7 @@ class Sfu:
         for media in answer.media:
             if media.kind not in ("audio", "video") or media.kind in tracks or media.rejected:
                 continue  # one track per kind: a 1:1 call needs no more
-            codecs = [
-                Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
-                for c in media.codecs
-            ]
+            codecs = list(media.codecs)
             track = Track(
                 kind=media.kind,
                 mid=media.mid,

@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 
 from mediaserver._router import Router
+from mediaserver.sfu.address import Address
 
-Address = tuple[str, int]
 SlowHandler = Callable[[int, int, Address, bytes, float], None]
 
 logger = logging.getLogger(__name__)
