@@ -43,7 +43,6 @@ from mediaserver.sfu.dtls import (
     DtlsCertificate,
     DtlsClosed,
     DtlsConnected,
-    DtlsEndpoint,
     DtlsFailed,
 )
 # the SFU's errors live in errors.py and are re-exported: callers import them from here
@@ -58,13 +57,13 @@ from mediaserver.sfu.events import KeyframeNeeded as KeyframeNeeded
 from mediaserver.sfu.events import SessionClosed as SessionClosed
 from mediaserver.sfu.events import SessionConnected as SessionConnected
 from mediaserver.sfu.events import SfuEvent as SfuEvent
-from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
+from mediaserver.sfu.feedback import sort_feedback
+from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer
 from mediaserver.sfu.router import payload_type_map
-from mediaserver.sfu.sdp import Answer, build_answer, parse_offer
+from mediaserver.sfu.placement import Negotiated, add_tracks, negotiate, out_stream_count, random_ssrc
 from mediaserver.sfu.reports import REPORT_INTERVAL, receiver_report, remb_bitrate, sender_reports
 from mediaserver.sfu.session import Session as Session
 from mediaserver.sfu.session import SessionState as SessionState
-from mediaserver.sfu.session import Track
 from mediaserver.sfu.udp import UdpEndpoint
 
 logger = logging.getLogger(__name__)
@@ -228,41 +227,10 @@ class Sfu:
             SfuError: the offer is unusable (the message says why), or the
                 server is full.
         """
-        try:
-            offer = parse_offer(offer_sdp)
-        except ValueError as exc:
-            raise SfuError(f"bad offer: {exc}") from exc
+        negotiated = negotiate(offer_sdp, self.certificate, self.config.announced_ip, self.udp_port)
         router = self._router
-        ufrag, pwd = generate_credentials()
         session_id = secrets.token_urlsafe(12)
-        send_ssrcs = {m.mid: _random_ssrc() for m in offer.media if m.kind in ("audio", "video")}
-        _, value = self.certificate.fingerprint()
-        try:
-            answer = build_answer(
-                offer,
-                ice_ufrag=ufrag,
-                ice_pwd=pwd,
-                fingerprint=value,
-                ip=self.config.announced_ip,
-                port=self.udp_port,
-                send_ssrcs=send_ssrcs,
-                cname=secrets.token_hex(8),
-            )
-        except ValueError as exc:
-            raise SfuError(f"bad offer: {exc}") from exc
-        try:
-            # before any router state: a fingerprint of the wrong length fails here
-            # the cookie exchange: no flight to an address that has not shown it receives
-            dtls = DtlsEndpoint(
-                self.certificate, "server", list(answer.remote_fingerprints), cookie_exchange=True
-            )
-        except ValueError as exc:
-            raise SfuError(f"bad offer: {exc}") from exc
-        streams = len({
-            m.kind for m in answer.media
-            if m.kind in ("audio", "video") and not m.rejected and m.codecs
-            and m.direction in ("sendrecv", "sendonly") and m.send_ssrc is not None
-        })  # the out streams _add_session makes: one per kind
+        streams = out_stream_count(negotiated.answer)
         bound = self.config.max_media_memory
         if bound and self.cache_committed + streams * self.stream_cache_bytes > bound:
             self.stats["refused_media_memory"] += 1
@@ -272,7 +240,7 @@ class Sfu:
         except RuntimeError as exc:
             raise ServerFull("server full") from exc
         try:
-            session = self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
+            session = self._add_session(session_id, peer, negotiated)
             self.cache_committed += self._cache_bytes(session)
             return session
         except ValueError as exc:
@@ -283,45 +251,24 @@ class Sfu:
             router.remove_peer(peer)
             raise SfuError(f"bad offer: {exc}") from exc
 
-    def _add_session(
-        self, session_id: str, peer: int, ufrag: str, pwd: str, answer: Answer, dtls: DtlsEndpoint
-    ) -> Session:
-        router = self._router
-        tracks: dict[str, Track] = {}
-        for media in answer.media:
-            if media.kind not in ("audio", "video") or media.kind in tracks or media.rejected:
-                continue  # one track per kind: a 1:1 call needs no more
-            codecs = list(media.codecs)
-            track = Track(
-                kind=media.kind,
-                mid=media.mid,
-                codecs=codecs,
-                receives=media.direction in ("sendrecv", "recvonly"),
-                sends=media.direction in ("sendrecv", "sendonly"),
-                offered_ssrcs=list(media.remote_ssrcs),
-            )
-            for codec in codecs:
-                router.set_clock_rate(peer, codec.payload_type, codec.clock_rate)
-            if track.sends and codecs and media.send_ssrc is not None:
-                track.out_ssrc = media.send_ssrc
-                track.out_stream = router.add_out_stream(peer, media.send_ssrc, codecs[0].clock_rate)
-            tracks[media.kind] = track
+    def _add_session(self, session_id: str, peer: int, negotiated: Negotiated) -> Session:
+        answer = negotiated.answer
         session = Session(
             id=session_id,
             peer=peer,
-            local_ufrag=ufrag,
-            local_pwd=pwd,
+            local_ufrag=negotiated.ice_ufrag,
+            local_pwd=negotiated.ice_pwd,
             answer=answer.sdp,
-            dtls=dtls,
-            tracks=tracks,
-            rtcp_ssrc=_random_ssrc(),
+            dtls=negotiated.dtls,
+            tracks=add_tracks(answer, self._router, peer),
+            rtcp_ssrc=random_ssrc(),
             created_at=self._now(),
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
         self.ice.add_session(
-            session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now(),
-            remote_pwd=answer.remote_ice_pwd,
+            session_id, negotiated.ice_ufrag, negotiated.ice_pwd, answer.remote_ice_ufrag,
+            now=self._now(), remote_pwd=answer.remote_ice_pwd,
         )
         self.stats["sessions_created"] += 1
         return session
@@ -610,49 +557,45 @@ class Sfu:
 
     def _on_rtcp(self, session: Session, data: bytes, now: float) -> None:
         try:
-            feedback = rtcp.parse_feedback(data)
+            requests = sort_feedback(session, rtcp.parse_feedback(data), now)
         except ValueError:
             self.stats["rtcp_malformed"] += 1
             return
-        router = self._router
-        nacked: dict[int, list[int]] = {}  # out stream -> what this datagram's NACKs ask
-        for item in feedback:
-            if isinstance(item, rtcp.Nack):
-                track = session.track_by_out_ssrc(item.media_ssrc)
-                if track is not None and track.out_stream is not None:
-                    self.stats["nack_received"] += 1
-                    self.stats["nack_packets"] += len(item.lost)
-                    nacked.setdefault(track.out_stream, []).extend(item.lost)
-            elif isinstance(item, (rtcp.Pli, rtcp.Fir)):
-                self.stats["pli_received"] += 1
-                track = session.track_by_out_ssrc(item.media_ssrc)
-                if track is not None and track.out_stream is not None:
-                    source = router.out_stats(track.out_stream)["source_peer"]
-                    publisher = self._by_peer.get(source) if source is not None else None
-                    effect = self.effects.get(publisher.id) if publisher is not None else None
-                    if effect is not None:
-                        effect.force_keyframe = True  # our encoder makes it
-                    elif publisher is not None:
-                        self.request_keyframe(publisher.id)
-            elif isinstance(item, rtcp.Remb):
-                session.remb_bitrate = item.bitrate
-            elif isinstance(item, rtcp.SenderReport):
-                session.last_sr[item.ssrc] = ((item.ntp_timestamp >> 16) & 0xFFFFFFFF, now)
-        for out_stream, lost in nacked.items():
+        # only what happened: a zero count would add a key to counters()
+        self.stats.update({
+            key: count for key, count in (
+                ("nack_received", requests.nacks),
+                ("nack_packets", requests.nack_packets),
+                ("pli_received", requests.keyframe_requests),
+            ) if count
+        })
+        for out_stream in requests.keyframes:
+            publisher = self._source_of(out_stream)
+            effect = self.effects.get(publisher.id) if publisher is not None else None
+            if effect is not None:
+                effect.force_keyframe = True  # our encoder makes it
+            elif publisher is not None:
+                self.request_keyframe(publisher.id)
+        for out_stream, lost in requests.nacked.items():
             answer = session.nack_budget.admit(lost, now)
             self.stats["nack_duplicate"] += answer.duplicates
             self.stats["nack_over_budget"] += answer.over_budget
-            missing = router.resend(out_stream, answer.resend, now) if answer.resend else []
+            missing = self._router.resend(out_stream, answer.resend, now) if answer.resend else []
             if missing:
                 self._relay_nack(out_stream, missing)
 
+    def _source_of(self, out_stream: int) -> Session | None:
+        """The publisher whose media `out_stream` carries now, if any."""
+        source = self._router.out_stats(out_stream)["source_peer"]
+        return self._by_peer.get(source) if source is not None else None
+
     def _relay_nack(self, out_stream: int, publisher_seqs: list[int]) -> None:
         """Ask the publisher again for packets that never reached us."""
-        source = self._router.out_stats(out_stream)
-        publisher = self._by_peer.get(source["source_peer"]) if source["source_peer"] is not None else None
+        publisher = self._source_of(out_stream)
         if publisher is None or publisher.state is not SessionState.CONNECTED:
             return
-        packet = rtcp.build_nack(publisher.rtcp_ssrc, int(source["source_ssrc"]), publisher_seqs)
+        source_ssrc = int(self._router.out_stats(out_stream)["source_ssrc"])
+        packet = rtcp.build_nack(publisher.rtcp_ssrc, source_ssrc, publisher_seqs)
         self._send_rtcp(publisher, packet)
         self.stats["nack_relayed"] += len(publisher_seqs)
 
@@ -706,7 +649,3 @@ class Sfu:
             self._send_rtcp(session, report)
         for packet in sender_reports(session, router, now, time.time()):
             self._send_rtcp(session, packet)
-
-
-def _random_ssrc() -> int:
-    return secrets.randbits(32) or 1
