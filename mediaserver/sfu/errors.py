@@ -35,6 +35,10 @@ class EffectUnavailable(SfuError):
     code = "effect_unavailable"
 
 
+class DtlsError(ValueError):
+    """A DtlsEndpoint or DtlsCertificate was given an invalid argument or misused."""
+
+
 SFU_ERRORS: dict[str, type[SfuError]] = {
     cls.code: cls for cls in (SfuError, ServerFull, NoVideo, EffectsBusy, EffectUnavailable)
 }

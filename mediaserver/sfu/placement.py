@@ -58,7 +58,9 @@ def negotiate(offer_sdp: str, certificate: DtlsCertificate, ip: str, port: int) 
     try:
         # before any router state: a fingerprint of the wrong length fails here
         # the cookie exchange: no flight to an address that has not shown it receives
-        dtls = DtlsEndpoint(certificate, "server", list(answer.remote_fingerprints), cookie_exchange=True)
+        dtls = DtlsEndpoint(
+            certificate, "server", list(answer.remote_fingerprints), cookie_exchange=True
+        )
     except ValueError as exc:
         raise SfuError(f"bad offer: {exc}") from exc
     return Negotiated(answer, dtls, ufrag, pwd)

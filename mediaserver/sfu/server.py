@@ -37,6 +37,8 @@ from mediaserver._router import SLOW_DTLS, SLOW_MEDIA, SLOW_RTCP, SLOW_STUN, Rou
 from mediaserver.ai_filters.pipeline import Effect, EffectStream
 from mediaserver.sfu import rtcp
 from mediaserver.sfu.address import Address
+# the config, errors, events and session types live in their modules and are
+# re-exported: callers import the Sfu's API from here
 from mediaserver.sfu.config import CACHE_BYTES_PER_PACKET as CACHE_BYTES_PER_PACKET
 from mediaserver.sfu.config import SfuConfig as SfuConfig
 from mediaserver.sfu.dtls import (
@@ -45,7 +47,6 @@ from mediaserver.sfu.dtls import (
     DtlsConnected,
     DtlsFailed,
 )
-# the SFU's errors live in errors.py and are re-exported: callers import them from here
 from mediaserver.sfu.errors import SFU_ERRORS as SFU_ERRORS
 from mediaserver.sfu.errors import EffectsBusy as EffectsBusy
 from mediaserver.sfu.errors import EffectUnavailable as EffectUnavailable
@@ -59,9 +60,15 @@ from mediaserver.sfu.events import SessionConnected as SessionConnected
 from mediaserver.sfu.events import SfuEvent as SfuEvent
 from mediaserver.sfu.feedback import sort_feedback
 from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer
-from mediaserver.sfu.router import payload_type_map
-from mediaserver.sfu.placement import Negotiated, add_tracks, negotiate, out_stream_count, random_ssrc
+from mediaserver.sfu.placement import (
+    Negotiated,
+    add_tracks,
+    negotiate,
+    out_stream_count,
+    random_ssrc,
+)
 from mediaserver.sfu.reports import REPORT_INTERVAL, receiver_report, remb_bitrate, sender_reports
+from mediaserver.sfu.router import payload_type_map
 from mediaserver.sfu.session import Session as Session
 from mediaserver.sfu.session import SessionState as SessionState
 from mediaserver.sfu.udp import UdpEndpoint

@@ -95,9 +95,8 @@ def test_remb_to_the_publisher_is_its_subscribers_minimum_within_the_ceiling():
 
     def remb_after(slow_bitrate: int, fast_bitrate: int) -> rtcp.Remb:
         for sub, bitrate in ((slow, slow_bitrate), (fast, fast_bitrate)):
-            sub.send_rtcp(
-                rtcp.build_receiver_report(sub.rtcp_ssrc, [], remb=(bitrate, [_out_video_ssrc(sub)]))
-            )
+            remb = (bitrate, [_out_video_ssrc(sub)])
+            sub.send_rtcp(rtcp.build_receiver_report(sub.rtcp_ssrc, [], remb=remb))
         pub.receive()
         call.advance(1.0)
         pub.send_rtp(next(seqs))
