@@ -199,9 +199,11 @@ class Sfu:
             self.receive_slow(kind, peer, source, payload, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        """What the Python side sends (STUN replies, DTLS flights, SRTCP feedback and
-        reports), oldest first; taken out of the queue. The router's own sends
-        (forwarded media, NACK resends) go out in C, not through here."""
+        """What to send, oldest first, taken out of the queue: STUN replies, DTLS
+        flights, SRTCP feedback and reports. A router with a socket sends forwarded
+        media and NACK resends itself, in C; without one (receive_datagram),
+        forwarded and effect packets come here too, and resends are only counted
+        (counters()["retransmitted"])."""
         out, self._outbox = self._outbox, []
         return out
 
