@@ -36,7 +36,8 @@ class EffectUnavailable(SfuError):
 
 
 class DtlsError(ValueError):
-    """A DtlsEndpoint or DtlsCertificate was given an invalid argument or misused."""
+    """A DtlsEndpoint or DtlsCertificate was given an invalid argument or misused
+    (internal to the SFU: create_session turns it into SfuError, so it has no code)."""
 
 
 SFU_ERRORS: dict[str, type[SfuError]] = {
