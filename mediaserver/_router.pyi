@@ -1,7 +1,9 @@
 """Type stub for ext/_router.pyx (the C forwarding path)."""
 
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import Any
+
+from mediaserver.sfu.address import Address
 
 SLOW_STUN: int
 SLOW_DTLS: int
@@ -10,8 +12,6 @@ SLOW_MEDIA: int
 RESEND_LIMIT: int  # resends of one cached packet (Router.resend)
 RESEND_INTERVAL: float  # seconds between two resends of one cached packet, at least
 DROP_NAMES: tuple[str, ...]
-
-Address: TypeAlias = tuple[str, int]
 
 class Router:
     def __init__(

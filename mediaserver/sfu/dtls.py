@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import os
 import struct
 from collections import Counter, deque
@@ -36,10 +35,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from OpenSSL import SSL, crypto
+from OpenSSL import SSL
 
 from mediaserver.sfu import dtls_cookie
-from mediaserver.sfu.dtls_cookie import Address
+from mediaserver.sfu.address import Address
+from mediaserver.sfu.dtls_fingerprint import (
+    FINGERPRINT_ALGORITHMS,
+    PeerCheck,
+    certificate_digest,
+    format_fingerprint,
+    parse_fingerprint,
+    verify_peer_certificate,
+)
+from mediaserver.sfu.errors import DtlsError as DtlsError
 
 __all__ = [
     "DEFAULT_PROFILES",
@@ -133,45 +141,6 @@ DEFAULT_PROFILES: tuple[int, ...] = (
     SRTP_AES128_CM_HMAC_SHA1_32,
 )
 
-# SDP "a=fingerprint" hash names (RFC 8122 5) we can check -> hashlib names, weakest
-# first: when a peer gives several algorithms, the strongest one present is checked.
-_FINGERPRINT_ALGORITHMS: dict[str, str] = {
-    "sha-1": "sha1",
-    "sha-256": "sha256",
-    "sha-384": "sha384",
-    "sha-512": "sha512",
-}
-_ALGORITHM_STRENGTH = list(_FINGERPRINT_ALGORITHMS)
-
-
-class DtlsError(ValueError):
-    """A DtlsEndpoint or DtlsCertificate was given an invalid argument or misused."""
-
-
-def _format_fingerprint(digest: bytes) -> str:
-    return ":".join(f"{b:02X}" for b in digest)
-
-
-def _digest(algorithm: str, der: bytes) -> bytes:
-    # RFC 8122 5: the fingerprint is the hash of the DER certificate. Hashing the
-    # bytes, not a parsed certificate, means no parser can choke on a peer's cert.
-    return hashlib.new(_FINGERPRINT_ALGORITHMS[algorithm], der).digest()
-
-
-def _parse_fingerprint(algorithm: str, value: str) -> tuple[str, bytes]:
-    name = algorithm.strip().lower()
-    text = value.strip().replace(":", "")
-    try:
-        digest = bytes.fromhex(text)
-    except ValueError:
-        raise DtlsError(f"fingerprint {value!r} is not colon-separated hex") from None
-    if name in _FINGERPRINT_ALGORITHMS:
-        expected = hashlib.new(_FINGERPRINT_ALGORITHMS[name]).digest_size
-        if len(digest) != expected:
-            raise DtlsError(f"{name} fingerprint has {len(digest)} bytes, expected {expected}")
-    return name, digest
-
-
 class DtlsCertificate:
     """An ECDSA P-256 self-signed certificate and its key, shared by all sessions.
 
@@ -214,10 +183,10 @@ class DtlsCertificate:
             DtlsError: for a hash name other than sha-1/256/384/512.
         """
         name = algorithm.lower()
-        if name not in _FINGERPRINT_ALGORITHMS:
+        if name not in FINGERPRINT_ALGORITHMS:
             raise DtlsError(f"unsupported fingerprint algorithm {algorithm!r}")
-        digest = _digest(name, self.certificate.public_bytes(Encoding.DER))
-        return name, _format_fingerprint(digest)
+        digest = certificate_digest(name, self.certificate.public_bytes(Encoding.DER))
+        return name, format_fingerprint(digest)
 
     def _context(self, profiles: tuple[int, ...]) -> SSL.Context:
         context = self._contexts.get(profiles)
@@ -235,8 +204,10 @@ class DtlsCertificate:
             # fingerprint check against *this* session's SDP: never resume.
             context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
             # WebRTC peers always present a certificate (RFC 8827 6.5); whether it
-            # is the right one is decided by _verify against the SDP fingerprint.
-            context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify)
+            # is the right one is decided against the SDP fingerprint (dtls_fingerprint.py).
+            context.set_verify(
+                SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, verify_peer_certificate
+            )
             context.use_certificate(self.certificate)
             context.use_privatekey(self.key)
             context.check_privatekey()
@@ -246,56 +217,6 @@ class DtlsCertificate:
             dtls_cookie.install(context)
             self._contexts[profiles] = context
         return context
-
-
-class _PeerCheck:
-    """Per-connection verification state, reached from the shared context's callback.
-
-    Kept apart from DtlsEndpoint so the Connection holds no reference back to it.
-    """
-
-    def __init__(self, fingerprints: list[tuple[str, bytes]]) -> None:
-        # RFC 8122 5: check against the strongest hash function the peer offered.
-        strongest = max(
-            (name for name, _ in fingerprints if name in _FINGERPRINT_ALGORITHMS),
-            key=_ALGORITHM_STRENGTH.index,
-        )
-        self.algorithm = strongest
-        self.digests = {d for name, d in fingerprints if name == strongest}
-        self.failure: str | None = None
-        self.cookies = dtls_cookie.SourceCookies()
-
-    def check(self, certificate: crypto.X509) -> bool:
-        try:
-            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-        except crypto.Error:
-            self.failure = "peer certificate cannot be encoded"
-            return False
-        digest = _digest(self.algorithm, der)
-        if digest in self.digests:
-            return True
-        self.failure = (
-            f"peer certificate {self.algorithm} fingerprint {_format_fingerprint(digest)} "
-            "matches no remote fingerprint"
-        )
-        return False
-
-
-def _verify(
-    connection: SSL.Connection, cert: crypto.X509, errnum: int, depth: int, ok: int
-) -> bool:
-    # OpenSSL's own verdict (self-signed, no trusted root) is meaningless here: the
-    # SDP fingerprint is the trust anchor (RFC 5763 5), so only the leaf is checked.
-    if depth != 0:
-        return True
-    check = connection.get_app_data()
-    if not isinstance(check, _PeerCheck):
-        return False
-    try:
-        return check.check(cert)
-    except Exception as exc:  # noqa: BLE001 - pyOpenSSL re-raises it out of do_handshake()
-        check.failure = f"peer certificate check failed: {exc!r}"
-        return False
 
 
 def _ssl_reason(exc: Exception) -> str:
@@ -425,8 +346,8 @@ class DtlsEndpoint:
                 raise DtlsError(f"unknown SRTP protection profile {p:#06x}")
         if len(set(profiles)) != len(profiles):
             raise DtlsError("SRTP protection profiles are repeated")
-        parsed = [_parse_fingerprint(a, v) for a, v in remote_fingerprints]
-        if not any(name in _FINGERPRINT_ALGORITHMS for name, _ in parsed):
+        parsed = [parse_fingerprint(a, v) for a, v in remote_fingerprints]
+        if not any(name in FINGERPRINT_ALGORITHMS for name, _ in parsed):
             raise DtlsError("no remote fingerprint with sha-1, sha-256, sha-384 or sha-512")
         if max_retransmissions < 0:
             raise DtlsError("max_retransmissions must not be negative")
@@ -448,7 +369,7 @@ class DtlsEndpoint:
 
         self._mtu = mtu
         self._max_retransmissions = max_retransmissions
-        self._check = _PeerCheck(parsed)
+        self._check = PeerCheck(parsed)
         self._events: deque[DtlsEvent] = deque()
         self._outgoing: list[bytes] = []
         self._timer_at: float | None = None

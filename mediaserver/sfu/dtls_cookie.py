@@ -19,9 +19,10 @@ import os
 
 from OpenSSL import SSL
 
+from mediaserver.sfu.address import Address
+
 __all__ = ["COOKIE_LENGTH", "SourceCookies", "install", "listen"]
 
-Address = tuple[str, int]
 
 # 16 bytes of HMAC-SHA256: the HelloVerifyRequest (44 bytes) stays well under the
 # smallest ClientHello that can carry the cookie back.

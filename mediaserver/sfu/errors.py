@@ -35,6 +35,11 @@ class EffectUnavailable(SfuError):
     code = "effect_unavailable"
 
 
+class DtlsError(ValueError):
+    """A DtlsEndpoint or DtlsCertificate was given an invalid argument or misused
+    (internal to the SFU: create_session turns it into SfuError, so it has no code)."""
+
+
 SFU_ERRORS: dict[str, type[SfuError]] = {
     cls.code: cls for cls in (SfuError, ServerFull, NoVideo, EffectsBusy, EffectUnavailable)
 }

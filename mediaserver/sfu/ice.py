@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 
 from aioice import stun
 
+from mediaserver.sfu.address import Address
+
 __all__ = [
     "AddressBound",
     "ConsentExpired",
@@ -42,7 +44,6 @@ __all__ = [
     "generate_credentials",
 ]
 
-Address = tuple[str, int]
 
 # RFC 7675 section 5.1: consent expires 30 s after the last check that succeeded.
 CONSENT_TIMEOUT = 30.0

@@ -1,24 +1,12 @@
 """Who gets what: the Python side of the forwarding table in ext/_router.pyx.
 
-Pure functions over negotiated codecs; the C router only sees the resulting
+Pure functions over the codecs of answers (sdp.Codec); the C router only sees the resulting
 (publisher payload type -> subscriber stream, subscriber payload type) pairs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Codec:
-    """A codec one peer negotiated in its answer."""
-
-    payload_type: int
-    name: str
-    """Encoding name as in a=rtpmap, e.g. "VP8", "opus", "H264"."""
-    clock_rate: int
-    channels: int | None = None
-    fmtp: str = ""
+from mediaserver.sfu.sdp import Codec
 
 
 def _h264_params(fmtp: str) -> tuple[str, str]:

@@ -9,9 +9,18 @@
     ...
     sfu.disconnect(a.id, b.id); sfu.close_session(a.id)
 
-Events (SessionConnected, SessionClosed, KeyframeNeeded) go to the callbacks
-given to `subscribe`. The per-packet work happens in ext/_router.pyx; this class
-handles what needs a decision: STUN, DTLS, RTCP, and timers.
+Events (sfu/events.py) go to the callbacks given to `subscribe`. The per-packet
+work happens in ext/_router.pyx; this class handles what needs a decision: STUN,
+DTLS, RTCP, and timers. It holds no socket (sans-I/O, like aioquic's
+QuicConnection): `start()` makes a UdpEndpoint (sfu/udp.py) that owns the socket
+and drives it. Without one, a test gives it a socketless Router and a clock, and
+moves datagrams itself:
+
+    sfu = Sfu(config, router=Router(), clock=lambda: now)
+    sfu.receive_datagram(data, addr, now)   # through Router.feed, then the slow path
+    for data, addr in sfu.datagrams_to_send(now): ...
+    if (deadline := sfu.get_timer()) is not None and deadline <= now:
+        sfu.handle_timer(now)
 """
 
 from __future__ import annotations
@@ -21,115 +30,81 @@ import logging
 import secrets
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Union
+from concurrent.futures import ThreadPoolExecutor
 
 from mediaserver._router import SLOW_DTLS, SLOW_MEDIA, SLOW_RTCP, SLOW_STUN, Router
 from mediaserver.ai_filters.pipeline import Effect, EffectStream
 from mediaserver.sfu import rtcp
+from mediaserver.sfu.address import Address
+# the config, errors, events and session types live in their modules and are
+# re-exported: callers import the Sfu's API from here
+from mediaserver.sfu.config import CACHE_BYTES_PER_PACKET as CACHE_BYTES_PER_PACKET
+from mediaserver.sfu.config import SfuConfig as SfuConfig
 from mediaserver.sfu.dtls import (
     DtlsCertificate,
     DtlsClosed,
     DtlsConnected,
-    DtlsEndpoint,
     DtlsFailed,
 )
-# the SFU's errors live in errors.py and are re-exported: callers import them from here
 from mediaserver.sfu.errors import SFU_ERRORS as SFU_ERRORS
 from mediaserver.sfu.errors import EffectsBusy as EffectsBusy
 from mediaserver.sfu.errors import EffectUnavailable as EffectUnavailable
 from mediaserver.sfu.errors import NoVideo as NoVideo
 from mediaserver.sfu.errors import ServerFull as ServerFull
 from mediaserver.sfu.errors import SfuError as SfuError
-from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer, generate_credentials
-from mediaserver.sfu.router import Codec, payload_type_map
-from mediaserver.sfu.sdp import Answer, build_answer, parse_offer
-from mediaserver.sfu.session import Session, SessionState, Track
-from mediaserver.sfu.udp import Address, UdpEndpoint
+from mediaserver.sfu.events import CoverFailed as CoverFailed
+from mediaserver.sfu.events import KeyframeNeeded as KeyframeNeeded
+from mediaserver.sfu.events import SessionClosed as SessionClosed
+from mediaserver.sfu.events import SessionConnected as SessionConnected
+from mediaserver.sfu.events import SfuEvent as SfuEvent
+from mediaserver.sfu.feedback import sort_feedback
+from mediaserver.sfu.ice import AddressBound, ConsentExpired, IceLiteServer
+from mediaserver.sfu.placement import (
+    Negotiated,
+    add_tracks,
+    negotiate,
+    out_stream_count,
+    random_ssrc,
+)
+from mediaserver.sfu.reports import REPORT_INTERVAL, receiver_report, remb_bitrate, sender_reports
+from mediaserver.sfu.router import payload_type_map
+from mediaserver.sfu.session import Session as Session
+from mediaserver.sfu.session import SessionState as SessionState
+from mediaserver.sfu.udp import UdpEndpoint
 
 logger = logging.getLogger(__name__)
 
 TICK = 0.1  # timer resolution: DTLS retransmits, consent, RTCP reports
-REPORT_INTERVAL = 1.0  # RR/SR/REMB per session (RFC 3550 allows more for 2-party)
 # Keys of Sfu.stats that count dropped datagrams (reported in counters()["drops"]),
 # and NACK entries left unanswered (mediaserver/sfu/nack.py)
 SLOW_PATH_DROPS = frozenset({"dtls_unknown_address", "nack_duplicate", "nack_over_budget"})
-CACHE_BYTES_PER_PACKET = 1536 + 2 + 2 + 1 + 8
-"""One NACK cache entry: CACHE_SLOT (ext/mediaserver._rtp.pxd) plus its length,
-sequence number, resend count and last resend time (cache_init there)."""
-
-
-@dataclass
-class SfuConfig:
-    host: str = "0.0.0.0"
-    udp_port: int = 0
-    announced_ip: str = "127.0.0.1"
-    """Address put in the SDP candidate: what peers send media to."""
-    consent_timeout: float = 30.0
-    """A peer that sends no valid STUN for this long is dropped (RFC 7675)."""
-    max_peers: int = 4096
-    cache_packets: int = 512
-    """Packets kept per outbound stream for NACK (a power of two)."""
-    max_media_memory: int = 0
-    """Bytes of NACK caches the sessions may commit (0: no bound); a session past
-    it is refused "server full"."""
-    max_bitrate: int = 2_500_000
-    """Ceiling of the REMB we send publishers, bits/s."""
-    keyframe_interval: float = 0.5
-    """At most one PLI per publisher stream per this many seconds."""
-    effects_workers: int = 2
-    """Threads decoding, processing and encoding video for effects."""
-    max_effect_streams: int = 8
-    """Publishers with an opt-in effect on at once; more get EffectsBusy."""
-    max_cover_streams: int = 64
-    """Publishers whose face the server covers (mutual reveal) at once, apart from
-    the opt-in effects so that those cannot use up the covers; more get EffectsBusy."""
-    media_timeout: float = 4.0
-    """A connected peer that sends no SRTP/SRTCP for this long is closed: its
-    media died (browsers send RTCP every second or so, audio 50 times a second),
-    and its partner learns it within 5 s."""
-    handshake_timeout: float = 30.0
-    """A session not connected (ICE + DTLS) this long after its offer is closed,
-    even if its peer keeps STUN and a DTLS handshake half-open: an attacker with
-    an answer cannot hold a handshake slot forever."""
-
-
-@dataclass(frozen=True)
-class SessionConnected:
-    session_id: str
-    """ICE and DTLS done: media flows from now on."""
-
-
-@dataclass(frozen=True)
-class SessionClosed:
-    session_id: str
-    reason: str
-    """"closed", "consent expired", "media timeout", "handshake timeout",
-    "dtls failed: ...", "dtls closed"."""
-
-
-@dataclass(frozen=True)
-class KeyframeNeeded:
-    session_id: str
-    """The publisher asked for a keyframe (a subscriber's PLI/FIR)."""
-    ssrc: int
-
-
-@dataclass(frozen=True)
-class CoverFailed:
-    session_id: str
-    """The face cover on this session's video failed on every frame lately (a broken
-    model, say): its video is withheld now, as when a cover cannot start."""
-
-
-SfuEvent = Union[SessionConnected, SessionClosed, KeyframeNeeded, CoverFailed]
 
 
 class Sfu:
-    def __init__(self, config: SfuConfig | None = None) -> None:
+    """The media sessions of one worker and the decisions about them (sans-I/O).
+
+    Args:
+        config: settings (SfuConfig()).
+        router: a Router without a socket, for a caller that moves datagrams
+            itself (tests); None: `start()` makes the UDP endpoint and its router.
+        clock: the time of API calls (create_session, connect...), which carry
+            none; the entry points take `now`. start() sets the event loop's.
+    """
+
+    def __init__(
+        self,
+        config: SfuConfig | None = None,
+        *,
+        router: Router | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config or SfuConfig()
+        self.router = router
+        self.clock = clock
+        self._outbox: list[tuple[bytes, Address]] = []
+        self._wakeup: Callable[[], None] | None = None
+        self._next_tick = clock() + TICK
         self.certificate = DtlsCertificate.generate()
         self.ice = IceLiteServer(consent_timeout=self.config.consent_timeout)
         self.sessions: dict[str, Session] = {}
@@ -137,8 +112,6 @@ class Sfu:
         self._callbacks: list[Callable[[SfuEvent], None]] = []
         self._limiter = rtcp.KeyframeRequestLimiter(self.config.keyframe_interval)
         self.udp: UdpEndpoint | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.stats: Counter[str] = Counter()
         self.effects: dict[str, EffectStream] = {}
         self.covers: set[str] = set()
@@ -165,23 +138,22 @@ class Sfu:
     # ---- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        """Bind the media port: a UdpEndpoint that owns the socket and drives this Sfu."""
+        loop = asyncio.get_running_loop()
         self.udp = UdpEndpoint(
             self.config.host,
             self.config.udp_port,
-            self._on_slow,
             max_peers=self.config.max_peers,
             cache_packets=self.config.cache_packets,
         )
-        self.udp.start(self._loop)
-        self._schedule()
+        self.router = self.udp.router
+        self.clock = loop.time
+        self._next_tick = self.clock() + TICK
+        self.udp.start(loop, self)
 
     async def close(self) -> None:
         for session_id in list(self.sessions):
             self.close_session(session_id)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self.udp is not None:
             self.udp.close()
             self.udp = None
@@ -191,8 +163,11 @@ class Sfu:
 
     @property
     def udp_port(self) -> int:
-        assert self.udp is not None, "start() first"
-        return self.udp.port
+        """The port peers send media to: the endpoint's, or (socketless) config.udp_port."""
+        if self.udp is not None:
+            return self.udp.port
+        assert self.router is not None, "start() first"
+        return self.config.udp_port
 
     def subscribe(self, callback: Callable[[SfuEvent], None]) -> None:
         self._callbacks.append(callback)
@@ -205,12 +180,52 @@ class Sfu:
                 logger.exception("SFU event callback failed")
 
     def _now(self) -> float:
-        return self._loop.time() if self._loop is not None else time.monotonic()
+        return self.clock()
 
     @property
     def _router(self) -> Router:
-        assert self.udp is not None, "start() first"
-        return self.udp.router
+        assert self.router is not None, "start() first"
+        return self.router
+
+    # ---- sans-I/O entry points (sfu/udp.py drives them) --------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Take one datagram from `addr` without a socket: the router's C path
+        (Router.feed) first, then the slow path for what it hands up. What the
+        router forwards goes to datagrams_to_send."""
+        forwarded, slow = self._router.feed(data, addr[0], addr[1], now)
+        self._outbox.extend(forwarded)
+        for kind, peer, source, payload in slow:
+            self.receive_slow(kind, peer, source, payload, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """What to send, oldest first, taken out of the queue: STUN replies, DTLS
+        flights, SRTCP feedback and reports. A router with a socket sends forwarded
+        media and NACK resends itself, in C; without one (receive_datagram),
+        forwarded and effect packets come here too, and resends are only counted
+        (counters()["retransmitted"])."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        """When handle_timer wants to run next (the clock of `now`)."""
+        return self._next_tick
+
+    def set_wakeup(self, wakeup: Callable[[], None] | None) -> None:
+        """`wakeup` is called when datagrams_to_send gets something to send outside
+        receive_*/handle_timer (an API call: connect's keyframe request, say)."""
+        self._wakeup = wakeup
+
+    def _send(self, data: bytes, addr: Address) -> None:
+        if not self._outbox and self._wakeup is not None:
+            self._wakeup()
+        self._outbox.append((data, addr))
+
+    def _send_rtcp(self, session: Session, packet: bytes) -> None:
+        """SRTCP-protect `packet` for a connected session and queue it."""
+        if session.address is None or session.state is not SessionState.CONNECTED:
+            return
+        self._send(self._router.protect_rtcp(session.peer, packet), session.address)
 
     # ---- the API -------------------------------------------------------------
 
@@ -221,41 +236,10 @@ class Sfu:
             SfuError: the offer is unusable (the message says why), or the
                 server is full.
         """
-        try:
-            offer = parse_offer(offer_sdp)
-        except ValueError as exc:
-            raise SfuError(f"bad offer: {exc}") from exc
+        negotiated = negotiate(offer_sdp, self.certificate, self.config.announced_ip, self.udp_port)
         router = self._router
-        ufrag, pwd = generate_credentials()
         session_id = secrets.token_urlsafe(12)
-        send_ssrcs = {m.mid: _random_ssrc() for m in offer.media if m.kind in ("audio", "video")}
-        _, value = self.certificate.fingerprint()
-        try:
-            answer = build_answer(
-                offer,
-                ice_ufrag=ufrag,
-                ice_pwd=pwd,
-                fingerprint=value,
-                ip=self.config.announced_ip,
-                port=self.udp_port,
-                send_ssrcs=send_ssrcs,
-                cname=secrets.token_hex(8),
-            )
-        except ValueError as exc:
-            raise SfuError(f"bad offer: {exc}") from exc
-        try:
-            # before any router state: a fingerprint of the wrong length fails here
-            # the cookie exchange: no flight to an address that has not shown it receives
-            dtls = DtlsEndpoint(
-                self.certificate, "server", list(answer.remote_fingerprints), cookie_exchange=True
-            )
-        except ValueError as exc:
-            raise SfuError(f"bad offer: {exc}") from exc
-        streams = len({
-            m.kind for m in answer.media
-            if m.kind in ("audio", "video") and not m.rejected and m.codecs
-            and m.direction in ("sendrecv", "sendonly") and m.send_ssrc is not None
-        })  # the out streams _add_session makes: one per kind
+        streams = out_stream_count(negotiated.answer)
         bound = self.config.max_media_memory
         if bound and self.cache_committed + streams * self.stream_cache_bytes > bound:
             self.stats["refused_media_memory"] += 1
@@ -265,7 +249,7 @@ class Sfu:
         except RuntimeError as exc:
             raise ServerFull("server full") from exc
         try:
-            session = self._add_session(session_id, peer, ufrag, pwd, answer, dtls)
+            session = self._add_session(session_id, peer, negotiated)
             self.cache_committed += self._cache_bytes(session)
             return session
         except ValueError as exc:
@@ -276,48 +260,24 @@ class Sfu:
             router.remove_peer(peer)
             raise SfuError(f"bad offer: {exc}") from exc
 
-    def _add_session(
-        self, session_id: str, peer: int, ufrag: str, pwd: str, answer: Answer, dtls: DtlsEndpoint
-    ) -> Session:
-        router = self._router
-        tracks: dict[str, Track] = {}
-        for media in answer.media:
-            if media.kind not in ("audio", "video") or media.kind in tracks or media.rejected:
-                continue  # one track per kind: a 1:1 call needs no more
-            codecs = [
-                Codec(c.payload_type, c.name, c.clock_rate, c.channels, c.fmtp)
-                for c in media.codecs
-            ]
-            track = Track(
-                kind=media.kind,
-                mid=media.mid,
-                codecs=codecs,
-                receives=media.direction in ("sendrecv", "recvonly"),
-                sends=media.direction in ("sendrecv", "sendonly"),
-                offered_ssrcs=list(media.remote_ssrcs),
-            )
-            for codec in codecs:
-                router.set_clock_rate(peer, codec.payload_type, codec.clock_rate)
-            if track.sends and codecs and media.send_ssrc is not None:
-                track.out_ssrc = media.send_ssrc
-                track.out_stream = router.add_out_stream(peer, media.send_ssrc, codecs[0].clock_rate)
-            tracks[media.kind] = track
+    def _add_session(self, session_id: str, peer: int, negotiated: Negotiated) -> Session:
+        answer = negotiated.answer
         session = Session(
             id=session_id,
             peer=peer,
-            local_ufrag=ufrag,
-            local_pwd=pwd,
+            local_ufrag=negotiated.ice_ufrag,
+            local_pwd=negotiated.ice_pwd,
             answer=answer.sdp,
-            dtls=dtls,
-            tracks=tracks,
-            rtcp_ssrc=_random_ssrc(),
+            dtls=negotiated.dtls,
+            tracks=add_tracks(answer, self._router, peer),
+            rtcp_ssrc=random_ssrc(),
             created_at=self._now(),
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
         self.ice.add_session(
-            session_id, ufrag, pwd, answer.remote_ice_ufrag, now=self._now(),
-            remote_pwd=answer.remote_ice_pwd,
+            session_id, negotiated.ice_ufrag, negotiated.ice_pwd, answer.remote_ice_ufrag,
+            now=self._now(), remote_pwd=answer.remote_ice_pwd,
         )
         self.stats["sessions_created"] += 1
         return session
@@ -439,7 +399,7 @@ class Sfu:
     def withhold_video(self, session_id: str) -> None:
         """Forward none of the session's video (its audio still flows) until the
         next set_effect: what a face cover that cannot run leaves. The video stays
-        tapped with no effect stream, so _on_slow drops it."""
+        tapped with no effect stream, so receive_slow drops it."""
         session = self._session(session_id)
         video = session.tracks.get("video")
         if video is None or not video.receives:
@@ -469,7 +429,9 @@ class Sfu:
             if out_pt is None:
                 continue
             for packet in packets:
-                router.inject(pub.peer, packet, track.out_stream, out_pt, now)
+                sent = router.inject(pub.peer, packet, track.out_stream, out_pt, now)
+                if sent is not None and self.udp is None and sub is not None and sub.address:
+                    self._send(sent, sub.address)  # a socketless router sends nothing itself
 
     def request_keyframe(self, publisher_id: str) -> None:
         """Ask the publisher for a video keyframe (PLI), rate-limited: a request
@@ -483,7 +445,7 @@ class Sfu:
             return
         if self._limiter.allow((pub.id, ssrc), self._now()):
             pub.keyframe_pending = False
-            self._router.send_rtcp(pub.peer, rtcp.build_pli(pub.rtcp_ssrc, ssrc))
+            self._send_rtcp(pub, rtcp.build_pli(pub.rtcp_ssrc, ssrc))
             self.stats["pli_sent"] += 1
             self._emit(KeyframeNeeded(pub.id, ssrc))
         else:
@@ -527,7 +489,9 @@ class Sfu:
 
     # ---- the slow path ---------------------------------------------------------
 
-    def _on_slow(self, kind: int, peer: int, addr: Address, data: bytes, now: float) -> None:
+    def receive_slow(self, kind: int, peer: int, addr: Address, data: bytes, now: float) -> None:
+        """Handle one datagram the router handed up (Router.pop_slow or feed): `kind`
+        one of SLOW_STUN, SLOW_DTLS, SLOW_RTCP (decrypted), SLOW_MEDIA (tapped RTP)."""
         if kind == SLOW_STUN:
             self._on_stun(data, addr, now)
         elif kind == SLOW_DTLS:
@@ -558,9 +522,8 @@ class Sfu:
         self._service_ice(now)
 
     def _service_ice(self, now: float) -> None:
-        assert self.udp is not None
         for reply, dest in self.ice.datagrams_to_send(now):
-            self.udp.sendto(reply, dest)
+            self._send(reply, dest)
         while (event := self.ice.next_event()) is not None:
             if isinstance(event, AddressBound):
                 session = self.sessions.get(event.key)
@@ -575,10 +538,9 @@ class Sfu:
                 self.close_session(event.key, "consent expired")
 
     def _service_dtls(self, session: Session, now: float) -> None:
-        assert self.udp is not None
         if session.address is not None:
             for datagram in session.dtls.datagrams_to_send(now):
-                self.udp.sendto(datagram, session.address)
+                self._send(datagram, session.address)
         while (event := session.dtls.next_event()) is not None:
             if isinstance(event, DtlsConnected):
                 self._router.set_srtp(
@@ -604,60 +566,54 @@ class Sfu:
 
     def _on_rtcp(self, session: Session, data: bytes, now: float) -> None:
         try:
-            feedback = rtcp.parse_feedback(data)
+            requests = sort_feedback(session, rtcp.parse_feedback(data), now)
         except ValueError:
             self.stats["rtcp_malformed"] += 1
             return
-        router = self._router
-        nacked: dict[int, list[int]] = {}  # out stream -> what this datagram's NACKs ask
-        for item in feedback:
-            if isinstance(item, rtcp.Nack):
-                track = session.track_by_out_ssrc(item.media_ssrc)
-                if track is not None and track.out_stream is not None:
-                    self.stats["nack_received"] += 1
-                    self.stats["nack_packets"] += len(item.lost)
-                    nacked.setdefault(track.out_stream, []).extend(item.lost)
-            elif isinstance(item, (rtcp.Pli, rtcp.Fir)):
-                self.stats["pli_received"] += 1
-                track = session.track_by_out_ssrc(item.media_ssrc)
-                if track is not None and track.out_stream is not None:
-                    source = router.out_stats(track.out_stream)["source_peer"]
-                    publisher = self._by_peer.get(source) if source is not None else None
-                    effect = self.effects.get(publisher.id) if publisher is not None else None
-                    if effect is not None:
-                        effect.force_keyframe = True  # our encoder makes it
-                    elif publisher is not None:
-                        self.request_keyframe(publisher.id)
-            elif isinstance(item, rtcp.Remb):
-                session.remb_bitrate = item.bitrate
-            elif isinstance(item, rtcp.SenderReport):
-                session.last_sr[item.ssrc] = ((item.ntp_timestamp >> 16) & 0xFFFFFFFF, now)
-        for out_stream, lost in nacked.items():
+        # only what happened: a zero count would add a key to counters()
+        self.stats.update({
+            key: count for key, count in (
+                ("nack_received", requests.nacks),
+                ("nack_packets", requests.nack_packets),
+                ("pli_received", requests.keyframe_requests),
+            ) if count
+        })
+        for out_stream in requests.keyframes:
+            publisher = self._source_of(out_stream)
+            effect = self.effects.get(publisher.id) if publisher is not None else None
+            if effect is not None:
+                effect.force_keyframe = True  # our encoder makes it
+            elif publisher is not None:
+                self.request_keyframe(publisher.id)
+        for out_stream, lost in requests.nacked.items():
             answer = session.nack_budget.admit(lost, now)
             self.stats["nack_duplicate"] += answer.duplicates
             self.stats["nack_over_budget"] += answer.over_budget
-            missing = router.resend(out_stream, answer.resend, now) if answer.resend else []
+            missing = self._router.resend(out_stream, answer.resend, now) if answer.resend else []
             if missing:
                 self._relay_nack(out_stream, missing)
 
+    def _source_of(self, out_stream: int) -> Session | None:
+        """The publisher whose media `out_stream` carries now, if any."""
+        source = self._router.out_stats(out_stream)["source_peer"]
+        return self._by_peer.get(source) if source is not None else None
+
     def _relay_nack(self, out_stream: int, publisher_seqs: list[int]) -> None:
         """Ask the publisher again for packets that never reached us."""
-        source = self._router.out_stats(out_stream)
-        publisher = self._by_peer.get(source["source_peer"]) if source["source_peer"] is not None else None
+        publisher = self._source_of(out_stream)
         if publisher is None or publisher.state is not SessionState.CONNECTED:
             return
-        packet = rtcp.build_nack(publisher.rtcp_ssrc, int(source["source_ssrc"]), publisher_seqs)
-        self._router.send_rtcp(publisher.peer, packet)
+        source_ssrc = int(self._router.out_stats(out_stream)["source_ssrc"])
+        packet = rtcp.build_nack(publisher.rtcp_ssrc, source_ssrc, publisher_seqs)
+        self._send_rtcp(publisher, packet)
         self.stats["nack_relayed"] += len(publisher_seqs)
 
     # ---- timers ----------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        assert self._loop is not None
-        self._timer = self._loop.call_at(self._loop.time() + TICK, self._on_timer)
-
-    def _on_timer(self) -> None:
-        now = self._now()
+    def handle_timer(self, now: float) -> None:
+        """The 0.1 s tick: ICE consent, handshake and media timeouts, DTLS
+        retransmissions, held-back keyframe requests, the 1 s RTCP reports. Runs
+        whenever called; the next is due TICK after `now` (get_timer)."""
         try:
             self.ice.handle_timer(now)
             self._service_ice(now)
@@ -687,61 +643,18 @@ class Sfu:
         except Exception:
             logger.exception("SFU timer failed")
         finally:
-            self._schedule()
+            self._next_tick = now + TICK
 
     def _send_reports(self, session: Session, now: float) -> None:
         """RR (+REMB) for what the peer sends us, SR for what we send it."""
         router = self._router
-        blocks = []
-        for stream in router.in_stats(session.peer):
-            ssrc = int(stream["ssrc"])
-            stats = session.reception.get(ssrc)
-            if stats is None:
-                stats = session.reception[ssrc] = rtcp.ReceptionStats(ssrc, int(stream["base_seq"]))
-            last_sr = session.last_sr.get(ssrc)
-            blocks.append(
-                stats.report(
-                    ext_highest_seq=int(stream["ext_highest_seq"]),
-                    received=int(stream["received"]),
-                    jitter=int(stream["jitter"]),
-                    now=now,
-                    last_sr=last_sr[0] if last_sr else None,
-                    last_sr_at=last_sr[1] if last_sr else None,
-                )
-            )
-        if blocks:
-            # REMB: what this publisher's subscribers can take, within our ceiling
-            bitrate = self.config.max_bitrate
-            for sub_id in session.subscribers:
-                sub = self.sessions.get(sub_id)
-                if sub is not None and sub.remb_bitrate:
-                    bitrate = min(bitrate, sub.remb_bitrate)
-            ssrcs = [b.ssrc for b in blocks]
+        subscribers = (self.sessions.get(sub_id) for sub_id in session.subscribers)
+        bitrate = remb_bitrate((s for s in subscribers if s is not None), self.config.max_bitrate)
+        report = receiver_report(session, router, bitrate, now)
+        if report is not None:
             effect = self.effects.get(session.id)
             if effect is not None:
                 effect.set_bitrate(bitrate)  # our encoder follows the subscribers too
-            packet = rtcp.build_receiver_report(session.rtcp_ssrc, blocks, remb=(bitrate, ssrcs))
-            router.send_rtcp(session.peer, packet)
-        wall = time.time()
-        for track in session.tracks.values():
-            if track.out_stream is None:
-                continue
-            out = router.out_stats(track.out_stream)
-            if not out["started"]:
-                continue
-            rtp_ts = (
-                int(out["last_timestamp"])
-                + int((now - float(out["last_time"])) * int(out["clock_rate"]))
-            ) & 0xFFFFFFFF
-            packet = rtcp.build_sender_report(
-                int(out["ssrc"]),
-                rtcp.ntp_from_unix(wall),
-                rtp_ts,
-                int(out["packets"]) & 0xFFFFFFFF,
-                int(out["octets"]) & 0xFFFFFFFF,
-            )
-            router.send_rtcp(session.peer, packet)
-
-
-def _random_ssrc() -> int:
-    return secrets.randbits(32) or 1
+            self._send_rtcp(session, report)
+        for packet in sender_reports(session, router, now, time.time()):
+            self._send_rtcp(session, packet)

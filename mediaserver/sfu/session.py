@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from mediaserver.sfu.address import Address
 from mediaserver.sfu.dtls import DtlsEndpoint
 from mediaserver.sfu.nack import NackBudget
-from mediaserver.sfu.router import Codec
 from mediaserver.sfu.rtcp import ReceptionStats
+from mediaserver.sfu.sdp import Codec
 
-Address = tuple[str, int]
 
 
 class SessionState(enum.Enum):

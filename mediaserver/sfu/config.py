@@ -1,0 +1,46 @@
+"""The Sfu's settings and the per-session memory they imply (server-full limits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CACHE_BYTES_PER_PACKET = 1536 + 2 + 2 + 1 + 8
+"""One NACK cache entry: CACHE_SLOT (ext/mediaserver._rtp.pxd) plus its length,
+sequence number, resend count and last resend time (cache_init there)."""
+
+
+@dataclass
+class SfuConfig:
+    """How the Sfu listens, what it admits, and its timeouts and rate limits."""
+
+    host: str = "0.0.0.0"
+    udp_port: int = 0
+    announced_ip: str = "127.0.0.1"
+    """Address put in the SDP candidate: what peers send media to."""
+    consent_timeout: float = 30.0
+    """A peer that sends no valid STUN for this long is dropped (RFC 7675)."""
+    max_peers: int = 4096
+    cache_packets: int = 512
+    """Packets kept per outbound stream for NACK (a power of two)."""
+    max_media_memory: int = 0
+    """Bytes of NACK caches the sessions may commit (0: no bound); a session past
+    it is refused "server full"."""
+    max_bitrate: int = 2_500_000
+    """Ceiling of the REMB we send publishers, bits/s."""
+    keyframe_interval: float = 0.5
+    """At most one PLI per publisher stream per this many seconds."""
+    effects_workers: int = 2
+    """Threads decoding, processing and encoding video for effects."""
+    max_effect_streams: int = 8
+    """Publishers with an opt-in effect on at once; more get EffectsBusy."""
+    max_cover_streams: int = 64
+    """Publishers whose face the server covers (mutual reveal) at once, apart from
+    the opt-in effects so that those cannot use up the covers; more get EffectsBusy."""
+    media_timeout: float = 4.0
+    """A connected peer that sends no SRTP/SRTCP for this long is closed: its
+    media died (browsers send RTCP every second or so, audio 50 times a second),
+    and its partner learns it within 5 s."""
+    handshake_timeout: float = 30.0
+    """A session not connected (ICE + DTLS) this long after its offer is closed,
+    even if its peer keeps STUN and a DTLS handshake half-open: an attacker with
+    an answer cannot hold a handshake slot forever."""
