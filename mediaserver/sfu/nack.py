@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mediaserver.signalling.protocol import TokenBucket
+from mediaserver.rate_limit import TokenBucket
 
 MAX_PER_NACK = 64
 "Sequence numbers answered from one RTCP datagram, per stream."

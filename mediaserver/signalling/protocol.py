@@ -7,12 +7,13 @@ the same validation, so the rest of the server never sees the encoding.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+
+from mediaserver.rate_limit import TokenBucket
 
 VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
@@ -201,27 +202,6 @@ def video_withheld(whose: str) -> Message:
 
 
 # ---- rate limits --------------------------------------------------------------
-
-
-class TokenBucket:
-    """`rate` events per second on average, bursts up to `burst`; time passed in."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = -math.inf
-
-    def allow(self, now: float) -> bool:
-        if self.stamp != -math.inf:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        else:
-            self.tokens = self.burst
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 # per second, burst: generous for people, tight for scripts
