@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mediaserver.rate_limit import TokenBucket
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
 
@@ -75,7 +76,7 @@ class Visitor:
     """The profile signed in with hello's token (never sent to anyone)."""
     conversation: str | None = None
     """Id of the current match's conversation (chat history of opted-in users)."""
-    limits: dict[str, protocol.TokenBucket] = field(default_factory=dict)
+    limits: dict[str, TokenBucket] = field(default_factory=dict)
     queued_at: float = 0.0
     """Hub clock when the visitor last entered the queue (queue-wait metric)."""
     forwarded: tuple[str, str] | None = None
@@ -87,7 +88,7 @@ class Visitor:
     """An offer is being turned into a session (it counts toward the address's)."""
 
     def __post_init__(self) -> None:
-        self.limits = {k: protocol.TokenBucket(*rate) for k, rate in protocol.RATES.items()}
+        self.limits = {k: TokenBucket(*rate) for k, rate in protocol.RATES.items()}
 
 
 def require_partner(v: Visitor, kind: str) -> Partner:
