@@ -25,7 +25,7 @@ from mediaserver.api.schemas import (
     json_response,
     rate_limited,
 )
-from mediaserver.api.wire import PREFIX, field_name, iso, read_json, text_field
+from mediaserver.api.wire import MAX_BODY, PREFIX, field_name, iso, read_json, text_field
 from mediaserver.store import (
     LANGUAGE_MAX,
     MAX_BIO,
@@ -73,19 +73,11 @@ def profile_json(p: Profile) -> dict[str, Any]:
     }
 
 
-# the API's own size bounds on the profile fields, looser than the store's (the store
-# checks them again)
-_API_MAX_USERNAME = 64
-_API_MAX_BIO = 2000
-_API_MAX_INTERESTS = 32
-_API_MAX_INTEREST = 64
-_API_MAX_LANGUAGE = 35
-
-
 def check_field(field: str, value: Any) -> Any:
-    """One profile field, type- and size-checked; the store checks the rest."""
+    """One profile field, type- and size-checked against the store's bounds (the
+    store checks the rest: the username's characters, the age, ...)."""
     if field == "username":
-        return text_field(value, field, _API_MAX_USERNAME, allow_empty=False)
+        return text_field(value, field, USERNAME_MAX, allow_empty=False)
     if field == "date_of_birth":
         text = text_field(value, field, 10, allow_empty=False)
         try:
@@ -98,21 +90,19 @@ def check_field(field: str, value: Any) -> Any:
             ) from None
         return text
     if field == "bio":
-        return text_field(value, field, _API_MAX_BIO)
+        return text_field(value, field, MAX_BIO)
     if field == "language":
         if value is None:
             return None
-        return text_field(value, field, _API_MAX_LANGUAGE, allow_empty=False)
+        return text_field(value, field, LANGUAGE_MAX, allow_empty=False)
     if field == "interests":
         if not isinstance(value, list):
             raise ApiError(422, "invalid", "interests must be a list of strings", field)
-        if len(value) > _API_MAX_INTERESTS:
+        if len(value) > MAX_INTERESTS:
             raise ApiError(
-                422, "invalid", f"interests must hold at most {_API_MAX_INTERESTS} items", field
+                422, "invalid", f"interests must hold at most {MAX_INTERESTS} items", field
             )
-        return [
-            text_field(item, field, _API_MAX_INTEREST, allow_empty=False) for item in value
-        ]
+        return [_interest(item) for item in value]
     if field == "password":
         return text_field(value, field, PASSWORD_MAX, allow_empty=False)
     if field in ("chat_history_consent", "discoverable"):
@@ -120,6 +110,17 @@ def check_field(field: str, value: Any) -> Any:
             raise ApiError(422, "invalid", f"{field} must be true or false", field)
         return value
     raise ApiError(422, "invalid", f"unknown field {field!r}", field)  # pragma: no cover
+
+
+def _interest(item: Any) -> str:
+    # the store measures an interest after stripping it: so do we
+    text = text_field(item, "interests", MAX_BODY, allow_empty=False)
+    if len(text.strip()) > MAX_INTEREST_LEN:
+        raise ApiError(
+            422, "invalid", f"each interest must be at most {MAX_INTEREST_LEN} characters",
+            "interests",
+        )
+    return text
 
 
 def profile_fields(
