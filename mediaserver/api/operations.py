@@ -7,16 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-if TYPE_CHECKING:  # annotations only: the context needs nothing from here
-    from mediaserver.api.context import ApiContext
+from mediaserver.api.context import ApiContext
 
-Handler = Callable[[Request, "ApiContext"], Awaitable[Response]]
+Handler = Callable[[Request, ApiContext], Awaitable[Response]]
 """A plain async handler: the request and the API's shared context."""
 
 
