@@ -14,6 +14,10 @@ from mediaserver.api.errors import ApiError
 PREFIX = "/api/v1"
 MAX_BODY = 16 * 1024
 """Largest request body accepted, in bytes (413 too_large beyond)."""
+MAX_HANDLE = 64
+"""Bound on a username or handle naming an account (sign-in, block, report): looser
+than the store's USERNAME_MAX on purpose, so an over-long one gets the store's own
+answer (invalid credentials, not found) like any other unknown name."""
 
 
 def iso(t: float | None) -> str | None:
@@ -115,9 +119,3 @@ def field_name(key: str) -> str:
     except UnicodeEncodeError:
         return key.encode("utf-8", "replace").decode("utf-8")[:100]
     return key[:100]
-
-
-MAX_HANDLE = 64
-"""Bound on a username or handle naming an account (sign-in, block, report): looser
-than the store's USERNAME_MAX on purpose, so an over-long one gets the store's own
-answer (invalid credentials, not found) like any other unknown name."""
