@@ -64,7 +64,7 @@ def measure_one(kind: str, n: int, path: str) -> dict[str, Any]:
 
     from mediaserver.api import create_api
     from mediaserver.api.limits import UNLIMITED
-    from mediaserver.api.routes import HEAVY_WORKERS, SHARED_WORKERS
+    from mediaserver.api.context import HEAVY_WORKERS, SHARED_WORKERS
     from mediaserver.store import Store
 
     with open(path, "rb") as f:

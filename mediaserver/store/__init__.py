@@ -2,7 +2,21 @@
 
 from mediaserver.store.crypto import load_data_key, load_or_create_data_key
 from mediaserver.store.db import (
+    ACCOUNT_REPORT_REASONS,
+    LANGUAGE_MAX,
+    MAX_BIO,
+    MAX_INTEREST_LEN,
+    MAX_INTERESTS,
+    PASSWORD_MAX,
+    PASSWORD_MIN,
+    REAUTH_WINDOW,
+    RECOVERY_CODES,
+    REQUEST_TYPES,
     SCHEMA_VERSION,
+    THROTTLE_FREE_ACCOUNT,
+    THROTTLE_FREE_ADDRESS,
+    USERNAME_MAX,
+    USERNAME_MIN,
     Conflict,
     Invalid,
     NotFound,
@@ -15,7 +29,21 @@ from mediaserver.store.db import (
 )
 
 __all__ = [
+    "ACCOUNT_REPORT_REASONS",
+    "LANGUAGE_MAX",
+    "MAX_BIO",
+    "MAX_INTEREST_LEN",
+    "MAX_INTERESTS",
+    "PASSWORD_MAX",
+    "PASSWORD_MIN",
+    "REAUTH_WINDOW",
+    "RECOVERY_CODES",
+    "REQUEST_TYPES",
     "SCHEMA_VERSION",
+    "THROTTLE_FREE_ACCOUNT",
+    "THROTTLE_FREE_ADDRESS",
+    "USERNAME_MAX",
+    "USERNAME_MIN",
     "Conflict",
     "Invalid",
     "NotFound",

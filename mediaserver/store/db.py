@@ -69,11 +69,14 @@ PHOTO_PATH = "/api/v1/photos/"  # + a photo's public id: the URL in cards and li
 BROWSE_PAGE = 20
 ACCOUNT_REPORT_REASONS = ("spam", "nudity", "harassment", "underage", "other")
 
-_USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+USERNAME_MIN = 3
+USERNAME_MAX = 32
+_USERNAME = re.compile(rf"[A-Za-z0-9_.-]{{{USERNAME_MIN},{USERNAME_MAX}}}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 MAX_BIO = 500
 MAX_INTERESTS = 10
 MAX_INTEREST_LEN = 32
+LANGUAGE_MAX = 16  # a language tag: 2-16 characters
 MAX_REPORT_REASON = 1000
 MAX_CHAT_TEXT = 10_000
 
@@ -365,7 +368,7 @@ def _validate_language(value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise Invalid("language", "must be a string or null")
-    if not 2 <= len(value) <= 16 or not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+    if not 2 <= len(value) <= LANGUAGE_MAX or not re.fullmatch(r"[A-Za-z0-9_-]+", value):
         raise Invalid("language", "2-16 characters (a language tag such as en or pt-BR)")
     return value
 

@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from mediaserver import logs
 from mediaserver.api import create_api
-from mediaserver.api.routes import MAX_BODY, ROUTE_TABLE
+from mediaserver.api.routes import ROUTE_TABLE
+from mediaserver.api.wire import MAX_BODY
 from mediaserver.store import Store, load_or_create_data_key
 
 API = "/api/v1"

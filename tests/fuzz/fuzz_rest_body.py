@@ -1,4 +1,4 @@
-"""REST request bodies: mediaserver.api.routes.read_json, then profile_fields.
+"""REST request bodies: mediaserver.api.wire.read_json, then profiles.profile_fields.
 
 The fast REST target: the body-parsing functions called directly, no app. Input:
 byte 0 picks the Content-Type (bits 0-1), the Content-Length header (bits 2-3:
@@ -18,7 +18,8 @@ from typing import Any
 
 from tests.fuzz.common import main
 
-routes: Any = None
+wire: Any = None
+profiles: Any = None
 errors: Any = None
 Request: Any = None
 
@@ -32,13 +33,15 @@ STATUSES = {400, 413, 415, 422}
 
 
 def load() -> None:
-    global routes, errors, Request
+    global wire, profiles, errors, Request
     from starlette.requests import Request as StarletteRequest
 
     from mediaserver.api import errors as errors_module
-    from mediaserver.api import routes as routes_module
+    from mediaserver.api import profiles as profiles_module
+    from mediaserver.api import wire as wire_module
 
-    routes, errors, Request = routes_module, errors_module, StarletteRequest
+    wire, profiles, errors = wire_module, profiles_module, errors_module
+    Request = StarletteRequest
 
 
 def _request(flags: int, body: bytes) -> Any:
@@ -86,8 +89,8 @@ def test_one_input(data: bytes) -> None:
     flags, body = data[0], data[1:]
     required = ("username", "date_of_birth") if flags & 0x20 else ()
     try:
-        parsed = _run(routes.read_json(_request(flags, body)))
-        fields = routes.profile_fields(parsed, required)
+        parsed = _run(wire.read_json(_request(flags, body)))
+        fields = profiles.profile_fields(parsed, required)
     except errors.ApiError as exc:
         if exc.status not in STATUSES:
             raise AssertionError(f"status {exc.status} for a body") from exc
