@@ -7,18 +7,15 @@ from typing import Any
 
 from mediaserver.api.limits import RATES
 from mediaserver.api.routes import MAX_BODY, PREFIX, REQUEST_TYPES
-from mediaserver.store.db import (
-    ACCOUNT_REPORT_REASONS,
-    PASSWORD_MAX,
-    PASSWORD_MIN,
-    REAUTH_WINDOW,
-    RECOVERY_CODES,
+from mediaserver.store import PASSWORD_MAX, PASSWORD_MIN, REPORT_REASONS
+from mediaserver.store.auth import REAUTH_WINDOW, RECOVERY_CODES
+from mediaserver.store.photos import MAX_PHOTO_BYTES, MAX_PIXELS, MAX_SIDE, TYPES
+from mediaserver.store.shares import SHARE_TTL
+from mediaserver.store.throttle import (
+    MAX_DEVICE_TOKEN,
     THROTTLE_FREE_ACCOUNT,
     THROTTLE_FREE_ADDRESS,
 )
-from mediaserver.store.photos import MAX_PHOTO_BYTES, MAX_PIXELS, MAX_SIDE, TYPES
-from mediaserver.store.shares import SHARE_TTL
-from mediaserver.store.throttle import MAX_DEVICE_TOKEN
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -492,7 +489,7 @@ def _account_schemas() -> dict[str, Any]:
         "BlockList": _schema({"blocked": {"type": "array", "items": handle}}, ["blocked"], False),
         "ReportCreate": _schema({
             "handle": handle,
-            "reason": {"type": "string", "enum": list(ACCOUNT_REPORT_REASONS)},
+            "reason": {"type": "string", "enum": list(REPORT_REASONS)},
         }, ["handle", "reason"]),
         "Report": _schema({
             "id": {"type": "string", "description": "What an operator confirms"},

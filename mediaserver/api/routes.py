@@ -33,11 +33,15 @@ from mediaserver.api.errors import (
     http_error_handler,
     internal_error_handler,
 )
-from mediaserver.store import Conflict, Invalid, NotFound, Store, StoreError
-from mediaserver.store.db import (
-    ACCOUNT_REPORT_REASONS,
+from mediaserver.store import (
+    REPORT_REASONS,
+    Conflict,
+    Invalid,
+    NotFound,
     PrivacyRequest,
     Profile,
+    Store,
+    StoreError,
     Throttled,
     Unauthorized,
 )
@@ -677,9 +681,9 @@ def create_api(
             await read_json(request), {"handle": MAX_USERNAME, "reason": 32},
             ("handle", "reason"),
         )
-        if body["reason"] not in ACCOUNT_REPORT_REASONS:
+        if body["reason"] not in REPORT_REASONS:
             raise ApiError(
-                422, "invalid", f"reason must be one of {', '.join(ACCOUNT_REPORT_REASONS)}",
+                422, "invalid", f"reason must be one of {', '.join(REPORT_REASONS)}",
                 "reason",
             )
         report_id = await call(store.report_account, profile.id, body["handle"], body["reason"])

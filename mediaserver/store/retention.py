@@ -13,7 +13,8 @@ import sys
 import time
 
 from mediaserver.store.crypto import load_data_key
-from mediaserver.store.db import Store, StoreError
+from mediaserver.store.db import Store
+from mediaserver.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from mediaserver.store import (
     load_data_key,
     load_or_create_data_key,
 )
-from mediaserver.store import db as dbmod
+from mediaserver.store.core import hash_token
+from mediaserver.store.schema import migrate
 from tests.support import ROOT
 
 DAY = 86400.0
@@ -98,7 +99,7 @@ def test_migrations_rerun_idempotently(path, clock):
         assert s.get_profile(p.id).username == "alice"
         s.close()
     conn = sqlite3.connect(path)
-    assert dbmod.migrate(conn) == 0
+    assert migrate(conn) == 0
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
@@ -323,9 +324,9 @@ def test_token_auth_and_hashed_at_rest(store, path, clock):
     store.checkpoint()
     data = file_bytes(path)
     assert token.encode() not in data
-    assert dbmod.hash_token(token).encode() in data  # only the sha256 hex is stored
+    assert hash_token(token).encode() in data  # only the sha256 hex is stored
     rows = store._conn.execute("SELECT token_hash FROM tokens").fetchall()
-    assert rows == [(dbmod.hash_token(token),)]
+    assert rows == [(hash_token(token),)]
 
 
 def test_last_seen_coalesced_to_a_minute(store, clock):
@@ -601,7 +602,7 @@ def test_export_then_delete_leaves_no_personal_data(path, clock):
     data = file_bytes(path)
     assert os.path.getsize(path + "-wal") == 0 if os.path.exists(path + "-wal") else True
     needles = [username, bio, "a bio that is only mine", "xylophonics", "reported-for-qqq",
-               p.id, token, dbmod.hash_token(token)]
+               p.id, token, hash_token(token)]
     for needle in needles:
         assert needle.encode() not in data, needle
         assert needle.upper().encode() not in data or needle.upper() == needle
