@@ -12,7 +12,7 @@ from mediaserver.store import (
     Profile,
 )
 from mediaserver.store.core import hash_token
-from tests.support.store import T0, file_bytes, make
+from tests.support.store import file_bytes, make
 
 
 # -- profiles ---------------------------------------------------------------------------
