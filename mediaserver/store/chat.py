@@ -45,6 +45,8 @@ class ChatStore(StoreCore):
     def store_chat_message(
         self, user_id: str, conversation_id: str, sender: str, text: str
     ) -> bool:
+        """Keep one chat message, sealed; returns False (nothing kept) without
+        the user's consent or after an opt-out."""
         if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 128:
             raise Invalid("conversation_id", "1-128 characters")
         if not isinstance(sender, str) or len(sender) > 128:
@@ -67,11 +69,13 @@ class ChatStore(StoreCore):
             return True
 
     def chat_history(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's kept messages, decrypted, oldest first."""
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
             return read_chat_history(conn, self._key, user_id)
 
     def record_report(self, reporter_user_id: str, reason: str) -> None:
+        """Record a report filed from a conversation (free-text reason)."""
         if not isinstance(reason, str) or not 1 <= len(reason) <= MAX_REPORT_REASON:
             raise Invalid("reason", f"1-{MAX_REPORT_REASON} characters")
         with self._tx() as conn:

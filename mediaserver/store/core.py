@@ -38,6 +38,8 @@ PHOTO_PATH = "/api/v1/photos/"  # + a photo's public id: the URL in cards and li
 
 @dataclass(frozen=True)
 class Profile:
+    """A profile as the API shows it to its owner (never the password or TOTP secret)."""
+
     id: str
     username: str
     date_of_birth: str
@@ -133,6 +135,7 @@ class StoreCore:
     # -- plumbing -----------------------------------------------------------------
 
     def close(self) -> None:
+        """Checkpoint the WAL into the main file and close; closing again is a no-op."""
         with self._lock:
             if self._closed:
                 return

@@ -26,6 +26,8 @@ EXPORT_RETENTION_SECONDS = 30 * DAY  # a completed access export is kept this lo
 
 @dataclass(frozen=True)
 class PrivacyRequest:
+    """A privacy request; `export` is the access export, once completed."""
+
     id: str
     type: str
     status: str
@@ -36,12 +38,11 @@ class PrivacyRequest:
     export: dict[str, Any] | None
 
 
-
-
 class PrivacyStore(StoreCore):
     """Consents, privacy requests, the audit log and retention (a part of Store)."""
 
     def record_opt_out(self, user_id: str, source: str) -> None:
+        """Record an opt-out of sale/sharing (`source`: request or gpc), once."""
         if source not in OPT_OUT_SOURCES:
             raise Invalid("source", "must be request or gpc")
         with self._tx() as conn:
@@ -59,6 +60,8 @@ class PrivacyStore(StoreCore):
             )
 
     def set_chat_history_consent(self, user_id: str, granted: bool) -> None:
+        """Grant or withdraw consent to keeping chat history; withdrawing it
+        deletes the stored chat."""
         granted = validate_bool("granted", granted)
         with self._tx() as conn:
             self._get_profile(conn, user_id)
@@ -83,6 +86,8 @@ class PrivacyStore(StoreCore):
         )
 
     def submit_request(self, user_id: str, type: str) -> PrivacyRequest:
+        """A new privacy request of `type` (REQUEST_TYPES), verified by the bearer
+        token it came with; due REQUEST_DUE_SECONDS later."""
         if type not in REQUEST_TYPES:
             raise Invalid("type", "must be one of " + ", ".join(REQUEST_TYPES))
         with self._tx() as conn:
@@ -116,6 +121,7 @@ class PrivacyStore(StoreCore):
         return self._request(row)
 
     def get_request(self, user_id: str, request_id: str) -> PrivacyRequest:
+        """One of the user's requests, with its export once completed."""
         with self._tx(write=False) as conn:
             return self._get_request(conn, user_id, request_id)
 
@@ -235,6 +241,7 @@ class PrivacyStore(StoreCore):
             self._audit(conn, request_id, "rejected")
 
     def audit_log(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        """The audit log (all of it, or one request's), oldest first."""
         with self._tx(write=False) as conn:
             if request_id is None:
                 rows = conn.execute(
@@ -252,6 +259,9 @@ class PrivacyStore(StoreCore):
         ]
 
     def run_retention(self) -> dict[str, int]:
+        """One retention pass: purge old chat, flag inactive accounts, delete those
+        flagged GRACE_SECONDS ago, drop expired exports, sessions, shares and
+        throttle rows. Returns the counts (chat_purged, flagged, deleted)."""
         with self._tx() as conn:
             now = self._now()
             chat_purged = conn.execute(

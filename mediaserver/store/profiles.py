@@ -42,6 +42,12 @@ class ProfileStore(StoreCore):
         discoverable: bool = False,
         password: str | None = None,
     ) -> tuple[Profile, str]:
+        """A new profile and its first token: (profile, token). With a password the
+        token is an expiring session; without, the account's only (lasting) key.
+
+        Raises:
+            Invalid: a field the store refuses (.field names it).
+            Conflict: the username is taken (case-insensitively)."""
         username = validate_username(username)
         dob = self._validate_dob(date_of_birth)
         bio = validate_bio(bio)
@@ -88,6 +94,10 @@ class ProfileStore(StoreCore):
             return self._get_profile(conn, user_id), token
 
     def authenticate(self, token: str) -> Profile:
+        """The profile a token belongs to; being seen clears an inactivity flag.
+
+        Raises:
+            NotFound: unknown or expired token."""
         if not isinstance(token, str) or not token:
             raise NotFound("unknown token")
         with self._tx() as conn:
@@ -118,6 +128,7 @@ class ProfileStore(StoreCore):
         return age_on(profile.date_of_birth, self._today())
 
     def get_profile(self, user_id: str) -> Profile:
+        """The profile by id (NotFound if there is none)."""
         with self._tx(write=False) as conn:
             return self._get_profile(conn, user_id)
 
@@ -130,6 +141,8 @@ class ProfileStore(StoreCore):
     """Fields whose old value is personal data: overwriting one scrubs the WAL."""
 
     def update_profile(self, user_id: str, **fields: Any) -> Profile:
+        """Change the given fields (_UPDATABLE); returns the updated profile.
+        Overwritten personal data and withdrawn chat are scrubbed from the WAL."""
         for name in fields:
             if name not in self._UPDATABLE:
                 raise Invalid(name, "unknown field")
@@ -175,7 +188,8 @@ class ProfileStore(StoreCore):
         return after
 
     def delete_user(self, user_id: str) -> None:
+        """Delete the account and all its data now (the audit log keeps an entry
+        without personal data)."""
         with self._tx() as conn:
             self._delete_user(conn, user_id, reason="profile_delete", request_id=None)
         self._scrub_wal()
-

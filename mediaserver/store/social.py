@@ -81,6 +81,7 @@ class SocialStore(StoreCore):
         return open_photo(self._key, user_id, nonce, ciphertext)
 
     def get_photo(self, user_id: str) -> bytes:
+        """The user's own photo (NotFound if none)."""
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
             row = conn.execute(
@@ -116,6 +117,7 @@ class SocialStore(StoreCore):
                 raise NotFound("no such share")
 
     def delete_photo(self, user_id: str) -> None:
+        """Delete the user's photo; its listing and shared URLs stop working."""
         with self._tx() as conn:
             self._get_profile(conn, user_id)
             if not conn.execute("DELETE FROM photos WHERE user_id = ?", (user_id,)).rowcount:
@@ -153,6 +155,7 @@ class SocialStore(StoreCore):
             )
 
     def unblock(self, user_id: str, handle: str) -> None:
+        """Lift a block the user made (NotFound if there was none)."""
         with self._tx() as conn:
             me = self._get_profile(conn, user_id)
             other = self._user_by_handle(conn, handle, "handle", me)
@@ -162,6 +165,7 @@ class SocialStore(StoreCore):
                 raise NotFound("not blocked")
 
     def blocked_handles(self, user_id: str) -> list[str]:
+        """Handles the user has blocked, in the order blocked."""
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
             return blocked_handles(conn, user_id)
