@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return retention_main(args[1:])
     if args[:1] == ["accounts"]:  # `mediaserver accounts confirm-underage ID`, operators
-        from mediaserver.store.accounts import main as accounts_main
+        from mediaserver.store.operator_cli import main as accounts_main
 
         return accounts_main(args[1:])
     config = parse_config(args)

@@ -20,7 +20,7 @@ from mediaserver.api.schemas import (
     rate_limited,
 )
 from mediaserver.api.wire import MAX_HANDLE, json_fields, read_json
-from mediaserver.store import ACCOUNT_REPORT_REASONS
+from mediaserver.store import REPORT_REASONS
 
 MAX_REASON = 32
 """Bound on the reason as sent (the store's reasons are shorter)."""
@@ -28,7 +28,7 @@ MAX_REASON = 32
 ENDPOINTS = Endpoints(schemas={
     "ReportCreate": object_schema({
         "handle": HANDLE,
-        "reason": {"type": "string", "enum": list(ACCOUNT_REPORT_REASONS)},
+        "reason": {"type": "string", "enum": list(REPORT_REASONS)},
     }, ["handle", "reason"]),
     "Report": object_schema({
         "id": {"type": "string", "description": "What an operator confirms"},
@@ -54,9 +54,9 @@ async def report_account(request: Request, ctx: ApiContext) -> Response:
         await read_json(request), {"handle": MAX_HANDLE, "reason": MAX_REASON},
         ("handle", "reason"),
     )
-    if body["reason"] not in ACCOUNT_REPORT_REASONS:
+    if body["reason"] not in REPORT_REASONS:
         raise ApiError(
-            422, "invalid", f"reason must be one of {', '.join(ACCOUNT_REPORT_REASONS)}",
+            422, "invalid", f"reason must be one of {', '.join(REPORT_REASONS)}",
             "reason",
         )
     report_id = await ctx.call(

@@ -7,7 +7,8 @@ from typing import Any
 
 from mediaserver.api.limits import RATES
 from mediaserver.api.wire import MAX_BODY
-from mediaserver.store import PASSWORD_MAX, REAUTH_WINDOW
+from mediaserver.store import PASSWORD_MAX
+from mediaserver.store.auth import REAUTH_WINDOW
 
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}

@@ -28,14 +28,13 @@ from mediaserver.api.schemas import (
 )
 from mediaserver.api.wire import MAX_HANDLE, has_body, iso, json_fields, read_json
 from mediaserver.client_address import address_key, connection_ip
-from mediaserver.store import (
-    PASSWORD_MAX,
-    PASSWORD_MIN,
-    RECOVERY_CODES,
+from mediaserver.store import PASSWORD_MAX, PASSWORD_MIN
+from mediaserver.store.auth import RECOVERY_CODES
+from mediaserver.store.throttle import (
+    MAX_DEVICE_TOKEN,
     THROTTLE_FREE_ACCOUNT,
     THROTTLE_FREE_ADDRESS,
 )
-from mediaserver.store.throttle import MAX_DEVICE_TOKEN
 
 MAX_CODE = 64
 """Bound on a TOTP or recovery code as sent."""

@@ -1,47 +1,46 @@
-"""SQLite storage, privacy requests and retention (see mediaserver/store/db.py)."""
+"""SQLite storage, privacy requests and retention: `Store` (store/db.py) is the one
+object the server holds; each domain lives in its own module (profiles, auth,
+privacy, social, chat), every error in store/errors.py, the limits the REST layer
+and the signalling protocol share in store/limits.py."""
 
+from mediaserver.store.core import Profile
 from mediaserver.store.crypto import load_data_key, load_or_create_data_key
-from mediaserver.store.db import (
-    ACCOUNT_REPORT_REASONS,
+from mediaserver.store.db import Store
+from mediaserver.store.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    StoreError,
+    Throttled,
+    Unauthorized,
+)
+from mediaserver.store.limits import (
     LANGUAGE_MAX,
+    LANGUAGE_MIN,
     MAX_BIO,
     MAX_INTEREST_LEN,
     MAX_INTERESTS,
     PASSWORD_MAX,
     PASSWORD_MIN,
-    REAUTH_WINDOW,
-    RECOVERY_CODES,
+    REPORT_REASONS,
     REQUEST_TYPES,
-    SCHEMA_VERSION,
-    THROTTLE_FREE_ACCOUNT,
-    THROTTLE_FREE_ADDRESS,
     USERNAME_MAX,
     USERNAME_MIN,
-    Conflict,
-    Invalid,
-    NotFound,
-    PrivacyRequest,
-    Profile,
-    Store,
-    StoreError,
-    Throttled,
-    Unauthorized,
 )
+from mediaserver.store.privacy import PrivacyRequest
+from mediaserver.store.schema import SCHEMA_VERSION
 
 __all__ = [
-    "ACCOUNT_REPORT_REASONS",
     "LANGUAGE_MAX",
+    "LANGUAGE_MIN",
     "MAX_BIO",
-    "MAX_INTEREST_LEN",
     "MAX_INTERESTS",
+    "MAX_INTEREST_LEN",
     "PASSWORD_MAX",
     "PASSWORD_MIN",
-    "REAUTH_WINDOW",
-    "RECOVERY_CODES",
+    "REPORT_REASONS",
     "REQUEST_TYPES",
     "SCHEMA_VERSION",
-    "THROTTLE_FREE_ACCOUNT",
-    "THROTTLE_FREE_ADDRESS",
     "USERNAME_MAX",
     "USERNAME_MIN",
     "Conflict",

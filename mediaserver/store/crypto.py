@@ -8,14 +8,10 @@ import stat
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from mediaserver.store.errors import StoreError
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
-
-
-def _store_error(message: str) -> Exception:
-    from mediaserver.store.db import StoreError
-
-    return StoreError(message)
 
 
 def load_data_key(path: str) -> bytes:
@@ -23,15 +19,15 @@ def load_data_key(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        raise _store_error(f"data key file {path!r} does not exist") from None
+        raise StoreError(f"data key file {path!r} does not exist") from None
     except OSError as exc:
-        raise _store_error(f"cannot open data key file {path!r}: {exc.strerror}") from None
+        raise StoreError(f"cannot open data key file {path!r}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _store_error(f"data key file {path!r} is not a regular file")
+            raise StoreError(f"data key file {path!r} is not a regular file")
         if st.st_mode & 0o077:
-            raise _store_error(
+            raise StoreError(
                 f"data key file {path!r} has permissions {stat.S_IMODE(st.st_mode):04o}: "
                 "it must not be readable or writable by group or others (chmod 600)"
             )
@@ -39,7 +35,7 @@ def load_data_key(path: str) -> bytes:
     finally:
         os.close(fd)
     if len(data) != KEY_BYTES:
-        raise _store_error(
+        raise StoreError(
             f"data key file {path!r} holds {len(data) if len(data) <= KEY_BYTES else 'more than 32'}"
             f" bytes; a data key is exactly {KEY_BYTES} bytes"
         )
@@ -54,7 +50,7 @@ def load_or_create_data_key(path: str) -> bytes:
     except FileExistsError:
         return load_data_key(path)
     except OSError as exc:
-        raise _store_error(f"cannot create data key file {path!r}: {exc.strerror}") from None
+        raise StoreError(f"cannot create data key file {path!r}: {exc.strerror}") from None
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
         written = 0
@@ -84,4 +80,4 @@ def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byte
     try:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
-        raise _store_error("stored data does not decrypt with this data key") from None
+        raise StoreError("stored data does not decrypt with this data key") from None

@@ -11,15 +11,90 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import TYPE_CHECKING
+from dataclasses import asdict
+from typing import Any
 
 from mediaserver.store import crypto
+from mediaserver.store.chat import read_chat_history
+from mediaserver.store.core import StoreCore
+from mediaserver.store.errors import NotFound, StoreError
+from mediaserver.store.social import blocked_handles, photo_export
 
-if TYPE_CHECKING:
-    from mediaserver.store.db import Store
+
+def export_aad(user_id: str, request_id: str) -> bytes:
+    return b"export\x00" + user_id.encode() + b"\x00" + request_id.encode()
 
 
-def complete_exports(store: Store) -> int:
+def build_export(store: StoreCore, conn: sqlite3.Connection, user_id: str) -> dict[str, Any]:
+    """Everything the store holds about the user, decrypted (an access request's
+    answer), read on `conn`."""
+    profile = store._get_profile(conn, user_id)
+    flagged_at = conn.execute(
+        "SELECT flagged_at FROM users WHERE id = ?", (user_id,)
+    ).fetchone()[0]
+    consents = [
+        {"kind": kind, "granted": bool(granted), "source": source, "at": at}
+        for kind, granted, source, at in conn.execute(
+            "SELECT kind, granted, source, at FROM consents WHERE user_id = ?"
+            " ORDER BY at, id",
+            (user_id,),
+        )
+    ]
+    reports = [
+        {"reason": reason, "at": at}
+        for reason, at in conn.execute(
+            "SELECT reason, at FROM reports WHERE reporter_user_id = ? ORDER BY at, id",
+            (user_id,),
+        )
+    ]
+    requests = [
+        {"id": rid, "type": rtype, "status": status, "received_at": received,
+         "due_at": due, "completed_at": completed, "reason": reason}
+        for rid, rtype, status, received, due, completed, reason in conn.execute(
+            "SELECT id, type, status, received_at, due_at, completed_at, reason"
+            " FROM privacy_requests WHERE user_id = ? ORDER BY received_at, rowid",
+            (user_id,),
+        )
+    ]
+    reports += [
+        {"reason": reason, "at": at}
+        for reason, at in conn.execute(
+            "SELECT reason, at FROM account_reports WHERE reporter_user_id = ?"
+            " ORDER BY at, id",
+            (user_id,),
+        )
+    ]
+    return {
+        "generated_at": store._now(),
+        "profile": {**asdict(profile), "inactivity_flagged_at": flagged_at},
+        "photo": photo_export(conn, store._key, user_id),
+        "blocked_handles": blocked_handles(conn, user_id),
+        "sessions": [
+            {"created_at": created, "expires_at": expires}
+            for created, expires in conn.execute(
+                "SELECT created_at, expires_at FROM tokens WHERE user_id = ?"
+                " ORDER BY created_at",
+                (user_id,),
+            )
+        ],
+        "two_factor": {
+            "enabled": profile.two_factor,
+            "recovery_codes_left": conn.execute(
+                "SELECT COUNT(*) FROM recovery_codes WHERE user_id = ? AND used_at IS NULL",
+                (user_id,)).fetchone()[0],
+        },
+        "consents": {
+            "chat_history_consent": profile.chat_history_consent,
+            "opted_out": profile.opted_out,
+            "history": consents,
+        },
+        "chat_history": read_chat_history(conn, store._key, user_id),
+        "reports_filed": reports,
+        "privacy_requests": requests,
+    }
+
+
+def complete_exports(store: StoreCore) -> int:
     """Complete the verified access requests that are next in their user's queue;
     returns how many. A request whose
     account is deleted meanwhile is left to process_pending (which rejects it)."""
@@ -37,8 +112,6 @@ def complete_exports(store: Store) -> int:
         ).fetchall()
     if not pending:
         return 0
-    from mediaserver.store.db import NotFound
-
     done = 0
     reader = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False,
                              timeout=10.0)
@@ -47,13 +120,13 @@ def complete_exports(store: Store) -> int:
         for request_id, user_id in pending:
             reader.execute("BEGIN")  # one snapshot per export
             try:
-                export = store._export(reader, user_id)
+                export = build_export(store, reader, user_id)
             except NotFound:
                 continue
             finally:
                 reader.execute("ROLLBACK")
             nonce, ciphertext = crypto.seal(
-                store._key, json.dumps(export).encode(), store._export_aad(user_id, request_id)
+                store._key, json.dumps(export).encode(), export_aad(user_id, request_id)
             )
             with store._tx() as conn:
                 updated = conn.execute(
@@ -68,8 +141,6 @@ def complete_exports(store: Store) -> int:
                                  reports=len(export["reports_filed"]))
             done += updated
     except sqlite3.Error as exc:
-        from mediaserver.store.db import StoreError
-
         raise StoreError(f"database error: {exc}") from None
     finally:
         reader.close()

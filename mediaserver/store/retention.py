@@ -1,34 +1,18 @@
 """Retention: `python -m mediaserver.store.retention --db PATH --data-key-file PATH
---run-once` (also `mediaserver retention --run-once`), for cron; and a loop the server
-can run on a timer."""
+--run-once` (also `mediaserver retention --run-once`), for cron, or without
+--run-once a pass every --interval seconds."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import os
 import sys
 import time
 
 from mediaserver.store.crypto import load_data_key
-from mediaserver.store.db import Store, StoreError
-
-log = logging.getLogger(__name__)
-
-
-async def retention_loop(store: Store, interval: float = 3600.0) -> None:
-    """Run retention (and complete pending privacy requests' due work) every `interval`
-    seconds, in a worker thread, until cancelled."""
-    while True:
-        try:
-            counts = await asyncio.to_thread(store.run_retention)
-            if any(counts.values()):
-                log.info("retention: %s", counts)
-        except StoreError:
-            log.exception("retention failed")
-        await asyncio.sleep(interval)
+from mediaserver.store.db import Store
+from mediaserver.store.errors import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:

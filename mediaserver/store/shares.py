@@ -1,5 +1,5 @@
 """Who may see whose photo: per-share photo capabilities and the age line. SQL helpers
-the Store calls inside its own transactions (db.py is big enough).
+the Store's domains (profiles, privacy, social) call inside their own transactions.
 
 A photo reaches other people only by URL (PHOTO_PATH + an unguessable id), of two kinds:
 

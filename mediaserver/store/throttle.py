@@ -44,3 +44,12 @@ def device_id(key: bytes, user_id: str, token: object) -> str | None:
     if not ident or not hmac.compare_digest(mac, _mac(key, user_id, ident)):
         return None
     return ident
+
+# Sign-in throttling: this many failures are free, then each further one doubles the
+# wait (1 s, 2 s, 4 s, ... up to THROTTLE_CAP); failures are forgotten a day after the
+# last one. Per address the allowance is larger (many people share a NAT).
+THROTTLE_FREE_ACCOUNT = 5
+THROTTLE_FREE_ADDRESS = 20
+THROTTLE_BASE = 1.0
+THROTTLE_CAP = 900.0
+THROTTLE_FORGET = 86400.0

@@ -29,13 +29,10 @@ import pytest
 from PIL import Image
 
 from mediaserver.store import Store, load_or_create_data_key
-from mediaserver.store.db import (
-    MIGRATIONS,
-    THROTTLE_FREE_ACCOUNT,
-    THROTTLE_FREE_ADDRESS,
-    Unauthorized,
-    hash_token,
-)
+from mediaserver.store import Unauthorized
+from mediaserver.store.core import hash_token
+from mediaserver.store.schema import MIGRATIONS
+from mediaserver.store.throttle import THROTTLE_FREE_ACCOUNT, THROTTLE_FREE_ADDRESS
 from mediaserver.store.shares import SHARE_TTL
 from tests.support.signalling_client import Client, running_server, start_and_match
 from tests.api.test_api import Server as ApiServer

@@ -21,7 +21,7 @@ from PIL import Image
 
 from mediaserver.api.limits import RATES, Rate, RateLimiter
 from mediaserver.client_address import parse_trusted_proxies
-from mediaserver.store.db import THROTTLE_FREE_ACCOUNT, THROTTLE_FREE_ADDRESS
+from mediaserver.store.throttle import THROTTLE_FREE_ACCOUNT, THROTTLE_FREE_ADDRESS
 from tests.api.test_accounts import PASSWORD, Clock, Server, auth
 from tests.api.test_api import API, assert_error
 

@@ -374,7 +374,7 @@ async def test_sigkill_during_rest_writes_loses_no_acknowledged_write(server_fac
     # the file itself is sound after all those kills
     with sqlite3.connect(server.db) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        # WAL is recorded in the file; synchronous=FULL (db.py) is per connection and
+        # WAL is recorded in the file; synchronous=FULL (store/core.py) is per connection and
         # guards power loss, which a process kill cannot show
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

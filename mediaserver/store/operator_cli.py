@@ -11,7 +11,8 @@ import os
 import sys
 
 from mediaserver.store.crypto import load_data_key
-from mediaserver.store.db import Invalid, NotFound, Store, StoreError
+from mediaserver.store.db import Store
+from mediaserver.store.errors import Invalid, NotFound, StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:

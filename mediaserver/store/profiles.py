@@ -1,0 +1,195 @@
+"""Profiles and their tokens: create, authenticate, read, update, delete."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from mediaserver.store import shares
+from mediaserver.store.core import Profile, StoreCore, hash_token
+from mediaserver.store.errors import Conflict, Invalid, NotFound
+from mediaserver.store.limits import (
+    age_on,
+    validate_bio,
+    validate_bool,
+    validate_dob,
+    validate_interests,
+    validate_language,
+    validate_password,
+    validate_username,
+)
+
+LAST_SEEN_RESOLUTION = 60.0  # authenticate() rewrites last_seen_at at most this often
+
+
+class ProfileStore(StoreCore):
+    """Profiles and their tokens (a part of Store)."""
+
+    def _validate_dob(self, value: object) -> str:
+        return validate_dob(value, self._today(), self.min_age)
+
+    def create_profile(
+        self,
+        username: str,
+        date_of_birth: str,
+        bio: str = "",
+        interests: Iterable[str] = (),
+        language: str | None = None,
+        chat_history_consent: bool = False,
+        discoverable: bool = False,
+        password: str | None = None,
+    ) -> tuple[Profile, str]:
+        """A new profile and its first token: (profile, token). With a password the
+        token is an expiring session; without, the account's only (lasting) key.
+
+        Raises:
+            Invalid: a field the store refuses (.field names it).
+            Conflict: the username is taken (case-insensitively)."""
+        username = validate_username(username)
+        dob = self._validate_dob(date_of_birth)
+        bio = validate_bio(bio)
+        interest_list = validate_interests(
+            list(interests) if isinstance(interests, (set, frozenset)) else interests
+        )
+        language = validate_language(language)
+        consent = validate_bool("chat_history_consent", chat_history_consent)
+        listed = validate_bool("discoverable", discoverable)
+        # hashed before the transaction: the store's lock is not held for Argon2's work
+        password_hash = None if password is None else self.hasher.hash(
+            validate_password(password))
+        user_id = secrets.token_urlsafe(12)
+        token = secrets.token_urlsafe(32)
+        with self._tx() as conn:
+            now = self._now()
+            try:
+                conn.execute(
+                    "INSERT INTO users (id, username, date_of_birth, bio, interests, language,"
+                    " created_at, updated_at, last_seen_at, chat_history_consent,"
+                    " discoverable, password_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (user_id, username, dob, bio, json.dumps(interest_list), language,
+                     now, now, now, int(consent), int(listed), password_hash),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict("username is taken") from None
+            # With a password the account has another way in: the token is a session
+            # like a sign-in's (it expires, a password change ends it). Without one it
+            # is the only key, and does not expire.
+            conn.execute(
+                "INSERT INTO tokens (token_hash, user_id, created_at, kind, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (hash_token(token), user_id, now,
+                 "profile" if password_hash is None else "session",
+                 None if password_hash is None else now + self.session_ttl),
+            )
+            if consent:
+                conn.execute(
+                    "INSERT INTO consents (user_id, kind, granted, source, at)"
+                    " VALUES (?, 'chat_history', 1, 'profile', ?)",
+                    (user_id, now),
+                )
+            return self._get_profile(conn, user_id), token
+
+    def authenticate(self, token: str) -> Profile:
+        """The profile a token belongs to; being seen clears an inactivity flag.
+
+        Raises:
+            NotFound: unknown or expired token."""
+        if not isinstance(token, str) or not token:
+            raise NotFound("unknown token")
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT t.user_id, u.last_seen_at, u.flagged_at, t.expires_at FROM tokens t"
+                " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                (hash_token(token),),
+            ).fetchone()
+            if row is None:
+                raise NotFound("unknown token")
+            user_id, last_seen, flagged_at, expires_at = row
+            now = self._now()
+            if expires_at is not None and expires_at <= now:
+                raise NotFound("expired token")  # retention deletes the row
+            # Seen again: clears an inactivity flag. last_seen_at is only rewritten once
+            # it is LAST_SEEN_RESOLUTION old, so a burst of requests is not a burst of
+            # fsynced writes (retention works in days).
+            if flagged_at is not None or now - last_seen >= LAST_SEEN_RESOLUTION:
+                conn.execute(
+                    "UPDATE users SET last_seen_at = ?, flagged_at = NULL WHERE id = ?",
+                    (now, user_id),
+                )
+            return self._get_profile(conn, user_id)
+
+    def age(self, profile: Profile) -> int:
+        """The profile's age in whole years today (by the store's clock): e.g. for the
+        18+ gate of random video chat when --min-age lets younger accounts in."""
+        return age_on(profile.date_of_birth, self._today())
+
+    def get_profile(self, user_id: str) -> Profile:
+        """The profile by id (NotFound if there is none)."""
+        with self._tx(write=False) as conn:
+            return self._get_profile(conn, user_id)
+
+    _UPDATABLE = (
+        "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent",
+        "discoverable",
+    )
+
+    _PERSONAL = ("username", "bio", "interests", "language", "date_of_birth")
+    """Fields whose old value is personal data: overwriting one scrubs the WAL."""
+
+    def update_profile(self, user_id: str, **fields: Any) -> Profile:
+        """Change the given fields (_UPDATABLE); returns the updated profile.
+        Overwritten personal data and withdrawn chat are scrubbed from the WAL."""
+        for name in fields:
+            if name not in self._UPDATABLE:
+                raise Invalid(name, "unknown field")
+        values: dict[str, Any] = {}
+        if "username" in fields:
+            values["username"] = validate_username(fields["username"])
+        if "bio" in fields:
+            values["bio"] = validate_bio(fields["bio"])
+        if "interests" in fields:
+            values["interests"] = json.dumps(validate_interests(fields["interests"]))
+        if "language" in fields:
+            values["language"] = validate_language(fields["language"])
+        if "date_of_birth" in fields:
+            values["date_of_birth"] = self._validate_dob(fields["date_of_birth"])
+        if "discoverable" in fields:
+            values["discoverable"] = int(validate_bool("discoverable", fields["discoverable"]))
+        consent: bool | None = None
+        if "chat_history_consent" in fields:
+            consent = validate_bool("chat_history_consent", fields["chat_history_consent"])
+        with self._tx() as conn:
+            before = self._get_profile(conn, user_id)
+            if before.discoverable and values.get("discoverable") == 0:
+                # leaving the listing: photo URLs handed out (listed or shared) stop working
+                conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
+                             (secrets.token_urlsafe(16), user_id))
+                shares.revoke_all(conn, user_id)
+            if values:
+                values["updated_at"] = self._now()
+                assignments = ", ".join(f"{name} = ?" for name in values)
+                try:
+                    conn.execute(
+                        f"UPDATE users SET {assignments} WHERE id = ?",
+                        (*values.values(), user_id),
+                    )
+                except sqlite3.IntegrityError:
+                    raise Conflict("username is taken") from None
+            chat_deleted = 0
+            if consent is not None:
+                chat_deleted = self._set_consent(conn, user_id, consent, "profile")
+            after = self._get_profile(conn, user_id)
+        if chat_deleted or any(name in values for name in self._PERSONAL):
+            self._scrub_wal()  # the old values' (or deleted chat's) page images
+        return after
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete the account and all its data now (the audit log keeps an entry
+        without personal data)."""
+        with self._tx() as conn:
+            self._delete_user(conn, user_id, reason="profile_delete", request_id=None)
+        self._scrub_wal()

@@ -1,0 +1,305 @@
+"""The social side: photos (sealed with the data key), blocks, browsing
+discoverable profiles, sharing a profile card, and account reports (underage ones
+for an operator)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import sqlite3
+from typing import Any
+
+from mediaserver.store import crypto, shares
+from mediaserver.store.core import PHOTO_PATH, Profile, StoreCore
+from mediaserver.store.errors import Invalid, NotFound
+from mediaserver.store.limits import (
+    REPORT_REASONS,
+    USERNAME,
+    age_band,
+    age_on,
+    validate_interests,
+    validate_language,
+)
+
+BROWSE_PAGE = 20
+
+
+def photo_aad(user_id: str) -> bytes:
+    return b"photo\x00" + user_id.encode()
+
+
+def open_photo(key: bytes, user_id: str, nonce: bytes, ciphertext: bytes) -> bytes:
+    return crypto.open_sealed(key, nonce, ciphertext, photo_aad(user_id))
+
+
+def photo_export(conn: sqlite3.Connection, key: bytes, user_id: str) -> dict[str, Any] | None:
+    """The user's photo for an access export (decrypted, base64), or None."""
+    row = conn.execute(
+        "SELECT width, height, updated_at, nonce, ciphertext FROM photos WHERE user_id = ?",
+        (user_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return {
+        "content_type": "image/jpeg", "width": row[0], "height": row[1],
+        "updated_at": row[2],
+        "data_base64": base64.b64encode(open_photo(key, user_id, row[3], row[4])).decode(),
+    }
+
+
+def blocked_handles(conn: sqlite3.Connection, user_id: str) -> list[str]:
+    return [row[0] for row in conn.execute(
+        "SELECT u.username FROM blocks b JOIN users u ON u.id = b.blocked_id"
+        " WHERE b.blocker_id = ? ORDER BY b.at, u.username", (user_id,))]
+
+
+class SocialStore(StoreCore):
+    """Photos, blocks, browsing, cards and account reports (a part of Store)."""
+
+    def set_photo(self, user_id: str, jpeg: bytes, width: int, height: int) -> str:
+        """Store an already cleaned photo (mediaserver.store.photos), sealed with the
+        data key; returns its new listing id (a new one per upload: the old one and
+        every shared card's URL stop working)."""
+        public_id = secrets.token_urlsafe(16)
+        nonce, ciphertext = crypto.seal(self._key, jpeg, photo_aad(user_id))
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            conn.execute(
+                "INSERT INTO photos (user_id, public_id, width, height, updated_at, nonce,"
+                " ciphertext) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET"
+                " public_id = excluded.public_id, width = excluded.width,"
+                " height = excluded.height, updated_at = excluded.updated_at,"
+                " nonce = excluded.nonce, ciphertext = excluded.ciphertext",
+                (user_id, public_id, width, height, self._now(), nonce, ciphertext),
+            )
+            shares.revoke_all(conn, user_id)
+        self._scrub_wal()  # the old photo's pages
+        return public_id
+
+    def _open_photo(self, user_id: str, nonce: bytes, ciphertext: bytes) -> bytes:
+        return open_photo(self._key, user_id, nonce, ciphertext)
+
+    def get_photo(self, user_id: str) -> bytes:
+        """The user's own photo (NotFound if none)."""
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            row = conn.execute(
+                "SELECT nonce, ciphertext FROM photos WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound("no photo")
+        return self._open_photo(user_id, row[0], row[1])
+
+    def public_photo(self, public_id: str) -> bytes:
+        """A photo by the id its owner's listing or one shared card carried (see
+        store/shares.py for when each stops working)."""
+        if not isinstance(public_id, str) or not 1 <= len(public_id) <= 64:
+            raise NotFound("no photo")
+        with self._tx(write=False) as conn:
+            row = shares.photo_by_capability(conn, public_id, self._now())
+        if row is None:
+            raise NotFound("no photo")
+        return self._open_photo(*row)
+
+    def photo_shares(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's live card shares: id (its photo URL is PHOTO_PATH + id),
+        created_at, expires_at."""
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            return shares.live_shares(conn, user_id, self._now())
+
+    def withdraw_photo_share(self, user_id: str, share_id: str) -> None:
+        """That shared card's photo URL stops working now."""
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            if not shares.withdraw(conn, user_id, share_id):
+                raise NotFound("no such share")
+
+    def delete_photo(self, user_id: str) -> None:
+        """Delete the user's photo; its listing and shared URLs stop working."""
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            if not conn.execute("DELETE FROM photos WHERE user_id = ?", (user_id,)).rowcount:
+                raise NotFound("no photo")
+            shares.revoke_all(conn, user_id)
+        self._scrub_wal()
+
+    # -- blocks, browsing, cards, reports -----------------------------------------------
+
+    def _user_by_handle(
+        self, conn: sqlite3.Connection, handle: object, field: str, viewer: Profile
+    ) -> str:
+        """The id behind a handle the viewer may know of: one across the age line is
+        answered like an unknown one (adults and minors never learn of each other)."""
+        if not isinstance(handle, str) or not USERNAME.fullmatch(handle):
+            raise Invalid(field, "3-32 characters: letters, digits, _ . -")
+        side, params = shares.same_side("date_of_birth", viewer.date_of_birth, self._today())
+        row = conn.execute(f"SELECT id FROM users WHERE username = ? AND {side}",
+                           (handle, *params)).fetchone()
+        if row is None:
+            raise NotFound("no such handle")
+        return str(row[0])
+
+    def block(self, user_id: str, handle: str) -> None:
+        """An account-level block: neither sees the other in listings, in either
+        direction. Blocking again is a no-op."""
+        with self._tx() as conn:
+            me = self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle", me)
+            if other == user_id:
+                raise Invalid("handle", "you cannot block yourself")
+            conn.execute(
+                "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, at) VALUES (?, ?, ?)",
+                (user_id, other, self._now()),
+            )
+
+    def unblock(self, user_id: str, handle: str) -> None:
+        """Lift a block the user made (NotFound if there was none)."""
+        with self._tx() as conn:
+            me = self._get_profile(conn, user_id)
+            other = self._user_by_handle(conn, handle, "handle", me)
+            if not conn.execute(
+                "DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?", (user_id, other)
+            ).rowcount:
+                raise NotFound("not blocked")
+
+    def blocked_handles(self, user_id: str) -> list[str]:
+        """Handles the user has blocked, in the order blocked."""
+        with self._tx(write=False) as conn:
+            self._get_profile(conn, user_id)
+            return blocked_handles(conn, user_id)
+
+    def _card(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """The public card: handle, photo URL, bio, interests. Nothing else."""
+        return {
+            "handle": row[0],
+            "photo_url": None if row[1] is None else PHOTO_PATH + row[1],
+            "bio": row[2],
+            "interests": list(json.loads(row[3])),
+        }
+
+    def browse(
+        self, viewer_id: str, interest: str | None = None, language: str | None = None,
+        cursor: str | None = None, limit: int = BROWSE_PAGE,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Discoverable profiles for the viewer, most shared interests first (then by
+        id, for stable pages), without anyone blocked either way or across the age
+        line. Returns (cards, the cursor of the next page or None)."""
+        if interest is not None:
+            wanted = validate_interests([interest])
+            interest = wanted[0] if wanted else None
+        if language is not None:
+            language = validate_language(language)
+        after: tuple[int, str] | None = None
+        if cursor is not None:
+            try:
+                shared_text, _, after_id = base64.urlsafe_b64decode(
+                    cursor.encode("ascii") + b"=" * (-len(cursor) % 4)).decode().partition(":")
+                after = (int(shared_text), after_id)
+                if not after_id or after[0] < 0:
+                    raise ValueError
+            except (ValueError, UnicodeError):
+                raise Invalid("cursor", "not a cursor this server gave out") from None
+        with self._tx(write=False) as conn:
+            viewer = self._get_profile(conn, viewer_id)
+            today = self._today()
+            params: list[Any] = [json.dumps(viewer.interests), viewer_id, viewer_id, viewer_id]
+            # adults and minors (--min-age below 18) never list each other
+            side, side_params = shares.same_side(
+                "u.date_of_birth", viewer.date_of_birth, today)
+            where = f" AND {side}"
+            params += side_params
+            if interest is not None:
+                where += " AND EXISTS (SELECT 1 FROM json_each(u.interests) WHERE value = ?)"
+                params.append(interest)
+            if language is not None:
+                where += " AND u.language = ? COLLATE NOCASE"
+                params.append(language)
+            page = ""
+            if after is not None:
+                page = " WHERE shared < ? OR (shared = ? AND id > ?)"
+                params += [after[0], after[0], after[1]]
+            params.append(limit + 1)
+            rows = conn.execute(
+                "SELECT * FROM (SELECT u.username, p.public_id, u.bio, u.interests,"
+                " u.date_of_birth, u.id,"
+                " (SELECT COUNT(*) FROM json_each(u.interests) j"
+                "  WHERE j.value IN (SELECT value FROM json_each(?))) AS shared"
+                " FROM users u LEFT JOIN photos p ON p.user_id = u.id"
+                " WHERE u.discoverable = 1 AND u.id != ?"
+                " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = ?"
+                "  AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = ?))"
+                f"{where}){page} ORDER BY shared DESC, id LIMIT ?",
+                params,
+            ).fetchall()
+        cards = [
+            {**self._card(row), "age_band": age_band(age_on(row[4], today))}
+            for row in rows[:limit]
+        ]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = base64.urlsafe_b64encode(
+                f"{last[6]}:{last[5]}".encode()).decode().rstrip("=")
+        return cards, next_cursor
+
+    def share_profile_card(self, user_id: str) -> dict[str, Any]:
+        """The user's public card for the stranger they are talking to, and the record
+        of that consent. Its photo URL is a capability of this share alone (see
+        store/shares.py), never the listing's."""
+        with self._tx() as conn:
+            profile = self._get_profile(conn, user_id)
+            now = self._now()
+            conn.execute(
+                "INSERT INTO consents (user_id, kind, granted, source, at)"
+                " VALUES (?, 'share_profile', 1, 'signalling', ?)",
+                (user_id, now),
+            )
+            share_id = (None if profile.photo_id is None
+                        else shares.new_share(conn, user_id, now))
+            return self._card((profile.username, share_id, profile.bio,
+                               json.dumps(profile.interests)))
+
+    def report_account(self, reporter_id: str, handle: str, reason: str) -> str:
+        """Report an account by its handle (seen in a listing or a shared card);
+        returns the report id an operator acts on."""
+        if reason not in REPORT_REASONS:
+            raise Invalid("reason", "must be one of " + ", ".join(REPORT_REASONS))
+        report_id = secrets.token_urlsafe(12)
+        with self._tx() as conn:
+            reporter = self._get_profile(conn, reporter_id)
+            reported = self._user_by_handle(conn, handle, "handle", reporter)
+            if reported == reporter_id:
+                raise Invalid("handle", "you cannot report yourself")
+            conn.execute(
+                "INSERT INTO account_reports (id, reported_user_id, reporter_user_id, reason,"
+                " at) VALUES (?, ?, ?, ?, ?)",
+                (report_id, reported, reporter_id, reason, self._now()),
+            )
+        return report_id
+
+    def underage_reports(self) -> list[dict[str, Any]]:
+        """Open `underage` reports, oldest first, for an operator to review."""
+        with self._tx(write=False) as conn:
+            return [
+                {"report_id": rid, "reported_user_id": uid, "at": at}
+                for rid, uid, at in conn.execute(
+                    "SELECT id, reported_user_id, at FROM account_reports"
+                    " WHERE reason = 'underage' ORDER BY at, id")
+            ]
+
+    def confirm_underage(self, report_id: str) -> None:
+        """An operator confirmed an `underage` report: the reported account and all its
+        data go at once; the audit log keeps an entry without personal data."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT reported_user_id, reason FROM account_reports WHERE id = ?",
+                (report_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound("no such report")
+            if row[1] != "underage":
+                raise Invalid("report", f"report is for {row[1]!r}, not underage")
+            self._delete_user(conn, row[0], reason="underage_confirmed", request_id=None)
+        self._scrub_wal()
