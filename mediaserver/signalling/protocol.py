@@ -14,13 +14,13 @@ from typing import Any
 import msgpack
 
 from mediaserver.rate_limit import TokenBucket
+from mediaserver.store import REPORT_REASONS
 
 VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
 CHAT_MAX_CHARS = 1000
 MAX_INTERESTS = 10
 INTEREST_MAX_CHARS = 32
-REPORT_REASONS = ("spam", "nudity", "harassment", "underage", "other")
 
 Message = dict[str, Any]
 

@@ -266,7 +266,9 @@ class SocialStore(StoreCore):
         returns the report id an operator acts on."""
         if reason not in REPORT_REASONS:
             raise Invalid("reason", "must be one of " + ", ".join(REPORT_REASONS))
-        report_id = secrets.token_urlsafe(12)
+        # hex, not urlsafe base64: an id starting with "-" reads as an option to
+        # `mediaserver accounts confirm-underage ID`
+        report_id = secrets.token_hex(12)
         with self._tx() as conn:
             reporter = self._get_profile(conn, reporter_id)
             reported = self._user_by_handle(conn, handle, "handle", reporter)
