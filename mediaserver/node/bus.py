@@ -1,6 +1,7 @@
 """Messages between nodes, and which nodes are alive with what load.
 
-A message is a dict with a type `t`. `send` delivers it to one node (the node
+A message is a dict with a type `t` (one of the bus bodies in messages.py,
+which checks it on the way in and out). `send` delivers it to one node (the node
 itself included: then the handler runs inline, awaited). `request` also waits
 for the handler's reply. Events from one sender reach a node in the order sent
 and are handled one at a time; requests are handled as they come, beside the
@@ -22,10 +23,18 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import msgpack
+from mediaserver.node.messages import (
+    BusEvent,
+    BusReply,
+    BusRequest,
+    body_from_dict,
+    body_to_dict,
+    pack_envelope,
+    unpack_envelope,
+)
+from mediaserver.node.messages import NodeInfo as NodeInfo  # the hub imports it from here
 
 logger = logging.getLogger("mediaserver.node")
 
@@ -44,42 +53,6 @@ def peer_id(node: str) -> str:
 def home_node(peer: str) -> str:
     """The node a peer's WebSocket is on."""
     return peer.rpartition("/")[0]
-
-
-@dataclass
-class NodeInfo:
-    """What a node announces about itself (refreshed every 2 s)."""
-
-    id: str
-    announced_ip: str = "127.0.0.1"
-    udp_port: int = 0
-    sessions: int = 0
-    """Media sessions it holds."""
-    capacity: int = 4096
-    """Media sessions it takes at most."""
-
-    @property
-    def has_room(self) -> bool:
-        return self.sessions + 2 <= self.capacity  # room for a pair
-
-    @property
-    def load(self) -> float:
-        return self.sessions / max(1, self.capacity)
-
-    def encode(self) -> bytes:
-        data: bytes = msgpack.packb(asdict(self))
-        return data
-
-    @classmethod
-    def decode(cls, data: bytes) -> NodeInfo:
-        d = msgpack.unpackb(data)
-        return cls(
-            id=str(d["id"]),
-            announced_ip=str(d["announced_ip"]),
-            udp_port=int(d["udp_port"]),
-            sessions=int(d["sessions"]),
-            capacity=int(d["capacity"]),
-        )
 
 
 class BusError(Exception):
@@ -109,7 +82,7 @@ class Bus(abc.ABC):
     async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
         self._handler = handler
         self._info = info
-        self._spawn(self._consume())
+        self.spawn(self._consume())
 
     @abc.abstractmethod
     def nodes(self) -> dict[str, NodeInfo]:
@@ -135,8 +108,8 @@ class Bus(abc.ABC):
             await self._handler(msg)
             return
         try:
-            await self._publish(node, msgpack.packb({**msg, "from": self.node_id}))
-        except Exception as exc:  # noqa: BLE001 - the bus is down: counted, logged
+            await self._publish(node, pack_envelope(BusEvent(self.node_id, body_from_dict(msg))))
+        except Exception as exc:  # noqa: BLE001 - the bus is down (or no message): counted, logged
             self.dropped += 1
             logger.warning("bus_send_failed", extra={"node": node, "error": str(exc)})
 
@@ -153,7 +126,8 @@ class Bus(abc.ABC):
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[rid] = fut
         try:
-            await self._publish(node, msgpack.packb({**msg, "from": self.node_id, "rid": rid}))
+            request = BusRequest(self.node_id, rid, body_from_dict(msg))
+            await self._publish(node, pack_envelope(request))
             return await asyncio.wait_for(fut, timeout)
         except (asyncio.TimeoutError, OSError, ConnectionError) as exc:
             raise BusError(f"node {node} did not answer {msg.get('t')!r}") from exc
@@ -173,46 +147,46 @@ class Bus(abc.ABC):
                 extra={"reason": reason, "kind": kind, "bytes": size, "count": n},
             )
 
-    def _deliver(self, data: bytes, sender: str | None = None) -> None:
-        """Bytes from the transport: a reply, a request or an event.
+    def receive(self, data: bytes, sender: str | None = None) -> None:
+        """Bytes from the transport: a reply, a request or an event (messages.py);
+        anything else is dropped and counted (`dropped`).
 
         Args:
             sender: the node the transport vouches for (a verified seal): the
                 message must name it in `from`.
         """
         try:
-            msg = msgpack.unpackb(data)
-            if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-                raise ValueError("not a message")
-        except Exception:  # noqa: BLE001 - garbage on the bus: counted
+            envelope = unpack_envelope(data)
+        except ValueError:  # garbage on the bus: counted
             self.dropped += 1
             return
-        if sender is not None and msg.get("from") != sender:
+        if sender is not None and envelope.sender != sender:
             self._reject("misdirected", "bus", len(data))
             return
-        if msg["t"] == "reply":
-            fut = self._replies.get(str(msg.get("rid")))
+        if isinstance(envelope, BusReply):
+            fut = self._replies.get(envelope.request_id)
             if fut is not None and not fut.done():
-                fut.set_result(msg.get("body") or {})
+                fut.set_result(envelope.body)
             return
-        if "rid" in msg:
-            self._spawn(self._answer(msg))
+        if isinstance(envelope, BusRequest):
+            self.spawn(self._answer(envelope))
             return
         try:
-            self._events.put_nowait(msg)
+            self._events.put_nowait(body_to_dict(envelope.body, envelope.sender))
         except asyncio.QueueFull:
             self.dropped += 1
 
-    async def _answer(self, msg: Message) -> None:
+    async def _answer(self, request: BusRequest) -> None:
         assert self._handler is not None
+        msg = body_to_dict(request.body, request.sender)
         try:
             body = await self._handler(msg)
         except Exception as exc:  # noqa: BLE001 - the asker gets the error
             logger.exception("bus request %s failed", msg.get("t"))
             body = {"error": str(exc)}
-        reply = {"t": "reply", "rid": msg["rid"], "body": body or {}, "from": self.node_id}
+        reply = BusReply(self.node_id, request.request_id, body or {})
         with contextlib.suppress(Exception):
-            await self._publish(str(msg.get("from")), msgpack.packb(reply))
+            await self._publish(request.sender, pack_envelope(reply))
 
     async def _consume(self) -> None:
         assert self._handler is not None
@@ -223,7 +197,8 @@ class Bus(abc.ABC):
             except Exception:
                 logger.exception("bus event %s failed", msg.get("t"))
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run `coro` as a task of the bus's: cancelled when the bus closes."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -60,9 +60,13 @@ def _message(cls: type[M]) -> type[M]:
 # ---- node registry ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class NodeInfo:
-    """What a node announces about itself (refreshed every 2 s)."""
+    """What a node announces about itself (refreshed every 2 s).
+
+    Not frozen, unlike the messages: the hub counts a session it places on a
+    node at once (`sessions += 1`), before that node's next report.
+    """
 
     id: str
     """The node's id (letters, digits, `_.-`)."""
@@ -421,8 +425,8 @@ class Enqueue(NodeMessage):
     """Who it is for reports."""
     interests: tuple[str, ...]
     """Its interests, sorted."""
-    language: str
-    """Its language ("" if any)."""
+    language: str | None
+    """Its preferred language (None: any)."""
     age_confirmed: bool
     """It confirmed its age (the queue refuses it otherwise)."""
 

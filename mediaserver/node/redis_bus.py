@@ -80,9 +80,9 @@ class RedisBus(Bus):
         await self._pubsub.subscribe(self._channel(self.node_id))
         await self._refresh()
         await self._watch_once()
-        self._spawn(self._listen())
-        self._spawn(self._heartbeat())
-        self._spawn(self._watch())
+        self.spawn(self._listen())
+        self.spawn(self._heartbeat())
+        self.spawn(self._watch())
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -114,7 +114,7 @@ class RedisBus(Bus):
         except Rejected as exc:
             self._reject(exc.reason, "bus", len(data))
             return
-        self._deliver(opened.payload, sender=opened.sender)
+        self.receive(opened.payload, sender=opened.sender)
 
     async def _listen(self) -> None:
         while True:
