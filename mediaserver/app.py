@@ -32,6 +32,8 @@ from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
 from mediaserver.metrics import Metrics, merge_expositions
 from mediaserver.node.bus import Bus, LocalBus
+from mediaserver.node.coordinator import CoordinatorBus, CoordinatorLink, CoordinatorMatchmaker
+from mediaserver.node.redis_bus import RedisBus
 from mediaserver.node.worker_spec import WorkerSpec
 from mediaserver.sfu.server import Sfu, SfuConfig
 from mediaserver.signalling.hub import SignallingHub
@@ -228,18 +230,10 @@ async def _node_layer(
     """The bus and matchmaker: the coordinator's (workers of one machine), Redis's
     (several nodes), or in-process (one node, one worker)."""
     if worker is not None and worker.coordinator is not None:
-        from mediaserver.node.coordinator import (
-            CoordinatorBus,
-            CoordinatorLink,
-            CoordinatorMatchmaker,
-        )
-
         link = CoordinatorLink(worker.node_id)
         await link.connect(worker.coordinator)
         return CoordinatorBus(link), lambda on_match: CoordinatorMatchmaker(link, policy, on_match)
     if config.redis_url:
-        from mediaserver.node.redis_bus import RedisBus
-
         url = config.redis_url
         node = worker.node_id if worker is not None else config.node_name()
         secret = config.cluster_key()

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mediaserver.node.auth import MIN_SECRET_BYTES, load_secret
+from mediaserver.node.bus import NODE_ID
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 LIVE_SETTINGS = (
@@ -129,8 +132,6 @@ class Config:
         if not 2 <= self.max_sessions <= 1_000_000:
             raise ValueError(f"--max-sessions must be 2..1000000, not {self.max_sessions}")
         if self.node_id is not None:
-            from mediaserver.node.bus import NODE_ID
-
             if not NODE_ID.match(self.node_id):
                 raise ValueError(
                     f"--node-id must be 1-64 of letters, digits, '_', '.', '-', not {self.node_id!r}"
@@ -202,8 +203,6 @@ class Config:
                 "--redis-url needs --cluster-secret-file (or MEDIASERVER_CLUSTER_SECRET): "
                 "the secret all nodes share to sign what they put in Redis"
             )
-        from mediaserver.node.auth import MIN_SECRET_BYTES
-
         if key is not None and len(key) < MIN_SECRET_BYTES:
             raise ValueError(f"the cluster secret must be at least {MIN_SECRET_BYTES} bytes")
 
@@ -218,8 +217,6 @@ class Config:
             return self.cluster_secret.encode()
         if self.cluster_secret_file is None:
             return None
-        from mediaserver.node.auth import load_secret
-
         return load_secret(self.cluster_secret_file)
 
     def worker_count(self) -> int:

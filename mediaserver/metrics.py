@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from mediaserver.node.auth import REASONS
+
 if TYPE_CHECKING:
     from mediaserver.sfu.server import Sfu
     from mediaserver.signalling.hub import SignallingHub
@@ -127,8 +129,6 @@ class _Collector(Collector):
 
 
 def _node_rejections(worker: str, rejected: Mapping[str, int]) -> CounterMetricFamily:
-    from mediaserver.node.auth import REASONS
-
     family = CounterMetricFamily(
         "mediaserver_node_messages_rejected",
         "node messages and registry entries dropped: unsigned, badly signed, replayed...",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 
+from mediaserver.node.auth import Sealer
+
 from .base import (
     Clock,
     Match,
@@ -58,8 +60,6 @@ def create_matchmaker(
             it (a forged one is dropped); None: plain (one trusted Redis).
     """
     if redis_url:
-        from mediaserver.node.auth import Sealer
-
         from .redis import RedisMatchmaker  # redis-py is only needed here
 
         sealer = Sealer(secret) if secret is not None else None
