@@ -34,12 +34,18 @@ from mediaserver.node.messages import (
     pack_envelope,
     unpack_envelope,
 )
+
 from mediaserver.node.messages import NodeInfo as NodeInfo  # the hub imports it from here
+from mediaserver.node.messages import Wire
 
 logger = logging.getLogger("mediaserver.node")
 
-Message = dict[str, Any]
+Message = Wire
+"""A bus body as the handlers see it (the hub's name for messages.Wire)."""
+
 Handler = Callable[[Message], Awaitable[Message | None]]
+"""Handles one event or request (as a dict, `from` added when it came over the
+bus); a request's reply is what it returns ({} for None)."""
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 REQUEST_TIMEOUT = 2.0
@@ -47,6 +53,7 @@ EVENT_BACKLOG = 10_000  # events waiting to be handled; beyond: dropped and coun
 
 
 def peer_id(node: str) -> str:
+    """A new peer id on `node`: "node/token" (the token unguessable)."""
     return f"{node}/{secrets.token_urlsafe(12)}"
 
 
@@ -60,8 +67,14 @@ class BusError(Exception):
 
 
 class Bus(abc.ABC):
-    """Args:
-    node_id: this node's id (letters, digits, `_.-`).
+    """The way to the other nodes; subclasses carry the bytes (`_publish`) and
+    hand what arrives to `receive`.
+
+    Args:
+        node_id: this node's id (letters, digits, `_.-`).
+
+    Raises:
+        ValueError: a node id of other characters, or longer than 64.
     """
 
     def __init__(self, node_id: str) -> None:
@@ -76,10 +89,13 @@ class Bus(abc.ABC):
         self.on_node_down: Callable[[str], Awaitable[None]] | None = None
         """Called once when a node that was alive stops answering (or leaves)."""
         self.dropped = 0
+        """Messages dropped: malformed, no room in the event backlog, or unsendable."""
         self.rejected: Counter[str] = Counter()
         """Messages and registry entries dropped for their seal (or sender), by reason."""
 
     async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
+        """Start handling messages with `handler`; `info` is this node's current
+        NodeInfo (announced to the others)."""
         self._handler = handler
         self._info = info
         self.spawn(self._consume())
@@ -93,6 +109,7 @@ class Bus(abc.ABC):
         """Put encoded message bytes on the way to another node."""
 
     async def close(self) -> None:
+        """Stop the bus's tasks; requests still waiting fail with BusError."""
         for task in list(self._tasks):
             task.cancel()
         for fut in self._replies.values():

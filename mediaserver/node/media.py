@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from mediaserver.node import messages as m
-from mediaserver.node.bus import Bus, BusError, Message, home_node
+from mediaserver.node.bus import Bus, BusError, home_node
 from mediaserver.sfu.server import (
     SFU_ERRORS,
     CoverFailed,
@@ -33,6 +33,15 @@ OnCoverFailed = Callable[[str, str], Awaitable[None]]
 
 
 class MediaService:
+    """Media sessions on this node or another, for the hub; serves the other
+    nodes' requests for sessions here.
+
+    Args:
+        sfu: this node's SFU.
+        bus: the way to the other nodes.
+        effects: the video effects this node can run, by name (a factory each).
+    """
+
     def __init__(
         self,
         sfu: Sfu,
@@ -61,12 +70,15 @@ class MediaService:
         return str(reply["session"]), str(reply["answer"])
 
     async def connect(self, node: str, publisher: str, subscriber: str) -> None:
+        """Forward session `publisher`'s media to session `subscriber` (both on `node`)."""
         await self._call(node, m.ConnectSessions(publisher, subscriber))
 
     async def disconnect(self, node: str, publisher: str, subscriber: str) -> None:
+        """Stop what `connect` started."""
         await self._call(node, m.DisconnectSessions(publisher, subscriber))
 
     async def close_session(self, node: str, session: str) -> None:
+        """Close a session on `node` (its owner is not told: it asked)."""
         await self._call(node, m.CloseSession(session))
 
     async def set_effect(
@@ -83,7 +95,7 @@ class MediaService:
         """
         await self._call(node, m.SetEffect(session, name, cover))
 
-    async def _call(self, node: str, request: m.BusBody) -> Message:
+    async def _call(self, node: str, request: m.BusBody) -> m.Wire:
         if node == self.node_id:
             reply = self.handle(m.to_wire(request))
         else:
@@ -97,7 +109,7 @@ class MediaService:
 
     # ---- serving them ----------------------------------------------------------------
 
-    def handle(self, msg: Message) -> Message:
+    def handle(self, msg: m.Wire) -> m.Wire:
         """One media request (from this node or another, as the hub's handler
         gets it: a dict, see messages.py); errors are returned."""
         try:

@@ -42,7 +42,9 @@ ENTRY_MAX_AGE = 10.0  # seconds a sealed registry entry counts (a copy cannot ou
 
 
 class RedisBus(Bus):
-    """Args:
+    """The bus over Redis pub/sub, with the registry of live nodes.
+
+    Args:
     url: redis://, rediss:// or unix:// URL, with user:password if Redis wants them.
     node_id: this node's id.
     secret: the cluster secret every node shares (seals messages and entries).
@@ -74,7 +76,9 @@ class RedisBus(Bus):
     def _channel(self, node: str) -> str:
         return f"{self._prefix}n:{node}"
 
-    async def start(self, handler: Handler, info: Any) -> None:
+    async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
+        """Subscribe to this node's channel, register in the registry, read it
+        once, then keep both fresh."""
         await super().start(handler, info)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self._channel(self.node_id))
