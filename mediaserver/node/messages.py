@@ -31,6 +31,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar, Union
 
 import msgpack
@@ -595,13 +596,13 @@ def _unpack_map(data: bytes) -> Wire:
 
 def _fields_to_wire(obj: Any) -> Wire:
     out: Wire = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
+    for name, _, _ in _schema(type(obj)):
+        value = getattr(obj, name)
         if isinstance(value, NodeInfo):
             value = _fields_to_wire(value)
         elif isinstance(value, tuple):
             value = [_fields_to_wire(v) if isinstance(v, NodeInfo) else v for v in value]
-        out[f.name] = value
+        out[name] = value
     return out
 
 
@@ -614,22 +615,18 @@ def _fields_from_wire(cls: type[T], fields: Wire) -> T:
 
 def _fields_from_wire_map(cls: type[Any], fields: Wire, exclude: tuple[str, ...] = ()) -> Wire:
     """Check `fields` against the dataclass `cls` and convert them for it."""
-    hints = _hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
-    extra = sorted(str(k) for k in fields if k not in known)
-    if extra:
-        raise ValueError(f"{_name(cls)}: unknown field {extra[0]!r}")
     out: Wire = {}
-    for name, f in known.items():
-        if name not in fields:
-            no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            if no_default:
-                raise ValueError(f"{_name(cls)}: missing field {name!r}")
-            continue
-        try:
-            out[name] = _convert(hints[name], fields[name])
-        except ValueError as exc:
-            raise ValueError(f"{_name(cls)}.{name}: {exc}") from None
+    for name, convert, required in _schema(cls):
+        if name in fields and name not in exclude:
+            try:
+                out[name] = convert(fields[name])
+            except ValueError as exc:
+                raise ValueError(f"{_name(cls)}.{name}: {exc}") from None
+        elif required and name not in exclude:
+            raise ValueError(f"{_name(cls)}: missing field {name!r}")
+    if len(out) != len(fields):
+        extra = sorted(str(k) for k in fields if k not in out)
+        raise ValueError(f"{_name(cls)}: unknown field {extra[0]!r}")
     return out
 
 
@@ -637,43 +634,65 @@ def _name(cls: type[Any]) -> str:
     return getattr(cls, "TYPE", "") or cls.__name__
 
 
-_HINTS: dict[type[Any], dict[str, Any]] = {}
+Convert = Callable[[Any], Any]
+_SCHEMAS: dict[type[Any], list[tuple[str, Convert, bool]]] = {}
 
 
-def _hints(cls: type[Any]) -> dict[str, Any]:
-    hints = _HINTS.get(cls)
-    if hints is None:
-        hints = _HINTS[cls] = typing.get_type_hints(cls)
-    return hints
+def _schema(cls: type[Any]) -> list[tuple[str, Convert, bool]]:
+    """(field name, its converter, required) for each field of the dataclass
+    `cls`, worked out once (the hints are read once, not per message)."""
+    schema = _SCHEMAS.get(cls)
+    if schema is None:
+        hints = typing.get_type_hints(cls)
+        schema = _SCHEMAS[cls] = [
+            (
+                f.name,
+                _converter(hints[f.name]),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+        ]
+    return schema
 
 
-def _convert(hint: Any, value: Any) -> Any:
-    """`value` as the type `hint` says, or ValueError."""
+def _converter(hint: Any) -> Convert:
+    """A function that returns a wire value as the type `hint` says, or raises ValueError."""
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(hint):
-            return None
-        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(inner, value)
+        (inner_hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        inner = _converter(inner_hint)
+        return lambda value: None if value is None else inner(value)
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"expected a list, got {type(value).__name__}")
-        (inner, _) = typing.get_args(hint)
-        return tuple(_convert(inner, v) for v in value)
+        item = _converter(typing.get_args(hint)[0])
+
+        def convert_tuple(value: Any) -> Any:
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list, got {type(value).__name__}")
+            return tuple(item(v) for v in value)
+
+        return convert_tuple
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ValueError("expected a map with str keys")
-        return value
+
+        def convert_map(value: Any) -> Any:
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError("expected a map with str keys")
+            return value
+
+        return convert_map
     if hint is NodeInfo:
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a node info map, got {type(value).__name__}")
-        return NodeInfo(**_fields_from_wire_map(NodeInfo, value))
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected a number, got {type(value).__name__}")
-        return float(value)
-    if hint is int and isinstance(value, bool):
-        raise ValueError("expected int, got bool")
-    if not isinstance(value, hint):
-        raise ValueError(f"expected {hint.__name__}, got {type(value).__name__}")
-    return value
+
+        def convert_info(value: Any) -> Any:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a node info map, got {type(value).__name__}")
+            return NodeInfo(**_fields_from_wire_map(NodeInfo, value))
+
+        return convert_info
+    exact: type[Any] = hint
+
+    def convert_plain(value: Any) -> Any:
+        # exact types: a bool is no int here, nor an int a bool
+        if type(value) is not exact:
+            raise ValueError(f"expected {exact.__name__}, got {type(value).__name__}")
+        return value
+
+    return convert_plain

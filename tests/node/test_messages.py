@@ -96,6 +96,9 @@ def test_node_info_round_trips_as_a_registry_entry():
          "nodes.infos: NodeInfo.sessions: expected int, got str"),
         ({"t": "peer", "to": "a", "by": "b"}, "peer.ev: expected str, got NoneType"),
         ({"t": "effect", "session": "s", "name": 3}, "effect.name: expected str, got int"),
+        ({"t": "effect", "session": "s", "name": None, "cover": 1},
+         "effect.cover: expected bool, got int"),
+        ({"t": "down", "nod": "a"}, "down: missing field 'node'"),
     ],
 )
 def test_malformed_maps_are_precise_value_errors(wire, error):
