@@ -158,8 +158,10 @@ class Coordinator:
     # ---- the socket shell --------------------------------------------------------------
 
     async def start(self) -> None:
-        """Raises:
-        PermissionError: the socket's directory is open to group or others.
+        """Listen on the socket (0600), tick the queue and announce the live workers.
+
+        Raises:
+            PermissionError: the socket's directory is open to group or others.
         """
         directory = os.path.dirname(os.path.abspath(self.path))
         st = os.stat(directory)
@@ -179,6 +181,7 @@ class Coordinator:
         self._tasks = [asyncio.create_task(self._ticker()), asyncio.create_task(self._announce())]
 
     async def close(self) -> None:
+        """Stop listening and drop every worker's connection (they exit)."""
         for task in self._tasks:
             task.cancel()
         if self._server is not None:
@@ -253,6 +256,7 @@ class CoordinatorLink:
         self._task: asyncio.Task[None] | None = None
 
     async def connect(self, path: str) -> None:
+        """Connect to the coordinator's socket at `path` and say Hello."""
         self._reader, writer = await asyncio.open_unix_connection(path)
         self._writer = writer
 
@@ -337,6 +341,7 @@ class CoordinatorLink:
             self.on_lost()
 
     async def close(self) -> None:
+        """Stop reading and close the connection."""
         if self._task is not None:
             self._task.cancel()
         if self._writer is not None:

@@ -116,6 +116,8 @@ class Supervisor:
         self._coordinator: Coordinator | None = None
 
     async def run(self) -> int:
+        """Start the workers (and the coordinator without Redis), keep them
+        running until a signal stops them; 1 if they could not start."""
         try:
             # the database and data key exist before the workers race to make them
             await asyncio.to_thread(lambda: open_store(self.config).close())
