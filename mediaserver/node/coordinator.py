@@ -324,6 +324,7 @@ class CoordinatorLink:
 
     async def _read(self) -> None:
         assert self._reader is not None
+        why = "closed"
         try:
             while True:
                 chunk = await self._reader.read(READ_CHUNK)
@@ -331,12 +332,12 @@ class CoordinatorLink:
                     break
                 for message in self._decoder.feed(chunk):
                     self.receive(message)
-        except (ConnectionError, ValueError):
-            pass
+        except (ConnectionError, ValueError) as exc:
+            why = str(exc) or type(exc).__name__
         for fut in self._calls.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("coordinator connection lost"))
-        logger.error("coordinator_lost")
+        logger.error("coordinator_lost", extra={"error": why})
         if self.on_lost is not None:
             self.on_lost()
 

@@ -687,12 +687,12 @@ def _converter(hint: Any) -> Convert:
             return NodeInfo(**_fields_from_wire_map(NodeInfo, value))
 
         return convert_info
-    exact: type[Any] = hint
+    kind: type[Any] = hint
+    refused = bool if kind is int else type(None)  # a bool is an int to isinstance, not here
 
     def convert_plain(value: Any) -> Any:
-        # exact types: a bool is no int here, nor an int a bool
-        if type(value) is not exact:
-            raise ValueError(f"expected {exact.__name__}, got {type(value).__name__}")
+        if not isinstance(value, kind) or isinstance(value, refused):
+            raise ValueError(f"expected {kind.__name__}, got {type(value).__name__}")
         return value
 
     return convert_plain
