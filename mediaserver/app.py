@@ -10,7 +10,6 @@ import signal
 import socket
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from mediaserver.metrics import Metrics, merge_expositions
 from mediaserver.node.bus import Bus, LocalBus
 from mediaserver.node.coordinator import CoordinatorBus, CoordinatorLink, CoordinatorMatchmaker
 from mediaserver.node.redis_bus import RedisBus
+from mediaserver.node.worker_spec import WorkerSpec
 from mediaserver.sfu.server import Sfu, SfuConfig
 from mediaserver.signalling.hub import SignallingHub
 from mediaserver.signalling.protocol import MAX_FRAME_BYTES
@@ -45,19 +45,6 @@ logger = logging.getLogger("mediaserver")
 
 WEB_ROOT = Path(__file__).parent / "web"
 MATCH_TICK = 0.25  # seconds between re-examinations of the queue (interest waits)
-
-
-@dataclass
-class WorkerSpec:
-    """One worker of `--workers N` (mediaserver.node.workers starts it)."""
-
-    index: int
-    node_id: str
-    """This worker's node id: "<node>.w<index>"."""
-    fd: int
-    """Its HTTP listening socket (the supervisor binds one per worker, SO_REUSEPORT)."""
-    coordinator: str | None
-    """Unix socket of the supervisor's coordinator; None: Redis (--redis-url)."""
 
 
 def create_app(

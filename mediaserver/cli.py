@@ -288,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         return accounts_main(args[1:])
     config = parse_config(args)
     if config.worker_count() > 1:
-        from mediaserver.node.workers import run_workers
+        from mediaserver.node.supervisor import run_workers
 
-        return run_workers(config, args)
+        return run_workers(config, args, reload=lambda: load_config(args))
     from mediaserver.app import run
 
     return run(config, reload=lambda: load_config(args))

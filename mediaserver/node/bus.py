@@ -1,6 +1,7 @@
 """Messages between nodes, and which nodes are alive with what load.
 
-A message is a dict with a type `t`. `send` delivers it to one node (the node
+A message is a dict with a type `t` (one of the bus bodies in messages.py,
+which checks it on the way in and out). `send` delivers it to one node (the node
 itself included: then the handler runs inline, awaited). `request` also waits
 for the handler's reply. Events from one sender reach a node in the order sent
 and are handled one at a time; requests are handled as they come, beside the
@@ -22,15 +23,29 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import msgpack
+from mediaserver.node.messages import (
+    BusEvent,
+    BusReply,
+    BusRequest,
+    body_from_dict,
+    body_to_dict,
+    pack_envelope,
+    unpack_envelope,
+)
+
+from mediaserver.node.messages import NodeInfo as NodeInfo  # the hub imports it from here
+from mediaserver.node.messages import Wire
 
 logger = logging.getLogger("mediaserver.node")
 
-Message = dict[str, Any]
+Message = Wire
+"""A bus body as the handlers see it (the hub's name for messages.Wire)."""
+
 Handler = Callable[[Message], Awaitable[Message | None]]
+"""Handles one event or request (as a dict, `from` added when it came over the
+bus); a request's reply is what it returns ({} for None)."""
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 REQUEST_TIMEOUT = 2.0
@@ -38,6 +53,7 @@ EVENT_BACKLOG = 10_000  # events waiting to be handled; beyond: dropped and coun
 
 
 def peer_id(node: str) -> str:
+    """A new peer id on `node`: "node/token" (the token unguessable)."""
     return f"{node}/{secrets.token_urlsafe(12)}"
 
 
@@ -46,49 +62,19 @@ def home_node(peer: str) -> str:
     return peer.rpartition("/")[0]
 
 
-@dataclass
-class NodeInfo:
-    """What a node announces about itself (refreshed every 2 s)."""
-
-    id: str
-    announced_ip: str = "127.0.0.1"
-    udp_port: int = 0
-    sessions: int = 0
-    """Media sessions it holds."""
-    capacity: int = 4096
-    """Media sessions it takes at most."""
-
-    @property
-    def has_room(self) -> bool:
-        return self.sessions + 2 <= self.capacity  # room for a pair
-
-    @property
-    def load(self) -> float:
-        return self.sessions / max(1, self.capacity)
-
-    def encode(self) -> bytes:
-        data: bytes = msgpack.packb(asdict(self))
-        return data
-
-    @classmethod
-    def decode(cls, data: bytes) -> NodeInfo:
-        d = msgpack.unpackb(data)
-        return cls(
-            id=str(d["id"]),
-            announced_ip=str(d["announced_ip"]),
-            udp_port=int(d["udp_port"]),
-            sessions=int(d["sessions"]),
-            capacity=int(d["capacity"]),
-        )
-
-
 class BusError(Exception):
     """A request got no reply in time, or the node is unknown."""
 
 
 class Bus(abc.ABC):
-    """Args:
-    node_id: this node's id (letters, digits, `_.-`).
+    """The way to the other nodes; subclasses carry the bytes (`_publish`) and
+    hand what arrives to `receive`.
+
+    Args:
+        node_id: this node's id (letters, digits, `_.-`).
+
+    Raises:
+        ValueError: a node id of other characters, or longer than 64.
     """
 
     only_known_nodes_are_live = False
@@ -109,13 +95,16 @@ class Bus(abc.ABC):
         self.on_node_down: Callable[[str], Awaitable[None]] | None = None
         """Called once when a node that was alive stops answering (or leaves)."""
         self.dropped = 0
+        """Messages dropped: malformed, no room in the event backlog, or unsendable."""
         self.rejected: Counter[str] = Counter()
         """Messages and registry entries dropped for their seal (or sender), by reason."""
 
     async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
+        """Start handling messages with `handler`; `info` is this node's current
+        NodeInfo (announced to the others)."""
         self._handler = handler
         self._info = info
-        self._spawn(self._consume())
+        self.spawn(self._consume())
 
     @abc.abstractmethod
     def nodes(self) -> dict[str, NodeInfo]:
@@ -126,6 +115,7 @@ class Bus(abc.ABC):
         """Put encoded message bytes on the way to another node."""
 
     async def close(self) -> None:
+        """Stop the bus's tasks; requests still waiting fail with BusError."""
         for task in list(self._tasks):
             task.cancel()
         for fut in self._replies.values():
@@ -141,8 +131,8 @@ class Bus(abc.ABC):
             await self._handler(msg)
             return
         try:
-            await self._publish(node, msgpack.packb({**msg, "from": self.node_id}))
-        except Exception as exc:  # noqa: BLE001 - the bus is down: counted, logged
+            await self._publish(node, pack_envelope(BusEvent(self.node_id, body_from_dict(msg))))
+        except Exception as exc:  # noqa: BLE001 - the bus is down (or no message): counted, logged
             self.dropped += 1
             logger.warning("bus_send_failed", extra={"node": node, "error": str(exc)})
 
@@ -159,7 +149,8 @@ class Bus(abc.ABC):
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[rid] = fut
         try:
-            await self._publish(node, msgpack.packb({**msg, "from": self.node_id, "rid": rid}))
+            request = BusRequest(self.node_id, rid, body_from_dict(msg))
+            await self._publish(node, pack_envelope(request))
             return await asyncio.wait_for(fut, timeout)
         except (asyncio.TimeoutError, OSError, ConnectionError) as exc:
             raise BusError(f"node {node} did not answer {msg.get('t')!r}") from exc
@@ -179,46 +170,46 @@ class Bus(abc.ABC):
                 extra={"reason": reason, "kind": kind, "bytes": size, "count": n},
             )
 
-    def _deliver(self, data: bytes, sender: str | None = None) -> None:
-        """Bytes from the transport: a reply, a request or an event.
+    def receive(self, data: bytes, sender: str | None = None) -> None:
+        """Bytes from the transport: a reply, a request or an event (messages.py);
+        anything else is dropped and counted (`dropped`).
 
         Args:
             sender: the node the transport vouches for (a verified seal): the
                 message must name it in `from`.
         """
         try:
-            msg = msgpack.unpackb(data)
-            if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
-                raise ValueError("not a message")
-        except Exception:  # noqa: BLE001 - garbage on the bus: counted
+            envelope = unpack_envelope(data)
+        except ValueError:  # garbage on the bus: counted
             self.dropped += 1
             return
-        if sender is not None and msg.get("from") != sender:
+        if sender is not None and envelope.sender != sender:
             self._reject("misdirected", "bus", len(data))
             return
-        if msg["t"] == "reply":
-            fut = self._replies.get(str(msg.get("rid")))
+        if isinstance(envelope, BusReply):
+            fut = self._replies.get(envelope.request_id)
             if fut is not None and not fut.done():
-                fut.set_result(msg.get("body") or {})
+                fut.set_result(envelope.body)
             return
-        if "rid" in msg:
-            self._spawn(self._answer(msg))
+        if isinstance(envelope, BusRequest):
+            self.spawn(self._answer(envelope))
             return
         try:
-            self._events.put_nowait(msg)
+            self._events.put_nowait(body_to_dict(envelope.body, envelope.sender))
         except asyncio.QueueFull:
             self.dropped += 1
 
-    async def _answer(self, msg: Message) -> None:
+    async def _answer(self, request: BusRequest) -> None:
         assert self._handler is not None
+        msg = body_to_dict(request.body, request.sender)
         try:
             body = await self._handler(msg)
         except Exception as exc:  # noqa: BLE001 - the asker gets the error
             logger.exception("bus request %s failed", msg.get("t"))
             body = {"error": str(exc)}
-        reply = {"t": "reply", "rid": msg["rid"], "body": body or {}, "from": self.node_id}
+        reply = BusReply(self.node_id, request.request_id, body or {})
         with contextlib.suppress(Exception):
-            await self._publish(str(msg.get("from")), msgpack.packb(reply))
+            await self._publish(request.sender, pack_envelope(reply))
 
     async def _consume(self) -> None:
         assert self._handler is not None
@@ -229,7 +220,8 @@ class Bus(abc.ABC):
             except Exception:
                 logger.exception("bus event %s failed", msg.get("t"))
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run `coro` as a task of the bus's: cancelled when the bus closes."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

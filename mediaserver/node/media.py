@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from mediaserver.node.bus import Bus, BusError, Message, home_node
+from mediaserver.node import messages as m
+from mediaserver.node.bus import Bus, BusError, home_node
 from mediaserver.sfu.server import (
     SFU_ERRORS,
     CoverFailed,
@@ -32,6 +33,15 @@ OnCoverFailed = Callable[[str, str], Awaitable[None]]
 
 
 class MediaService:
+    """Media sessions on this node or another, for the hub; serves the other
+    nodes' requests for sessions here.
+
+    Args:
+        sfu: this node's SFU.
+        bus: the way to the other nodes.
+        effects: the video effects this node can run, by name (a factory each).
+    """
+
     def __init__(
         self,
         sfu: Sfu,
@@ -56,17 +66,20 @@ class MediaService:
         Raises:
             SfuError: the offer is unusable, or the node is full or unreachable.
         """
-        reply = await self._call(node, {"t": "create", "sdp": sdp, "owner": owner})
+        reply = await self._call(node, m.CreateSession(sdp, owner))
         return str(reply["session"]), str(reply["answer"])
 
     async def connect(self, node: str, publisher: str, subscriber: str) -> None:
-        await self._call(node, {"t": "connect", "pub": publisher, "sub": subscriber})
+        """Forward session `publisher`'s media to session `subscriber` (both on `node`)."""
+        await self._call(node, m.ConnectSessions(publisher, subscriber))
 
     async def disconnect(self, node: str, publisher: str, subscriber: str) -> None:
-        await self._call(node, {"t": "disconnect", "pub": publisher, "sub": subscriber})
+        """Stop what `connect` started."""
+        await self._call(node, m.DisconnectSessions(publisher, subscriber))
 
     async def close_session(self, node: str, session: str) -> None:
-        await self._call(node, {"t": "close", "session": session})
+        """Close a session on `node` (its owner is not told: it asked)."""
+        await self._call(node, m.CloseSession(session))
 
     async def set_effect(
         self, node: str, session: str, name: str | None, *, cover: bool = False
@@ -80,14 +93,14 @@ class MediaService:
             EffectsBusy, EffectUnavailable, NoVideo, SfuError (unknown session,
             node unreachable).
         """
-        await self._call(node, {"t": "effect", "session": session, "name": name, "cover": cover})
+        await self._call(node, m.SetEffect(session, name, cover))
 
-    async def _call(self, node: str, msg: Message) -> Message:
+    async def _call(self, node: str, request: m.BusBody) -> m.Wire:
         if node == self.node_id:
-            reply = self.handle(msg)
+            reply = self.handle(m.to_wire(request))
         else:
             try:
-                reply = await self.bus.request(node, msg)
+                reply = await self.bus.request(node, m.to_wire(request))
             except BusError as exc:
                 raise SfuError(f"media node unreachable: {exc}") from None
         if "error" in reply:
@@ -96,32 +109,31 @@ class MediaService:
 
     # ---- serving them ----------------------------------------------------------------
 
-    def handle(self, msg: Message) -> Message:
-        """One media request (from this node or another); errors are returned."""
-        t = msg["t"]
+    def handle(self, msg: m.Wire) -> m.Wire:
+        """One media request (from this node or another, as the hub's handler
+        gets it: a dict, see messages.py); errors are returned."""
         try:
-            if t == "create":
-                session = self.sfu.create_session(str(msg["sdp"]))
-                self.owners[session.id] = str(msg["owner"])
+            request = m.body_from_dict(msg)
+        except ValueError as exc:
+            return {"error": f"malformed media request: {exc}"}
+        try:
+            if isinstance(request, m.CreateSession):
+                session = self.sfu.create_session(request.sdp)
+                self.owners[session.id] = request.owner
                 return {"session": session.id, "answer": session.answer}
-            if t == "connect":
-                self.sfu.connect(str(msg["pub"]), str(msg["sub"]))
-            elif t == "disconnect":
-                self.sfu.disconnect(str(msg["pub"]), str(msg["sub"]))
-            elif t == "close":
-                sid = str(msg["session"])
-                self.owners.pop(sid, None)  # closed on request: nobody to tell
-                self.sfu.close_session(sid)
-            elif t == "effect":
-                name = msg.get("name")
-                self._set_effect(str(msg["session"]), None if name is None else str(name),
-                                 bool(msg.get("cover")))
+            if isinstance(request, m.ConnectSessions):
+                self.sfu.connect(request.pub, request.sub)
+            elif isinstance(request, m.DisconnectSessions):
+                self.sfu.disconnect(request.pub, request.sub)
+            elif isinstance(request, m.CloseSession):
+                self.owners.pop(request.session, None)  # closed on request: nobody to tell
+                self.sfu.close_session(request.session)
+            elif isinstance(request, m.SetEffect):
+                self._set_effect(request.session, request.name, request.cover)
             else:
-                return {"error": f"unknown media request {t!r}"}
+                return {"error": f"unknown media request {request.TYPE!r}"}
         except SfuError as exc:
             return {"error": str(exc), "code": exc.code}
-        except (KeyError, TypeError) as exc:
-            return {"error": f"malformed media request: {exc}"}
         return {}
 
     def _set_effect(self, session: str, name: str | None, cover: bool) -> None:
@@ -157,14 +169,14 @@ class MediaService:
         if isinstance(event, CoverFailed):
             cover_owner = self.owners.get(event.session_id)
             if cover_owner is not None:
-                self.bus._spawn(self._tell_cover_failed(cover_owner, event.session_id))
+                self.bus.spawn(self._tell_cover_failed(cover_owner, event.session_id))
             return
         if not isinstance(event, SessionClosed):
             return
         owner = self.owners.pop(event.session_id, None)
         if owner is None:
             return
-        self.bus._spawn(self._tell_closed(owner, event.session_id, event.reason))
+        self.bus.spawn(self._tell_closed(owner, event.session_id, event.reason))
 
     async def _tell_closed(self, owner: str, session: str, reason: str) -> None:
         node = home_node(owner)
@@ -172,11 +184,7 @@ class MediaService:
             if self.on_closed is not None:
                 await self.on_closed(owner, session, reason)
             return
-        await self.bus.send(
-            node,
-            {"t": "media_closed", "peer": owner, "session": session, "reason": reason,
-             "node": self.node_id},
-        )
+        await self.bus.send(node, m.to_wire(m.MediaClosed(owner, session, reason, self.node_id)))
 
     async def _tell_cover_failed(self, owner: str, session: str) -> None:
         node = home_node(owner)
@@ -184,4 +192,4 @@ class MediaService:
             if self.on_cover_failed is not None:
                 await self.on_cover_failed(owner, session)
             return
-        await self.bus.send(node, {"t": "cover_failed", "peer": owner, "session": session})
+        await self.bus.send(node, m.to_wire(m.CoverFailed(owner, session)))

@@ -42,7 +42,9 @@ ENTRY_MAX_AGE = 10.0  # seconds a sealed registry entry counts (a copy cannot ou
 
 
 class RedisBus(Bus):
-    """Args:
+    """The bus over Redis pub/sub, with the registry of live nodes.
+
+    Args:
     url: redis://, rediss:// or unix:// URL, with user:password if Redis wants them.
     node_id: this node's id.
     secret: the cluster secret every node shares (seals messages and entries).
@@ -76,15 +78,17 @@ class RedisBus(Bus):
     def _channel(self, node: str) -> str:
         return f"{self._prefix}n:{node}"
 
-    async def start(self, handler: Handler, info: Any) -> None:
+    async def start(self, handler: Handler, info: Callable[[], NodeInfo]) -> None:
+        """Subscribe to this node's channel, register in the registry, read it
+        once, then keep both fresh."""
         await super().start(handler, info)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self._channel(self.node_id))
         await self._refresh()
         await self._watch_once()
-        self._spawn(self._listen())
-        self._spawn(self._heartbeat())
-        self._spawn(self._watch())
+        self.spawn(self._listen())
+        self.spawn(self._heartbeat())
+        self.spawn(self._watch())
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
@@ -116,7 +120,7 @@ class RedisBus(Bus):
         except Rejected as exc:
             self._reject(exc.reason, "bus", len(data))
             return
-        self._deliver(opened.payload, sender=opened.sender)
+        self.receive(opened.payload, sender=opened.sender)
 
     async def _listen(self) -> None:
         while True:

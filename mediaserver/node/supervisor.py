@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import signal
@@ -25,11 +23,17 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import uvloop
 
 from mediaserver import logs
+from mediaserver.app import open_store
 from mediaserver.config import Config
+from mediaserver.matchmaker import MatchPolicy
+from mediaserver.node.coordinator import Coordinator
+from mediaserver.node.worker_spec import SPEC_ENV, WorkerSpec, encode_worker_env
+from mediaserver.store import StoreError
 
 logger = logging.getLogger("mediaserver")
 
@@ -37,10 +41,16 @@ EARLY_EXIT = 3.0  # a worker that cannot start this soon after the first start: 
 MAX_BACKOFF = 5.0  # seconds between restarts of a worker that keeps dying
 
 
-def run_workers(config: Config, argv: list[str]) -> int:
+def run_workers(config: Config, argv: list[str], reload: Callable[[], Config]) -> int:
+    """Run the supervisor until its workers have exited; the exit code.
+
+    Args:
+        argv: the command line, handed to each worker (it reloads from it on SIGHUP).
+        reload: the config read again (SIGHUP); raises ValueError when it is wrong.
+    """
     logs.setup(config.log_level, config.log_format, config.log_ips)
     try:
-        return uvloop.run(Supervisor(config, argv).run())
+        return uvloop.run(Supervisor(config, argv, reload).run())
     except OSError as exc:
         logger.error("cannot start: %s", exc)
         return 1
@@ -89,9 +99,12 @@ def _check_udp_ports(config: Config, n: int) -> None:
 
 
 class Supervisor:
-    def __init__(self, config: Config, argv: list[str]) -> None:
+    """Starts the workers, starts again each one that dies, forwards signals."""
+
+    def __init__(self, config: Config, argv: list[str], reload: Callable[[], Config]) -> None:
         self.config = config
         self.argv = argv
+        self.reload = reload
         self.n = config.worker_count()
         self.node = config.node_name()
         self.procs: dict[int, asyncio.subprocess.Process] = {}
@@ -100,12 +113,11 @@ class Supervisor:
         self.restarts = 0
         self._socks: list[socket.socket] = []
         self._spawning = asyncio.Lock()
-        self._coordinator: object | None = None
+        self._coordinator: Coordinator | None = None
 
     async def run(self) -> int:
-        from mediaserver.app import open_store
-        from mediaserver.store import StoreError
-
+        """Start the workers (and the coordinator without Redis), keep them
+        running until a signal stops them; 1 if they could not start."""
         try:
             # the database and data key exist before the workers race to make them
             await asyncio.to_thread(lambda: open_store(self.config).close())
@@ -119,9 +131,6 @@ class Supervisor:
         tmp = tempfile.TemporaryDirectory(prefix="mediaserver-")
         coordinator_path = None
         if not self.config.redis_url:
-            from mediaserver.matchmaker import MatchPolicy
-            from mediaserver.node.coordinator import Coordinator
-
             coordinator_path = os.path.join(tmp.name, "coordinator.sock")
             policy = MatchPolicy(
                 interest_wait=self.config.match_interest_wait,
@@ -142,7 +151,7 @@ class Supervisor:
             await asyncio.gather(*(self._keep(i, coordinator_path) for i in range(self.n)))
         finally:
             if self._coordinator is not None:
-                await self._coordinator.close()  # type: ignore[attr-defined]
+                await self._coordinator.close()
             for sock in self._socks:
                 sock.close()
             tmp.cleanup()
@@ -150,24 +159,15 @@ class Supervisor:
 
     async def _spawn(self, index: int, coordinator: str | None) -> asyncio.subprocess.Process:
         sock = self._socks[index]
-        spec = {
-            "config": dataclasses.asdict(self.config),
-            "argv": self.argv,
-            "worker": {
-                "index": index,
-                "node_id": f"{self.node}.w{index}",
-                "fd": sock.fileno(),
-                "coordinator": coordinator,
-            },
-        }
-        env = {**os.environ, "MEDIASERVER_WORKER_SPEC": json.dumps(spec)}
+        worker = WorkerSpec(index, f"{self.node}.w{index}", sock.fileno(), coordinator)
+        env = {**os.environ, SPEC_ENV: encode_worker_env(self.config, self.argv, worker)}
         # uvloop's spawn keeps every inheritable descriptor open in the child, so
         # a socket is inheritable only while its own worker is being started
         async with self._spawning:
             sock.set_inheritable(True)
             try:
                 return await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "mediaserver.node.worker",
+                    sys.executable, "-m", "mediaserver.node.worker_process",
                     pass_fds=(sock.fileno(),), env=env,
                 )
             finally:
@@ -210,15 +210,13 @@ class Supervisor:
                     proc.send_signal(signum)
 
     def _reload(self) -> None:
-        from mediaserver.cli import load_config
-
         try:
-            new = load_config(self.argv)
+            new = self.reload()
         except (ValueError, SystemExit) as exc:
             logger.error("config_reload_failed", extra={"error": str(exc)})
             return
         if self._coordinator is not None:
-            policy = self._coordinator.matchmaker.policy  # type: ignore[attr-defined]
+            policy = self._coordinator.matchmaker.policy
             policy.interest_wait = new.match_interest_wait
             policy.skip_cooldown = new.skip_cooldown
         for proc in self.procs.values():
