@@ -12,7 +12,11 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from mediaserver.app import run
 from mediaserver.config import LIVE_SETTINGS, LOG_FORMATS, LOG_LEVELS, Config, load_toml
+from mediaserver.node.supervisor import run_workers
+from mediaserver.store.operator_cli import main as accounts_main
+from mediaserver.store.retention import main as retention_main
 
 ENV_PREFIX = "MEDIASERVER_"
 
@@ -279,20 +283,12 @@ def parse_config(argv: list[str] | None = None, environ: Mapping[str, str] | Non
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["retention"]:  # `mediaserver retention --run-once`, for cron
-        from mediaserver.store.retention import main as retention_main
-
         return retention_main(args[1:])
     if args[:1] == ["accounts"]:  # `mediaserver accounts confirm-underage ID`, operators
-        from mediaserver.store.operator_cli import main as accounts_main
-
         return accounts_main(args[1:])
     config = parse_config(args)
     if config.worker_count() > 1:
-        from mediaserver.node.supervisor import run_workers
-
         return run_workers(config, args, reload=lambda: load_config(args))
-    from mediaserver.app import run
-
     return run(config, reload=lambda: load_config(args))
 
 
