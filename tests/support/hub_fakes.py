@@ -188,7 +188,7 @@ class LinkedBus(Bus):
     async def _publish(self, node: str, data: bytes) -> None:
         if node not in self.cluster:
             raise ConnectionError(f"no node {node}")
-        self.cluster[node]._deliver(data, sender=self.node_id)
+        self.cluster[node].receive(data, sender=self.node_id)
 
     async def kill(self) -> None:
         """This node dies: it leaves the cluster and every other node notices."""
