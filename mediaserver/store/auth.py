@@ -17,6 +17,7 @@ from mediaserver.store import crypto
 from mediaserver.store.core import Profile, StoreCore, hash_token
 from mediaserver.store.errors import Conflict, Invalid, NotFound, Throttled, Unauthorized
 from mediaserver.store.limits import validate_password
+from mediaserver.store.sealed_fields import username_index
 from mediaserver.store.throttle import (
     THROTTLE_BASE,
     THROTTLE_CAP,
@@ -123,8 +124,8 @@ class AuthStore(StoreCore):
         unchecked: tuple[str, ...] = ()
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT id, password_hash, totp_enabled FROM users WHERE username = ?",
-                (username,),
+                "SELECT id, password_hash, totp_enabled FROM users WHERE username_index = ?",
+                (username_index(self._key, username),),
             ).fetchone()
             known = device_id(self._key, row[0], device) if row is not None else None
             if known is not None:  # a known device: its own bucket, not the account's

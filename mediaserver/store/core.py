@@ -26,6 +26,7 @@ from typing import Any, Self
 import argon2
 
 from mediaserver.store import crypto
+from mediaserver.store.sealed_fields import open_field
 from mediaserver.store.errors import NotFound, StoreError
 from mediaserver.store.limits import MIN_AGE, MIN_AGE_FLOOR, SESSION_TTL
 from mediaserver.store.schema import migrate
@@ -123,7 +124,10 @@ class StoreCore:
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA secure_delete = ON")
-            self.migrations_applied = migrate(self._conn)
+            self.migrations_applied = migrate(self._conn, data_key)
+            if self.migrations_applied:
+                # a step may have rewritten personal data: no old page image stays
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise StoreError(f"cannot open database {path!r}: {exc}") from None
@@ -198,15 +202,19 @@ class StoreCore:
             (self._now(), request_id, event, json.dumps(detail, sort_keys=True)),
         )
 
-    @staticmethod
-    def _profile(row: sqlite3.Row | tuple[Any, ...]) -> Profile:
+    def _open(self, user_id: str, field: str, sealed: bytes) -> Any:
+        """A personal field of a users row, decrypted (store/sealed_fields.py)."""
+        return open_field(self._key, user_id, field, sealed)
+
+    def _profile(self, row: sqlite3.Row | tuple[Any, ...]) -> Profile:
+        user_id = row[0]
         return Profile(
-            id=row[0],
-            username=row[1],
-            date_of_birth=row[2],
-            bio=row[3],
-            interests=list(json.loads(row[4])),
-            language=row[5],
+            id=user_id,
+            username=self._open(user_id, "username", row[1]),
+            date_of_birth=self._open(user_id, "date_of_birth", row[2]),
+            bio=self._open(user_id, "bio", row[3]),
+            interests=list(self._open(user_id, "interests", row[4])),
+            language=self._open(user_id, "language", row[5]),
             created_at=row[6],
             updated_at=row[7],
             last_seen_at=row[8],
@@ -219,7 +227,8 @@ class StoreCore:
         )
 
     _PROFILE_COLS = (
-        "id, username, date_of_birth, bio, interests, language, created_at, updated_at,"
+        "id, username_sealed, date_of_birth_sealed, bio_sealed, interests_sealed,"
+        " language_sealed, created_at, updated_at,"
         " last_seen_at, opted_out, chat_history_consent, discoverable,"
         " password_hash IS NOT NULL, totp_enabled,"
         " (SELECT public_id FROM photos WHERE photos.user_id = users.id)"

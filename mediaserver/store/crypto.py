@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -70,14 +71,21 @@ def load_or_create_data_key(path: str) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=4)
+def _aead(key: bytes) -> AESGCM:
+    # one cipher object per key: browsing opens every listed profile's sealed fields,
+    # and setting up the key schedule each time cost more than the decryption
+    return AESGCM(key)
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
     """(nonce, ciphertext) with a fresh random 12-byte nonce."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce, AESGCM(key).encrypt(nonce, plaintext, aad)
+    return nonce, _aead(key).encrypt(nonce, plaintext, aad)
 
 
 def open_sealed(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     try:
-        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+        return _aead(key).decrypt(nonce, ciphertext, aad)
     except InvalidTag:
         raise StoreError("stored data does not decrypt with this data key") from None

@@ -68,7 +68,7 @@ def build_export(store: StoreCore, conn: sqlite3.Connection, user_id: str) -> di
         "generated_at": store._now(),
         "profile": {**asdict(profile), "inactivity_flagged_at": flagged_at},
         "photo": photo_export(conn, store._key, user_id),
-        "blocked_handles": blocked_handles(conn, user_id),
+        "blocked_handles": blocked_handles(conn, store._key, user_id),
         "sessions": [
             {"created_at": created, "expires_at": expires}
             for created, expires in conn.execute(

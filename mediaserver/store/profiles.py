@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 from collections.abc import Iterable
@@ -11,6 +10,7 @@ from typing import Any
 from mediaserver.store import shares
 from mediaserver.store.core import Profile, StoreCore, hash_token
 from mediaserver.store.errors import Conflict, Invalid, NotFound
+from mediaserver.store.sealed_fields import seal_profile_fields
 from mediaserver.store.limits import (
     age_on,
     validate_bio,
@@ -62,15 +62,17 @@ class ProfileStore(StoreCore):
             validate_password(password))
         user_id = secrets.token_urlsafe(12)
         token = secrets.token_urlsafe(32)
+        sealed = seal_profile_fields(self._key, user_id, {
+            "username": username, "date_of_birth": dob, "bio": bio,
+            "interests": interest_list, "language": language})
         with self._tx() as conn:
             now = self._now()
             try:
                 conn.execute(
-                    "INSERT INTO users (id, username, date_of_birth, bio, interests, language,"
-                    " created_at, updated_at, last_seen_at, chat_history_consent,"
-                    " discoverable, password_hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (user_id, username, dob, bio, json.dumps(interest_list), language,
+                    f"INSERT INTO users (id, {', '.join(sealed)}, created_at, updated_at,"
+                    " last_seen_at, chat_history_consent, discoverable, password_hash)"
+                    f" VALUES (?, {', '.join('?' for _ in sealed)}, ?, ?, ?, ?, ?, ?)",
+                    (user_id, *sealed.values(),
                      now, now, now, int(consent), int(listed), password_hash),
                 )
             except sqlite3.IntegrityError:
@@ -152,7 +154,7 @@ class ProfileStore(StoreCore):
         if "bio" in fields:
             values["bio"] = validate_bio(fields["bio"])
         if "interests" in fields:
-            values["interests"] = json.dumps(validate_interests(fields["interests"]))
+            values["interests"] = validate_interests(fields["interests"])
         if "language" in fields:
             values["language"] = validate_language(fields["language"])
         if "date_of_birth" in fields:
@@ -162,8 +164,10 @@ class ProfileStore(StoreCore):
         consent: bool | None = None
         if "chat_history_consent" in fields:
             consent = validate_bool("chat_history_consent", fields["chat_history_consent"])
+        personal = {name: values.pop(name) for name in self._PERSONAL if name in values}
         with self._tx() as conn:
             before = self._get_profile(conn, user_id)
+            values.update(seal_profile_fields(self._key, user_id, personal))
             if before.discoverable and values.get("discoverable") == 0:
                 # leaving the listing: photo URLs handed out (listed or shared) stop working
                 conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
@@ -183,7 +187,7 @@ class ProfileStore(StoreCore):
             if consent is not None:
                 chat_deleted = self._set_consent(conn, user_id, consent, "profile")
             after = self._get_profile(conn, user_id)
-        if chat_deleted or any(name in values for name in self._PERSONAL):
+        if chat_deleted or personal:
             self._scrub_wal()  # the old values' (or deleted chat's) page images
         return after
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
-from mediaserver.store import shares
+from mediaserver.store import sealed_fields, shares
 from mediaserver.store.errors import StoreError
 from mediaserver.store.limits import SESSION_TTL
 
 # Schema migrations: MIGRATIONS[i] takes the database from user_version i to i + 1.
-# Append only; never edit a step that has shipped.
-MIGRATIONS: list[list[str]] = [
+# Append only; never edit a step that has shipped. A step is SQL statements, or a
+# function of the connection and the data key (a step that seals data).
+Step = list[str] | Callable[[sqlite3.Connection, bytes], None]
+MIGRATIONS: list[Step] = [
     [
         """CREATE TABLE users (
             id TEXT PRIMARY KEY,
@@ -146,13 +149,17 @@ MIGRATIONS: list[list[str]] = [
         " WHERE kind = 'profile' AND user_id IN"
         " (SELECT id FROM users WHERE password_hash IS NOT NULL)",
     ],
+    # 3 -> 4: username, date of birth, bio, interests and language sealed with the
+    # data key; the username column becomes its blind index (store/sealed_fields.py)
+    sealed_fields.migrate_seal_users,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: sqlite3.Connection, key: bytes | None = None) -> int:
     """Bring the schema to SCHEMA_VERSION; returns how many steps ran (0: up to date).
+    `key` (the data key) is needed only when a sealing step has to run.
 
     Each step and its user_version bump commit together, so a crash mid-migration
     leaves the previous version intact and the next open re-runs the step."""
@@ -169,8 +176,14 @@ def migrate(conn: sqlite3.Connection) -> int:
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return applied
-            for statement in MIGRATIONS[version]:
-                conn.execute(statement)
+            step = MIGRATIONS[version]
+            if callable(step):
+                if key is None:
+                    raise StoreError(f"schema step {version} -> {version + 1} needs the data key")
+                step(conn, key)
+            else:
+                for statement in step:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
             applied += 1

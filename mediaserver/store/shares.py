@@ -11,7 +11,8 @@ A photo reaches other people only by URL (PHOTO_PATH + an unguessable id), of tw
   or stops being discoverable.
 
 The age line: when --min-age lets accounts under 18 in, adults and minors never see
-each other (listings, handles, cards): same_side() is the SQL test.
+each other (listings, handles, cards): same_side() is the test (in Python: dates of
+birth are sealed, SQL cannot see them).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def purge_expired(conn: sqlite3.Connection, now: float) -> int:
 
 def adult_cutoff(today: _dt.date) -> str:
     """The latest date of birth (ISO) of someone who is ADULT_AGE today; ISO dates
-    compare as strings, so `date_of_birth <= cutoff` means adult."""
+    compare as strings, so `dob <= cutoff` means adult."""
     try:
         born = today.replace(year=today.year - ADULT_AGE)
     except ValueError:  # 29 February: born on the 28th is 18 today, the 1st is not
@@ -104,8 +105,8 @@ def adult_cutoff(today: _dt.date) -> str:
     return born.isoformat()
 
 
-def same_side(column: str, dob: str, today: _dt.date) -> tuple[str, list[Any]]:
-    """(SQL, parameters): true when the date of birth in `column` is on the same side of
-    the age line as `dob` (the viewer's)."""
+def same_side(dob: str, viewer_dob: str, today: _dt.date) -> bool:
+    """Whether the date of birth `dob` is on the same side of the age line as the
+    viewer's."""
     cutoff = adult_cutoff(today)
-    return f"(({column} <= ?) = ?)", [cutoff, int(dob <= cutoff)]
+    return (dob <= cutoff) == (viewer_dob <= cutoff)

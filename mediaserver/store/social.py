@@ -5,7 +5,6 @@ for an operator)."""
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import sqlite3
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from mediaserver.store import crypto, shares
 from mediaserver.store.core import PHOTO_PATH, Profile, StoreCore
 from mediaserver.store.errors import Invalid, NotFound
+from mediaserver.store.sealed_fields import open_field, username_index
 from mediaserver.store.limits import (
     REPORT_REASONS,
     USERNAME,
@@ -48,10 +48,14 @@ def photo_export(conn: sqlite3.Connection, key: bytes, user_id: str) -> dict[str
     }
 
 
-def blocked_handles(conn: sqlite3.Connection, user_id: str) -> list[str]:
-    return [row[0] for row in conn.execute(
-        "SELECT u.username FROM blocks b JOIN users u ON u.id = b.blocked_id"
-        " WHERE b.blocker_id = ? ORDER BY b.at, u.username", (user_id,))]
+def blocked_handles(conn: sqlite3.Connection, key: bytes, user_id: str) -> list[str]:
+    """Handles the user blocked, in the order blocked (then by handle)."""
+    named = sorted(
+        (at, name.casefold(), name) for at, name in (
+            (at, open_field(key, uid, "username", sealed)) for at, uid, sealed in conn.execute(
+                "SELECT b.at, u.id, u.username_sealed FROM blocks b"
+                " JOIN users u ON u.id = b.blocked_id WHERE b.blocker_id = ?", (user_id,))))
+    return [name for _, _, name in named]
 
 
 class SocialStore(StoreCore):
@@ -134,10 +138,12 @@ class SocialStore(StoreCore):
         answered like an unknown one (adults and minors never learn of each other)."""
         if not isinstance(handle, str) or not USERNAME.fullmatch(handle):
             raise Invalid(field, "3-32 characters: letters, digits, _ . -")
-        side, params = shares.same_side("date_of_birth", viewer.date_of_birth, self._today())
-        row = conn.execute(f"SELECT id FROM users WHERE username = ? AND {side}",
-                           (handle, *params)).fetchone()
-        if row is None:
+        row = conn.execute(
+            "SELECT id, date_of_birth_sealed FROM users WHERE username_index = ?",
+            (username_index(self._key, handle),)).fetchone()
+        if row is None or not shares.same_side(
+                self._open(row[0], "date_of_birth", row[1]), viewer.date_of_birth,
+                self._today()):
             raise NotFound("no such handle")
         return str(row[0])
 
@@ -168,15 +174,18 @@ class SocialStore(StoreCore):
         """Handles the user has blocked, in the order blocked."""
         with self._tx(write=False) as conn:
             self._get_profile(conn, user_id)
-            return blocked_handles(conn, user_id)
+            return blocked_handles(conn, self._key, user_id)
 
-    def _card(self, row: tuple[Any, ...]) -> dict[str, Any]:
+    @staticmethod
+    def _card(
+        handle: str, photo_id: str | None, bio: str, interests: list[str]
+    ) -> dict[str, Any]:
         """The public card: handle, photo URL, bio, interests. Nothing else."""
         return {
-            "handle": row[0],
-            "photo_url": None if row[1] is None else PHOTO_PATH + row[1],
-            "bio": row[2],
-            "interests": list(json.loads(row[3])),
+            "handle": handle,
+            "photo_url": None if photo_id is None else PHOTO_PATH + photo_id,
+            "bio": bio,
+            "interests": list(interests),
         }
 
     def browse(
@@ -204,44 +213,49 @@ class SocialStore(StoreCore):
         with self._tx(write=False) as conn:
             viewer = self._get_profile(conn, viewer_id)
             today = self._today()
-            params: list[Any] = [json.dumps(viewer.interests), viewer_id, viewer_id, viewer_id]
-            # adults and minors (--min-age below 18) never list each other
-            side, side_params = shares.same_side(
-                "u.date_of_birth", viewer.date_of_birth, today)
-            where = f" AND {side}"
-            params += side_params
-            if interest is not None:
-                where += " AND EXISTS (SELECT 1 FROM json_each(u.interests) WHERE value = ?)"
-                params.append(interest)
-            if language is not None:
-                where += " AND u.language = ? COLLATE NOCASE"
-                params.append(language)
-            page = ""
-            if after is not None:
-                page = " WHERE shared < ? OR (shared = ? AND id > ?)"
-                params += [after[0], after[0], after[1]]
-            params.append(limit + 1)
             rows = conn.execute(
-                "SELECT * FROM (SELECT u.username, p.public_id, u.bio, u.interests,"
-                " u.date_of_birth, u.id,"
-                " (SELECT COUNT(*) FROM json_each(u.interests) j"
-                "  WHERE j.value IN (SELECT value FROM json_each(?))) AS shared"
+                "SELECT u.id, p.public_id, u.date_of_birth_sealed, u.interests_sealed,"
+                " u.language_sealed, u.username_sealed, u.bio_sealed"
                 " FROM users u LEFT JOIN photos p ON p.user_id = u.id"
                 " WHERE u.discoverable = 1 AND u.id != ?"
                 " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = ?"
-                "  AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = ?))"
-                f"{where}){page} ORDER BY shared DESC, id LIMIT ?",
-                params,
+                "  AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = ?))",
+                (viewer_id, viewer_id, viewer_id),
             ).fetchall()
+        # The fields are sealed: the age line, the filters and the ranking run here,
+        # over the discoverable candidates (most shared interests first, then by id).
+        mine = set(viewer.interests)
+        ranked: list[tuple[int, str, Any, str, list[str], bytes, bytes]] = []
+        for user_id, photo_id, dob_sealed, interests_sealed, language_sealed, *rest in rows:
+            dob = self._open(user_id, "date_of_birth", dob_sealed)
+            # adults and minors (--min-age below 18) never list each other
+            if not shares.same_side(dob, viewer.date_of_birth, today):
+                continue
+            interests = list(self._open(user_id, "interests", interests_sealed))
+            if interest is not None and interest not in interests:
+                continue
+            if language is not None:
+                theirs = self._open(user_id, "language", language_sealed)
+                if theirs is None or theirs.casefold() != language.casefold():
+                    continue
+            shared = sum(1 for name in interests if name in mine)
+            if after is not None and not (
+                    shared < after[0] or (shared == after[0] and user_id > after[1])):
+                continue
+            ranked.append((shared, user_id, photo_id, dob, interests, rest[0], rest[1]))
+        ranked.sort(key=lambda entry: (-entry[0], entry[1]))
         cards = [
-            {**self._card(row), "age_band": age_band(age_on(row[4], today))}
-            for row in rows[:limit]
+            {**self._card(self._open(user_id, "username", username_sealed), photo_id,
+                          self._open(user_id, "bio", bio_sealed), interests),
+             "age_band": age_band(age_on(dob, today))}
+            for _, user_id, photo_id, dob, interests, username_sealed, bio_sealed
+            in ranked[:limit]
         ]
         next_cursor = None
-        if len(rows) > limit:
-            last = rows[limit - 1]
+        if len(ranked) > limit:
+            last = ranked[limit - 1]
             next_cursor = base64.urlsafe_b64encode(
-                f"{last[6]}:{last[5]}".encode()).decode().rstrip("=")
+                f"{last[0]}:{last[1]}".encode()).decode().rstrip("=")
         return cards, next_cursor
 
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
@@ -258,8 +272,7 @@ class SocialStore(StoreCore):
             )
             share_id = (None if profile.photo_id is None
                         else shares.new_share(conn, user_id, now))
-            return self._card((profile.username, share_id, profile.bio,
-                               json.dumps(profile.interests)))
+            return self._card(profile.username, share_id, profile.bio, profile.interests)
 
     def report_account(self, reporter_id: str, handle: str, reason: str) -> str:
         """Report an account by its handle (seen in a listing or a shared card);
