@@ -42,7 +42,10 @@ def test_bad_flags_exit_2_with_one_clear_line(args, message):
 def test_starts_serves_health_and_stops_on_sigterm(tmp_path):
     port, udp_port = free_port(), free_port(socket.SOCK_DGRAM)
     proc = subprocess.Popen(
+        # one worker: with one per core, /healthz may be answered by worker 1 before
+        # worker 0 has bound --udp-port (the multi-worker start is tests/e2e/test_operator's)
         MEDIASERVER + ["--host", "127.0.0.1", "--port", str(port), "--udp-port", str(udp_port),
+                       "--workers", "1",
                        "--log-level", "warning", "--db", str(tmp_path / "db"),
                        "--data-key-file", str(tmp_path / "key")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
