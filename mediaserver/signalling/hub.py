@@ -303,10 +303,13 @@ class SignallingHub:
             # accounts may start at 13 (--min-age) but random video chat is 18+
             if await asyncio.to_thread(store.age, profile) < 18:
                 raise ProtocolError("age_required", "random video chat is for 18 and older", "hello")
-            v.user_id = profile.id
-            # the profile's interests feed the match queue unless hello names others
-            v.interests = v.interests or frozenset(profile.interests)
-            v.language = v.language or profile.language
+            if not profile.restricted:  # restricted: joins as an anonymous visitor
+                v.user_id = profile.id
+                # the profile's interests feed the match queue unless hello names
+                # others, or the owner objected to matching by interests
+                if "matching_by_interests" not in profile.objections:
+                    v.interests = v.interests or frozenset(profile.interests)
+                v.language = v.language or profile.language
         v.state = State.IDLE
         v.send(protocol.message("welcome", handle=v.handle, limits=protocol.limits()))
 

@@ -46,7 +46,8 @@ class ChatStore(StoreCore):
         self, user_id: str, conversation_id: str, sender: str, text: str
     ) -> bool:
         """Keep one chat message, sealed; returns False (nothing kept) without
-        the user's consent or after an opt-out."""
+        the user's consent, after an opt-out, while processing is restricted or an
+        objection to chat history stands."""
         if not isinstance(conversation_id, str) or not 1 <= len(conversation_id) <= 128:
             raise Invalid("conversation_id", "1-128 characters")
         if not isinstance(sender, str) or len(sender) > 128:
@@ -57,6 +58,8 @@ class ChatStore(StoreCore):
             profile = self._get_profile(conn, user_id)
             if not profile.chat_history_consent or profile.opted_out:
                 return False
+            if profile.restricted or "chat_history" in profile.objections:
+                return False  # stored only / objected to: nothing new kept
             plaintext = json.dumps({"sender": sender, "text": text}).encode()
             nonce, ciphertext = crypto.seal(
                 self._key, plaintext, chat_aad(user_id, conversation_id)

@@ -57,6 +57,16 @@ class Profile:
     two_factor: bool = False
     photo_id: str | None = None
     """Public id of the current photo (its URL is PHOTO_PATH + photo_id), or None."""
+    links: tuple[str, ...] = ()
+    location: str | None = None
+    show_links: bool = False
+    """Whether the public card shows `links` (default off)."""
+    show_location: bool = False
+    """Whether the public card shows `location` (default off)."""
+    restricted: bool = False
+    """A restriction request stands: the data is only stored (store/controls.py)."""
+    objections: tuple[str, ...] = ()
+    """Purposes the owner objected to (store/controls.py), sorted."""
 
 
 def hash_token(token: str) -> str:
@@ -224,6 +234,12 @@ class StoreCore:
             has_password=bool(row[12]),
             two_factor=bool(row[13]),
             photo_id=row[14],
+            links=tuple(() if row[15] is None else self._open(user_id, "links", row[15])),
+            location=None if row[16] is None else self._open(user_id, "location", row[16]),
+            show_links=bool(row[17]),
+            show_location=bool(row[18]),
+            restricted=bool(row[19]),
+            objections=tuple(sorted(row[20].split(","))) if row[20] else (),
         )
 
     _PROFILE_COLS = (
@@ -231,7 +247,11 @@ class StoreCore:
         " language_sealed, created_at, updated_at,"
         " last_seen_at, opted_out, chat_history_consent, discoverable,"
         " password_hash IS NOT NULL, totp_enabled,"
-        " (SELECT public_id FROM photos WHERE photos.user_id = users.id)"
+        " (SELECT public_id FROM photos WHERE photos.user_id = users.id),"
+        # links and location: NULL in rows older than their columns (no value yet)
+        " links_sealed, location_sealed, show_links, show_location,"
+        " restricted_at IS NOT NULL,"
+        " (SELECT group_concat(purpose) FROM objections o WHERE o.user_id = users.id)"
     )
 
     def _get_profile(self, conn: sqlite3.Connection, user_id: object) -> Profile:
@@ -272,10 +292,14 @@ class StoreCore:
                 "DELETE FROM consents WHERE user_id = ?", (user_id,)).rowcount,
             "reports": conn.execute(
                 "DELETE FROM reports WHERE reporter_user_id = ?", (user_id,)).rowcount,
+            "guardian_reports": conn.execute(
+                "DELETE FROM guardian_reports WHERE reported_user_id = ?", (user_id,)).rowcount,
+            "objections": conn.execute(
+                "DELETE FROM objections WHERE user_id = ?", (user_id,)).rowcount,
             # Requests stay (type, status, timestamps) but lose the link and any export.
             "requests_kept": conn.execute(
                 "UPDATE privacy_requests SET user_id = NULL, export_nonce = NULL,"
-                " export_ciphertext = NULL WHERE user_id = ?",
+                " export_ciphertext = NULL, fields_sealed = NULL WHERE user_id = ?",
                 (user_id,),
             ).rowcount,
         }

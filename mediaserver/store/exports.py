@@ -49,9 +49,9 @@ def build_export(store: StoreCore, conn: sqlite3.Connection, user_id: str) -> di
     ]
     requests = [
         {"id": rid, "type": rtype, "status": status, "received_at": received,
-         "due_at": due, "completed_at": completed, "reason": reason}
-        for rid, rtype, status, received, due, completed, reason in conn.execute(
-            "SELECT id, type, status, received_at, due_at, completed_at, reason"
+         "due_at": due, "completed_at": completed, "reason": reason, "purpose": purpose}
+        for rid, rtype, status, received, due, completed, reason, purpose in conn.execute(
+            "SELECT id, type, status, received_at, due_at, completed_at, reason, purpose"
             " FROM privacy_requests WHERE user_id = ? ORDER BY received_at, rowid",
             (user_id,),
         )
@@ -107,7 +107,10 @@ def complete_exports(store: StoreCore) -> int:
             " AND p.type = 'access' AND p.user_id IS NOT NULL AND NOT EXISTS ("
             "  SELECT 1 FROM privacy_requests o WHERE o.user_id = p.user_id"
             "  AND o.status = 'verified' AND (o.received_at < p.received_at"
-            "  OR (o.received_at = p.received_at AND o.rowid < p.rowid)))"
+            "  OR (o.received_at = p.received_at AND o.rowid < p.rowid))"
+            # a deletion waiting for a legal hold does not hold the queue up
+            "  AND NOT (o.type = 'deletion' AND EXISTS (SELECT 1 FROM users h"
+            "   WHERE h.id = o.user_id AND h.legal_hold_at IS NOT NULL)))"
             " ORDER BY p.received_at, p.rowid"
         ).fetchall()
     if not pending:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import urllib.parse
 
 from mediaserver.store.errors import Invalid
 
 DAY = 86400.0
 SESSION_TTL = 30 * DAY  # default --session-ttl
-REQUEST_TYPES = ("access", "correction", "deletion", "opt_out", "withdraw_consent")
+REQUEST_TYPES = ("access", "correction", "deletion", "opt_out", "withdraw_consent",
+                 "restriction", "objection")
+OBJECTION_PURPOSES = ("chat_history", "matching_by_interests")
+"""What an `objection` request can turn off (store/controls.py says what stops)."""
 OPT_OUT_SOURCES = ("request", "gpc")
 REPORT_REASONS = ("spam", "nudity", "harassment", "underage", "other")
 """Reasons an account (REST) or a stranger (signalling) can be reported for."""
@@ -27,6 +31,11 @@ MAX_INTERESTS = 10
 MAX_INTEREST_LEN = 32
 MAX_REPORT_REASON = 1000
 MAX_CHAT_TEXT = 10_000
+MAX_LINKS = 5
+MAX_LINK_LEN = 2048
+MAX_LOCATION = 100
+MAX_EMAIL = 254
+MAX_GUARDIAN_DETAILS = 2000
 
 USERNAME = re.compile(rf"[A-Za-z0-9_.-]{{{USERNAME_MIN},{USERNAME_MAX}}}")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -123,3 +132,55 @@ def age_band(age: int) -> str:
         if low <= age <= high:
             return f"{low}-{high}"
     return "65+" if age >= 65 else "under 13"
+
+
+def validate_links(value: object) -> list[str]:
+    """Up to MAX_LINKS absolute http(s) URLs with a host, each at most MAX_LINK_LEN
+    characters, no spaces or control characters; deduplicated in order."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise Invalid("links", "must be a list of URLs")
+    if len(value) > MAX_LINKS:
+        raise Invalid("links", f"at most {MAX_LINKS} links")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not 1 <= len(item) <= MAX_LINK_LEN:
+            raise Invalid("links", f"each link is a URL of 1-{MAX_LINK_LEN} characters")
+        if any(c.isspace() or not c.isprintable() for c in item):
+            raise Invalid("links", "a link must not contain spaces or control characters")
+        try:
+            url = urllib.parse.urlsplit(item)
+            host = url.hostname
+        except ValueError:
+            raise Invalid("links", "not a URL") from None
+        if url.scheme.lower() not in ("http", "https") or not host:
+            raise Invalid("links", "each link is an http:// or https:// URL with a host")
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def validate_location(value: object) -> str | None:
+    """A coarse place as the owner writes it (city, country), at most MAX_LOCATION
+    characters; empty or null clears it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Invalid("location", "must be a string or null")
+    value = value.strip()
+    if len(value) > MAX_LOCATION:
+        raise Invalid("location", f"at most {MAX_LOCATION} characters")
+    if any(not c.isprintable() for c in value):
+        raise Invalid("location", "must not contain control characters")
+    return value or None
+
+
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+
+
+def validate_email(value: object, field: str = "contact_email") -> str:
+    """An address of the usual shape (local@domain.tld), at most MAX_EMAIL characters."""
+    if not isinstance(value, str) or len(value) > MAX_EMAIL or not _EMAIL.fullmatch(value):
+        raise Invalid(field, f"an e-mail address (at most {MAX_EMAIL} characters)")
+    if any(not c.isprintable() for c in value):
+        raise Invalid(field, "must not contain control characters")
+    return value

@@ -1,5 +1,6 @@
 """Privacy: opt-out and consent, privacy requests (access, correction, deletion,
-opt-out, withdrawing consent) completed in the order received with an append-only
+opt-out, withdrawing consent, restriction, objection: store/controls.py says what the
+last two stop) completed in the order received with an append-only
 audit log, and retention."""
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from mediaserver.store import crypto, shares
+from mediaserver.store import controls, controls_store, crypto, shares
+from mediaserver.store.controls import REQUEST_DUE_SECONDS
 from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.exports import build_export, complete_exports, export_aad
 from mediaserver.store.limits import DAY, OPT_OUT_SOURCES, REQUEST_TYPES, validate_bool
+from mediaserver.store.profiles import check_updates, write_updates
 from mediaserver.store.throttle import THROTTLE_CAP, THROTTLE_FORGET
 
-REQUEST_DUE_SECONDS = 45 * DAY
 CHAT_RETENTION_SECONDS = 183 * DAY  # 6 months after the conversation's last message
 INACTIVE_SECONDS = 365 * DAY  # 12 months without being seen: flagged for notice
 GRACE_SECONDS = 30 * DAY  # flagged this long and still not seen: deleted
@@ -36,6 +38,10 @@ class PrivacyRequest:
     completed_at: float | None
     reason: str | None
     export: dict[str, Any] | None
+    purpose: str | None = None
+    """An objection's purpose (limits.OBJECTION_PURPOSES)."""
+    on_hold: bool = False
+    """An open deletion request waiting for a legal hold to be released."""
 
 
 class PrivacyStore(StoreCore):
@@ -71,7 +77,9 @@ class PrivacyStore(StoreCore):
 
     _REQUEST_COLS = (
         "id, type, status, received_at, due_at, completed_at, reason, user_id,"
-        " export_nonce, export_ciphertext"
+        " export_nonce, export_ciphertext, purpose,"
+        " type = 'deletion' AND status IN ('received', 'verified') AND EXISTS ("
+        "  SELECT 1 FROM users h WHERE h.id = user_id AND h.legal_hold_at IS NOT NULL)"
     )
 
     def _request(self, row: tuple[Any, ...]) -> PrivacyRequest:
@@ -82,29 +90,36 @@ class PrivacyStore(StoreCore):
             )
         return PrivacyRequest(
             id=row[0], type=row[1], status=row[2], received_at=row[3], due_at=row[4],
-            completed_at=row[5], reason=row[6], export=export,
+            completed_at=row[5], reason=row[6], export=export, purpose=row[10],
+            on_hold=bool(row[11]),
         )
 
-    def submit_request(self, user_id: str, type: str) -> PrivacyRequest:
+    def submit_request(
+        self, user_id: str, type: str, *, fields: dict[str, Any] | None = None,
+        purpose: str | None = None,
+    ) -> PrivacyRequest:
         """A new privacy request of `type` (REQUEST_TYPES), verified by the bearer
-        token it came with; due REQUEST_DUE_SECONDS later."""
+        token it came with; due REQUEST_DUE_SECONDS later. A correction may carry
+        `fields` (as PATCH takes them, checked now, applied when processed; without
+        them it records the ask); an objection names its `purpose`."""
         if type not in REQUEST_TYPES:
             raise Invalid("type", "must be one of " + ", ".join(REQUEST_TYPES))
+        if fields is not None and type != "correction":
+            raise Invalid("fields", "only a correction carries fields")
+        if purpose is not None and type != "objection":
+            raise Invalid("purpose", "only an objection names a purpose")
+        sealed_fields: bytes | None = None
+        if fields is not None:
+            if not isinstance(fields, dict) or not fields:
+                raise Invalid("fields", "an object of at least one profile field")
+            check_updates(self, fields)
+            sealed_fields = json.dumps(fields).encode()
+        if type == "objection":
+            purpose = controls.validate_purpose(purpose)
         with self._tx() as conn:
             self._get_profile(conn, user_id)
-            request_id = secrets.token_urlsafe(12)
-            now = self._now()
-            conn.execute(
-                "INSERT INTO privacy_requests (id, user_id, type, status, received_at, due_at)"
-                " VALUES (?, ?, ?, 'received', ?, ?)",
-                (request_id, user_id, type, now, now + REQUEST_DUE_SECONDS),
-            )
-            self._audit(conn, request_id, "received", type=type)
-            # Made with a valid bearer token: that verifies the requester.
-            conn.execute(
-                "UPDATE privacy_requests SET status = 'verified' WHERE id = ?", (request_id,)
-            )
-            self._audit(conn, request_id, "verified", method="bearer_token")
+            request_id = controls_store.insert_request(
+                self, conn, user_id, type, purpose, sealed_fields)
             return self._get_request(conn, user_id, request_id)
 
     def _get_request(
@@ -195,6 +210,12 @@ class PrivacyStore(StoreCore):
                     detail = {"chat_messages": len(export["chat_history"]),
                               "reports": len(export["reports_filed"])}
                 elif rtype == "deletion":
+                    if controls.held(conn, user_id):
+                        # waits, open, for the hold's release; the user's later
+                        # requests do not wait behind it
+                        controls_store.note_held(self, conn, request_id)
+                        skipped += 1
+                        continue
                     conn.execute(
                         "UPDATE privacy_requests SET status = 'completed', completed_at = ?"
                         " WHERE id = ?",
@@ -210,7 +231,21 @@ class PrivacyStore(StoreCore):
                     detail = {"chat_messages_deleted": self._set_consent(
                         conn, user_id, False, "request")}
                     scrub = scrub or bool(detail["chat_messages_deleted"])
-                # correction: the corrections are made through PATCH; this records the ask.
+                elif rtype == "restriction":
+                    controls_store.restrict(self, conn, user_id)
+                elif rtype == "objection":
+                    purpose = conn.execute("SELECT purpose FROM privacy_requests WHERE id = ?",
+                                           (request_id,)).fetchone()[0]
+                    detail = {"purpose": purpose, "chat_messages_deleted": controls_store.object_to(
+                        self, conn, user_id, purpose)}
+                    scrub = scrub or bool(detail["chat_messages_deleted"])
+                elif rtype == "correction":
+                    rejected = self._apply_correction(conn, user_id, request_id)
+                    if rejected is not None:
+                        self._reject(conn, request_id, rejected)
+                        continue
+                    scrub = True
+                # a correction without fields records the ask (PATCH made the change)
                 conn.execute(
                     "UPDATE privacy_requests SET status = 'completed', completed_at = ?"
                     " WHERE id = ?",
@@ -220,6 +255,37 @@ class PrivacyStore(StoreCore):
         if scrub:
             self._scrub_wal()
         return len(pending) - skipped
+
+    def _apply_correction(
+        self, conn: sqlite3.Connection, user_id: str, request_id: str
+    ) -> str | None:
+        """Apply the fields a correction request carries; then they are dropped from
+        the request (the audit log names the fields, never the values). Returns why
+        it is rejected (a field the store now refuses, a username taken since), or
+        None once applied."""
+        row = conn.execute("SELECT fields_sealed FROM privacy_requests WHERE id = ?",
+                           (request_id,)).fetchone()
+        if row[0] is None:
+            return None
+        fields = json.loads(controls.open_value(
+            self._key, "privacy_requests", "fields", request_id, row[0]))
+        conn.execute("UPDATE privacy_requests SET fields_sealed = NULL WHERE id = ?",
+                     (request_id,))
+        try:
+            values, consent = check_updates(self, fields)
+            write_updates(self, conn, user_id, values, consent)
+        except (Invalid, Conflict) as exc:
+            return str(exc)[:500]
+        self._audit(conn, request_id, "corrected", fields=sorted(fields))
+        return None
+
+    def _reject(self, conn: sqlite3.Connection, request_id: str, reason: str) -> None:
+        conn.execute(
+            "UPDATE privacy_requests SET status = 'rejected', completed_at = ?, reason = ?,"
+            " fields_sealed = NULL WHERE id = ?",
+            (self._now(), reason, request_id),
+        )
+        self._audit(conn, request_id, "rejected")
 
     def reject_request(self, request_id: str, reason: str) -> None:
         """Reject a received/verified request with a reason (an operator action)."""
@@ -233,12 +299,7 @@ class PrivacyStore(StoreCore):
                 raise NotFound("no such request")
             if row[0] not in ("received", "verified"):
                 raise Conflict(f"request is already {row[0]}")
-            conn.execute(
-                "UPDATE privacy_requests SET status = 'rejected', completed_at = ?, reason = ?"
-                " WHERE id = ?",
-                (self._now(), reason, request_id),
-            )
-            self._audit(conn, request_id, "rejected")
+            self._reject(conn, request_id, reason)
 
     def audit_log(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """The audit log (all of it, or one request's), oldest first."""
@@ -267,7 +328,9 @@ class PrivacyStore(StoreCore):
             chat_purged = conn.execute(
                 "DELETE FROM chat_messages WHERE conversation_id IN ("
                 " SELECT conversation_id FROM chat_messages GROUP BY conversation_id"
-                " HAVING MAX(at) <= ?)",
+                " HAVING MAX(at) <= ?)"
+                # a legal hold keeps the data as it is, chat too
+                " AND user_id NOT IN (SELECT id FROM users WHERE legal_hold_at IS NOT NULL)",
                 (now - CHAT_RETENTION_SECONDS,),
             ).rowcount
             flagged = conn.execute(
@@ -278,7 +341,8 @@ class PrivacyStore(StoreCore):
             doomed = [
                 row[0] for row in conn.execute(
                     "SELECT id FROM users WHERE flagged_at IS NOT NULL AND flagged_at <= ?"
-                    " AND last_seen_at <= flagged_at",
+                    " AND last_seen_at <= flagged_at"
+                    " AND legal_hold_at IS NULL",  # a legal hold: deleted once released
                     (now - GRACE_SECONDS,),
                 ).fetchall()
             ]

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from mediaserver.store import shares
+from mediaserver.store import controls, controls_store, shares
 from mediaserver.store.core import Profile, StoreCore, hash_token
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.sealed_fields import seal_profile_fields
@@ -18,6 +18,8 @@ from mediaserver.store.limits import (
     validate_dob,
     validate_interests,
     validate_language,
+    validate_links,
+    validate_location,
     validate_password,
     validate_username,
 )
@@ -41,6 +43,10 @@ class ProfileStore(StoreCore):
         chat_history_consent: bool = False,
         discoverable: bool = False,
         password: str | None = None,
+        links: Iterable[str] = (),
+        location: str | None = None,
+        show_links: bool = False,
+        show_location: bool = False,
     ) -> tuple[Profile, str]:
         """A new profile and its first token: (profile, token). With a password the
         token is an expiring session; without, the account's only (lasting) key.
@@ -57,6 +63,10 @@ class ProfileStore(StoreCore):
         language = validate_language(language)
         consent = validate_bool("chat_history_consent", chat_history_consent)
         listed = validate_bool("discoverable", discoverable)
+        link_list = validate_links(list(links) if not isinstance(links, str) else links)
+        place = validate_location(location)
+        shown = (int(validate_bool("show_links", show_links)),
+                 int(validate_bool("show_location", show_location)))
         # hashed before the transaction: the store's lock is not held for Argon2's work
         password_hash = None if password is None else self.hasher.hash(
             validate_password(password))
@@ -64,16 +74,18 @@ class ProfileStore(StoreCore):
         token = secrets.token_urlsafe(32)
         sealed = seal_profile_fields(self._key, user_id, {
             "username": username, "date_of_birth": dob, "bio": bio,
-            "interests": interest_list, "language": language})
+            "interests": interest_list, "language": language, "links": link_list,
+            "location": place})
         with self._tx() as conn:
             now = self._now()
             try:
                 conn.execute(
                     f"INSERT INTO users (id, {', '.join(sealed)}, created_at, updated_at,"
-                    " last_seen_at, chat_history_consent, discoverable, password_hash)"
-                    f" VALUES (?, {', '.join('?' for _ in sealed)}, ?, ?, ?, ?, ?, ?)",
+                    " last_seen_at, chat_history_consent, discoverable, password_hash,"
+                    " show_links, show_location)"
+                    f" VALUES (?, {', '.join('?' for _ in sealed)}, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (user_id, *sealed.values(),
-                     now, now, now, int(consent), int(listed), password_hash),
+                     now, now, now, int(consent), int(listed), password_hash, *shown),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
@@ -134,66 +146,92 @@ class ProfileStore(StoreCore):
         with self._tx(write=False) as conn:
             return self._get_profile(conn, user_id)
 
-    _UPDATABLE = (
-        "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent",
-        "discoverable",
-    )
-
-    _PERSONAL = ("username", "bio", "interests", "language", "date_of_birth")
-    """Fields whose old value is personal data: overwriting one scrubs the WAL."""
-
     def update_profile(self, user_id: str, **fields: Any) -> Profile:
-        """Change the given fields (_UPDATABLE); returns the updated profile.
+        """Change the given fields (UPDATABLE); returns the updated profile.
         Overwritten personal data and withdrawn chat are scrubbed from the WAL."""
-        for name in fields:
-            if name not in self._UPDATABLE:
-                raise Invalid(name, "unknown field")
-        values: dict[str, Any] = {}
-        if "username" in fields:
-            values["username"] = validate_username(fields["username"])
-        if "bio" in fields:
-            values["bio"] = validate_bio(fields["bio"])
-        if "interests" in fields:
-            values["interests"] = validate_interests(fields["interests"])
-        if "language" in fields:
-            values["language"] = validate_language(fields["language"])
-        if "date_of_birth" in fields:
-            values["date_of_birth"] = self._validate_dob(fields["date_of_birth"])
-        if "discoverable" in fields:
-            values["discoverable"] = int(validate_bool("discoverable", fields["discoverable"]))
-        consent: bool | None = None
-        if "chat_history_consent" in fields:
-            consent = validate_bool("chat_history_consent", fields["chat_history_consent"])
-        personal = {name: values.pop(name) for name in self._PERSONAL if name in values}
+        values, consent = check_updates(self, fields)
         with self._tx() as conn:
-            before = self._get_profile(conn, user_id)
-            values.update(seal_profile_fields(self._key, user_id, personal))
-            if before.discoverable and values.get("discoverable") == 0:
-                # leaving the listing: photo URLs handed out (listed or shared) stop working
-                conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
-                             (secrets.token_urlsafe(16), user_id))
-                shares.revoke_all(conn, user_id)
-            if values:
-                values["updated_at"] = self._now()
-                assignments = ", ".join(f"{name} = ?" for name in values)
-                try:
-                    conn.execute(
-                        f"UPDATE users SET {assignments} WHERE id = ?",
-                        (*values.values(), user_id),
-                    )
-                except sqlite3.IntegrityError:
-                    raise Conflict("username is taken") from None
-            chat_deleted = 0
-            if consent is not None:
-                chat_deleted = self._set_consent(conn, user_id, consent, "profile")
+            scrub = write_updates(self, conn, user_id, values, consent)
             after = self._get_profile(conn, user_id)
-        if chat_deleted or personal:
+        if scrub:
             self._scrub_wal()  # the old values' (or deleted chat's) page images
         return after
 
-    def delete_user(self, user_id: str) -> None:
+    def delete_user(self, user_id: str) -> str | None:
         """Delete the account and all its data now (the audit log keeps an entry
-        without personal data)."""
+        without personal data). Under a legal hold nothing is deleted: a deletion
+        request is opened instead (or the open one kept), to complete once the hold
+        is released; returns its id (None: deleted now)."""
         with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            if controls.held(conn, user_id):
+                return controls_store.waiting_deletion(self, conn, user_id)
             self._delete_user(conn, user_id, reason="profile_delete", request_id=None)
         self._scrub_wal()
+        return None
+
+
+UPDATABLE = (
+    "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent",
+    "discoverable", "links", "location", "show_links", "show_location",
+)
+PERSONAL = ("username", "bio", "interests", "language", "date_of_birth", "links", "location")
+"""Fields whose old value is personal data: overwriting one scrubs the WAL."""
+_FLAGS = ("discoverable", "show_links", "show_location")
+
+
+def check_updates(store: StoreCore, fields: dict[str, Any]) -> tuple[dict[str, Any], bool | None]:
+    """The profile changes `fields` asks for, validated (Invalid names the field):
+    (column values with the personal ones still plain, the chat consent or None).
+    Shared by PATCH and a correction request."""
+    for name in fields:
+        if name not in UPDATABLE:
+            raise Invalid(name, "unknown field")
+    checks: dict[str, Any] = {
+        "username": validate_username, "bio": validate_bio,
+        "interests": validate_interests, "language": validate_language,
+        "date_of_birth": lambda v: validate_dob(v, store._today(), store.min_age),
+        "links": validate_links, "location": validate_location,
+    }
+    values: dict[str, Any] = {}
+    for name, check in checks.items():
+        if name in fields:
+            values[name] = check(fields[name])
+    for name in _FLAGS:
+        if name in fields:
+            values[name] = int(validate_bool(name, fields[name]))
+    consent: bool | None = None
+    if "chat_history_consent" in fields:
+        consent = validate_bool("chat_history_consent", fields["chat_history_consent"])
+    return values, consent
+
+
+def write_updates(
+    store: StoreCore, conn: sqlite3.Connection, user_id: str, values: dict[str, Any],
+    consent: bool | None,
+) -> bool:
+    """Write check_updates' result in the caller's transaction (Conflict: username
+    taken). Returns whether old personal data or chat needs scrubbing from the WAL."""
+    values = dict(values)
+    personal = {name: values.pop(name) for name in PERSONAL if name in values}
+    before = store._get_profile(conn, user_id)
+    values.update(seal_profile_fields(store._key, user_id, personal))
+    if before.discoverable and values.get("discoverable") == 0:
+        # leaving the listing: photo URLs handed out (listed or shared) stop working
+        conn.execute("UPDATE photos SET public_id = ? WHERE user_id = ?",
+                     (secrets.token_urlsafe(16), user_id))
+        shares.revoke_all(conn, user_id)
+    if values:
+        values["updated_at"] = store._now()
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        try:
+            conn.execute(
+                f"UPDATE users SET {assignments} WHERE id = ?",
+                (*values.values(), user_id),
+            )
+        except sqlite3.IntegrityError:
+            raise Conflict("username is taken") from None
+    chat_deleted = 0
+    if consent is not None:
+        chat_deleted = store._set_consent(conn, user_id, consent, "profile")
+    return bool(chat_deleted or personal)

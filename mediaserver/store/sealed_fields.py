@@ -1,5 +1,5 @@
 """Personal profile fields sealed at rest: each of a user's username, date of birth,
-bio, interests and language is its own AES-256-GCM value (nonce || ciphertext of its
+bio, interests, language, links and location is its own AES-256-GCM value (nonce || ciphertext of its
 JSON) whose AAD names the user id and the column, so a value moved to another row or
 field fails to open. Lookups by username go through a blind index: an HMAC-SHA256 of
 the case-folded name under a key derived from the data key (UNIQUE in the table), so
@@ -15,7 +15,9 @@ from typing import Any
 
 from mediaserver.store import crypto
 
-PERSONAL_COLUMNS = ("username", "date_of_birth", "bio", "interests", "language")
+SEALED_IN_V4 = ("username", "date_of_birth", "bio", "interests", "language")
+"""The fields the 3 -> 4 step sealed (fixed: that step has shipped)."""
+PERSONAL_COLUMNS = (*SEALED_IN_V4, "links", "location")
 SEALED = {name: f"{name}_sealed" for name in PERSONAL_COLUMNS}
 """Field name -> the users column holding its sealed value."""
 
@@ -64,8 +66,8 @@ def migrate_seal_users(conn: sqlite3.Connection, key: bytes) -> None:
     and dropping the columns under secure_delete zeroes the plaintext in the file; the
     store truncates the WAL after migrating."""
     conn.execute("ALTER TABLE users RENAME COLUMN username TO username_index")
-    for column in SEALED.values():
-        conn.execute(f"ALTER TABLE users ADD COLUMN {column} BLOB")
+    for name in SEALED_IN_V4:
+        conn.execute(f"ALTER TABLE users ADD COLUMN {SEALED[name]} BLOB")
     rows = conn.execute(
         "SELECT id, username_index, date_of_birth, bio, interests, language FROM users"
     ).fetchall()

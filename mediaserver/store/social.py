@@ -9,9 +9,9 @@ import secrets
 import sqlite3
 from typing import Any
 
-from mediaserver.store import crypto, shares
+from mediaserver.store import controls, crypto, shares
 from mediaserver.store.core import PHOTO_PATH, Profile, StoreCore
-from mediaserver.store.errors import Invalid, NotFound
+from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.sealed_fields import open_field, username_index
 from mediaserver.store.limits import (
     REPORT_REASONS,
@@ -178,15 +178,34 @@ class SocialStore(StoreCore):
 
     @staticmethod
     def _card(
-        handle: str, photo_id: str | None, bio: str, interests: list[str]
+        handle: str, photo_id: str | None, bio: str, interests: list[str],
+        links: list[str] | None = None, location: str | None = None,
     ) -> dict[str, Any]:
-        """The public card: handle, photo URL, bio, interests. Nothing else."""
-        return {
+        """The public card: handle, photo URL, bio, interests; links and location
+        only when the owner shows them (None: not shown). Nothing else."""
+        card: dict[str, Any] = {
             "handle": handle,
             "photo_url": None if photo_id is None else PHOTO_PATH + photo_id,
             "bio": bio,
             "interests": list(interests),
         }
+        if links is not None:
+            card["links"] = list(links)
+        if location is not None:
+            card["location"] = location
+        return card
+
+    def _shown(
+        self, user_id: str, show_links: int, links_sealed: bytes | None, show_location: int,
+        location_sealed: bytes | None,
+    ) -> dict[str, Any]:
+        """The _card arguments for links and location: opened only when shown."""
+        out: dict[str, Any] = {}
+        if show_links and links_sealed is not None:
+            out["links"] = list(self._open(user_id, "links", links_sealed))
+        if show_location and location_sealed is not None:
+            out["location"] = self._open(user_id, "location", location_sealed)
+        return out
 
     def browse(
         self, viewer_id: str, interest: str | None = None, language: str | None = None,
@@ -215,41 +234,47 @@ class SocialStore(StoreCore):
             today = self._today()
             rows = conn.execute(
                 "SELECT u.id, p.public_id, u.date_of_birth_sealed, u.interests_sealed,"
-                " u.language_sealed, u.username_sealed, u.bio_sealed"
+                " u.language_sealed, u.username_sealed, u.bio_sealed,"
+                " u.show_links, u.links_sealed, u.show_location, u.location_sealed,"
+                " EXISTS (SELECT 1 FROM objections o WHERE o.user_id = u.id"
+                "  AND o.purpose = 'matching_by_interests')"
                 " FROM users u LEFT JOIN photos p ON p.user_id = u.id"
-                " WHERE u.discoverable = 1 AND u.id != ?"
+                # restricted: stored only, never listed (store/controls.py)
+                " WHERE u.discoverable = 1 AND u.restricted_at IS NULL AND u.id != ?"
                 " AND NOT EXISTS (SELECT 1 FROM blocks b WHERE (b.blocker_id = ?"
                 "  AND b.blocked_id = u.id) OR (b.blocker_id = u.id AND b.blocked_id = ?))",
                 (viewer_id, viewer_id, viewer_id),
             ).fetchall()
         # The fields are sealed: the age line, the filters and the ranking run here,
         # over the discoverable candidates (most shared interests first, then by id).
-        mine = set(viewer.interests)
-        ranked: list[tuple[int, str, Any, str, list[str], bytes, bytes]] = []
+        # an objection to matching by interests: theirs neither rank nor filter
+        mine = set() if "matching_by_interests" in viewer.objections else set(viewer.interests)
+        ranked: list[tuple[int, str, Any, str, list[str], tuple[Any, ...]]] = []
         for user_id, photo_id, dob_sealed, interests_sealed, language_sealed, *rest in rows:
             dob = self._open(user_id, "date_of_birth", dob_sealed)
             # adults and minors (--min-age below 18) never list each other
             if not shares.same_side(dob, viewer.date_of_birth, today):
                 continue
             interests = list(self._open(user_id, "interests", interests_sealed))
-            if interest is not None and interest not in interests:
+            matchable = [] if rest[6] else interests
+            if interest is not None and interest not in matchable:
                 continue
             if language is not None:
                 theirs = self._open(user_id, "language", language_sealed)
                 if theirs is None or theirs.casefold() != language.casefold():
                     continue
-            shared = sum(1 for name in interests if name in mine)
+            shared = sum(1 for name in matchable if name in mine)
             if after is not None and not (
                     shared < after[0] or (shared == after[0] and user_id > after[1])):
                 continue
-            ranked.append((shared, user_id, photo_id, dob, interests, rest[0], rest[1]))
+            ranked.append((shared, user_id, photo_id, dob, interests, tuple(rest)))
         ranked.sort(key=lambda entry: (-entry[0], entry[1]))
         cards = [
-            {**self._card(self._open(user_id, "username", username_sealed), photo_id,
-                          self._open(user_id, "bio", bio_sealed), interests),
+            {**self._card(self._open(user_id, "username", rest[0]), photo_id,
+                          self._open(user_id, "bio", rest[1]), interests,
+                          **self._shown(user_id, *rest[2:6])),
              "age_band": age_band(age_on(dob, today))}
-            for _, user_id, photo_id, dob, interests, username_sealed, bio_sealed
-            in ranked[:limit]
+            for _, user_id, photo_id, dob, interests, rest in ranked[:limit]
         ]
         next_cursor = None
         if len(ranked) > limit:
@@ -264,6 +289,8 @@ class SocialStore(StoreCore):
         store/shares.py), never the listing's."""
         with self._tx() as conn:
             profile = self._get_profile(conn, user_id)
+            if profile.restricted:
+                raise Conflict("processing of this profile is restricted")
             now = self._now()
             conn.execute(
                 "INSERT INTO consents (user_id, kind, granted, source, at)"
@@ -272,7 +299,10 @@ class SocialStore(StoreCore):
             )
             share_id = (None if profile.photo_id is None
                         else shares.new_share(conn, user_id, now))
-            return self._card(profile.username, share_id, profile.bio, profile.interests)
+            return self._card(
+                profile.username, share_id, profile.bio, profile.interests,
+                list(profile.links) if profile.show_links else None,
+                profile.location if profile.show_location else None)
 
     def report_account(self, reporter_id: str, handle: str, reason: str) -> str:
         """Report an account by its handle (seen in a listing or a shared card);
@@ -295,26 +325,35 @@ class SocialStore(StoreCore):
         return report_id
 
     def underage_reports(self) -> list[dict[str, Any]]:
-        """Open `underage` reports, oldest first, for an operator to review."""
+        """Open under-age reports, oldest first, for an operator to review: those of
+        accounts (`source` account) and of guardians without one (`source`
+        guardian, with their contact_email and details)."""
         with self._tx(write=False) as conn:
-            return [
-                {"report_id": rid, "reported_user_id": uid, "at": at}
+            reports = [
+                {"report_id": rid, "reported_user_id": uid, "at": at, "source": "account"}
                 for rid, uid, at in conn.execute(
                     "SELECT id, reported_user_id, at FROM account_reports"
                     " WHERE reason = 'underage' ORDER BY at, id")
-            ]
+            ] + controls.guardian_reports(conn, self._key)
+        return sorted(reports, key=lambda r: (r["at"], r["report_id"]))
 
     def confirm_underage(self, report_id: str) -> None:
-        """An operator confirmed an `underage` report: the reported account and all its
-        data go at once; the audit log keeps an entry without personal data."""
+        """An operator confirmed an under-age report (an account's or a guardian's):
+        the reported account and all its data go at once; the audit log keeps an
+        entry without personal data. Under a legal hold: Conflict, nothing goes."""
         with self._tx() as conn:
             row = conn.execute(
                 "SELECT reported_user_id, reason FROM account_reports WHERE id = ?",
+                (report_id,),
+            ).fetchone() or conn.execute(
+                "SELECT reported_user_id, 'underage' FROM guardian_reports WHERE id = ?",
                 (report_id,),
             ).fetchone()
             if row is None:
                 raise NotFound("no such report")
             if row[1] != "underage":
                 raise Invalid("report", f"report is for {row[1]!r}, not underage")
+            if controls.held(conn, row[0]):
+                raise Conflict("the account is under a legal hold: deletion waits")
             self._delete_user(conn, row[0], reason="underage_confirmed", request_id=None)
         self._scrub_wal()

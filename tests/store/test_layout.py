@@ -29,7 +29,8 @@ def test_the_package_exports_the_limits_the_store_enforces(store):
     bounds the store really applies."""
     s = store_pkg
     assert s.REQUEST_TYPES == ("access", "correction", "deletion", "opt_out",
-                               "withdraw_consent")
+                               "withdraw_consent", "restriction", "objection")
+    assert s.OBJECTION_PURPOSES == ("chat_history", "matching_by_interests")
     assert s.REPORT_REASONS == ("spam", "nudity", "harassment", "underage", "other")
     make(store, "u" * s.USERNAME_MAX, bio="b" * s.MAX_BIO,
          interests=[f"i{n}" for n in range(s.MAX_INTERESTS)],
@@ -53,7 +54,8 @@ def test_the_package_exports_the_limits_the_store_enforces(store):
         assert exc.value.field == field, fields
     p, _ = make(store, "submits")
     for kind in s.REQUEST_TYPES:
-        assert store.submit_request(p.id, kind).type == kind
+        extra = {"purpose": s.OBJECTION_PURPOSES[0]} if kind == "objection" else {}
+        assert store.submit_request(p.id, kind, **extra).type == kind
     make(store, "reported")
     for reason in s.REPORT_REASONS:
         store.report_account(p.id, "reported", reason)
