@@ -31,6 +31,9 @@ ENDPOINTS = Endpoints(schemas={
         "interests": {"type": "array", "items": {"type": "string"}},
         "age_band": {"type": "string", "examples": ["18-24", "25-34", "65+"],
                      "description": "Never the date of birth"},
+        "links": {"type": "array", "items": {"type": "string"},
+                  "description": "Only when the owner shows them"},
+        "location": {"type": "string", "description": "Only when the owner shows it"},
     }, ["handle", "photo_url", "bio", "interests", "age_band"], closed=False),
     "CardPage": object_schema({
         "profiles": {"type": "array", "items": {"$ref": "#/components/schemas/Card"}},

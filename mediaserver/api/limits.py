@@ -1,5 +1,6 @@
 """Per-address rate limits on the REST endpoints that make the server store or
-work: account creation, privacy requests, photo uploads and account reports.
+work: account creation, privacy requests, photo uploads, account reports and
+guardians' under-age reports.
 
 One token bucket per (limit, address key): `burst` requests at once, then one more
 every `per / burst` seconds. Keys are `client_address.address_key` (IPv6 on its
@@ -36,17 +37,20 @@ CREATE_ACCOUNT = Rate(burst=10, per=3600.0)
 PRIVACY_REQUEST = Rate(burst=10, per=86400.0)
 PHOTO_UPLOAD = Rate(burst=20, per=3600.0)
 REPORT = Rate(burst=30, per=3600.0)
+GUARDIAN_REPORT = Rate(burst=5, per=3600.0)
+"""Under-age reports without an account: nothing but the address to count by."""
 RATES = {
     "create_account": CREATE_ACCOUNT,
     "privacy_request": PRIVACY_REQUEST,
     "photo_upload": PHOTO_UPLOAD,
     "report": REPORT,
+    "guardian_report": GUARDIAN_REPORT,
 }
 """The limits by name (create_api's `rates` overrides some)."""
 UNLIMITED = {name: Rate(burst=2**31, per=1.0) for name in RATES}
 """For a benchmark or fuzzer driving the handlers from one address (never a server)."""
 MAX_KEYS = 65536
-"""Buckets kept per limit (each ~200 bytes: ~13 MiB for the four at most)."""
+"""Buckets kept per limit (each ~200 bytes: ~13 MiB for each limit at most)."""
 
 
 class RateLimiter:

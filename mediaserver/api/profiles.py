@@ -31,6 +31,10 @@ from mediaserver.store import (
     MAX_BIO,
     MAX_INTEREST_LEN,
     MAX_INTERESTS,
+    MAX_LINK_LEN,
+    MAX_LINKS,
+    MAX_LOCATION,
+    OBJECTION_PURPOSES,
     PASSWORD_MAX,
     PASSWORD_MIN,
     USERNAME_MAX,
@@ -47,6 +51,10 @@ PROFILE_FIELDS = (
     "chat_history_consent",
     "discoverable",
     "password",
+    "links",
+    "location",
+    "show_links",
+    "show_location",
 )
 IDENTIFYING = frozenset({"username", "date_of_birth"})
 """PATCH fields that need the password or a fresh sign-in (as two-factor changes do)."""
@@ -70,6 +78,12 @@ def profile_json(p: Profile) -> dict[str, Any]:
         "created_at": iso(p.created_at),
         "updated_at": iso(p.updated_at),
         "last_seen_at": iso(p.last_seen_at),
+        "links": list(p.links),
+        "location": p.location,
+        "show_links": p.show_links,
+        "show_location": p.show_location,
+        "restricted": p.restricted,
+        "objections": list(p.objections),
     }
 
 
@@ -105,7 +119,17 @@ def check_field(field: str, value: Any) -> Any:
         return [_interest(item) for item in value]
     if field == "password":
         return text_field(value, field, PASSWORD_MAX, allow_empty=False)
-    if field in ("chat_history_consent", "discoverable"):
+    if field == "links":
+        if not isinstance(value, list):
+            raise ApiError(422, "invalid", "links must be a list of URLs", field)
+        if len(value) > MAX_LINKS:
+            raise ApiError(422, "invalid", f"links must hold at most {MAX_LINKS} URLs", field)
+        return [text_field(item, field, MAX_LINK_LEN, allow_empty=False) for item in value]
+    if field == "location":
+        if value is None:
+            return None
+        return text_field(value, field, MAX_LOCATION)
+    if field in ("chat_history_consent", "discoverable", "show_links", "show_location"):
         if not isinstance(value, bool):
             raise ApiError(422, "invalid", f"{field} must be true or false", field)
         return value
@@ -176,6 +200,20 @@ _PROFILE_PROPS: dict[str, Any] = {
         "type": "boolean",
         "description": "List this profile's card when signed-in people browse (default false)",
     },
+    "links": {
+        "type": "array",
+        "items": {"type": "string", "format": "uri", "maxLength": MAX_LINK_LEN,
+                  "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+        "maxItems": MAX_LINKS,
+        "description": "Social links: http(s) URLs; on the public card only with show_links",
+    },
+    "location": {
+        "type": ["string", "null"], "maxLength": MAX_LOCATION,
+        "description": "A coarse place (city, country); on the card only with show_location",
+    },
+    "show_links": {"type": "boolean", "description": "Show links on the card (default false)"},
+    "show_location": {"type": "boolean",
+                      "description": "Show location on the card (default false)"},
 }
 
 ENDPOINTS = Endpoints(schemas={
@@ -214,6 +252,13 @@ ENDPOINTS = Endpoints(schemas={
             "created_at": TIME,
             "updated_at": TIME,
             "last_seen_at": TIME,
+            "restricted": {"type": "boolean",
+                           "description": "A restriction request stands: stored only "
+                                          "(DELETE .../restriction lifts it)"},
+            "objections": {"type": "array",
+                           "items": {"type": "string", "enum": list(OBJECTION_PURPOSES)},
+                           "description": "Purposes objected to (DELETE "
+                                          ".../objections/{purpose} lifts one)"},
         },
     },
     "CreatedProfile": {
@@ -310,10 +355,17 @@ async def patch_profile(request: Request, ctx: ApiContext) -> Response:
 @ENDPOINTS.operation("DELETE", "/profiles/{id}", {
     "operationId": "delete_profile",
     "summary": "Delete your profile, tokens and chat history now",
+    "description": "Under a legal hold nothing is deleted yet: a deletion request is "
+                   "opened instead (202, Location), completed once the hold is released.",
     "security": BEARER,
-    "responses": {"204": {"description": "Deleted"}, **AUTH_ERRORS, **NOT_FOUND},
+    "responses": {"204": {"description": "Deleted"},
+                  "202": {"description": "Held: the deletion waits (see Location)"},
+                  **AUTH_ERRORS, **NOT_FOUND},
 }, _ONE)
 async def delete_profile(request: Request, ctx: ApiContext) -> Response:
     profile = await ctx.authenticate_owner(request)
-    await ctx.call(ctx.store.delete_user, profile.id)
+    waiting = await ctx.call(ctx.store.delete_user, profile.id)
+    if waiting is not None:
+        return Response(status_code=202,
+                        headers={"Location": f"{PREFIX}/privacy-requests/{waiting}"})
     return Response(status_code=204)

@@ -2,7 +2,7 @@
 one Mount with its own error handling. JSON (photos: image bodies), bearer tokens.
 
 A feature goes in its resource's module (profiles, browse, sessions, photos,
-blocks, reports, privacy, docs): a handler registered with its OpenAPI operation;
+blocks, reports, privacy, docs, controls): a handler registered with its OpenAPI operation;
 nothing here lists the routes.
 """
 
@@ -17,7 +17,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from mediaserver.api import blocks, browse, docs, photos, privacy, profiles, reports, sessions
+from mediaserver.api import (
+    blocks,
+    browse,
+    controls,
+    docs,
+    photos,
+    privacy,
+    profiles,
+    reports,
+    sessions,
+)
 from mediaserver.api.context import ApiContext
 from mediaserver.api.errors import (
     ApiError,
@@ -32,7 +42,7 @@ from mediaserver.api.wire import PREFIX
 from mediaserver.client_address import Network
 from mediaserver.store import Store
 
-RESOURCES = (profiles, browse, sessions, photos, blocks, reports, privacy, docs)
+RESOURCES = (profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls)
 """The resource modules, in routing order."""
 ENDPOINTS: tuple[Endpoint, ...] = tuple(
     endpoint for module in RESOURCES for endpoint in module.ENDPOINTS.items

@@ -459,7 +459,7 @@ def test_privacy_request_submit_get_list(server: Server) -> None:
     r = server.http.post("/privacy-requests", headers=server.auth(user), json={"type": "correction"})
     assert r.status_code == 202, r.text
     req = r.json()
-    assert set(req) == {"id", "type", "status", "received_at", "due_at"}
+    assert set(req) == {"id", "type", "status", "received_at", "due_at", "purpose", "on_hold"}
     assert req["type"] == "correction" and req["status"] in ("verified", "completed")
     assert parse_time(req["due_at"]) - parse_time(req["received_at"]) == timedelta(days=45)
     assert r.headers["location"] == f"{API}/privacy-requests/{req['id']}"
