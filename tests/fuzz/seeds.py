@@ -61,6 +61,24 @@ PROFILE_BODIES: list[Any] = [
     {"username": "x", "date_of_birth": "1990-02-30"},
     {"username": "", "date_of_birth": ADULT, "unknown": 1},
     [1, 2, 3],
+    {"links": ["https://example.org/me", "http://a.example"], "location": "Porto, Portugal",
+     "show_links": True, "show_location": False},
+    {"links": ["javascript:alert(1)", "https://"], "location": None},
+]
+
+PRIVACY_BODIES: list[Any] = [
+    {"type": "restriction"},
+    {"type": "objection", "purpose": "chat_history"},
+    {"type": "objection", "purpose": "matching_by_interests"},
+    {"type": "correction", "fields": {"bio": "corrected", "location": "Lisbon",
+                                      "links": ["https://example.org"]}},
+    {"type": "correction", "fields": {"username": "renamed"}, "current_password": "x" * 8},
+    {"type": "correction", "fields": {}},
+    {"type": "access", "purpose": "chat_history"},
+]
+GUARDIAN_BODIES: list[Any] = [
+    {"handle": "alice", "contact_email": "parent@example.org", "details": "looks 12"},
+    {"handle": "x", "contact_email": "nope", "details": ""},
 ]
 
 
@@ -125,6 +143,14 @@ def main() -> None:
         pack_records([req("GET", "/openapi.json", tag=0), req("PUT", "/profiles", b"{}")]),
     )
     add("rest_app", pack_records([req("GET", "/profiles/%0A", tag=0), req("GET", "/nope", tag=0)]))
+    # the privacy centre's bodies, then lifting what they did
+    add("rest_app", pack_records(
+        [req("POST", "/privacy-requests", json.dumps(b).encode()) for b in PRIVACY_BODIES]
+        + [req("DELETE", "/profiles/{id}/restriction"),
+           req("DELETE", "/profiles/{id}/objections/chat_history")]))
+    add("rest_app", pack_records(
+        [req("POST", "/reports/underage", json.dumps(b).encode(), tag=0)
+         for b in GUARDIAN_BODIES]))
     for line in sorted({f"{m} {p}" for m, p in ROUTE_TABLE}):
         method, path = line.split(" ", 1)
         add("rest_app", pack_records([req(method, path, b"{}")]))
