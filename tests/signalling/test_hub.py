@@ -5,6 +5,7 @@ queue is the real in-process matchmaker, nodes are linked in-process buses, and
 time is virtual.
 """
 
+import asyncio
 import inspect
 import json
 
@@ -528,3 +529,35 @@ def test_the_real_store_and_media_service_fit_the_ports():
             if not name.startswith("_"):
                 real_params = inspect.signature(getattr(real, name)).parameters
                 assert list(real_params) == list(inspect.signature(member).parameters), name
+
+
+async def test_restricted_profile_joins_anonymously_and_an_objection_keeps_interests_out(clock):
+    store = FakeStore()
+    store.add("tok-r", profile("restricted_one", interests=["chess"], language="en",
+                               restricted=True))
+    store.add("tok-o", profile("objector", interests=["chess"],
+                               objections=("matching_by_interests",)))
+    n = await Node(LocalBus("n1"), clock, SharedQueue(clock), store=store).start()
+    r, o = n.connect("192.0.2.1"), n.connect("192.0.2.2")
+    for conn, token in ((r, "tok-r"), (o, "tok-o")):
+        await n.send(conn, "hello", age_confirmed=True, token=token)
+        await until(lambda c=conn: c.sent)
+        assert c_type(conn) == "welcome"
+    # restricted: stored only, so nothing of the profile is used, as if anonymous
+    assert (r.visitor.user_id, r.visitor.interests, r.visitor.language) == (
+        None, frozenset(), None)
+    # objected to matching by interests: signed in, its interests left out
+    assert (o.visitor.user_id, o.visitor.interests) == ("objector", frozenset())
+    for conn in (r, o):
+        await n.send(conn, "start")
+    await until(lambda: "matched" in r.types())
+    r.take()
+    await n.send(r, "share_profile")
+    await until(lambda: r.sent)
+    assert r.sent[-1]["code"] == "unauthorized" and store.shared == []
+    await n.send(r, "chat", text="not kept")
+    await until(lambda: store.chat)
+    for _ in range(50):  # a store call the hub would have started runs by now
+        await asyncio.sleep(0.001)
+    assert [c[0] for c in store.chat] == ["objector"]  # the restricted side keeps nothing
+    await n.hub.close()
