@@ -247,8 +247,10 @@ class SocialStore(StoreCore):
             ).fetchall()
         # The fields are sealed: the age line, the filters and the ranking run here,
         # over the discoverable candidates (most shared interests first, then by id).
-        # an objection to matching by interests: theirs neither rank nor filter
-        mine = set() if "matching_by_interests" in viewer.objections else set(viewer.interests)
+        # an objection to matching by interests (or a restriction: stored only): the
+        # viewer's interests rank no one
+        mine = (set() if viewer.restricted or "matching_by_interests" in viewer.objections
+                else set(viewer.interests))
         ranked: list[tuple[int, str, Any, str, list[str], tuple[Any, ...]]] = []
         for user_id, photo_id, dob_sealed, interests_sealed, language_sealed, *rest in rows:
             dob = self._open(user_id, "date_of_birth", dob_sealed)

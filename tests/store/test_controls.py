@@ -10,6 +10,7 @@ import pytest
 from mediaserver.store import Conflict, Invalid, NotFound, Store
 from mediaserver.store.controls import REQUEST_DUE_SECONDS
 from mediaserver.store.schema import MIGRATIONS, SCHEMA_VERSION
+from mediaserver.store.sealed_fields import seal_profile_fields
 from tests.support.store import DAY, KEY, Clock, file_bytes, make
 
 
@@ -56,6 +57,20 @@ def test_restriction_stops_listing_sharing_and_chat_until_the_owner_lifts_it(sto
     assert any(e["event"] == "restriction_lifted" for e in store.audit_log())
 
 
+@pytest.mark.parametrize("request_kw", [
+    {"rtype": "restriction"}, {"rtype": "objection", "purpose": "matching_by_interests"}])
+def test_a_restricted_or_objecting_viewers_interests_rank_no_one(store, request_kw):
+    viewer, _ = make(store, "viewer", interests=["chess"])
+    b, _ = make(store, "bb_chess", discoverable=True, interests=["chess"])
+    plain = [make(store, f"plain_{n}", discoverable=True)[0] for n in range(19)]  # one page
+    # ids are random: at least one plain one sorts before bb_chess (all but surely)
+    assert min(p.id for p in plain) < b.id
+    assert handles(store, viewer.id)[0] == "bb_chess"  # shared interest first
+    completed(store, viewer.id, **request_kw)
+    assert handles(store, viewer.id) == [h for _, h in sorted(
+        [(p.id, p.username) for p in plain] + [(b.id, "bb_chess")])]
+
+
 # -- objection -------------------------------------------------------------------------
 
 
@@ -87,7 +102,7 @@ def test_objection_to_chat_history_deletes_it_and_keeps_nothing_while_it_stands(
 
 def test_objection_to_matching_by_interests_leaves_interests_out_of_browsing(store):
     viewer, _ = make(store, "viewer", interests=["chess"])
-    other, _ = make(store, "no_match", discoverable=True)
+    make(store, "no_match", discoverable=True)
     p, _ = make(store, "objector", discoverable=True, interests=["chess"])
     assert handles(store, viewer.id) == ["objector", "no_match"]  # shared interest first
     completed(store, p.id, "objection", purpose="matching_by_interests")
@@ -96,11 +111,6 @@ def test_objection_to_matching_by_interests_leaves_interests_out_of_browsing(sto
     cards = store.browse(viewer.id)[0]
     assert {c["handle"] for c in cards} == {"objector", "no_match"}
     assert [c["interests"] for c in cards if c["handle"] == "objector"] == [["chess"]]
-    # as a viewer too: its own interests rank nobody (then: by id)
-    store.lift_objection(p.id, "matching_by_interests")
-    completed(store, viewer.id, "objection", purpose="matching_by_interests")
-    by_id = sorted([(p.id, "objector"), (other.id, "no_match")])
-    assert handles(store, viewer.id) == [h for _, h in by_id]
 
 
 # -- correction ------------------------------------------------------------------------
@@ -311,26 +321,29 @@ def test_location_bounds(store):
 
 def test_a_database_from_before_the_step_migrates_and_reads(tmp_path):
     path = str(tmp_path / "old.db")
-    with Store(path, KEY, clock=Clock()) as store:
-        make(store, "older_user")
-    conn = sqlite3.connect(path, isolation_level=None)
-    # back to the step before this module's: undo it as SQLite allows
-    conn.execute("DROP TABLE objections")
-    conn.execute("DROP TABLE guardian_reports")
-    for table, column in (("users", "links_sealed"), ("users", "location_sealed"),
-                          ("users", "show_links"), ("users", "show_location"),
-                          ("users", "restricted_at"), ("users", "legal_hold_at"),
-                          ("privacy_requests", "purpose"),
-                          ("privacy_requests", "fields_sealed")):
-        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     step = next(i for i, s in enumerate(MIGRATIONS) if isinstance(s, list)
                 and "ALTER TABLE users ADD COLUMN links_sealed BLOB" in s)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for earlier in MIGRATIONS[:step]:  # the database as the steps before this one left it
+        if callable(earlier):
+            earlier(conn, KEY)
+        else:
+            for statement in earlier:
+                conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {step}")
+    values = seal_profile_fields(KEY, "old-user", {
+        "username": "older_user", "date_of_birth": "1980-01-01", "bio": "",
+        "interests": [], "language": None})
+    conn.execute(
+        f"INSERT INTO users (id, {', '.join(values)}, created_at, updated_at, last_seen_at)"
+        f" VALUES (?, {', '.join('?' for _ in values)}, 0, 0, 0)", ("old-user", *values.values()))
     conn.close()
     with Store(path, KEY, clock=Clock()) as store:
         assert store.migrations_applied == SCHEMA_VERSION - step
-        (user_id,) = store._conn.execute("SELECT id FROM users").fetchone()
-        prof = store.get_profile(user_id)
-        assert (prof.links, prof.location, prof.restricted, prof.objections) == (
-            (), None, False, ())
-        json.dumps(completed(store, user_id, "access").export)
+        prof = store.get_profile("old-user")
+        assert (prof.username, prof.links, prof.location, prof.restricted, prof.objections) == (
+            "older_user", (), None, False, ())
+        json.dumps(completed(store, "old-user", "access").export)
+        assert store.update_profile("old-user", links=["https://x.example"]).links == (
+            "https://x.example",)
