@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 from mediaserver.store import Conflict, Invalid, NotFound, Store
-from mediaserver.store.controls import REQUEST_DUE_SECONDS
+from mediaserver.store.privacy import REQUEST_DUE_SECONDS
 from mediaserver.store.schema import MIGRATIONS, SCHEMA_VERSION
 from mediaserver.store.sealed_fields import seal_profile_fields
 from tests.support.store import DAY, KEY, Clock, file_bytes, make
