@@ -6,10 +6,15 @@ under-age profile."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mediaserver.api.context import ApiContext
+from mediaserver.api.errors import ApiError
 from mediaserver.api.operations import Endpoints
 from mediaserver.api.schemas import (
     AUTH_ERRORS,
@@ -25,8 +30,11 @@ from mediaserver.api.schemas import (
     rate_limited,
 )
 from mediaserver.api.wire import MAX_HANDLE, json_fields, read_json
-from mediaserver.store import OBJECTION_PURPOSES
+from mediaserver.store import OBJECTION_PURPOSES, Invalid, StoreError
+from mediaserver.store.controls_store import check_guardian_report
 from mediaserver.store.limits import MAX_EMAIL, MAX_GUARDIAN_DETAILS
+
+logger = logging.getLogger("mediaserver.api")
 
 _OWN = {"security": BEARER}
 ENDPOINTS = Endpoints(schemas={
@@ -86,6 +94,18 @@ async def report_underage(request: Request, ctx: ApiContext) -> Response:
         {"handle": MAX_HANDLE, "contact_email": MAX_EMAIL, "details": MAX_GUARDIAN_DETAILS},
         ("handle", "contact_email", "details"),
     )
-    await ctx.call(ctx.store.report_underage_by_guardian, body["handle"],
-                   body["contact_email"], body["details"])
-    return JSONResponse({"status": "received"}, status_code=202)
+    try:
+        check_guardian_report(body["handle"], body["contact_email"], body["details"])
+    except Invalid as exc:
+        raise ApiError(422, "invalid", str(exc), exc.field) from None
+    # filed after the answer is sent: whether the handle is an account's (a write)
+    # or not (none) shows neither in the answer nor in its timing
+    return JSONResponse({"status": "received"}, status_code=202, background=BackgroundTask(
+        _file_guardian_report, ctx, body["handle"], body["contact_email"], body["details"]))
+
+
+async def _file_guardian_report(ctx: ApiContext, handle: str, email: str, details: str) -> None:
+    try:
+        await asyncio.to_thread(ctx.store.report_underage_by_guardian, handle, email, details)
+    except StoreError:
+        logger.exception("filing a guardian's report failed")

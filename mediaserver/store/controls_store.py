@@ -127,12 +127,9 @@ class ControlsStore(StoreCore):
     def report_underage_by_guardian(self, handle: str, contact_email: str, details: str) -> None:
         """A parent or guardian, without an account, reports a profile as under age.
         Kept (contact and details sealed) only when the handle is an account's; the
-        same work and the same answer either way, so a caller learns nothing."""
-        if not isinstance(handle, str) or not USERNAME.fullmatch(handle):
-            raise Invalid("handle", "3-32 characters: letters, digits, _ . -")
-        email = validate_email(contact_email)
-        if not isinstance(details, str) or not 1 <= len(details.strip()) <= MAX_GUARDIAN_DETAILS:
-            raise Invalid("details", f"1-{MAX_GUARDIAN_DETAILS} characters")
+        same work either way (the REST layer answers before it runs, so a caller
+        learns nothing from the time it takes either)."""
+        email = check_guardian_report(handle, contact_email, details)
         report_id = secrets.token_hex(12)  # hex: never read as an option by the CLI
         sealed_email = seal_value(self._key, "guardian_reports", "contact_email", report_id,
                                   email.encode())
@@ -147,3 +144,14 @@ class ControlsStore(StoreCore):
                 "INSERT INTO guardian_reports (id, reported_user_id, contact_email_sealed,"
                 " details_sealed, at) VALUES (?, ?, ?, ?, ?)",
                 (report_id, row[0], sealed_email, sealed_details, self._now()))
+
+
+def check_guardian_report(handle: object, contact_email: object, details: object) -> str:
+    """A guardian's report checked as the store takes it (Invalid names the field);
+    returns the address."""
+    if not isinstance(handle, str) or not USERNAME.fullmatch(handle):
+        raise Invalid("handle", "3-32 characters: letters, digits, _ . -")
+    email = validate_email(contact_email)
+    if not isinstance(details, str) or not 1 <= len(details.strip()) <= MAX_GUARDIAN_DETAILS:
+        raise Invalid("details", f"1-{MAX_GUARDIAN_DETAILS} characters")
+    return email
