@@ -53,8 +53,8 @@ export function show(_, profile) {
   ui.consentDiscoverable.checked = Boolean(profile.discoverable);
   ui.optOut.disabled = Boolean(profile.opted_out);
   ui.optOutState.textContent = profile.opted_out
-    ? "You opted out of sale and sharing of your data."
-    : "Your data is not sold; you may still record an opt-out.";
+    ? "You opted out of sale and sharing (undoing it is not offered yet)."
+    : "You have not opted out of sale and sharing.";
   ui.deleteOtpBox.hidden = !profile.two_factor;
   $("delete-otp").required = Boolean(profile.two_factor);
   listRequests();
