@@ -77,7 +77,8 @@ export function showError(form, error, prefix = "") {
 }
 
 function sentence(text) {
-  return text ? text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".") : "";
+  if (!text) return "";
+  return text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
 }
 
 function cssName(field) {

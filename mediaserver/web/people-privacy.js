@@ -39,8 +39,10 @@ export function init(shared) {
   app = shared;
   ui.download.addEventListener("click", onDownload);
   ui.correctForm.addEventListener("submit", onCorrect);
-  ui.consentChat.addEventListener("change", () => setConsent("chat_history_consent", ui.consentChat));
-  ui.consentDiscoverable.addEventListener("change", () => setConsent("discoverable", ui.consentDiscoverable));
+  ui.consentChat.addEventListener("change", () =>
+    setConsent("chat_history_consent", ui.consentChat));
+  ui.consentDiscoverable.addEventListener("change", () =>
+    setConsent("discoverable", ui.consentDiscoverable));
   ui.consentForm.addEventListener("submit", (ev) => ev.preventDefault());
   ui.optOut.addEventListener("click", onOptOut);
   ui.deleteForm.addEventListener("submit", onDelete);
@@ -127,7 +129,8 @@ async function onDownload() {
       ui.downloadError.textContent = `No data file: ${why}.`;
       return;
     }
-    saveFile(done.data.export, `mediaserver-data-${app.session.username}-${day(done.data.completed_at)}.json`);
+    const name = `mediaserver-data-${app.session.username}-${day(done.data.completed_at)}.json`;
+    saveFile(done.data.export, name);
     app.say("Your data is downloaded.");
   } finally {
     ui.download.disabled = false;
@@ -163,7 +166,9 @@ async function onCorrect(ev) {
     return;
   }
   if (data.get("current_password")) body.current_password = String(data.get("current_password"));
-  const res = await app.call("PATCH", `/profiles/${encodeURIComponent(app.session.id)}`, { json: body });
+  const res = await app.call("PATCH", `/profiles/${encodeURIComponent(app.session.id)}`, {
+    json: body,
+  });
   if (!res.ok) {
     showError(ui.correctForm, res.error, "Not corrected: ");
     return;
@@ -216,11 +221,13 @@ async function onDelete(ev) {
   if (!signin.ok) {
     if (signin.error.code === "otp_required") {
       ui.deleteOtpBox.hidden = false;
-      showError(ui.deleteForm, { message: "enter your two-factor or a recovery code", field: "otp" });
+      showError(ui.deleteForm, {
+        message: "enter your two-factor or a recovery code", field: "otp",
+      });
       return;
     }
     const { code } = signin.error;
-    const field = code === "invalid_otp" ? "otp" : code === "invalid_credentials" ? "password" : null;
+    const field = { invalid_otp: "otp", invalid_credentials: "password" }[code] || null;
     const message = code === "invalid_credentials" ? "wrong password" : signin.error.message;
     showError(ui.deleteForm, { ...signin.error, message, field }, "Not deleted: ");
     return;

@@ -79,7 +79,8 @@ function showMode() {
     if (name === mode) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = mode === "people" ? "mediaserver — people" : "mediaserver — talk to a stranger";
+  document.title =
+    mode === "people" ? "mediaserver — people" : "mediaserver — talk to a stranger";
 }
 
 // ---- signed in / out -------------------------------------------------------------------

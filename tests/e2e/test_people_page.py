@@ -209,6 +209,15 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             assert "Copy of my data" in row
             assert time.strftime("%Y-%m-%d", time.gmtime(time.time() + 45 * 86400)) in row
 
+            # A removes the photo: gone from the profile and from B's next listing
+            await a.click("#photo-remove")
+            await a.wait_for_selector("#photo-none", state="visible", timeout=10000)
+            assert await a.is_hidden("#photo-current")
+            await b.click("#browse-form button[type=submit]")
+            await b.wait_for_function("() => { const li = document.querySelector("
+                                      "'#browse-cards li[data-handle=\"alice_people\"]');"
+                                      " return li && !li.querySelector('img'); }")
+
             # consent switches go both ways
             await a.check("#consent-chat")
             await a.wait_for_function("() => document.querySelector('#people-status')"
@@ -356,7 +365,7 @@ async def test_people_mode_by_keyboard_alone_and_at_360_px(server):
 
             # every control in People mode has a visible label (a <label> or its own text)
             unlabelled = await page.evaluate("""() => [...document.querySelectorAll(
-                '#people-mode input, #people-mode textarea, #people-mode select, #people-mode button')]
+                '#people-mode :is(input, textarea, select, button)')]
               .filter(e => e.offsetParent !== null)
               .filter(e => {
                 if (e.tagName === 'BUTTON') return !e.textContent.trim();
