@@ -25,7 +25,7 @@ from playwright.async_api import Page, async_playwright
 
 from mediaserver.store.auth import TOTP_STEP
 from mediaserver.store.limits import age_band
-from tests.e2e.test_web_client import DESKTOP, launch, server  # noqa: F401 (the fixture)
+from tests.e2e.test_web_client import DESKTOP, launch, server  # noqa: F401
 
 pytestmark = pytest.mark.netns
 
@@ -43,8 +43,14 @@ def watch_errors(page: Page) -> list[str]:
     expects those (a wrong password, a missing endpoint) and shows them."""
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-            and not msg.text.startswith("Failed to load resource") else None)
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
     return errors
 
 
@@ -83,7 +89,7 @@ async def image_loaded(page: Page, selector: str) -> None:
 
 def age_on(dob: str) -> int:
     born = datetime.date.fromisoformat(dob)
-    today = datetime.datetime.now(datetime.timezone.utc).date()
+    today = datetime.datetime.now(datetime.UTC).date()
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
@@ -114,7 +120,7 @@ def code_after(secret: str, steps: int) -> str:
 
 
 @pytest.mark.timeout(180)
-async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(server):
+async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(server):  # noqa: F811
     base = server.urls[0]
     async with async_playwright() as p:
         browser = await launch(p, server.urls[:1])
@@ -155,8 +161,10 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
 
             # photo: the preview shows before the upload, the uploaded one after
             assert await a.is_disabled("#photo-upload")
-            await a.set_input_files("#photo-file", files=[
-                {"name": "me.png", "mimeType": "image/png", "buffer": png((20, 160, 60))}])
+            await a.set_input_files(
+                "#photo-file",
+                files=[{"name": "me.png", "mimeType": "image/png", "buffer": png((20, 160, 60))}],
+            )
             await image_loaded(a, "#photo-preview")
             assert await a.is_hidden("#photo-current")
             await a.click("#photo-upload")
@@ -181,7 +189,8 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             await b.fill("#browse-interest", "knitting")
             await b.click("#browse-form button[type=submit]")
             await b.wait_for_function(
-                "() => document.querySelector('#browse-summary').textContent.includes('Nobody')")
+                "() => document.querySelector('#browse-summary').textContent.includes('Nobody')"
+            )
             await b.fill("#browse-interest", "hiking")
             await b.click("#browse-form button[type=submit]")
             await card.wait_for(timeout=10000)
@@ -189,7 +198,8 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             await card.get_by_role("button", name="Connect with alice_people").click()
             answer = card.locator(".answer")
             await b.wait_for_function(
-                "() => document.querySelector('#browse-cards .answer').textContent.length > 0")
+                "() => document.querySelector('#browse-cards .answer').textContent.length > 0"
+            )
             said = await answer.text_content() or ""
             assert "not available" in said or "Request sent" in said, said
 
@@ -204,7 +214,8 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             assert "chess" in export["profile"]["interests"]
             # ... and the request is listed with its status and due date
             await a.wait_for_function(
-                "() => document.querySelector('#requests-body').textContent.includes('completed')")
+                "() => document.querySelector('#requests-body').textContent.includes('completed')"
+            )
             row = await a.text_content("#requests-body tr") or ""
             assert "Copy of my data" in row
             assert time.strftime("%Y-%m-%d", time.gmtime(time.time() + 45 * 86400)) in row
@@ -214,26 +225,38 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             await a.wait_for_selector("#photo-none", state="visible", timeout=10000)
             assert await a.is_hidden("#photo-current")
             await b.click("#browse-form button[type=submit]")
-            await b.wait_for_function("() => { const li = document.querySelector("
-                                      "'#browse-cards li[data-handle=\"alice_people\"]');"
-                                      " return li && !li.querySelector('img'); }")
+            await b.wait_for_function(
+                "() => { const li = document.querySelector("
+                "'#browse-cards li[data-handle=\"alice_people\"]');"
+                " return li && !li.querySelector('img'); }"
+            )
 
             # consent switches go both ways
             await a.check("#consent-chat")
-            await a.wait_for_function("() => document.querySelector('#people-status')"
-                                      ".textContent.includes('saved')")
+            await a.wait_for_function(
+                "() => document.querySelector('#people-status').textContent.includes('saved')"
+            )
             r = await asyncio.to_thread(
-                httpx.post, f"{base}api/v1/sessions",
-                json={"username": "alice_people", "password": PASSWORD}, timeout=30)
+                httpx.post,
+                f"{base}api/v1/sessions",
+                json={"username": "alice_people", "password": PASSWORD},
+                timeout=30,
+            )
             assert r.status_code == 201, r.text
-            me = (await asyncio.to_thread(
-                httpx.get, f"{base}api/v1/profiles/{r.json()['id']}",
-                headers={"Authorization": f"Bearer {r.json()['token']}"}, timeout=30)).json()
+            me = (
+                await asyncio.to_thread(
+                    httpx.get,
+                    f"{base}api/v1/profiles/{r.json()['id']}",
+                    headers={"Authorization": f"Bearer {r.json()['token']}"},
+                    timeout=30,
+                )
+            ).json()
             assert me["chat_history_consent"] is True
             await a.evaluate("() => { document.querySelector('#people-status').textContent = ''; }")
             await a.uncheck("#consent-chat")
-            await a.wait_for_function("() => document.querySelector('#people-status')"
-                                      ".textContent.includes('saved')")
+            await a.wait_for_function(
+                "() => document.querySelector('#people-status').textContent.includes('saved')"
+            )
             assert not await a.is_checked("#consent-chat")
 
             # two-factor: QR code and secret shown, confirmed with a code, recovery codes once
@@ -245,7 +268,8 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             await a.fill("#twofa-code", "000000")
             await a.press("#twofa-code", "Enter")
             await a.locator('#twofa-confirm-form .error[data-error-for="code"]').wait_for(
-                state="visible", timeout=10000)
+                state="visible", timeout=10000
+            )
             await a.fill("#twofa-code", code_after(secret, 0))
             await a.press("#twofa-code", "Enter")
             await a.wait_for_selector("#recovery-box", state="visible", timeout=10000)
@@ -284,14 +308,18 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             await a.wait_for_selector("#people-signed-out", state="visible", timeout=15000)
             assert "deleted" in (await a.text_content("#people-status") or "")
             r = await asyncio.to_thread(
-                httpx.post, f"{base}api/v1/sessions",
-                json={"username": "alice_people", "password": PASSWORD}, timeout=30)
+                httpx.post,
+                f"{base}api/v1/sessions",
+                json={"username": "alice_people", "password": PASSWORD},
+                timeout=30,
+            )
             assert r.status_code == 401, r.text
 
             # B's next browse no longer finds A
             await b.click("#browse-form button[type=submit]")
             await b.wait_for_function(
-                "() => document.querySelector('#browse-summary').textContent.includes('Nobody')")
+                "() => document.querySelector('#browse-summary').textContent.includes('Nobody')"
+            )
             assert errors_a == [] and errors_b == [], (errors_a, errors_b)
         finally:
             await browser.close()
@@ -304,11 +332,14 @@ async def tab_to(page: Page, element_id: str, max_tabs: int = 60) -> None:
     """Press Tab until the element has the focus (only Tab: a keyboard user's path),
     and check the focus is visible on it."""
     for _ in range(max_tabs):
-        if await page.evaluate("() => document.activeElement && document.activeElement.id") \
-                == element_id:
+        if (
+            await page.evaluate("() => document.activeElement && document.activeElement.id")
+            == element_id
+        ):
             outline = await page.evaluate(
                 "() => { const s = getComputedStyle(document.activeElement);"
-                " return [s.outlineStyle, s.outlineWidth]; }")
+                " return [s.outlineStyle, s.outlineWidth]; }"
+            )
             assert outline[0] != "none" and outline[1] != "0px", (element_id, outline)
             return
         await page.keyboard.press("Tab")
@@ -316,7 +347,7 @@ async def tab_to(page: Page, element_id: str, max_tabs: int = 60) -> None:
 
 
 @pytest.mark.timeout(120)
-async def test_people_mode_by_keyboard_alone_and_at_360_px(server):
+async def test_people_mode_by_keyboard_alone_and_at_360_px(server):  # noqa: F811
     base = server.urls[0]
     async with async_playwright() as p:
         browser = await launch(p, server.urls[:1])
@@ -332,8 +363,12 @@ async def test_people_mode_by_keyboard_alone_and_at_360_px(server):
             assert page.url.endswith("#people")
 
             # signed out, the sign-up and sign-in forms fit 360 px
-            assert await page.evaluate(
-                "() => document.documentElement.scrollWidth - window.innerWidth") <= 0
+            assert (
+                await page.evaluate(
+                    "() => document.documentElement.scrollWidth - window.innerWidth"
+                )
+                <= 0
+            )
 
             # sign up with the keyboard only: Tab between the fields, Enter submits
             await tab_to(page, "signup-username")
@@ -359,8 +394,9 @@ async def test_people_mode_by_keyboard_alone_and_at_360_px(server):
             await tab_to(page, "correct-dob")
             await page.keyboard.type("02031991")
             await page.keyboard.press("Enter")
-            await page.wait_for_function("() => document.querySelector('#people-status')"
-                                         ".textContent.includes('corrected')")
+            await page.wait_for_function(
+                "() => document.querySelector('#people-status').textContent.includes('corrected')"
+            )
             assert await page.input_value("#correct-dob") == "1991-02-03"
 
             # every control in People mode has a visible label (a <label> or its own text)
@@ -375,7 +411,8 @@ async def test_people_mode_by_keyboard_alone_and_at_360_px(server):
 
             # 360 px wide, signed in (every section showing): no horizontal scroll
             overflow = await page.evaluate(
-                "() => document.documentElement.scrollWidth - window.innerWidth")
+                "() => document.documentElement.scrollWidth - window.innerWidth"
+            )
             assert overflow <= 0, f"the page is {overflow}px wider than 360 px"
 
             # the README's picture: People mode with someone found, on a laptop
