@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from mediaserver.store.auth import AuthStore
 from mediaserver.store.chat import ChatStore
+from mediaserver.store.conversations import ConversationStore
 from mediaserver.store.privacy import PrivacyStore
 from mediaserver.store.profiles import ProfileStore
 from mediaserver.store.social import SocialStore
 
 
-class Store(ProfileStore, AuthStore, PrivacyStore, SocialStore, ChatStore):
+class Store(ProfileStore, AuthStore, PrivacyStore, ConversationStore, SocialStore, ChatStore):
     """SQLite storage for the whole server (see StoreCore for the arguments).
 
     Domains: ProfileStore (store/profiles.py), AuthStore (store/auth.py: sign-in,
     sessions, throttling, TOTP), PrivacyStore (store/privacy.py: consents, requests,
     audit log, retention), SocialStore (store/social.py: photos, blocks, browse,
-    cards, account reports), ChatStore (store/chat.py)."""
+    cards, account reports), ChatStore (store/chat.py), ConversationStore
+    (store/conversations.py, store/connections.py: connections, conversations)."""

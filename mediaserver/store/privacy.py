@@ -10,7 +10,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from mediaserver.store import crypto, shares
+from mediaserver.store import conversations, crypto, shares
 from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.exports import build_export, complete_exports, export_aad
@@ -269,7 +269,7 @@ class PrivacyStore(StoreCore):
                 " SELECT conversation_id FROM chat_messages GROUP BY conversation_id"
                 " HAVING MAX(at) <= ?)",
                 (now - CHAT_RETENTION_SECONDS,),
-            ).rowcount
+            ).rowcount + conversations.purge_expired(conn, now - CHAT_RETENTION_SECONDS)
             flagged = conn.execute(
                 "UPDATE users SET flagged_at = ? WHERE flagged_at IS NULL"
                 " AND last_seen_at <= ?",
