@@ -36,17 +36,19 @@ CREATE_ACCOUNT = Rate(burst=10, per=3600.0)
 PRIVACY_REQUEST = Rate(burst=10, per=86400.0)
 PHOTO_UPLOAD = Rate(burst=20, per=3600.0)
 REPORT = Rate(burst=30, per=3600.0)
+CONNECTION_REQUEST = Rate(burst=60, per=3600.0)
 RATES = {
     "create_account": CREATE_ACCOUNT,
     "privacy_request": PRIVACY_REQUEST,
     "photo_upload": PHOTO_UPLOAD,
     "report": REPORT,
+    "connection_request": CONNECTION_REQUEST,
 }
 """The limits by name (create_api's `rates` overrides some)."""
 UNLIMITED = {name: Rate(burst=2**31, per=1.0) for name in RATES}
 """For a benchmark or fuzzer driving the handlers from one address (never a server)."""
 MAX_KEYS = 65536
-"""Buckets kept per limit (each ~200 bytes: ~13 MiB for the four at most)."""
+"""Buckets kept per limit (each ~200 bytes: ~13 MiB for the five at most)."""
 
 
 class RateLimiter:

@@ -118,7 +118,7 @@ class ConversationStore(ConnectionStore):
             raise Invalid("limit", f"1-{PAGE_MAX}")
         cursor = None
         if before is not None:
-            if not isinstance(before, str) or not before.isdigit() or len(before) > 18:
+            if not isinstance(before, str) or not (before.isascii() and before.isdigit()) or len(before) > 18:
                 raise Invalid("before", "not a cursor this server gave out")
             cursor = int(before)
         with self._tx(write=before is None) as conn:

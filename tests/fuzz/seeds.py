@@ -125,6 +125,18 @@ def main() -> None:
         pack_records([req("GET", "/openapi.json", tag=0), req("PUT", "/profiles", b"{}")]),
     )
     add("rest_app", pack_records([req("GET", "/profiles/%0A", tag=0), req("GET", "/nope", tag=0)]))
+    # connections and conversations (their ids are the profile's here: 404s, still parsed)
+    add(
+        "rest_app",
+        pack_records(
+            [
+                req("POST", "/connections", b'{"handle": "someone_else"}'),
+                req("PATCH", "/conversations/{id}", b'{"keep_history": true, "saved": false}'),
+                req("GET", "/conversations/{id}/messages"),
+                req("POST", "/connections/{id}/accept"),
+            ]
+        ),
+    )
     for line in sorted({f"{m} {p}" for m, p in ROUTE_TABLE}):
         method, path = line.split(" ", 1)
         add("rest_app", pack_records([req(method, path, b"{}")]))
