@@ -11,8 +11,7 @@ wrong type, an extra field) is a ValueError that says which. `pack`/`unpack`
 do the same to and from msgpack bytes (what the seal in auth.py wraps).
 
 Three families:
-    bus bodies      what nodes say to each other: a peer event, news for an
-                    account's pages (UserNews), the media
+    bus bodies      what nodes say to each other: a peer event, the media
                     requests and their notices, the metrics request.
     bus envelopes   a body as it crosses the bus: an event, a request that
                     waits for a reply, the reply (BusEvent, BusRequest, BusReply).
@@ -219,22 +218,9 @@ class MetricsRequest(NodeMessage):
     TYPE = "metrics"
 
 
-@_message
-@dataclass(frozen=True, slots=True)
-class UserNews(NodeMessage):
-    """News for the pages of one account on every node (a direct message), or the
-    control of a call between connections (mediaserver.signalling.direct, calls)."""
-
-    TYPE = "user"
-    ev: str
-    """What it is: direct, call_incoming, call_ack, call_answer... (the hub's)."""
-    fields: dict[str, Any] = field(default_factory=dict)
-    """Its own fields (the hub's); on the wire beside `ev`."""
-
-
 BusBody = Union[
     PeerEvent, CreateSession, ConnectSessions, DisconnectSessions, CloseSession, SetEffect,
-    MediaClosed, CoverFailed, MetricsRequest, UserNews,
+    MediaClosed, CoverFailed, MetricsRequest,
 ]  # fmt: skip
 BUS_BODIES: tuple[type[NodeMessage], ...] = typing.get_args(BusBody)
 
@@ -559,10 +545,6 @@ def to_wire(message: NodeMessage) -> Wire:
         wire.update(message.fields)
         wire.update(to=message.to, by=message.by, ev=message.ev)
         return wire
-    if isinstance(message, UserNews):
-        wire.update(message.fields)
-        wire.update(ev=message.ev)
-        return wire
     wire.update(_fields_to_wire(message))
     return wire
 
@@ -584,10 +566,6 @@ def from_wire(wire: Any) -> NodeMessage:
         head = {k: fields.pop(k, None) for k in ("to", "by", "ev")}
         return PeerEvent(**_fields_from_wire_map(PeerEvent, head, exclude=("fields",)),
                          fields=fields)
-    if cls is UserNews:
-        head = {"ev": fields.pop("ev", None)}
-        return UserNews(**_fields_from_wire_map(UserNews, head, exclude=("fields",)),
-                        fields=fields)
     return _fields_from_wire(cls, fields)
 
 

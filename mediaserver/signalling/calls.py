@@ -1,6 +1,6 @@
 """Calls between connections: ring every free page of the callee (on any node), answer,
 decline, hang up, and a ring that times out leaves a missed-call entry. No I/O of its
-own: the bus carries the control (`user` messages, see direct.py), the hub's clock and
+own: the bus carries the control (`user.` news, see direct.py), the hub's clock and
 tick time the rings.
 
 The caller's node owns a call while it rings (`Ring`). Each node with pages of the
@@ -24,12 +24,13 @@ from typing import Any
 from mediaserver.node.bus import Bus, home_node
 from mediaserver.signalling import events, protocol
 from mediaserver.signalling.direct import (
-    BUS_TYPE,
+    news_kind,
     pages_of,
     signed_in,
     store_call,
     text_of,
     to_every_node,
+    user_news,
 )
 from mediaserver.signalling.pairing import Pairing, spawn
 from mediaserver.signalling.protocol import Message, ProtocolError
@@ -169,8 +170,8 @@ class Calls:
     # ---- the bus ----------------------------------------------------------------------
 
     async def on_bus(self, msg: dict[str, Any]) -> None:
-        """A call's `user` bus message (ValueError: malformed)."""
-        kind = msg.get("ev")
+        """A call's `user.` bus message (ValueError: malformed)."""
+        kind = news_kind(msg)
         (call_id,) = text_of(msg, "call_id")
         if kind == "call_incoming":
             await self._ring_here(msg, call_id)
@@ -184,7 +185,7 @@ class Calls:
                 await self._end_ring(ring, "declined")
         elif kind == "call_connected":
             await self._on_connected(call_id, *text_of(
-                msg, "peer", "by", "node", "conversation_id"))
+                msg, "peer", "caller", "node", "conversation_id"))
         elif kind == "call_over":
             (reason,) = text_of(msg, "reason")
             self._close_incoming(call_id, reason, keep=msg.get("keep"))
@@ -233,7 +234,7 @@ class Calls:
         node = self.pairing.place([caller.media_node])
         await self._connect(caller, peer, node, ring.conversation_id)
         await self.bus.send(home_node(peer), self._user(
-            "call_connected", call_id=call_id, peer=peer, by=caller.id, node=node,
+            "call_connected", call_id=call_id, peer=peer, caller=caller.id, node=node,
             conversation_id=ring.conversation_id))
         # the callee's other pages stop ringing
         await to_every_node(self.bus, self._user(
@@ -307,6 +308,6 @@ class Calls:
             raise ProtocolError("not_found", "no such call", kind)
         return incoming
 
-    @staticmethod
-    def _user(kind: str, **fields: Any) -> dict[str, Any]:
-        return {"t": BUS_TYPE, "ev": kind, **fields}
+    def _user(self, kind: str, call_id: str, **fields: Any) -> dict[str, Any]:
+        """A call's control message, about the call, from this node."""
+        return user_news(kind, call_id, self.bus.node_id, call_id=call_id, **fields)

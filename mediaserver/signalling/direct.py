@@ -1,7 +1,11 @@
 """Direct messages between connections over the signalling WebSocket, for signed-in
 pages (hello with a token), and the way news reaches every open page of an account
-on any node: a `user` bus message to every live node, each node handing it to its
-own pages of that account.
+on any node: a bus message to every live node, each node handing it to its own pages
+of that account.
+
+That news (and the control of calls, calls.py) rides the bus as peer events whose
+`ev` starts with `user.`: `to` names what it is for (an account, or a call), `by` the
+page or node that acts. The hub routes them here before any random pair sees them.
 
 None of this touches random pairs: a page's partner never sees these messages, and a
 direct message never names a random handle. The store checks the conversation is the
@@ -18,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mediaserver.node.bus import Bus
-from mediaserver.signalling import protocol
+from mediaserver.signalling import events, protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
 from mediaserver.signalling.visitors import State, Visitor
 from mediaserver.store import Invalid, NotFound, StoreError
@@ -26,8 +30,21 @@ from mediaserver.store.conversations import NotConnected
 
 logger = logging.getLogger("mediaserver.signalling.hub")
 
-BUS_TYPE = "user"
-"""The bus message type `t` of news for an account's pages (and of call control)."""
+USER_PREFIX = "user."
+"""The `ev` prefix of news for an account's pages and of a call's control."""
+
+
+def user_news(kind: str, to: str, by: str, **fields: Any) -> dict[str, Any]:
+    """The bus message of news `kind` about `to` (an account or a call) from `by`."""
+    return {"t": events.BUS_TYPE, "to": to, "by": by, "ev": USER_PREFIX + kind, **fields}
+
+
+def news_kind(msg: dict[str, Any]) -> str | None:
+    """The news kind of a bus message (None: not news for an account's pages)."""
+    ev = msg.get("ev")
+    if msg.get("t") != events.BUS_TYPE or not isinstance(ev, str):
+        return None
+    return ev[len(USER_PREFIX):] if ev.startswith(USER_PREFIX) else None
 
 
 def pages_of(visitors: dict[str, Visitor], user_id: str) -> Iterator[Visitor]:
@@ -102,11 +119,10 @@ class DirectMessages:
         self.stats["direct"] += 1
         v.send(protocol.message("direct_sent", conversation_id=msg["conversation_id"],
                                 id=sent["message_id"], at=sent["at"]))
-        await to_every_node(self.bus, {
-            "t": BUS_TYPE, "ev": "direct", "sender": user_id, "recipient": sent["peer"],
-            "skip": v.id, "conversation_id": msg["conversation_id"],
-            "id": sent["message_id"], "at": float(sent["at"]), "text": msg["text"],
-        })
+        await to_every_node(self.bus, user_news(
+            "direct", sent["peer"], v.id, sender=user_id, recipient=sent["peer"], skip=v.id,
+            conversation_id=msg["conversation_id"], id=sent["message_id"],
+            at=float(sent["at"]), text=msg["text"]))
 
     def deliver(self, msg: dict[str, Any]) -> None:
         """A `direct` from the bus: to this node's pages of both accounts, except the

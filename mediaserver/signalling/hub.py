@@ -409,7 +409,9 @@ class SignallingHub:
             logger.debug(
                 "bus_message", extra={"t": t, "ev": msg.get("ev"), "from_node": msg.get("from")}
             )
-        if t == events.BUS_TYPE:
+        if direct.news_kind(msg) is not None:  # before any pair: never a partner's
+            await self._on_user_news(msg)
+        elif t == events.BUS_TYPE:
             try:
                 peer = events.decode(msg)
             except ValueError as exc:
@@ -417,8 +419,6 @@ class SignallingHub:
                 logger.warning("bad_peer_event", extra={"error": str(exc)})
                 return None
             await self._on_peer(peer)
-        elif t == direct.BUS_TYPE:
-            await self._on_user_news(msg)
         elif t == "media_closed":
             await self.pairing.media_closed(
                 str(msg["peer"]), str(msg["session"]), str(msg["reason"])
@@ -432,9 +432,9 @@ class SignallingHub:
         return None
 
     async def _on_user_news(self, msg: BusMessage) -> None:
-        """A `user` bus message: a direct message for an account's pages, or call control."""
+        """`user.` news: a direct message for an account's pages, or a call's control."""
         try:
-            if msg.get("ev") == "direct":
+            if direct.news_kind(msg) == "direct":
                 self.direct.deliver(msg)
             else:
                 await self.calls.on_bus(msg)

@@ -11,7 +11,6 @@ from mediaserver.node import messages as m
 SAMPLES: list[m.NodeMessage] = [
     m.PeerEvent("a/1", "b/2", "chat", {"text": "hi", "shared": ["x"]}),
     m.PeerEvent("a/1", "b/2", "typing"),
-    m.UserNews("direct", {"sender": "u1", "text": "hi", "at": 1.5}),
     m.CreateSession("v=0\r\n", "a/1"),
     m.ConnectSessions("s1", "s2"),
     m.DisconnectSessions("s1", "s2"),

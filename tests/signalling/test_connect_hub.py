@@ -293,3 +293,15 @@ async def test_a_call_starts_covered_under_mutual_reveal(clock, store, people):
         assert a.last("revealed")["by"] == "both"
     finally:
         await n.hub.close()
+
+
+async def test_malformed_news_on_the_bus_is_counted_and_dropped(node, people):
+    b = await page(node, people.bobby_token)
+    for msg in (
+        {"t": "peer", "to": "x", "by": "y", "ev": "user.direct", "sender": people.alice.id},
+        {"t": "peer", "to": "x", "by": "y", "ev": "user.call_incoming", "call_id": 5},
+        {"t": "peer", "to": "x", "by": "y", "ev": "user.dance", "call_id": "c"},
+    ):
+        await node.hub._on_bus(msg)
+    assert node.hub.stats["bad_user_message"] == 3
+    assert node.hub.stats["bad_peer_event"] == 0 and b.sent == []
