@@ -44,6 +44,11 @@ MESSAGES: list[dict[str, Any]] = [
     {"v": True, "type": "start"},
     {"v": 1, "type": "nope", "extra": [1, 2.5, None, {"a": "b"}]},
     {"v": 1, "type": "hello", "age_confirmed": 1, "interests": "x"},
+    {"v": 1, "type": "direct", "conversation_id": "0f3a9c", "text": "hi \u00e9"},
+    {"v": 1, "type": "call", "conversation_id": "0f3a9c"},
+    {"v": 1, "type": "call_answer", "call_id": "c" * 64},
+    {"v": 1, "type": "call_decline", "call_id": ""},
+    {"v": 1, "type": "call_hangup", "call_id": 7},
 ]
 
 PROFILE_BODIES: list[Any] = [
