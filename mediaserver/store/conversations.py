@@ -76,7 +76,10 @@ def conversations_export(conn: sqlite3.Connection, key: bytes, user_id: str) -> 
 
 def purge_expired(conn: sqlite3.Connection, cutoff: float) -> int:
     """Retention: the copies of conversations whose last message is older than
-    `cutoff`, except those their owners saved. Returns how many went."""
+    `cutoff`, except those their owners saved. Returns how many went. Conversations
+    whose participants are both gone go too."""
+    conn.execute("DELETE FROM conversations WHERE NOT EXISTS (SELECT 1 FROM"
+                 " conversation_members m WHERE m.conversation_id = conversations.id)")
     return int(conn.execute(
         "DELETE FROM conversation_messages WHERE id IN (SELECT m.id FROM"
         " conversation_messages m JOIN conversations c ON c.id = m.conversation_id"
@@ -269,7 +272,10 @@ class ConversationStore(ConnectionStore):
                                     "deleted": True}
         else:
             handle, photo_url = public_face(conn, self._key, peer)
-            face = {"handle": handle, "photo_url": photo_url, "deleted": False,
+            # photo and name only while connected: after a removal or a block the
+            # other side keeps no window on the profile beyond the handle it knew
+            face = {"handle": handle, "photo_url": photo_url if connected else None,
+                    "deleted": False,
                     "name": display_name(conn, self._key, peer) if connected else None}
         return {"id": conversation_id, "peer": face, "connected": connected,
                 "last_message_at": last_at, "unread": unread, "keep_history": bool(keep),

@@ -62,6 +62,8 @@ def test_unknown_hidden_and_blocking_handles_answer_alike(store: Store) -> None:
 
 def test_a_block_ends_the_connection_and_closes_the_conversation(store: Store) -> None:
     a, b, conversation = connected(store)
+    store.set_photo(b.id, b"\xff\xd8 jpeg", 1, 1)
+    assert store.conversations(a.id)[0]["peer"]["photo_url"]
     store.send_direct(a.id, conversation, "hi")
     store.block(b.id, "alice")
     assert store.connections(a.id) == [] and store.connections(b.id) == []
@@ -70,6 +72,16 @@ def test_a_block_ends_the_connection_and_closes_the_conversation(store: Store) -
             store.send_direct(sender.id, conversation, "still there?")
     [summary] = store.conversations(a.id)
     assert summary["connected"] is False and summary["peer"]["handle"] == "bobby"
+    assert summary["peer"]["photo_url"] is None  # no window on the blocker's profile
+
+
+def test_a_conversation_both_sides_left_goes_at_the_next_retention_pass(store: Store) -> None:
+    a, b, conversation = connected(store)
+    store.delete_user(a.id)
+    store.delete_user(b.id)
+    store.run_retention()
+    with store._tx(write=False) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM conversations").fetchone()[0] == 0
 
 
 def test_only_the_participants_who_keep_history_keep_a_copy(store: Store, path: str) -> None:
