@@ -63,6 +63,9 @@ def test_unknown_hidden_and_blocking_handles_get_the_same_404(server: Server) ->
     a = server.create(username="alice", discoverable=True)
     b = server.create(username="bobby", discoverable=True)
     server.create(username="hidden")
+    server.create(username="carol", discoverable=True)
+    r = server.http.post("/connections", headers=server.auth(a), json={"handle": "carol"})
+    assert r.status_code == 201 and r.json()["handle"] == "carol"
     r = server.http.post("/profiles/" + b["id"] + "/blocks", headers=server.auth(b),
                          json={"handle": "alice"})
     assert r.status_code == 201
