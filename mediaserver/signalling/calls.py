@@ -43,6 +43,8 @@ RING_SECONDS = 30.0
 INCOMING_GRACE = 10.0
 """A callee node forgets a ring this long after its deadline if no end was heard
 (the caller's node died)."""
+CALL_ENDINGS = ("declined", "no_answer", "busy", "unavailable", "cancelled")
+"""How a ring ends without an answer (the calls metric's outcomes beside answered)."""
 MISSED = frozenset({"no_answer", "busy", "unavailable", "cancelled"})
 """Endings of a ring that leave a missed-call entry for the callee."""
 

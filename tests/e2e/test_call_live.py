@@ -3,11 +3,14 @@ accounts made and connected over REST, two aiortc peers in the namespace. One ca
 the other answers, both decode the other's video through the same SFU path a random
 pair uses; a hang-up ends it for both without queueing either for a random chat."""
 
+import asyncio
+
 import httpx
 import pytest
 
 from mediaserver.netns import SERVER_IP
 from mediaserver.signalling.visitors import State
+from tests.support.http_client import http_get
 from tests.support.peers import AiortcPeer, wait_for
 from tests.support.signalling_client import Client, running_server
 
@@ -61,6 +64,9 @@ async def test_two_connections_call_see_each_other_and_hang_up():
                 assert v.state is State.IDLE and v.partner is None and v.call is None
             await a.quiet(0.5)  # nobody was put in the random queue
             await b.quiet(0.1)
+            status, text = await asyncio.to_thread(http_get, server.http_url + "/metrics")
+            assert status == 200
+            assert 'mediaserver_calls_total{outcome="answered",worker="0"} 1.0' in text, text
         finally:
             for client in (a, b):
                 await client.close()
