@@ -33,6 +33,7 @@ from mediaserver.signalling.direct import (
     user_news,
 )
 from mediaserver.signalling.pairing import Pairing, spawn
+from mediaserver.signalling.ports import StorePort
 from mediaserver.signalling.protocol import Message, ProtocolError
 from mediaserver.signalling.visitors import Partner, State, Visitor, busy, handle_for
 
@@ -89,7 +90,8 @@ class Calls:
     """
 
     def __init__(
-        self, bus: Bus, visitors: dict[str, Visitor], pairing: Pairing, store: Any,
+        self, bus: Bus, visitors: dict[str, Visitor], pairing: Pairing,
+        store: StorePort | None,
         clock: Callable[[], float], stats: Counter[str], mutual_reveal: bool,
     ) -> None:
         self.bus = bus
@@ -276,13 +278,11 @@ class Calls:
         await to_every_node(self.bus, self._user(
             "call_over", call_id=ring.call_id, reason=reason))
         if reason in MISSED and self.store is not None:
-            # The missed-call notice: a system entry in the callee's conversation.
-            # (When the store has a notices inbox, its notify() call goes here too.)
-            spawn(self._record_missed(ring))
+            spawn(self._record_missed(self.store, ring))  # the callee's missed-call notice
 
-    async def _record_missed(self, ring: Ring) -> None:
+    async def _record_missed(self, store: StorePort, ring: Ring) -> None:
         try:
-            await store_call("call", self.store.record_missed_call, ring.callee_user,
+            await store_call("call", store.record_missed_call, ring.callee_user,
                              ring.conversation_id, ring.caller_handle)
         except ProtocolError:
             logger.warning("recording a missed call failed")

@@ -23,6 +23,7 @@ from typing import Any
 
 from mediaserver.node.bus import Bus
 from mediaserver.signalling import events, protocol
+from mediaserver.signalling.ports import StorePort
 from mediaserver.signalling.protocol import Message, ProtocolError
 from mediaserver.signalling.visitors import State, Visitor
 from mediaserver.store import Invalid, NotFound, StoreError
@@ -102,7 +103,8 @@ class DirectMessages:
     """
 
     def __init__(
-        self, bus: Bus, visitors: dict[str, Visitor], store: Any, stats: Counter[str]
+        self, bus: Bus, visitors: dict[str, Visitor], store: StorePort | None,
+        stats: Counter[str],
     ) -> None:
         self.bus = bus
         self.visitors = visitors

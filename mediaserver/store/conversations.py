@@ -213,6 +213,8 @@ class ConversationStore(ConnectionStore):
                        only_if_kept=False)
             conn.execute("UPDATE conversations SET last_message_at = ? WHERE id = ?",
                          (now, conversation_id))
+        self.inbox_notice(callee_id, MISSED_CALL, "Missed call",
+                          f"{caller_handle} called you.")
 
     # -- helpers ------------------------------------------------------------------------
 
