@@ -121,7 +121,8 @@ class ConversationStore(ConnectionStore):
             raise Invalid("limit", f"1-{PAGE_MAX}")
         cursor = None
         if before is not None:
-            if not isinstance(before, str) or not (before.isascii() and before.isdigit()) or len(before) > 18:
+            if (not isinstance(before, str) or not (before.isascii() and before.isdigit())
+                    or len(before) > 18):
                 raise Invalid("before", "not a cursor this server gave out")
             cursor = int(before)
         with self._tx(write=before is None) as conn:
@@ -265,7 +266,9 @@ class ConversationStore(ConnectionStore):
             raise NotConnected("not connected")
         return peer
 
-    def _summary(self, conn: sqlite3.Connection, user_id: str, row: tuple[Any, ...]) -> dict[str, Any]:
+    def _summary(
+        self, conn: sqlite3.Connection, user_id: str, row: tuple[Any, ...]
+    ) -> dict[str, Any]:
         conversation_id, lo, hi, last_at, keep, saved, unread = row
         peer = _peer_of((lo, hi), user_id)
         connected = peer is not None and are_connected(conn, user_id, peer)
