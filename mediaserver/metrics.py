@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from mediaserver.node.auth import REASONS
+from mediaserver.signalling.calls import CALL_ENDINGS
 
 if TYPE_CHECKING:
     from mediaserver.sfu.server import Sfu
@@ -72,6 +73,7 @@ class _Collector(Collector):
             hub.stats.get("connections", 0),
         )
         yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
+        yield from _connect_metrics(w, hub.stats)
         refused = CounterMetricFamily(
             "mediaserver_websocket_refused",
             "signalling WebSockets refused: a foreign Origin, or the address at its limit",
@@ -126,6 +128,20 @@ class _Collector(Collector):
             "mediaserver_effect_frames_dropped", "video frames effect streams dropped", w,
             m.effect_frames_dropped(),
         )
+
+
+def _connect_metrics(worker: str, stats: Mapping[str, int]) -> Iterator[Any]:
+    """Direct messages and calls between connections, placed on this worker."""
+    yield _counter("mediaserver_direct_messages", "direct messages between connections sent",
+                   worker, stats.get("direct", 0))
+    calls = CounterMetricFamily(
+        "mediaserver_calls", "calls between connections placed here, by outcome",
+        labels=["worker", "outcome"])
+    calls.add_metric([worker, "placed"], stats.get("calls", 0))
+    calls.add_metric([worker, "answered"], stats.get("calls_answered", 0))
+    for outcome in CALL_ENDINGS:
+        calls.add_metric([worker, outcome], stats.get(f"calls_ended:{outcome}", 0))
+    yield calls
 
 
 def _node_rejections(worker: str, rejected: Mapping[str, int]) -> CounterMetricFamily:

@@ -39,12 +39,14 @@ PHOTO_UPLOAD = Rate(burst=20, per=3600.0)
 REPORT = Rate(burst=30, per=3600.0)
 GUARDIAN_REPORT = Rate(burst=5, per=3600.0)
 """Under-age reports without an account: nothing but the address to count by."""
+CONNECTION_REQUEST = Rate(burst=60, per=3600.0)
 RATES = {
     "create_account": CREATE_ACCOUNT,
     "privacy_request": PRIVACY_REQUEST,
     "photo_upload": PHOTO_UPLOAD,
     "report": REPORT,
     "guardian_report": GUARDIAN_REPORT,
+    "connection_request": CONNECTION_REQUEST,
 }
 """The limits by name (create_api's `rates` overrides some)."""
 UNLIMITED = {name: Rate(burst=2**31, per=1.0) for name in RATES}

@@ -20,6 +20,7 @@ from starlette.routing import Mount
 from mediaserver.api import (
     blocks,
     browse,
+    connections,
     controls,
     docs,
     photos,
@@ -42,7 +43,9 @@ from mediaserver.api.wire import PREFIX
 from mediaserver.client_address import Network
 from mediaserver.store import Store
 
-RESOURCES = (profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls)
+RESOURCES = (
+    profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls, connections
+)
 """The resource modules, in routing order."""
 ENDPOINTS: tuple[Endpoint, ...] = tuple(
     endpoint for module in RESOURCES for endpoint in module.ENDPOINTS.items

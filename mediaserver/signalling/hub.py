@@ -7,7 +7,9 @@ tables, one for visitors' messages and one for peer events; the rest lives in:
 
 - pairing.py: the queue, the pair's media, ending a pair, node-down recovery;
 - conversation.py: chat, typing, report, block, share_profile;
-- video.py: effects and mutual reveal.
+- video.py: effects and mutual reveal;
+- direct.py and calls.py: messages and calls between connections (signed-in
+  pages), which reach an account's pages on every node and never touch random pairs.
 
 A partner may live on another node (several workers or machines): everything
 one partner does to the other goes as a peer event (events.py) over the bus
@@ -41,7 +43,8 @@ from mediaserver.sfu.server import (
     SfuError,
     SfuEvent,
 )
-from mediaserver.signalling import events, protocol
+from mediaserver.signalling import direct, events, protocol
+from mediaserver.signalling.calls import Calls
 from mediaserver.signalling.conversation import Conversation
 from mediaserver.signalling.pairing import Pairing
 from mediaserver.signalling.ports import MediaPort, StorePort
@@ -105,6 +108,9 @@ class SignallingHub:
             bus, media, self.visitors, self.stats, clock, mutual_reveal, self.video
         )
         self.conversation = Conversation(self.pairing, store, self.stats)
+        self.direct = direct.DirectMessages(bus, self.visitors, store, self.stats)
+        self.calls = Calls(bus, self.visitors, self.pairing, store, clock, self.stats,
+                           mutual_reveal)
         self.matchmaker = matchmaker_factory(self.pairing.on_match)
         self.pairing.matchmaker = self.matchmaker
         self.on_request: Callable[[Message], Awaitable[Message | None]] | None = None
@@ -127,6 +133,11 @@ class SignallingHub:
             "share_profile": self.conversation.on_share_profile,
             "effect": self.video.on_effect,
             "reveal": self.video.on_reveal,
+            "direct": self.direct.on_direct,
+            "call": self.calls.on_call,
+            "call_answer": self.calls.on_answer,
+            "call_decline": self.calls.on_decline,
+            "call_hangup": self.calls.on_hangup,
         }
         assert self.handlers.keys() == protocol.CLIENT_MESSAGES.keys()
 
@@ -219,6 +230,7 @@ class SignallingHub:
         """The WebSocket is gone (or the visitor said bye): end everything."""
         if visitor.state is State.GONE:
             return
+        await self.calls.left(visitor)
         await self.pairing.end_pair(visitor, requeue_self=False, reason="left")
         try:
             await self.matchmaker.cancel(visitor.id)
@@ -278,6 +290,7 @@ class SignallingHub:
         """Every ~0.25 s: the queue's own timers, then stale cross-node matches."""
         await self.matchmaker.tick()
         await self.pairing.requeue_stale(self._clock())
+        await self.calls.tick(self._clock())
 
     # ---- the visitor state machine -----------------------------------------------------
 
@@ -325,6 +338,8 @@ class SignallingHub:
     async def _on_start(self, v: Visitor, msg: Message) -> None:
         if v.state is not State.IDLE:
             raise ProtocolError("out_of_order", f"already {v.state.value}", "start")
+        if v.call is not None:
+            raise ProtocolError("out_of_order", "hang up the call first", "start")
         await self.pairing.enqueue(v)
 
     async def _on_offer(self, v: Visitor, msg: Message) -> None:
@@ -361,6 +376,8 @@ class SignallingHub:
         await self.pairing.settle_media(v)
 
     async def _on_next(self, v: Visitor, msg: Message) -> None:
+        if v.call is not None:
+            raise ProtocolError("out_of_order", "hang up to end a call", "next")
         if v.state is State.MATCHED:
             await self.pairing.skip(v)
         elif v.state is not State.QUEUED:
@@ -395,7 +412,9 @@ class SignallingHub:
             logger.debug(
                 "bus_message", extra={"t": t, "ev": msg.get("ev"), "from_node": msg.get("from")}
             )
-        if t == events.BUS_TYPE:
+        if direct.news_kind(msg) is not None:  # before any pair: never a partner's
+            await self._on_user_news(msg)
+        elif t == events.BUS_TYPE:
             try:
                 peer = events.decode(msg)
             except ValueError as exc:
@@ -414,6 +433,17 @@ class SignallingHub:
         elif self.on_request is not None:
             return await self.on_request(msg)
         return None
+
+    async def _on_user_news(self, msg: BusMessage) -> None:
+        """`user.` news: a direct message for an account's pages, or a call's control."""
+        try:
+            if direct.news_kind(msg) == "direct":
+                self.direct.deliver(msg)
+            else:
+                await self.calls.on_bus(msg)
+        except ValueError as exc:
+            self.stats["bad_user_message"] += 1
+            logger.warning("bad_user_message", extra={"error": str(exc)})
 
     async def _on_peer(self, peer: events.PeerMessage) -> None:
         """One peer event for a visitor of this node, to its feature's handler."""

@@ -167,7 +167,7 @@ class Pairing:
             self._pair_up(a, b.id, node, shared)
             self._pair_up(b, a.id, node, shared)
             self._log_match(shared)
-            spawn(self._settle_pair(a, b))
+            spawn(self.settle_pair(a, b))
         elif mine_a:
             # the longer waiter's node places the pair and tells the other node
             if a is None or a.state is not State.QUEUED:
@@ -193,7 +193,7 @@ class Pairing:
 
     async def _confirm_pair(self, a: Visitor, b: str, node: str, shared: list[str]) -> None:
         await self.send_peer(b, a.id, events.Pair(node, tuple(shared)))
-        await self._settle_pair(a)
+        await self.settle_pair(a)
 
     async def on_pair(self, to: str, by: str, event: events.Pair) -> None:
         """The other node placed the pair of its visitor `by` and ours `to`."""
@@ -203,9 +203,10 @@ class Pairing:
             return
         await self.queue.cancel(me.id)  # in case it queued again meanwhile
         self._pair_up(me, by, event.node, list(event.shared))
-        await self._settle_pair(me)
+        await self.settle_pair(me)
 
-    async def _settle_pair(self, *visitors: Visitor) -> None:
+    async def settle_pair(self, *visitors: Visitor) -> None:
+        """A new pair (a match or an answered call): cover, then bring the media."""
         for v in visitors:
             if self.mutual_reveal and v.partner is not None:
                 await self.video.apply(v)  # every new match starts hidden
@@ -301,8 +302,19 @@ class Pairing:
         v.state = State.IDLE
         logger.info("pair_ended", extra={"reason": reason})
         await self.send_peer(partner.id, v.id, events.Left(reason))
+        if self.call_over(v, reason):
+            return  # a call between connections never leads to the random queue
         if requeue_self:
             await self.requeue(v)
+
+    @staticmethod
+    def call_over(v: Visitor, reason: str) -> bool:
+        """v's call (if any) has ended: tell it. Returns whether v was in a call."""
+        if v.call is None:
+            return False
+        call, v.call = v.call, None
+        v.send(protocol.message("call_ended", call_id=call, reason=reason))
+        return True
 
     async def unpair(self, v: Visitor) -> None:
         """Forget v's partner and stop forwarding its media to v."""
@@ -321,6 +333,8 @@ class Pairing:
     async def partner_gone(self, v: Visitor, reason: str) -> None:
         await self.unpair(v)
         v.state = State.IDLE
+        if self.call_over(v, reason):
+            return
         v.send(protocol.message("partner_left", reason=reason))
         await self.requeue(v)
 
@@ -347,6 +361,7 @@ class Pairing:
             partner = v.partner
             await self.unpair(v)
             await self.send_peer(partner.id, v.id, events.Left("left"))
+        self.call_over(v, "media_closed")
         if v.state is State.QUEUED:
             await self.queue.cancel(v.id)
         v.state = State.IDLE
@@ -363,13 +378,16 @@ class Pairing:
                 # the pair's media node is gone: a new offer goes to a live one
                 v.session_id = v.media_node = None
                 partner = v.partner
+                was_call = False
                 if partner is not None:
                     await self.unpair(v)
                     await self.send_peer(partner.id, v.id, events.Left("left"))
                     v.state = State.IDLE
-                    v.send(protocol.message("partner_left", reason="left"))
+                    was_call = self.call_over(v, "left")
+                    if not was_call:
+                        v.send(protocol.message("partner_left", reason="left"))
                 v.send(protocol.message("reoffer"))
-                if v.state is State.IDLE and partner is not None:
+                if v.state is State.IDLE and partner is not None and not was_call:
                     await self.requeue(v)
             elif v.partner is not None and v.partner.node == node:
                 await self.partner_gone(v, "left")

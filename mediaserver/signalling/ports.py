@@ -40,6 +40,19 @@ class StorePort(Protocol):
         """Record the consent and return the user's public card (StoreError: gone)."""
         ...
 
+    def send_direct(self, user_id: str, conversation_id: str, text: str) -> dict[str, Any]:
+        """A message to a connection, kept where the sides keep history:
+        {message_id, at, peer} (NotFound, NotConnected, Invalid)."""
+        ...
+
+    def call_peer(self, user_id: str, conversation_id: str) -> tuple[str, str]:
+        """(the peer's id, the caller's handle) for a call (NotFound, NotConnected)."""
+        ...
+
+    def record_missed_call(self, callee_id: str, conversation_id: str, caller_handle: str) -> None:
+        """A ring nobody answered: an entry in the callee's conversation."""
+        ...
+
 
 class MediaPort(Protocol):
     """Media sessions on any node (mediaserver.node.media.MediaService).

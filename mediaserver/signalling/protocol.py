@@ -21,6 +21,8 @@ MAX_FRAME_BYTES = 64 * 1024
 CHAT_MAX_CHARS = 1000
 MAX_INTERESTS = 10
 INTEREST_MAX_CHARS = 32
+ID_MAX_CHARS = 64
+"""Bound on a conversation or call id a client names."""
 
 Message = dict[str, Any]
 
@@ -151,6 +153,15 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
     "reveal": {},
     "bye": {},
     "share_profile": {},
+    # between connections (signed-in pages only): never part of a random pair
+    "direct": {
+        "conversation_id": Field(_string(1, ID_MAX_CHARS)),
+        "text": Field(_string(1, CHAT_MAX_CHARS)),
+    },
+    "call": {"conversation_id": Field(_string(1, ID_MAX_CHARS))},
+    "call_answer": {"call_id": Field(_string(1, ID_MAX_CHARS))},
+    "call_decline": {"call_id": Field(_string(1, ID_MAX_CHARS))},
+    "call_hangup": {"call_id": Field(_string(1, ID_MAX_CHARS))},
 }
 
 
@@ -215,6 +226,11 @@ RATES: dict[str, tuple[float, float]] = {
     # the reporter's record and counts against the partner's address
     "block": (2.0, 5.0),
     "report": (1.0, 3.0),
+    "direct": (3.0, 10.0),  # each one is a store write and a fan-out to every node
+    "call": (0.5, 3.0),  # each one rings every page of the callee
+    "call_answer": (2.0, 5.0),
+    "call_decline": (2.0, 5.0),
+    "call_hangup": (2.0, 5.0),
 }
 
 

@@ -86,9 +86,17 @@ class Visitor:
     """address_key of the client's address: per-address limits count under it."""
     offering: bool = False
     """An offer is being turned into a session (it counts toward the address's)."""
+    call: str | None = None
+    """The call between connections this page is in (ringing out, answering or
+    connected; mediaserver.signalling.calls): never queued for a random pair then."""
 
     def __post_init__(self) -> None:
         self.limits = {k: TokenBucket(*rate) for k, rate in protocol.RATES.items()}
+
+
+def busy(v: Visitor) -> bool:
+    """In a random chat (queued or matched) or a call: a call to it answers busy."""
+    return v.state in (State.QUEUED, State.MATCHED) or v.call is not None
 
 
 def require_partner(v: Visitor, kind: str) -> Partner:

@@ -13,16 +13,22 @@ from __future__ import annotations
 from mediaserver.store.auth import AuthStore
 from mediaserver.store.chat import ChatStore
 from mediaserver.store.controls_store import ControlsStore
+from mediaserver.store.conversations import ConversationStore
 from mediaserver.store.privacy import PrivacyStore
 from mediaserver.store.profiles import ProfileStore
 from mediaserver.store.social import SocialStore
 
 
-class Store(ProfileStore, AuthStore, PrivacyStore, SocialStore, ChatStore, ControlsStore):
+class Store(
+    ProfileStore, AuthStore, PrivacyStore, ConversationStore, SocialStore, ChatStore,
+    ControlsStore,
+):
     """SQLite storage for the whole server (see StoreCore for the arguments).
 
     Domains: ProfileStore (store/profiles.py), AuthStore (store/auth.py: sign-in,
     sessions, throttling, TOTP), PrivacyStore (store/privacy.py: consents, requests,
     audit log, retention), SocialStore (store/social.py: photos, blocks, browse,
     cards, account reports), ChatStore (store/chat.py), ControlsStore
-    (store/controls_store.py: restriction, objections, legal hold, guardians' reports)."""
+    (store/controls_store.py: restriction, objections, legal hold, guardians' reports),
+    ConversationStore (store/conversations.py, store/connections.py: connections,
+    conversations)."""

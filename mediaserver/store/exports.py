@@ -16,6 +16,7 @@ from typing import Any
 
 from mediaserver.store import crypto
 from mediaserver.store.chat import read_chat_history
+from mediaserver.store.conversations import conversations_export
 from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import NotFound, StoreError
 from mediaserver.store.social import blocked_handles, photo_export
@@ -89,6 +90,7 @@ def build_export(store: StoreCore, conn: sqlite3.Connection, user_id: str) -> di
             "history": consents,
         },
         "chat_history": read_chat_history(conn, store._key, user_id),
+        "conversations": conversations_export(conn, store._key, user_id),
         "reports_filed": reports,
         "privacy_requests": requests,
     }

@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from mediaserver.store import controls, controls_store, crypto, shares
+from mediaserver.store import controls, controls_store, conversations, crypto, shares
 from mediaserver.store.controls import REQUEST_DUE_SECONDS
 from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
@@ -332,7 +332,7 @@ class PrivacyStore(StoreCore):
                 # a legal hold keeps the data as it is, chat too
                 " AND user_id NOT IN (SELECT id FROM users WHERE legal_hold_at IS NOT NULL)",
                 (now - CHAT_RETENTION_SECONDS,),
-            ).rowcount
+            ).rowcount + conversations.purge_expired(conn, now - CHAT_RETENTION_SECONDS)
             flagged = conn.execute(
                 "UPDATE users SET flagged_at = ? WHERE flagged_at IS NULL"
                 " AND last_seen_at <= ?",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from mediaserver.store import controls, sealed_fields, shares
+from mediaserver.store import connection_rows, controls, sealed_fields, shares
 from mediaserver.store.errors import StoreError
 from mediaserver.store.limits import SESSION_TTL
 
@@ -155,6 +155,8 @@ MIGRATIONS: list[Step] = [
     # privacy controls: links and location (sealed), restriction, objections, legal
     # hold, guardians' reports, a correction's fields (store/controls.py)
     controls.MIGRATION,
+    # connections between accounts, their conversations and each side's sealed copy
+    connection_rows.MIGRATION,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

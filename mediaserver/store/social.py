@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 from typing import Any
 
-from mediaserver.store import controls, crypto, shares
+from mediaserver.store import connection_rows, controls, crypto, shares
 from mediaserver.store.core import PHOTO_PATH, Profile, StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.sealed_fields import open_field, username_index
@@ -159,6 +159,7 @@ class SocialStore(StoreCore):
                 "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, at) VALUES (?, ?, ?)",
                 (user_id, other, self._now()),
             )
+            connection_rows.end_between(conn, user_id, other)  # a block ends the connection
 
     def unblock(self, user_id: str, handle: str) -> None:
         """Lift a block the user made (NotFound if there was none)."""

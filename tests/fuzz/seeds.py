@@ -44,6 +44,11 @@ MESSAGES: list[dict[str, Any]] = [
     {"v": True, "type": "start"},
     {"v": 1, "type": "nope", "extra": [1, 2.5, None, {"a": "b"}]},
     {"v": 1, "type": "hello", "age_confirmed": 1, "interests": "x"},
+    {"v": 1, "type": "direct", "conversation_id": "0f3a9c", "text": "hi \u00e9"},
+    {"v": 1, "type": "call", "conversation_id": "0f3a9c"},
+    {"v": 1, "type": "call_answer", "call_id": "c" * 64},
+    {"v": 1, "type": "call_decline", "call_id": ""},
+    {"v": 1, "type": "call_hangup", "call_id": 7},
 ]
 
 PROFILE_BODIES: list[Any] = [
@@ -151,6 +156,18 @@ def main() -> None:
     add("rest_app", pack_records(
         [req("POST", "/reports/underage", json.dumps(b).encode(), tag=0)
          for b in GUARDIAN_BODIES]))
+    # connections and conversations (their ids are the profile's here: 404s, still parsed)
+    add(
+        "rest_app",
+        pack_records(
+            [
+                req("POST", "/connections", b'{"handle": "someone_else"}'),
+                req("PATCH", "/conversations/{id}", b'{"keep_history": true, "saved": false}'),
+                req("GET", "/conversations/{id}/messages"),
+                req("POST", "/connections/{id}/accept"),
+            ]
+        ),
+    )
     for line in sorted({f"{m} {p}" for m, p in ROUTE_TABLE}):
         method, path = line.split(" ", 1)
         add("rest_app", pack_records([req(method, path, b"{}")]))
