@@ -12,15 +12,20 @@ from __future__ import annotations
 
 from mediaserver.store.auth import AuthStore
 from mediaserver.store.chat import ChatStore
+from mediaserver.store.contact import ContactStore
+from mediaserver.store.notices import NoticeStore
 from mediaserver.store.privacy import PrivacyStore
 from mediaserver.store.profiles import ProfileStore
 from mediaserver.store.social import SocialStore
 
 
-class Store(ProfileStore, AuthStore, PrivacyStore, SocialStore, ChatStore):
+class Store(ProfileStore, AuthStore, PrivacyStore, SocialStore, ChatStore, NoticeStore,
+            ContactStore):
     """SQLite storage for the whole server (see StoreCore for the arguments).
 
     Domains: ProfileStore (store/profiles.py), AuthStore (store/auth.py: sign-in,
     sessions, throttling, TOTP), PrivacyStore (store/privacy.py: consents, requests,
     audit log, retention), SocialStore (store/social.py: photos, blocks, browse,
-    cards, account reports), ChatStore (store/chat.py)."""
+    cards, account reports), ChatStore (store/chat.py), NoticeStore (store/notices.py:
+    inbox, mail outbox), ContactStore (store/contact.py: name, e-mail, codes,
+    sessions, policy)."""

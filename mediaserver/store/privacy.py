@@ -4,6 +4,7 @@ audit log, and retention."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import secrets
 import sqlite3
@@ -15,6 +16,7 @@ from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.exports import build_export, complete_exports, export_aad
 from mediaserver.store.limits import DAY, OPT_OUT_SOURCES, REQUEST_TYPES, validate_bool
+from mediaserver.store.notices import add_notice, request_completed_notice
 from mediaserver.store.throttle import THROTTLE_CAP, THROTTLE_FORGET
 
 REQUEST_DUE_SECONDS = 45 * DAY
@@ -36,6 +38,10 @@ class PrivacyRequest:
     completed_at: float | None
     reason: str | None
     export: dict[str, Any] | None
+
+
+def _date(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, tz=_dt.UTC).date().isoformat()
 
 
 class PrivacyStore(StoreCore):
@@ -105,6 +111,10 @@ class PrivacyStore(StoreCore):
                 "UPDATE privacy_requests SET status = 'verified' WHERE id = ?", (request_id,)
             )
             self._audit(conn, request_id, "verified", method="bearer_token")
+            add_notice(conn, self._key, now, user_id, "privacy_request_received",
+                       "Privacy request received",
+                       f"We received your {type} request on {_date(now)}; it is due by "
+                       f"{_date(now + REQUEST_DUE_SECONDS)}.")
             return self._get_request(conn, user_id, request_id)
 
     def _get_request(
@@ -217,6 +227,7 @@ class PrivacyStore(StoreCore):
                     (now, request_id),
                 )
                 self._audit(conn, request_id, "completed", **detail)
+                request_completed_notice(conn, self._key, now, user_id, rtype)
         if scrub:
             self._scrub_wal()
         return len(pending) - skipped
@@ -270,11 +281,19 @@ class PrivacyStore(StoreCore):
                 " HAVING MAX(at) <= ?)",
                 (now - CHAT_RETENTION_SECONDS,),
             ).rowcount
-            flagged = conn.execute(
-                "UPDATE users SET flagged_at = ? WHERE flagged_at IS NULL"
-                " AND last_seen_at <= ?",
-                (now, now - INACTIVE_SECONDS),
-            ).rowcount
+            # flagged and told in one transaction: the deletion, GRACE_SECONDS after the
+            # flag, is never sooner than that after the notice was written
+            inactive = [row[0] for row in conn.execute(
+                "SELECT id FROM users WHERE flagged_at IS NULL AND last_seen_at <= ?",
+                (now - INACTIVE_SECONDS,))]
+            for user_id in inactive:
+                conn.execute("UPDATE users SET flagged_at = ? WHERE id = ?", (now, user_id))
+                add_notice(conn, self._key, now, user_id, "inactivity",
+                           "Your account will be deleted",
+                           "You have not signed in for 12 months. Your account will be "
+                           f"deleted on {_date(now + GRACE_SECONDS)} unless you sign in "
+                           "before then.")
+            flagged = len(inactive)
             doomed = [
                 row[0] for row in conn.execute(
                     "SELECT id FROM users WHERE flagged_at IS NOT NULL AND flagged_at <= ?"

@@ -8,6 +8,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from mediaserver.store import shares
+from mediaserver.store.contact import (
+    accepted_version,
+    validate_email,
+    validate_name,
+    write_contact,
+)
 from mediaserver.store.core import Profile, StoreCore, hash_token
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.sealed_fields import seal_profile_fields
@@ -41,9 +47,14 @@ class ProfileStore(StoreCore):
         chat_history_consent: bool = False,
         discoverable: bool = False,
         password: str | None = None,
+        name: str | None = None,
+        email: str | None = None,
+        policy_version: str | None = None,
     ) -> tuple[Profile, str]:
         """A new profile and its first token: (profile, token). With a password the
         token is an expiring session; without, the account's only (lasting) key.
+        With an e-mail address, a verification code is mailed (store/contact.py);
+        `policy_version` (default: the current one) is recorded as accepted.
 
         Raises:
             Invalid: a field the store refuses (.field names it).
@@ -57,6 +68,8 @@ class ProfileStore(StoreCore):
         language = validate_language(language)
         consent = validate_bool("chat_history_consent", chat_history_consent)
         listed = validate_bool("discoverable", discoverable)
+        contact = {"name": None if name is None else validate_name(name),
+                   "email": None if email is None else validate_email(email)}
         # hashed before the transaction: the store's lock is not held for Argon2's work
         password_hash = None if password is None else self.hasher.hash(
             validate_password(password))
@@ -77,6 +90,9 @@ class ProfileStore(StoreCore):
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
+            write_contact(conn, self._key, now, user_id, contact)
+            conn.execute("UPDATE users SET policy_version = ? WHERE id = ?",
+                         (accepted_version(conn, policy_version), user_id))
             # With a password the account has another way in: the token is a session
             # like a sign-in's (it expires, a password change ends it). Without one it
             # is the only key, and does not expire.
@@ -104,13 +120,13 @@ class ProfileStore(StoreCore):
             raise NotFound("unknown token")
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT t.user_id, u.last_seen_at, u.flagged_at, t.expires_at FROM tokens t"
-                " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                "SELECT t.user_id, u.last_seen_at, u.flagged_at, t.expires_at, t.last_used_at"
+                " FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
                 (hash_token(token),),
             ).fetchone()
             if row is None:
                 raise NotFound("unknown token")
-            user_id, last_seen, flagged_at, expires_at = row
+            user_id, last_seen, flagged_at, expires_at, last_used = row
             now = self._now()
             if expires_at is not None and expires_at <= now:
                 raise NotFound("expired token")  # retention deletes the row
@@ -122,6 +138,9 @@ class ProfileStore(StoreCore):
                     "UPDATE users SET last_seen_at = ?, flagged_at = NULL WHERE id = ?",
                     (now, user_id),
                 )
+            if last_used is None or now - last_used >= LAST_SEEN_RESOLUTION:
+                conn.execute("UPDATE tokens SET last_used_at = ? WHERE token_hash = ?",
+                             (now, hash_token(token)))  # the sessions list shows it
             return self._get_profile(conn, user_id)
 
     def age(self, profile: Profile) -> int:
@@ -136,7 +155,7 @@ class ProfileStore(StoreCore):
 
     _UPDATABLE = (
         "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent",
-        "discoverable",
+        "discoverable", "name", "email",
     )
 
     _PERSONAL = ("username", "bio", "interests", "language", "date_of_birth")
@@ -161,6 +180,10 @@ class ProfileStore(StoreCore):
             values["date_of_birth"] = self._validate_dob(fields["date_of_birth"])
         if "discoverable" in fields:
             values["discoverable"] = int(validate_bool("discoverable", fields["discoverable"]))
+        contact: dict[str, Any] = {}
+        for name, check in (("name", validate_name), ("email", validate_email)):
+            if name in fields:  # None clears the field
+                contact[name] = None if fields[name] is None else check(fields[name])
         consent: bool | None = None
         if "chat_history_consent" in fields:
             consent = validate_bool("chat_history_consent", fields["chat_history_consent"])
@@ -183,11 +206,13 @@ class ProfileStore(StoreCore):
                     )
                 except sqlite3.IntegrityError:
                     raise Conflict("username is taken") from None
+            if contact:
+                write_contact(conn, self._key, self._now(), user_id, contact)
             chat_deleted = 0
             if consent is not None:
                 chat_deleted = self._set_consent(conn, user_id, consent, "profile")
             after = self._get_profile(conn, user_id)
-        if chat_deleted or personal:
+        if chat_deleted or personal or contact:
             self._scrub_wal()  # the old values' (or deleted chat's) page images
         return after
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from mediaserver.store import sealed_fields, shares
+from mediaserver.store import notice_schema, sealed_fields, shares
 from mediaserver.store.errors import StoreError
 from mediaserver.store.limits import SESSION_TTL
 
@@ -152,6 +152,8 @@ MIGRATIONS: list[Step] = [
     # 3 -> 4: username, date of birth, bio, interests and language sealed with the
     # data key; the username column becomes its blind index (store/sealed_fields.py)
     sealed_fields.migrate_seal_users,
+    # mail outbox, notices, name and e-mail (sealed), sessions' ids, policy versions
+    notice_schema.MIGRATION,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
