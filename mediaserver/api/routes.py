@@ -17,7 +17,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount
 
-from mediaserver.api import blocks, browse, docs, photos, privacy, profiles, reports, sessions
+from mediaserver.api import (
+    account,
+    blocks,
+    browse,
+    docs,
+    notices,
+    photos,
+    privacy,
+    profiles,
+    reports,
+    sessions,
+)
 from mediaserver.api.context import ApiContext
 from mediaserver.api.errors import (
     ApiError,
@@ -32,7 +43,8 @@ from mediaserver.api.wire import PREFIX
 from mediaserver.client_address import Network
 from mediaserver.store import Store
 
-RESOURCES = (profiles, browse, sessions, photos, blocks, reports, privacy, docs)
+RESOURCES = (profiles, browse, sessions, photos, blocks, reports, privacy, docs, account,
+             notices)
 """The resource modules, in routing order."""
 ENDPOINTS: tuple[Endpoint, ...] = tuple(
     endpoint for module in RESOURCES for endpoint in module.ENDPOINTS.items

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import re
 import smtplib
 import ssl
 import urllib.parse
@@ -52,6 +53,17 @@ def parse_smtp_url(url: str) -> SmtpSettings:
         username=None if parts.username is None else urllib.parse.unquote(parts.username),
         password=None if parts.password is None else urllib.parse.unquote(parts.password),
     )
+
+
+_MAIL_FROM = re.compile(r"[^\s@<>\"(),;:\\]{1,64}@[A-Za-z0-9.-]{1,253}")
+
+
+def check_mail_from(value: str) -> str:
+    """A bare address (no display name, nothing that could break a header); a
+    domain without a dot (localhost) is fine here. Raises ValueError."""
+    if not _MAIL_FROM.fullmatch(value):
+        raise ValueError(f"--mail-from must be an e-mail address, not {value!r}")
+    return value
 
 
 def build_message(mail_from: str, to: str, subject: str, body: str) -> EmailMessage:
