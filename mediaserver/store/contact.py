@@ -112,6 +112,7 @@ def write_contact(conn: sqlite3.Connection, key: bytes, now: float, user_id: str
 
     Raises:
         Conflict: the address belongs to another account (field email)."""
+    conn.execute("UPDATE users SET updated_at = ? WHERE id = ?", (now, user_id))
     if "name" in fields:
         name = fields["name"]
         conn.execute("UPDATE users SET name_sealed = ? WHERE id = ?",
