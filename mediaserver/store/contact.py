@@ -123,6 +123,8 @@ def write_contact(conn: sqlite3.Connection, key: bytes, now: float, user_id: str
     row = conn.execute("SELECT email_index FROM users WHERE id = ?", (user_id,)).fetchone()
     index = None if email is None else email_index(key, email)
     if row is not None and row[0] == index:
+        if email is None:
+            return  # none before, none now
         # the same address (maybe in another case): keep its verification
         conn.execute("UPDATE users SET email_sealed = ? WHERE id = ?",
                      (seal_field(key, user_id, "email", email), user_id))
