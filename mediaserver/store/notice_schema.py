@@ -29,7 +29,8 @@ MIGRATION = [
         sealed BLOB NOT NULL
     )""",
     "CREATE INDEX notices_user ON notices(user_id, at)",
-    # queued mail: an account's unsent mail goes with the account
+    # queued mail: an account's unsent mail goes with the account; kind: the notice's
+    # (an inactivity notice's delivery starts the 30 days before deletion)
     """CREATE TABLE mail_outbox (
         id TEXT PRIMARY KEY,
         user_id TEXT REFERENCES users(id) ON DELETE CASCADE,
@@ -37,6 +38,7 @@ MIGRATION = [
         due_at REAL NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         claimed_until REAL,
+        kind TEXT,
         sealed BLOB NOT NULL
     )""",
     "CREATE INDEX mail_outbox_due ON mail_outbox(due_at)",

@@ -64,13 +64,14 @@ def open_row(key: bytes, table: str, row_id: str, sealed: bytes) -> Any:
 
 def queue_mail(
     conn: sqlite3.Connection, key: bytes, now: float, to: str, subject: str, body: str,
-    user_id: str | None = None,
+    user_id: str | None = None, kind: str | None = None,
 ) -> str:
     """Queue one mail in the caller's transaction; the sender delivers it."""
     mail_id = secrets.token_urlsafe(12)
     conn.execute(
-        "INSERT INTO mail_outbox (id, user_id, created_at, due_at, sealed) VALUES (?, ?, ?, ?, ?)",
-        (mail_id, user_id, now, now,
+        "INSERT INTO mail_outbox (id, user_id, created_at, due_at, kind, sealed)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (mail_id, user_id, now, now, kind,
          _seal(key, "mail_outbox", mail_id, {"to": to, "subject": subject, "body": body})),
     )
     return mail_id
@@ -107,7 +108,7 @@ def add_notice(
         if to is None and verified:
             to = address
         if to is not None:
-            queue_mail(conn, key, now, to, subject, mail_body or body, user_id)
+            queue_mail(conn, key, now, to, subject, mail_body or body, user_id, kind)
     return notice_id
 
 
@@ -191,8 +192,14 @@ class NoticeStore(StoreCore):
         return out
 
     def mail_sent(self, mail_id: str) -> None:
+        """Delivered: the row goes. An inactivity notice's delivery restarts the
+        account's 30 days before deletion (they count from when the mail went out)."""
         with self._tx() as conn:
-            conn.execute("DELETE FROM mail_outbox WHERE id = ?", (mail_id,))
+            row = conn.execute("DELETE FROM mail_outbox WHERE id = ? RETURNING user_id, kind",
+                               (mail_id,)).fetchone()
+            if row is not None and row[1] == "inactivity" and row[0] is not None:
+                conn.execute("UPDATE users SET flagged_at = ? WHERE id = ?"
+                             " AND flagged_at IS NOT NULL", (self._now(), row[0]))
 
     def mail_failed(self, mail_id: str) -> bool:
         """Count a failed attempt: retried after an exponential backoff, or deleted

@@ -270,9 +270,11 @@ class PrivacyStore(StoreCore):
         ]
 
     def run_retention(self) -> dict[str, int]:
-        """One retention pass: purge old chat, flag inactive accounts, delete those
-        flagged GRACE_SECONDS ago, drop expired exports, sessions, shares and
-        throttle rows. Returns the counts (chat_purged, flagged, deleted)."""
+        """One retention pass: purge old chat, flag inactive accounts (and notice
+        them: inbox and mail), delete those flagged GRACE_SECONDS ago (counted from
+        the notice mail's delivery; never while it waits in the outbox), drop expired
+        exports, sessions, shares and throttle rows. Returns the counts
+        (chat_purged, flagged, deleted)."""
         with self._tx() as conn:
             now = self._now()
             chat_purged = conn.execute(
@@ -297,7 +299,8 @@ class PrivacyStore(StoreCore):
             doomed = [
                 row[0] for row in conn.execute(
                     "SELECT id FROM users WHERE flagged_at IS NOT NULL AND flagged_at <= ?"
-                    " AND last_seen_at <= flagged_at",
+                    " AND last_seen_at <= flagged_at AND NOT EXISTS (SELECT 1 FROM"
+                    " mail_outbox m WHERE m.user_id = users.id AND m.kind = 'inactivity')",
                     (now - GRACE_SECONDS,),
                 ).fetchall()
             ]

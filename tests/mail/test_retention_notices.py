@@ -121,3 +121,39 @@ def test_policy_publish_notices_every_account_by_inbox_and_mail(
     assert json.loads(capsys.readouterr().out)["version"] == "2"
     with Store(db, key) as store:
         assert store.current_policy().version == "2"  # type: ignore[union-attr]
+
+
+def test_the_30_days_count_from_when_the_notice_mail_went_out(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db, key_file = str(tmp_path / "d.db"), str(tmp_path / "d.key")
+    key = load_or_create_data_key(key_file)
+    smtp = SmtpServer()
+    smtp.start()
+    today = dt.datetime.now(dt.UTC).date()
+    try:
+        with Store(db, key) as store:
+            user, _ = store.create_profile("late_user", "1990-01-01", email="late@example.org")
+        retention(db, key_file, smtp, None, capsys)
+        with Store(db, key) as store:
+            store.verify_email(user.id, re.search(r"code is (\d{6})",
+                                                  body_of(smtp.wait_for(1)[0]))[1])
+    finally:
+        smtp.stop()  # the mail server is down when the notice is due
+    flag_day = today + dt.timedelta(days=366)
+    counts = retention(db, key_file, smtp, flag_day, capsys)
+    assert counts["flagged"] == 1 and counts["mail"]["failed"] == 1  # type: ignore[index]
+    # 30 days on, the notice has not reached anyone: the account stays
+    counts = retention(db, key_file, smtp, flag_day + dt.timedelta(days=30), capsys)
+    assert counts["deleted"] == 0
+    smtp.start()
+    try:
+        sent_day = flag_day + dt.timedelta(days=31)
+        counts = retention(db, key_file, smtp, sent_day, capsys)
+        assert counts["deleted"] == 0 and counts["mail"]["sent"] == 1  # type: ignore[index]
+        assert smtp.wait_for(2)[1]["Subject"] == "Your account will be deleted"
+        counts = retention(db, key_file, smtp, sent_day + dt.timedelta(days=29), capsys)
+        assert counts["deleted"] == 0
+        counts = retention(db, key_file, smtp, sent_day + dt.timedelta(days=30), capsys)
+        assert counts["deleted"] == 1
+    finally:
+        smtp.stop()
