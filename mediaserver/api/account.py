@@ -84,6 +84,22 @@ async def verify_email(request: Request, ctx: ApiContext) -> Response:
     return JSONResponse({"email_verified": True})
 
 
+@ENDPOINTS.operation("POST", "/profiles/{id}/email/code", {
+    "operationId": "resend_email_code",
+    "summary": "Mail a new verification code to your (unverified) address",
+    "description": "The earlier code stops working.",
+    **_OWN,
+    "responses": {"202": {"description": "Mailed"}, **AUTH_ERRORS, **NOT_FOUND,
+                  "409": error("No address, or it is verified already (`conflict`)"),
+                  **rate_limited("mail_code")},
+}, (ID_PARAM,))
+async def resend_email_code(request: Request, ctx: ApiContext) -> Response:
+    profile = await ctx.authenticate_owner(request)
+    ctx.limit(request, "mail_code")
+    await ctx.call(ctx.store.resend_verification, profile.id)
+    return Response(status_code=202)
+
+
 @ENDPOINTS.operation("POST", "/password-resets", {
     "operationId": "request_password_reset",
     "summary": "Mail a password reset code to a verified address",
@@ -92,10 +108,10 @@ async def verify_email(request: Request, ctx: ApiContext) -> Response:
     "requestBody": json_body("PasswordReset"),
     "responses": {"202": {"description": "Accepted (a code is mailed if the address is "
                                          "an account's verified one)"},
-                  **BODY_ERRORS, **rate_limited("password_reset")},
+                  **BODY_ERRORS, **rate_limited("mail_code")},
 })
 async def request_password_reset(request: Request, ctx: ApiContext) -> Response:
-    ctx.limit(request, "password_reset")
+    ctx.limit(request, "mail_code")
     body = json_fields(await read_json(request), {"email": EMAIL_MAX}, ("email",))
     await ctx.call(ctx.store.request_password_reset, body["email"])
     return Response(status_code=202)
@@ -108,10 +124,10 @@ async def request_password_reset(request: Request, ctx: ApiContext) -> Response:
                    "`code`). Sign in afterwards.",
     "requestBody": json_body("PasswordResetConfirm"),
     "responses": {"204": {"description": "Password set"}, **BODY_ERRORS, **_WRONG_CODE,
-                  **rate_limited("password_reset")},
+                  **rate_limited("mail_code")},
 })
 async def confirm_password_reset(request: Request, ctx: ApiContext) -> Response:
-    ctx.limit(request, "password_reset")
+    ctx.limit(request, "mail_code")
     body = json_fields(
         await read_json(request),
         {"email": EMAIL_MAX, "code": MAX_CODE, "password": PASSWORD_MAX},

@@ -36,13 +36,13 @@ CREATE_ACCOUNT = Rate(burst=10, per=3600.0)
 PRIVACY_REQUEST = Rate(burst=10, per=86400.0)
 PHOTO_UPLOAD = Rate(burst=20, per=3600.0)
 REPORT = Rate(burst=30, per=3600.0)
-PASSWORD_RESET = Rate(burst=10, per=3600.0)  # asking for and confirming a mailed code
+MAIL_CODE = Rate(burst=10, per=3600.0)  # mailing a code (verify, reset) and using a reset code
 RATES = {
     "create_account": CREATE_ACCOUNT,
     "privacy_request": PRIVACY_REQUEST,
     "photo_upload": PHOTO_UPLOAD,
     "report": REPORT,
-    "password_reset": PASSWORD_RESET,
+    "mail_code": MAIL_CODE,
 }
 """The limits by name (create_api's `rates` overrides some)."""
 UNLIMITED = {name: Rate(burst=2**31, per=1.0) for name in RATES}

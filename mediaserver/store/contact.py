@@ -138,14 +138,21 @@ def write_contact(conn: sqlite3.Connection, key: bytes, now: float, user_id: str
         raise Conflict("email is taken") from None
     conn.execute("DELETE FROM email_codes WHERE user_id = ?", (user_id,))
     if email is not None:
-        code = new_code(conn, key, now, user_id, "verify")
-        add_notice(
-            conn, key, now, user_id, "verify_email", "Verify your e-mail address",
-            "We sent a 6-digit code to your new e-mail address; enter it to verify the "
-            "address (it expires in 24 hours).",
-            mail_body=f"Your verification code is {code}\n\nIt expires in 24 hours. "
-                      "If you did not ask for it, ignore this mail.\n",
-            to=email)
+        mail_verification_code(conn, key, now, user_id, email)
+
+
+def mail_verification_code(conn: sqlite3.Connection, key: bytes, now: float, user_id: str,
+                           email: str) -> None:
+    """A new verification code (the old one stops working), mailed to `email`; the
+    inbox says one was sent, never the code."""
+    code = new_code(conn, key, now, user_id, "verify")
+    add_notice(
+        conn, key, now, user_id, "verify_email", "Verify your e-mail address",
+        "We sent a 6-digit code to your e-mail address; enter it to verify the "
+        "address (it expires in 24 hours).",
+        mail_body=f"Your verification code is {code}\n\nIt expires in 24 hours. "
+                  "If you did not ask for it, ignore this mail.\n",
+        to=email)
 
 
 def contact_export(conn: sqlite3.Connection, key: bytes, user_id: str) -> dict[str, Any]:
@@ -250,6 +257,20 @@ class ContactStore(StoreCore):
                 conn.execute("UPDATE users SET email_verified = 1 WHERE id = ?", (user_id,))
         if not ok:  # raised after the commit: the counted attempt stays counted
             raise Invalid("code", "wrong or expired code")
+
+    def resend_verification(self, user_id: str) -> None:
+        """Mail a new code to the account's address.
+
+        Raises:
+            Conflict: no address, or it is verified already."""
+        with self._tx() as conn:
+            self._get_profile(conn, user_id)
+            row = conn.execute("SELECT email_sealed, email_verified FROM users WHERE id = ?",
+                               (user_id,)).fetchone()
+            if row[0] is None or row[1]:
+                raise Conflict("no unverified e-mail address to verify")
+            mail_verification_code(conn, self._key, self._now(), user_id,
+                                   open_field(self._key, user_id, "email", row[0]))
 
     def request_password_reset(self, email: object) -> None:
         """Mail a reset code when `email` is an account's verified address; otherwise

@@ -134,6 +134,7 @@ def main() -> None:
     # the mail-backed account bodies (api/account.py, api/notices.py)
     add("rest_app", pack_records([
         req("POST", "/profiles/{id}/email/verify", b'{"code": "123456"}'),
+        req("POST", "/profiles/{id}/email/code"),
         req("POST", "/password-resets", b'{"email": "a@example.org"}', 0),
         req("POST", "/password-resets/confirm",
             b'{"email": "a@example.org", "code": "123456", "password": "long enough pw"}', 0),
