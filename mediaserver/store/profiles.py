@@ -68,8 +68,11 @@ class ProfileStore(StoreCore):
         language = validate_language(language)
         consent = validate_bool("chat_history_consent", chat_history_consent)
         listed = validate_bool("discoverable", discoverable)
-        contact = {"name": None if name is None else validate_name(name),
-                   "email": None if email is None else validate_email(email)}
+        contact: dict[str, Any] = {}
+        if name is not None:
+            contact["name"] = validate_name(name)
+        if email is not None:
+            contact["email"] = validate_email(email)
         # hashed before the transaction: the store's lock is not held for Argon2's work
         password_hash = None if password is None else self.hasher.hash(
             validate_password(password))
@@ -90,9 +93,12 @@ class ProfileStore(StoreCore):
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
-            write_contact(conn, self._key, now, user_id, contact)
-            conn.execute("UPDATE users SET policy_version = ? WHERE id = ?",
-                         (accepted_version(conn, policy_version), user_id))
+            if contact:
+                write_contact(conn, self._key, now, user_id, contact)
+            accepted = accepted_version(conn, policy_version)
+            if accepted is not None:
+                conn.execute("UPDATE users SET policy_version = ? WHERE id = ?",
+                             (accepted, user_id))
             # With a password the account has another way in: the token is a session
             # like a sign-in's (it expires, a password change ends it). Without one it
             # is the only key, and does not expire.
