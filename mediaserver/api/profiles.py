@@ -82,6 +82,18 @@ def profile_json(p: Profile, c: Contact) -> dict[str, Any]:
     }
 
 
+async def owner_contact(request: Request, ctx: ApiContext, profile: Profile) -> Contact:
+    """The contact fields of the caller's own profile. An account deleted since the
+    token was checked answers like its token now does (401), not with a 404."""
+    try:
+        contact: Contact = await ctx.call(ctx.store.contact, profile.id)
+    except ApiError as exc:
+        if exc.status == 404:
+            await ctx.authenticate(request)  # raises: the token went with the account
+        raise
+    return contact
+
+
 def check_field(field: str, value: Any) -> Any:
     """One profile field, type- and size-checked against the store's bounds (the
     store checks the rest: the username's characters, the age, ...)."""
@@ -306,7 +318,7 @@ async def create_profile(request: Request, ctx: ApiContext) -> Response:
     if request.headers.get("sec-gpc", "").strip() == "1":
         await ctx.call(ctx.store.record_opt_out, profile.id, "gpc")
         profile = await ctx.call(ctx.store.get_profile, profile.id)
-    body = {**profile_json(profile, await ctx.call(ctx.store.contact, profile.id)),
+    body = {**profile_json(profile, await owner_contact(request, ctx, profile)),
             "token": token}
     return JSONResponse(
         body, status_code=201, headers={"Location": f"{PREFIX}/profiles/{profile.id}"}
@@ -321,7 +333,7 @@ async def create_profile(request: Request, ctx: ApiContext) -> Response:
 }, _ONE)
 async def get_profile(request: Request, ctx: ApiContext) -> Response:
     profile = await ctx.authenticate_owner(request)
-    return JSONResponse(profile_json(profile, await ctx.call(ctx.store.contact, profile.id)))
+    return JSONResponse(profile_json(profile, await owner_contact(request, ctx, profile)))
 
 
 @ENDPOINTS.operation("PATCH", "/profiles/{id}", {
@@ -348,7 +360,7 @@ async def patch_profile(request: Request, ctx: ApiContext) -> Response:
         await ctx.recent_auth(profile, request, password)
     if fields:
         profile = await ctx.call(ctx.store.update_profile, profile.id, **fields)
-    return JSONResponse(profile_json(profile, await ctx.call(ctx.store.contact, profile.id)))
+    return JSONResponse(profile_json(profile, await owner_contact(request, ctx, profile)))
 
 
 @ENDPOINTS.operation("DELETE", "/profiles/{id}", {
