@@ -173,3 +173,21 @@ def test_a_password_is_never_sent_without_tls(store: Store, smtp_server: SmtpSer
 def test_bad_smtp_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         parse_smtp_url(url)
+
+
+def test_the_mail_flags_are_checked_like_every_flag(tmp_path: Path) -> None:
+    from mediaserver.cli import load_config
+
+    base = ["--db", str(tmp_path / "c.db"), "--data-key-file", str(tmp_path / "c.key")]
+    config = load_config(base + ["--smtp-url", "smtps://u:p@mail.example.org:465",
+                                 "--mail-from", "noreply@example.org"], environ={})
+    assert (config.smtp_url, config.mail_from) == ("smtps://u:p@mail.example.org:465",
+                                                   "noreply@example.org")
+    assert config.mail_dir() == str(tmp_path / "maildir")
+    env = load_config(base, environ={"MEDIASERVER_MAILDIR": str(tmp_path / "box")})
+    assert env.mail_dir() == str(tmp_path / "box")
+    for flag, value in (("--smtp-url", "http://mail.example.org"),
+                        ("--mail-from", "Name <x@example.org>"),
+                        ("--mail-from", "x@example.org\r\nBcc: y@example.org")):
+        with pytest.raises(ValueError, match=flag):
+            load_config(base + [flag, value], environ={})
