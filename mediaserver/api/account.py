@@ -3,6 +3,8 @@ mailed code, the sessions list, and the policy (read it, accept it)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 
 from starlette.requests import Request
@@ -26,7 +28,9 @@ from mediaserver.api.schemas import (
 )
 from mediaserver.api.wire import iso, json_fields, read_json
 from mediaserver.store import PASSWORD_MAX, PASSWORD_MIN
-from mediaserver.store.contact import EMAIL_MAX, POLICY_VERSION_MAX
+from mediaserver.store.contact import EMAIL_MAX, POLICY_VERSION_MAX, RESET_FAILURES
+
+logger = logging.getLogger("mediaserver.api")
 
 MAX_CODE = 16
 """Bound on a mailed code as sent (they are 6 digits)."""
@@ -103,8 +107,8 @@ async def resend_email_code(request: Request, ctx: ApiContext) -> Response:
 @ENDPOINTS.operation("POST", "/password-resets", {
     "operationId": "request_password_reset",
     "summary": "Mail a password reset code to a verified address",
-    "description": "Always 202, the same way, whether or not an account has this "
-                   "verified address (no enumeration).",
+    "description": "Always 202, the same way and before any work is done, whether or "
+                   "not an account has this verified address (no enumeration).",
     "requestBody": json_body("PasswordReset"),
     "responses": {"202": {"description": "Accepted (a code is mailed if the address is "
                                          "an account's verified one)"},
@@ -113,15 +117,30 @@ async def resend_email_code(request: Request, ctx: ApiContext) -> Response:
 async def request_password_reset(request: Request, ctx: ApiContext) -> Response:
     ctx.limit(request, "mail_code")
     body = json_fields(await read_json(request), {"email": EMAIL_MAX}, ("email",))
-    await ctx.call(ctx.store.request_password_reset, body["email"])
+    # answered before the work: a known address (a code written, a mail queued)
+    # takes longer than an unknown one, and the answer must not tell them apart
+    task = asyncio.create_task(ctx.call(ctx.store.request_password_reset, body["email"]))
+    _pending.add(task)
+    task.add_done_callback(_done)
     return Response(status_code=202)
+
+
+_pending: set[asyncio.Task[None]] = set()
+"""Reset requests still being written (a reference keeps each task alive)."""
+
+
+def _done(task: asyncio.Task[None]) -> None:
+    _pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("password reset request failed", exc_info=task.exception())
 
 
 @ENDPOINTS.operation("POST", "/password-resets/confirm", {
     "operationId": "confirm_password_reset",
     "summary": "Set a new password with the mailed code; every session ends",
     "description": "An unknown address and a wrong code get the same 422 (field "
-                   "`code`). Sign in afterwards.",
+                   f"`code`); {RESET_FAILURES} wrong codes for an address in a day, known "
+                   "or not, then 429 `too_many_attempts`. Sign in afterwards.",
     "requestBody": json_body("PasswordResetConfirm"),
     "responses": {"204": {"description": "Password set"}, **BODY_ERRORS, **_WRONG_CODE,
                   **rate_limited("mail_code")},

@@ -15,15 +15,17 @@ from typing import Any
 
 from mediaserver.store import crypto
 from mediaserver.store.core import StoreCore, hash_token
-from mediaserver.store.errors import Conflict, Invalid, NotFound
+from mediaserver.store.errors import Conflict, Invalid, NotFound, Throttled
 from mediaserver.store.limits import DAY, validate_password
 from mediaserver.store.notices import add_notice, open_row
 from mediaserver.store.sealed_fields import open_field, seal_field
+from mediaserver.store.throttle import THROTTLE_FORGET
 
 NAME_MAX = 80
 EMAIL_MAX = 254
 CODE_TTL = DAY  # a mailed code lasts 24 h
 CODE_ATTEMPTS = 5  # wrong tries before the code is void (a new one must be asked)
+RESET_FAILURES = 10  # wrong reset codes per address a day, then 429 (known or not)
 DEVICE_MAX = 64
 POLICY_VERSION_MAX = 32
 POLICY_URL_MAX = 500
@@ -305,13 +307,27 @@ class ContactStore(StoreCore):
         wrong = Invalid("code", "wrong or expired code")
         if not isinstance(email, str) or len(email) > EMAIL_MAX:
             raise wrong
+        throttle = self._throttle_key("reset", email.strip().casefold())
         with self._tx() as conn:
             now = self._now()
+            failures = conn.execute(
+                "SELECT failures, last_failure_at FROM login_throttle WHERE key = ?",
+                (throttle,)).fetchone()
+            if failures is not None and now - failures[1] < THROTTLE_FORGET and (
+                    failures[0] >= RESET_FAILURES):
+                raise Throttled(failures[1] + THROTTLE_FORGET - now)
             row = conn.execute(
                 "SELECT id FROM users WHERE email_index = ? AND email_verified = 1",
                 (email_index(self._key, email),)).fetchone()
             ok = row is not None and check_code(conn, self._key, now, row[0], "reset", code)
-            if ok:
+            if not ok:  # counted per address, known or not: both answers write the same
+                conn.execute(
+                    "INSERT INTO login_throttle (key, failures, last_failure_at) VALUES (?, 1, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET failures = CASE WHEN ? - last_failure_at"
+                    f" < {THROTTLE_FORGET} THEN failures + 1 ELSE 1 END,"
+                    " last_failure_at = excluded.last_failure_at", (throttle, now, now))
+            else:
+                conn.execute("DELETE FROM login_throttle WHERE key = ?", (throttle,))
                 user_id = row[0]
                 profile = self._get_profile(conn, user_id)
                 conn.execute("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
