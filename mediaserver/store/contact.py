@@ -122,7 +122,8 @@ def write_contact(conn: sqlite3.Connection, key: bytes, now: float, user_id: str
     if "email" not in fields:
         return
     email = fields["email"]
-    row = conn.execute("SELECT email_index FROM users WHERE id = ?", (user_id,)).fetchone()
+    row = conn.execute("SELECT email_index, email_sealed, email_verified FROM users"
+                       " WHERE id = ?", (user_id,)).fetchone()
     index = None if email is None else email_index(key, email)
     if row is not None and row[0] == index:
         if email is None:
@@ -139,6 +140,13 @@ def write_contact(conn: sqlite3.Connection, key: bytes, now: float, user_id: str
     except sqlite3.IntegrityError:
         raise Conflict("email is taken") from None
     conn.execute("DELETE FROM email_codes WHERE user_id = ?", (user_id,))
+    if row is not None and row[1] is not None and row[2]:
+        # the verified address hears of it: a stolen session cannot move the account
+        # (and its password resets) to another address unnoticed
+        add_notice(conn, key, now, user_id, "email_changed", "Your e-mail address was changed",
+                   "The e-mail address of your account was changed. If it was not you, "
+                   "sign in, set your address back and change your password.",
+                   to=open_field(key, user_id, "email", row[1]))
     if email is not None:
         mail_verification_code(conn, key, now, user_id, email)
 

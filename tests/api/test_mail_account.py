@@ -147,6 +147,9 @@ def test_verification_code_by_mail_limited_tries_and_a_new_address_resets_it(
                        headers=srv.auth(user))
     assert r.status_code == 200 and r.json()["email_verified"] is False
     new_code = srv.code_for("new@example.org")
+    # the old, verified address is told
+    assert [m["Subject"] for m in srv.smtp.messages if m["To"] == "ver@example.org"][-1] == (
+        "Your e-mail address was changed")
     for _ in range(5):  # the tries run out: the right code is void after them
         srv.http.post(url, json={"code": "000000" if new_code != "000000" else "111111"},
                       headers=srv.auth(user))
