@@ -29,6 +29,7 @@ from mediaserver.api import background_tasks, create_api
 from mediaserver.client_address import Network, parse_trusted_proxies
 from mediaserver.config import LIVE_SETTINGS, Config
 from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_listen
+from mediaserver.mail import MailSender, make_transport
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
 from mediaserver.metrics import Metrics, merge_expositions
 from mediaserver.node.bus import Bus, LocalBus
@@ -141,6 +142,15 @@ def create_metrics_app(main: Starlette) -> Starlette:
 def start_background(store: Store) -> asyncio.Task[None]:
     """The store's timer (pending privacy requests, retention); cancel it on shutdown."""
     return asyncio.create_task(background_tasks(store))
+
+
+def start_mail(store: Store, config: Config, metrics: Metrics) -> asyncio.Task[None]:
+    """The outbox sender (SMTP, or the Maildir without --smtp-url); its counts go to
+    /metrics. Cancel it on shutdown."""
+    sender = MailSender(store, make_transport(config.smtp_url, config.mail_from,
+                                              config.mail_dir()))
+    metrics.mail_counts = sender.stats.as_dict
+    return asyncio.create_task(sender.run())
 
 
 def open_store(config: Config) -> Store:
@@ -404,6 +414,7 @@ async def serve(
     ticker = asyncio.create_task(_tick(hub))
     # one process runs the store's timer (the workers share the database)
     background = start_background(store) if worker is None or worker.index == 0 else None
+    mail = start_mail(store, config, app.state.metrics) if background is not None else None
     lag = asyncio.create_task(app.state.metrics.watch_loop_lag())
     metrics_server = _metrics_server(app, config) if metrics_socket is not None else None
     metrics_serving = (
@@ -423,6 +434,8 @@ async def serve(
         ticker.cancel()
         if background is not None:
             background.cancel()
+        if mail is not None:
+            mail.cancel()
         await hub.close()
         await sfu.close()
         await asyncio.to_thread(store.close)  # after a run in flight (the store's lock)

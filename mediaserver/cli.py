@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from mediaserver.app import run
 from mediaserver.config import LIVE_SETTINGS, LOG_FORMATS, LOG_LEVELS, Config, load_toml
+from mediaserver.mail.commands import policy_main
 from mediaserver.node.supervisor import run_workers
 from mediaserver.store.operator_cli import main as accounts_main
 from mediaserver.store.retention import main as retention_main
@@ -183,6 +184,14 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "it); prefer the file or the environment: a flag shows in the process list",
     ),
     "cluster_secret_file": (_str, "file holding --cluster-secret (mode 0600)"),
+    "smtp_url": (
+        _str,
+        "outgoing mail server: smtp://[user:pass@]host:port (STARTTLS when offered) or "
+        "smtps://... (implicit TLS); absent: mail is written to --maildir",
+    ),
+    "mail_from": (_str, "From address of outgoing mail (codes, notices)"),
+    "maildir": (_str, "Maildir for outgoing mail without --smtp-url (default: maildir next "
+                "to --db)"),
 }
 _REPEATABLE = frozenset({"allowed_origin"})
 """Flags that may be given several times: their values are joined with commas."""
@@ -286,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         return retention_main(args[1:])
     if args[:1] == ["accounts"]:  # `mediaserver accounts confirm-underage ID`, operators
         return accounts_main(args[1:])
+    if args[:1] == ["policy"]:  # `mediaserver policy publish FILE`, operators
+        return policy_main(args[1:])
     config = parse_config(args)
     if config.worker_count() > 1:
         return run_workers(config, args, reload=lambda: load_config(args))

@@ -13,6 +13,7 @@ from typing import Any
 
 from mediaserver.client_address import parse_trusted_proxies
 from mediaserver.edges import parse_listen, parse_origins
+from mediaserver.mail.transport import check_mail_from, parse_smtp_url
 from mediaserver.node.auth import MIN_SECRET_BYTES, load_secret
 from mediaserver.node.bus import NODE_ID
 from mediaserver.store import StoreError, load_data_key
@@ -109,6 +110,14 @@ class Config:
     cluster_secret_file: str | None = None
     """File holding the cluster secret (surrounding whitespace ignored); it must not
     be readable by group or others."""
+    smtp_url: str = ""
+    """smtp://[user:pass@]host:port (STARTTLS when offered) or smtps://... (implicit
+    TLS) for outgoing mail; empty: mail goes to --maildir."""
+    mail_from: str = "mediaserver@localhost"
+    """The From address of outgoing mail."""
+    maildir: str = ""
+    """Maildir outgoing mail is written to without --smtp-url; empty: `maildir` next
+    to --db."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -165,6 +174,7 @@ class Config:
                 f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
             ) from None
         self._validate_cluster_secret()
+        self._validate_mail()
         if not 0 <= self.max_cover_streams <= 10000:
             raise ValueError("--max-cover-streams must be 0..10000")
         if self.mutual_reveal:
@@ -187,6 +197,15 @@ class Config:
         parse_origins(self.allowed_origin)
         if self.metrics_listen:
             parse_listen(self.metrics_listen)
+
+    def _validate_mail(self) -> None:
+        if self.smtp_url:
+            parse_smtp_url(self.smtp_url)
+        check_mail_from(self.mail_from)
+
+    def mail_dir(self) -> str:
+        """--maildir, or `maildir` in the directory of --db."""
+        return self.maildir or os.path.join(os.path.dirname(os.path.abspath(self.db)), "maildir")
 
     def media_memory_bytes(self) -> int:
         """--max-media-memory in bytes; automatic: half the machine's memory shared

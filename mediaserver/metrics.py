@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as _Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
@@ -49,6 +49,7 @@ class _Collector(Collector):
         self.m = metrics
 
     def collect(self) -> Iterator[Any]:
+        yield from self.collect_mail()  # first: the SFU part below may return early
         m, w = self.m, self.m.worker
         hub, sfu = m.hub, m.sfu
         states = _Counter(v.state.value for v in hub.visitors.values())
@@ -129,6 +130,16 @@ class _Collector(Collector):
             m.effect_frames_dropped(),
         )
 
+    def collect_mail(self) -> Iterator[Any]:
+        """The mail sender's counts (the process running it; zeros elsewhere)."""
+        counts, w = self.m.mail_counts(), self.m.worker
+        yield _counter("mediaserver_mail_sent", "mails delivered", w, counts.get("sent", 0))
+        yield _counter("mediaserver_mail_failed_attempts",
+                       "mail delivery attempts that failed (retried with backoff)", w,
+                       counts.get("failed", 0))
+        yield _counter("mediaserver_mail_given_up", "mails dropped after their last retry", w,
+                       counts.get("given_up", 0))
+
 
 def _connect_metrics(worker: str, stats: Mapping[str, int]) -> Iterator[Any]:
     """Direct messages and calls between connections, placed on this worker."""
@@ -174,6 +185,8 @@ class Metrics:
         self.hub, self.sfu, self.worker = hub, sfu, worker
         self.registry = CollectorRegistry()
         self.queue_length = 0
+        self.mail_counts: Callable[[], Mapping[str, int]] = dict
+        """The mail sender's counts (app.py points it at the sender's MailStats)."""
         self._dropped_closed = 0
         self._dropped_seen: dict[str, tuple[object, int]] = {}
         self.queue_wait = Histogram(

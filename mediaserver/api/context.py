@@ -85,7 +85,8 @@ class ApiContext:
         except Unauthorized as exc:
             raise ApiError(401, exc.code, exc.message) from None
         except Conflict as exc:
-            field = "username" if "username" in str(exc).lower() else None
+            text = str(exc).lower()
+            field = "username" if "username" in text else "email" if "email" in text else None
             raise ApiError(409, "conflict", str(exc) or "conflict", field) from None
         except Invalid as exc:
             raise ApiError(422, "invalid", str(exc), exc.field) from None

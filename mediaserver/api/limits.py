@@ -40,6 +40,7 @@ REPORT = Rate(burst=30, per=3600.0)
 GUARDIAN_REPORT = Rate(burst=5, per=3600.0)
 """Under-age reports without an account: nothing but the address to count by."""
 CONNECTION_REQUEST = Rate(burst=60, per=3600.0)
+MAIL_CODE = Rate(burst=10, per=3600.0)  # mailing a code (verify, reset) and using a reset code
 RATES = {
     "create_account": CREATE_ACCOUNT,
     "privacy_request": PRIVACY_REQUEST,
@@ -47,6 +48,7 @@ RATES = {
     "report": REPORT,
     "guardian_report": GUARDIAN_REPORT,
     "connection_request": CONNECTION_REQUEST,
+    "mail_code": MAIL_CODE,
 }
 """The limits by name (create_api's `rates` overrides some)."""
 UNLIMITED = {name: Rate(burst=2**31, per=1.0) for name in RATES}

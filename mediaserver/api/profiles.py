@@ -41,6 +41,7 @@ from mediaserver.store import (
     USERNAME_MIN,
     Profile,
 )
+from mediaserver.store.contact import EMAIL_MAX, NAME_MAX, POLICY_VERSION_MAX, Contact
 
 PROFILE_FIELDS = (
     "username",
@@ -55,14 +56,22 @@ PROFILE_FIELDS = (
     "location",
     "show_links",
     "show_location",
+    "name",
+    "email",
+    "policy_version",
 )
-IDENTIFYING = frozenset({"username", "date_of_birth"})
+IDENTIFYING = frozenset({"username", "date_of_birth", "email"})
 """PATCH fields that need the password or a fresh sign-in (as two-factor changes do)."""
 
 
-def profile_json(p: Profile) -> dict[str, Any]:
-    """A profile as its owner reads it."""
+def profile_json(p: Profile, c: Contact) -> dict[str, Any]:
+    """A profile as its owner reads it (with its contact fields and policy)."""
     return {
+        "name": c.name,
+        "email": c.email,
+        "email_verified": c.email_verified,
+        "policy_accepted": c.policy_accepted,
+        "policy_current": c.policy_current,
         "id": p.id,
         "username": p.username,
         "date_of_birth": p.date_of_birth,
@@ -85,6 +94,18 @@ def profile_json(p: Profile) -> dict[str, Any]:
         "restricted": p.restricted,
         "objections": list(p.objections),
     }
+
+
+async def owner_contact(request: Request, ctx: ApiContext, profile: Profile) -> Contact:
+    """The contact fields of the caller's own profile. An account deleted since the
+    token was checked answers like its token now does (401), not with a 404."""
+    try:
+        contact: Contact = await ctx.call(ctx.store.contact, profile.id)
+    except ApiError as exc:
+        if exc.status == 404:
+            await ctx.authenticate(request)  # raises: the token went with the account
+        raise
+    return contact
 
 
 def check_field(field: str, value: Any) -> Any:
@@ -129,6 +150,13 @@ def check_field(field: str, value: Any) -> Any:
         if value is None:
             return None
         return text_field(value, field, MAX_LOCATION)
+    if field in ("name", "email"):  # null clears it (PATCH)
+        if value is None:
+            return None
+        return text_field(value, field, NAME_MAX if field == "name" else EMAIL_MAX,
+                          allow_empty=False)
+    if field == "policy_version":
+        return text_field(value, field, POLICY_VERSION_MAX, allow_empty=False)
     if field in ("chat_history_consent", "discoverable", "show_links", "show_location"):
         if not isinstance(value, bool):
             raise ApiError(422, "invalid", f"{field} must be true or false", field)
@@ -158,6 +186,10 @@ def profile_fields(
         if key == "password" and not creating:
             raise ApiError(
                 422, "invalid", "change the password with PUT .../password", "password"
+            )
+        if key == "policy_version" and not creating:
+            raise ApiError(
+                422, "invalid", "accept a policy with POST .../policy", "policy_version"
             )
     for key in required:
         if key not in body:
@@ -214,6 +246,18 @@ _PROFILE_PROPS: dict[str, Any] = {
     "show_links": {"type": "boolean", "description": "Show links on the card (default false)"},
     "show_location": {"type": "boolean",
                       "description": "Show location on the card (default false)"},
+    "name": {
+        "type": ["string", "null"], "minLength": 1, "maxLength": NAME_MAX,
+        "description": "Display name (optional; sealed at rest); shown to the owner, "
+                       "never in the public card",
+    },
+    "email": {
+        "type": ["string", "null"], "format": "email", "maxLength": EMAIL_MAX,
+        "description": "E-mail address (optional; sealed at rest, unique). Setting or "
+                       "changing it mails a 6-digit code (POST .../email/verify) and "
+                       "resets email_verified. Changing it needs `current_password` "
+                       "or a fresh sign-in. Never shown to others.",
+    },
 }
 
 ENDPOINTS = Endpoints(schemas={
@@ -226,6 +270,11 @@ ENDPOINTS = Endpoints(schemas={
             "password": {
                 "type": "string", "minLength": PASSWORD_MIN, "maxLength": PASSWORD_MAX,
                 "description": "Optional; stored only as an Argon2id hash",
+            },
+            "policy_version": {
+                "type": "string", "maxLength": POLICY_VERSION_MAX,
+                "description": "The policy version accepted (GET /policy); default: "
+                               "the current one",
             },
         },
     },
@@ -245,6 +294,12 @@ ENDPOINTS = Endpoints(schemas={
             "opted_out": {"type": "boolean"},
             "has_password": {"type": "boolean"},
             "two_factor": {"type": "boolean", "description": "TOTP two-factor is on"},
+            "email_verified": {"type": "boolean"},
+            "policy_accepted": {"type": ["string", "null"],
+                                "description": "The policy version the owner accepted"},
+            "policy_current": {"type": ["string", "null"],
+                               "description": "The current policy version (ask the "
+                                              "owner to accept it when it differs)"},
             "photo_url": {
                 "type": ["string", "null"],
                 "description": "The owner's photo URL (GET with the token), or null",
@@ -293,7 +348,7 @@ _ONE = (ID_PARAM, GPC_PARAM)
     "responses": {
         "201": json_response("CreatedProfile", "Created"),
         **BODY_ERRORS,
-        "409": error("Username taken (`conflict`)"),
+        "409": error("Username or e-mail taken (`conflict`, `field` names it)"),
         **rate_limited("create_account"),
     },
 })
@@ -308,7 +363,8 @@ async def create_profile(request: Request, ctx: ApiContext) -> Response:
     if request.headers.get("sec-gpc", "").strip() == "1":
         await ctx.call(ctx.store.record_opt_out, profile.id, "gpc")
         profile = await ctx.call(ctx.store.get_profile, profile.id)
-    body = {**profile_json(profile), "token": token}
+    body = {**profile_json(profile, await owner_contact(request, ctx, profile)),
+            "token": token}
     return JSONResponse(
         body, status_code=201, headers={"Location": f"{PREFIX}/profiles/{profile.id}"}
     )
@@ -322,7 +378,7 @@ async def create_profile(request: Request, ctx: ApiContext) -> Response:
 }, _ONE)
 async def get_profile(request: Request, ctx: ApiContext) -> Response:
     profile = await ctx.authenticate_owner(request)
-    return JSONResponse(profile_json(profile))
+    return JSONResponse(profile_json(profile, await owner_contact(request, ctx, profile)))
 
 
 @ENDPOINTS.operation("PATCH", "/profiles/{id}", {
@@ -335,7 +391,7 @@ async def get_profile(request: Request, ctx: ApiContext) -> Response:
         **AUTH_ERRORS,
         **NOT_FOUND,
         **BODY_ERRORS,
-        "409": error("Username taken (`conflict`)"),
+        "409": error("Username or e-mail taken (`conflict`, `field` names it)"),
         "429": error("Too many wrong `current_password` tries "
                      "(`too_many_attempts`, Retry-After)"),
     },
@@ -349,7 +405,7 @@ async def patch_profile(request: Request, ctx: ApiContext) -> Response:
         await ctx.recent_auth(profile, request, password)
     if fields:
         profile = await ctx.call(ctx.store.update_profile, profile.id, **fields)
-    return JSONResponse(profile_json(profile))
+    return JSONResponse(profile_json(profile, await owner_contact(request, ctx, profile)))
 
 
 @ENDPOINTS.operation("DELETE", "/profiles/{id}", {

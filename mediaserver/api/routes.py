@@ -18,11 +18,13 @@ from starlette.responses import Response
 from starlette.routing import Mount
 
 from mediaserver.api import (
+    account,
     blocks,
     browse,
     connections,
     controls,
     docs,
+    notices,
     photos,
     privacy,
     profiles,
@@ -44,7 +46,8 @@ from mediaserver.client_address import Network
 from mediaserver.store import Store
 
 RESOURCES = (
-    profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls, connections
+    profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls, connections,
+    account, notices,
 )
 """The resource modules, in routing order."""
 ENDPOINTS: tuple[Endpoint, ...] = tuple(

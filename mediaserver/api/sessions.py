@@ -11,6 +11,7 @@ import segno
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from mediaserver.api.account import device_label
 from mediaserver.api.context import ApiContext, bearer
 from mediaserver.api.operations import Endpoints
 from mediaserver.api.schemas import (
@@ -117,6 +118,8 @@ async def sign_in(request: Request, ctx: ApiContext) -> Response:
         ctx.store.sign_in, body["username"], body["password"], body.get("otp"), address,
         body.get("device"),
     )
+    # the sessions list's label, and the owner's new sign-in notice (no address)
+    await ctx.call(ctx.store.signed_in, token, device_label(request.headers.get("user-agent", "")))
     return JSONResponse(
         {"token": token, "expires_at": iso(expires_at), "id": profile.id,
          "device": ctx.store.device_token(profile.id)},

@@ -16,15 +16,18 @@ from typing import Any
 from mediaserver.store.connection_rows import are_connected, blocked_either_way, ordered
 from mediaserver.store.core import PHOTO_PATH
 from mediaserver.store.errors import Invalid, NotFound
+from mediaserver.store.notices import add_notice
 from mediaserver.store.sealed_fields import open_field
 from mediaserver.store.social import SocialStore
 
 
 def display_name(conn: sqlite3.Connection, key: bytes, user_id: str) -> str | None:
-    """THE place an accepted connection's display name comes from. The profile has
-    no `name` field yet (another change adds it): until then, None. Only ever
-    called for accepted connections."""
-    return None
+    """THE place an accepted connection's display name comes from (None: the profile
+    has none). Only ever called for accepted connections."""
+    row = conn.execute("SELECT name_sealed FROM users WHERE id = ?", (user_id,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return str(open_field(key, user_id, "name", row[0]))
 
 
 def public_face(conn: sqlite3.Connection, key: bytes, user_id: str) -> tuple[str, str | None]:
@@ -133,9 +136,11 @@ class ConnectionStore(SocialStore):
 
     def inbox_notice(self, user_id: str, kind: str, subject: str, body: str) -> None:
         """THE place connection requests and missed calls reach the notices inbox (and
-        mail). The inbox is another change's (`notify(user_id, kind, subject, body,
-        mail=True)`); until it is merged this does nothing: a request still shows in
-        GET /connections, a missed call in the conversation (record_missed_call)."""
+        the verified address by mail); the request also shows in GET /connections, a
+        missed call in the conversation (record_missed_call)."""
+        with self._tx() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
+                add_notice(conn, self._key, self._now(), user_id, kind, subject, body)
 
     # -- helpers ------------------------------------------------------------------------
 

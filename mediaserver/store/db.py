@@ -14,6 +14,8 @@ from mediaserver.store.auth import AuthStore
 from mediaserver.store.chat import ChatStore
 from mediaserver.store.controls_store import ControlsStore
 from mediaserver.store.conversations import ConversationStore
+from mediaserver.store.contact import ContactStore
+from mediaserver.store.notices import NoticeStore
 from mediaserver.store.privacy import PrivacyStore
 from mediaserver.store.profiles import ProfileStore
 from mediaserver.store.social import SocialStore
@@ -21,7 +23,7 @@ from mediaserver.store.social import SocialStore
 
 class Store(
     ProfileStore, AuthStore, PrivacyStore, ConversationStore, SocialStore, ChatStore,
-    ControlsStore,
+    ControlsStore, NoticeStore, ContactStore,
 ):
     """SQLite storage for the whole server (see StoreCore for the arguments).
 
@@ -31,4 +33,5 @@ class Store(
     cards, account reports), ChatStore (store/chat.py), ControlsStore
     (store/controls_store.py: restriction, objections, legal hold, guardians' reports),
     ConversationStore (store/conversations.py, store/connections.py: connections,
-    conversations)."""
+    conversations), NoticeStore (store/notices.py: inbox, mail outbox), ContactStore
+    (store/contact.py: name, e-mail, codes, sessions, policy)."""

@@ -17,6 +17,8 @@ from typing import Any
 from mediaserver.store import crypto
 from mediaserver.store.chat import read_chat_history
 from mediaserver.store.conversations import conversations_export
+from mediaserver.store.contact import contact_export
+from mediaserver.store.notices import request_completed_notice
 from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import NotFound, StoreError
 from mediaserver.store.social import blocked_handles, photo_export
@@ -93,6 +95,7 @@ def build_export(store: StoreCore, conn: sqlite3.Connection, user_id: str) -> di
         "conversations": conversations_export(conn, store._key, user_id),
         "reports_filed": reports,
         "privacy_requests": requests,
+        "contact": contact_export(conn, store._key, user_id),
     }
 
 
@@ -144,6 +147,7 @@ def complete_exports(store: StoreCore) -> int:
                     store._audit(conn, request_id, "completed",
                                  chat_messages=len(export["chat_history"]),
                                  reports=len(export["reports_filed"]))
+                    request_completed_notice(conn, store._key, store._now(), user_id, "access")
             done += updated
     except sqlite3.Error as exc:
         raise StoreError(f"database error: {exc}") from None

@@ -5,6 +5,7 @@ audit log, and retention."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import secrets
 import sqlite3
@@ -18,6 +19,7 @@ from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.exports import build_export, complete_exports, export_aad
 from mediaserver.store.limits import DAY, OPT_OUT_SOURCES, REQUEST_TYPES, validate_bool
 from mediaserver.store.profiles import check_updates, write_updates
+from mediaserver.store.notices import add_notice, request_completed_notice
 from mediaserver.store.throttle import THROTTLE_CAP, THROTTLE_FORGET
 
 CHAT_RETENTION_SECONDS = 183 * DAY  # 6 months after the conversation's last message
@@ -42,6 +44,10 @@ class PrivacyRequest:
     """An objection's purpose (limits.OBJECTION_PURPOSES)."""
     on_hold: bool = False
     """An open deletion request waiting for a legal hold to be released."""
+
+
+def _date(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, tz=_dt.UTC).date().isoformat()
 
 
 class PrivacyStore(StoreCore):
@@ -120,6 +126,10 @@ class PrivacyStore(StoreCore):
             self._get_profile(conn, user_id)
             request_id = controls_store.insert_request(
                 self, conn, user_id, type, purpose, sealed_fields)
+            add_notice(conn, self._key, self._now(), user_id, "privacy_request_received",
+                       "Privacy request received",
+                       f"We received your {type} request on {_date(self._now())}; it is due "
+                       f"by {_date(self._now() + REQUEST_DUE_SECONDS)}.")
             return self._get_request(conn, user_id, request_id)
 
     def _get_request(
@@ -252,6 +262,7 @@ class PrivacyStore(StoreCore):
                     (now, request_id),
                 )
                 self._audit(conn, request_id, "completed", **detail)
+                request_completed_notice(conn, self._key, now, user_id, rtype)
         if scrub:
             self._scrub_wal()
         return len(pending) - skipped
@@ -320,9 +331,11 @@ class PrivacyStore(StoreCore):
         ]
 
     def run_retention(self) -> dict[str, int]:
-        """One retention pass: purge old chat, flag inactive accounts, delete those
-        flagged GRACE_SECONDS ago, drop expired exports, sessions, shares and
-        throttle rows. Returns the counts (chat_purged, flagged, deleted)."""
+        """One retention pass: purge old chat, flag inactive accounts (and notice
+        them: inbox and mail), delete those flagged GRACE_SECONDS ago (counted from
+        the notice mail's delivery; never while it waits in the outbox), drop expired
+        exports, sessions, shares and throttle rows. Returns the counts
+        (chat_purged, flagged, deleted)."""
         with self._tx() as conn:
             now = self._now()
             chat_purged = conn.execute(
@@ -333,15 +346,24 @@ class PrivacyStore(StoreCore):
                 " AND user_id NOT IN (SELECT id FROM users WHERE legal_hold_at IS NOT NULL)",
                 (now - CHAT_RETENTION_SECONDS,),
             ).rowcount + conversations.purge_expired(conn, now - CHAT_RETENTION_SECONDS)
-            flagged = conn.execute(
-                "UPDATE users SET flagged_at = ? WHERE flagged_at IS NULL"
-                " AND last_seen_at <= ?",
-                (now, now - INACTIVE_SECONDS),
-            ).rowcount
+            # flagged and told in one transaction: the deletion, GRACE_SECONDS after the
+            # flag, is never sooner than that after the notice was written
+            inactive = [row[0] for row in conn.execute(
+                "SELECT id FROM users WHERE flagged_at IS NULL AND last_seen_at <= ?",
+                (now - INACTIVE_SECONDS,))]
+            for user_id in inactive:
+                conn.execute("UPDATE users SET flagged_at = ? WHERE id = ?", (now, user_id))
+                add_notice(conn, self._key, now, user_id, "inactivity",
+                           "Your account will be deleted",
+                           "You have not signed in for 12 months. Your account will be "
+                           f"deleted on {_date(now + GRACE_SECONDS)} unless you sign in "
+                           "before then.")
+            flagged = len(inactive)
             doomed = [
                 row[0] for row in conn.execute(
                     "SELECT id FROM users WHERE flagged_at IS NOT NULL AND flagged_at <= ?"
-                    " AND last_seen_at <= flagged_at"
+                    " AND last_seen_at <= flagged_at AND NOT EXISTS (SELECT 1 FROM"
+                    " mail_outbox m WHERE m.user_id = users.id AND m.kind = 'inactivity')"
                     " AND legal_hold_at IS NULL",  # a legal hold: deleted once released
                     (now - GRACE_SECONDS,),
                 ).fetchall()

@@ -8,6 +8,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from mediaserver.store import controls, controls_store, shares
+from mediaserver.store.contact import (
+    accepted_version,
+    validate_email,
+    validate_name,
+    write_contact,
+)
 from mediaserver.store.core import Profile, StoreCore, hash_token
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.sealed_fields import seal_profile_fields
@@ -47,9 +53,14 @@ class ProfileStore(StoreCore):
         location: str | None = None,
         show_links: bool = False,
         show_location: bool = False,
+        name: str | None = None,
+        email: str | None = None,
+        policy_version: str | None = None,
     ) -> tuple[Profile, str]:
         """A new profile and its first token: (profile, token). With a password the
         token is an expiring session; without, the account's only (lasting) key.
+        With an e-mail address, a verification code is mailed (store/contact.py);
+        `policy_version` (default: the current one) is recorded as accepted.
 
         Raises:
             Invalid: a field the store refuses (.field names it).
@@ -67,6 +78,11 @@ class ProfileStore(StoreCore):
         place = validate_location(location)
         shown = (int(validate_bool("show_links", show_links)),
                  int(validate_bool("show_location", show_location)))
+        contact: dict[str, Any] = {}
+        if name is not None:
+            contact["name"] = validate_name(name)
+        if email is not None:
+            contact["email"] = validate_email(email)
         # hashed before the transaction: the store's lock is not held for Argon2's work
         password_hash = None if password is None else self.hasher.hash(
             validate_password(password))
@@ -89,6 +105,12 @@ class ProfileStore(StoreCore):
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("username is taken") from None
+            if contact:
+                write_contact(conn, self._key, now, user_id, contact)
+            accepted = accepted_version(conn, policy_version)
+            if accepted is not None:
+                conn.execute("UPDATE users SET policy_version = ? WHERE id = ?",
+                             (accepted, user_id))
             # With a password the account has another way in: the token is a session
             # like a sign-in's (it expires, a password change ends it). Without one it
             # is the only key, and does not expire.
@@ -116,13 +138,13 @@ class ProfileStore(StoreCore):
             raise NotFound("unknown token")
         with self._tx() as conn:
             row = conn.execute(
-                "SELECT t.user_id, u.last_seen_at, u.flagged_at, t.expires_at FROM tokens t"
-                " JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
+                "SELECT t.user_id, u.last_seen_at, u.flagged_at, t.expires_at, t.last_used_at"
+                " FROM tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = ?",
                 (hash_token(token),),
             ).fetchone()
             if row is None:
                 raise NotFound("unknown token")
-            user_id, last_seen, flagged_at, expires_at = row
+            user_id, last_seen, flagged_at, expires_at, last_used = row
             now = self._now()
             if expires_at is not None and expires_at <= now:
                 raise NotFound("expired token")  # retention deletes the row
@@ -134,6 +156,9 @@ class ProfileStore(StoreCore):
                     "UPDATE users SET last_seen_at = ?, flagged_at = NULL WHERE id = ?",
                     (now, user_id),
                 )
+            if last_used is None or now - last_used >= LAST_SEEN_RESOLUTION:
+                conn.execute("UPDATE tokens SET last_used_at = ? WHERE token_hash = ?",
+                             (now, hash_token(token)))  # the sessions list shows it
             return self._get_profile(conn, user_id)
 
     def age(self, profile: Profile) -> int:
@@ -173,11 +198,13 @@ class ProfileStore(StoreCore):
 
 UPDATABLE = (
     "username", "bio", "interests", "language", "date_of_birth", "chat_history_consent",
-    "discoverable", "links", "location", "show_links", "show_location",
+    "discoverable", "links", "location", "show_links", "show_location", "name", "email",
 )
 PERSONAL = ("username", "bio", "interests", "language", "date_of_birth", "links", "location")
 """Fields whose old value is personal data: overwriting one scrubs the WAL."""
 _FLAGS = ("discoverable", "show_links", "show_location")
+CONTACT = ("name", "email")
+"""Fields kept by store/contact.py (sealed in their own columns, e-mail verified)."""
 
 
 def check_updates(store: StoreCore, fields: dict[str, Any]) -> tuple[dict[str, Any], bool | None]:
@@ -192,6 +219,9 @@ def check_updates(store: StoreCore, fields: dict[str, Any]) -> tuple[dict[str, A
         "interests": validate_interests, "language": validate_language,
         "date_of_birth": lambda v: validate_dob(v, store._today(), store.min_age),
         "links": validate_links, "location": validate_location,
+        # None clears a contact field
+        "name": lambda v: None if v is None else validate_name(v),
+        "email": lambda v: None if v is None else validate_email(v),
     }
     values: dict[str, Any] = {}
     for name, check in checks.items():
@@ -214,6 +244,7 @@ def write_updates(
     taken). Returns whether old personal data or chat needs scrubbing from the WAL."""
     values = dict(values)
     personal = {name: values.pop(name) for name in PERSONAL if name in values}
+    contact = {name: values.pop(name) for name in CONTACT if name in values}
     before = store._get_profile(conn, user_id)
     values.update(seal_profile_fields(store._key, user_id, personal))
     if before.discoverable and values.get("discoverable") == 0:
@@ -231,7 +262,9 @@ def write_updates(
             )
         except sqlite3.IntegrityError:
             raise Conflict("username is taken") from None
+    if contact:
+        write_contact(conn, store._key, store._now(), user_id, contact)
     chat_deleted = 0
     if consent is not None:
         chat_deleted = store._set_consent(conn, user_id, consent, "profile")
-    return bool(chat_deleted or personal)
+    return bool(chat_deleted or personal or contact)

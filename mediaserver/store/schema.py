@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from mediaserver.store import connection_rows, controls, sealed_fields, shares
+from mediaserver.store import connection_rows, controls, notice_schema, sealed_fields, shares
 from mediaserver.store.errors import StoreError
 from mediaserver.store.limits import SESSION_TTL
 
@@ -157,6 +157,8 @@ MIGRATIONS: list[Step] = [
     controls.MIGRATION,
     # connections between accounts, their conversations and each side's sealed copy
     connection_rows.MIGRATION,
+    # mail outbox, notices, name and e-mail (sealed), sessions' ids, policy versions
+    notice_schema.MIGRATION,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -84,6 +84,9 @@ PRIVACY_BODIES: list[Any] = [
 GUARDIAN_BODIES: list[Any] = [
     {"handle": "alice", "contact_email": "parent@example.org", "details": "looks 12"},
     {"handle": "x", "contact_email": "nope", "details": ""},
+    {"username": "carol", "date_of_birth": ADULT, "name": "Carol C", "email": "c@example.org",
+     "policy_version": "1"},
+    {"name": None, "email": "not-an-address"},
 ]
 
 
@@ -171,6 +174,20 @@ def main() -> None:
     for line in sorted({f"{m} {p}" for m, p in ROUTE_TABLE}):
         method, path = line.split(" ", 1)
         add("rest_app", pack_records([req(method, path, b"{}")]))
+    # the mail-backed account bodies (api/account.py, api/notices.py)
+    add("rest_app", pack_records([
+        req("POST", "/profiles/{id}/email/verify", b'{"code": "123456"}'),
+        req("POST", "/profiles/{id}/email/code"),
+        req("POST", "/password-resets", b'{"email": "a@example.org"}', 0),
+        req("POST", "/password-resets/confirm",
+            b'{"email": "a@example.org", "code": "123456", "password": "long enough pw"}', 0),
+        req("GET", "/profiles/{id}/sessions"),
+        req("DELETE", "/profiles/{id}/sessions/x"),
+        req("GET", "/policy", tag=0),
+        req("POST", "/profiles/{id}/policy", b'{"version": "1"}'),
+        req("GET", "/notices"),
+        req("POST", "/notices/x/read"),
+    ]))
     # a tiny PNG and JPEG for the photo upload (Pillow decodes them)
     png = bytes.fromhex(
         "89504e470d0a1a0a0000000d4948445200000001000000010806000000"

@@ -211,3 +211,28 @@ def test_the_access_export_holds_my_conversations(store: Store, clock: Clock) ->
     [kept] = export["conversations"]
     assert kept["keep_history"] is True
     assert [m["text"] for m in kept["messages"]] == ["in the export"]
+
+
+def test_requests_and_missed_calls_reach_the_inbox(store: Store) -> None:
+    a, b = people(store)
+    request = store.request_connection(a.id, "bobby")
+    [notice] = store.list_notices(b.id)[0]
+    assert notice.kind == "connection_request" and "alice" in notice.body
+    assert store.list_notices(a.id)[0] == []  # the asker is not told anything
+    conversation = store.accept_connection(b.id, request["id"])["conversation_id"]
+    store.record_missed_call(b.id, conversation, "alice")
+    kinds = [n.kind for n in store.list_notices(b.id)[0]]
+    assert kinds == ["missed_call", "connection_request"]
+
+
+def test_the_display_name_shows_only_once_accepted(store: Store) -> None:
+    a, b = people(store)
+    store.update_profile(a.id, name="Alice Liddell")
+    request = store.request_connection(a.id, "bobby")
+    [pending] = store.connections(b.id)
+    assert pending["name"] is None  # a request does not show the name
+    store.accept_connection(b.id, request["id"])
+    [accepted] = store.connections(b.id)
+    assert accepted["name"] == "Alice Liddell"
+    [conversation] = store.conversations(b.id)
+    assert conversation["peer"]["name"] == "Alice Liddell"

@@ -311,7 +311,7 @@ def test_retention_cli(tmp_path, clock):
                              check=False, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         counts = json.loads(out.stdout)
-        assert set(counts) == {"chat_purged", "flagged", "deleted"}
+        assert set(counts) == {"chat_purged", "flagged", "deleted", "mail"}
     out = subprocess.run([sys.executable, "-m", "mediaserver.store.retention", "--db",
                           str(tmp_path / "missing.db"), "--data-key-file", keyfile,
                           "--run-once"], check=False, capture_output=True, text=True, timeout=60)
