@@ -1,6 +1,6 @@
 """Privacy controls the owner lifts, and guardians' reports: DELETE
-/profiles/{id}/restriction and /profiles/{id}/objections/{purpose} undo what a
-restriction or an objection request did (store/controls.py says what each stops);
+/profiles/{id}/restriction, /profiles/{id}/objections/{purpose} and
+/profiles/{id}/opt-out undo what a restriction, an objection or an opt-out did (store/controls.py says what each stops);
 POST /reports/underage lets a parent or guardian without an account report an
 under-age profile."""
 
@@ -75,6 +75,19 @@ async def lift_restriction(request: Request, ctx: ApiContext) -> Response:
 async def lift_objection(request: Request, ctx: ApiContext) -> Response:
     profile = await ctx.authenticate_owner(request)
     await ctx.call(ctx.store.lift_objection, profile.id, request.path_params["purpose"])
+    return Response(status_code=204)
+
+
+@ENDPOINTS.operation("DELETE", "/profiles/{id}/opt-out", {
+    "operationId": "lift_opt_out",
+    "summary": "Undo an opt-out of sale and sharing (a `Sec-GPC: 1` request opts out again)",
+    **_OWN,
+    "responses": {"204": {"description": "Lifted"}, **AUTH_ERRORS,
+                  "404": error("Not yours, or no opt-out stands")},
+}, (ID_PARAM,))
+async def lift_opt_out(request: Request, ctx: ApiContext) -> Response:
+    profile = await ctx.authenticate_owner(request)
+    await ctx.call(ctx.store.lift_opt_out, profile.id)
     return Response(status_code=204)
 
 

@@ -71,6 +71,23 @@ class PrivacyStore(StoreCore):
                 (user_id, source, now),
             )
 
+    def lift_opt_out(self, user_id: str) -> None:
+        """Undo an opt-out of sale/sharing (the owner's choice; recorded like the
+        opt-out). A browser that sends Sec-GPC: 1 opts out again on its next request:
+        the signal is the person's standing choice.
+
+        Raises:
+            NotFound: no opt-out stands."""
+        with self._tx() as conn:
+            if not self._get_profile(conn, user_id).opted_out:
+                raise NotFound("no opt-out stands")
+            now = self._now()
+            conn.execute(
+                "UPDATE users SET opted_out = 0, updated_at = ? WHERE id = ?", (now, user_id))
+            conn.execute(
+                "INSERT INTO consents (user_id, kind, granted, source, at)"
+                " VALUES (?, 'opt_out', 0, 'profile', ?)", (user_id, now))
+
     def set_chat_history_consent(self, user_id: str, granted: bool) -> None:
         """Grant or withdraw consent to keeping chat history; withdrawing it
         deletes the stored chat."""

@@ -226,3 +226,23 @@ def test_links_and_location_on_the_card_only_when_shown(server: Server) -> None:
     export = ask(server, user, type="access")["export"]["profile"]
     assert (export["links"], export["location"]) == (["https://example.org/me"],
                                                      "Porto, Portugal")
+
+
+def test_an_opt_out_is_reversible_and_sec_gpc_opts_out_again(server: Server) -> None:
+    user = server.create(username="optsback")
+    other = server.create(username="someone2")
+    path = f"/profiles/{user['id']}/opt-out"
+    # nothing to undo yet; someone else's profile answers alike
+    assert_error(server.http.delete(path, headers=auth(user["token"])), 404, "not_found")
+    assert ask(server, user, type="opt_out")["status"] == "completed"
+    me = server.http.get(f"/profiles/{user['id']}", headers=auth(user["token"])).json()
+    assert me["opted_out"] is True
+    assert_error(server.http.delete(path, headers=auth(other["token"])), 404, "not_found")
+    assert server.http.delete(path, headers=auth(user["token"])).status_code == 204
+    me = server.http.get(f"/profiles/{user['id']}", headers=auth(user["token"])).json()
+    assert me["opted_out"] is False
+    # the browser's standing signal wins again on its next request
+    headers = {**auth(user["token"]), "Sec-GPC": "1"}
+    server.http.get(f"/profiles/{user['id']}", headers=headers)
+    me = server.http.get(f"/profiles/{user['id']}", headers=auth(user["token"])).json()
+    assert me["opted_out"] is True
