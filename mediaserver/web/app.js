@@ -3,10 +3,10 @@
 // One WebSocket and one RTCPeerConnection per visit. The server forwards each new
 // stranger's media into the same tracks, so Next never renegotiates. Everything
 // that comes from the network is shown with textContent, never as HTML.
-"use strict";
+// The WebRTC and socket plumbing is rtc.js, shared with People mode's calls.
+import { PeerLink, getCamera as openCamera, openSocket as openWs, sendOn } from "./rtc.js";
 
 (() => {
-  const PROTOCOL_VERSION = 1;
   const MAX_INTERESTS = 10;
   const INTEREST_MAX_CHARS = 32;
   const TYPING_EVERY_MS = 2000; // at most one `typing` per this long
@@ -61,10 +61,8 @@
     phase: "idle",
     ws: null,
     welcomed: false,
-    pc: null,
-    offered: false,
+    link: null, // the PeerLink: one RTCPeerConnection per connection (set below)
     localStream: null,
-    remoteStream: null,
     effect: "none", // the effect the user picked
     sentEffect: null, // the effect the server was last told is on
     lastTypingSent: 0,
@@ -83,7 +81,7 @@
   // Debug/test hook: read-only view of the connection (nothing about the stranger).
   window.mediaserverClient = {
     get phase() { return st.phase; },
-    get pc() { return st.pc; },
+    get pc() { return st.link.pc; },
     get ws() { return st.ws; },
   };
 
@@ -183,9 +181,7 @@
   // ---- signalling ---------------------------------------------------------------------------
 
   function send(type, fields = {}) {
-    if (!st.ws || st.ws.readyState !== WebSocket.OPEN) return false;
-    st.ws.send(JSON.stringify({ v: PROTOCOL_VERSION, type, ...fields }));
-    return true;
+    return sendOn(st.ws, type, fields);
   }
 
   function parseInterests(text) {
@@ -198,37 +194,10 @@
     return out;
   }
 
-  function wsUrl() {
-    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws`;
-  }
-
   function openSocket() {
-    return new Promise((resolve, reject) => {
-      const ws = new WebSocket(wsUrl());
-      let opened = false;
-      ws.onopen = () => {
-        opened = true;
-        resolve(ws);
-      };
-      ws.onerror = () => {
-        if (!opened) reject(new Error("cannot reach the server"));
-      };
-      ws.onclose = (ev) => {
-        if (!opened) reject(new Error("cannot reach the server"));
-        else onSocketClosed(ws, ev);
-      };
-      ws.onmessage = (ev) => {
-        if (ws !== st.ws) return;
-        let msg;
-        try {
-          msg = JSON.parse(ev.data);
-        } catch {
-          return;
-        }
-        if (msg && typeof msg === "object") onMessage(msg);
-      };
-    });
+    return openWs((ws, msg) => {
+      if (ws === st.ws) onMessage(msg);
+    }, onSocketClosed);
   }
 
   function onSocketClosed(ws, ev) {
@@ -527,78 +496,24 @@
   // ---- media -------------------------------------------------------------------------------
 
   async function getCamera() {
-    if (st.localStream) return st.localStream;
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-      throw new Error("this browser cannot use a camera here (a secure https page is needed)");
-    }
-    st.localStream = await navigator.mediaDevices.getUserMedia({
-      audio: true,
-      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } },
-    });
-    ui.local.srcObject = st.localStream;
-    ui.local.play().catch(() => {});
+    st.localStream = await openCamera(ui.local);
     return st.localStream;
   }
 
   function ensureOffer() {
-    if (st.pc || !st.localStream) return;
-    const pc = new RTCPeerConnection(); // the server is ICE-lite with a public candidate
-    st.pc = pc;
-    st.offered = false;
-    st.remoteStream = new MediaStream();
-    ui.remote.srcObject = st.remoteStream;
-    for (const track of st.localStream.getTracks()) pc.addTrack(track, st.localStream);
-    pc.ontrack = (ev) => {
-      if (pc !== st.pc) return;
-      st.remoteStream.addTrack(ev.track);
-      playRemote();
-    };
-    pc.onconnectionstatechange = () => {
-      if (pc !== st.pc) return;
-      if (pc.connectionState === "failed") {
-        flash("Media connection failed.");
-      }
-    };
-    (async () => {
-      try {
-        await pc.setLocalDescription(await pc.createOffer());
-        if (pc !== st.pc) return;
-        st.offered = send("offer", { sdp: pc.localDescription.sdp });
-      } catch (err) {
-        if (pc === st.pc) flash(`Cannot start video: ${err.message || err}`);
-      }
-    })();
+    st.link.ensureOffer(st.localStream);
   }
 
-  async function onAnswer(sdp) {
-    const pc = st.pc;
-    if (!pc || typeof sdp !== "string" || pc.signalingState !== "have-local-offer") return;
-    try {
-      await pc.setRemoteDescription({ type: "answer", sdp });
-    } catch (err) {
-      flash(`Cannot use the server's answer: ${err.message || err}`);
-    }
+  function onAnswer(sdp) {
+    return st.link.onAnswer(sdp);
   }
 
   function playRemote() {
-    if (!ui.remote.srcObject) return;
-    ui.remote.play().catch(() => {
-      // autoplay with sound refused (no user gesture yet): the next click plays it
-      const resume = () => ui.remote.play().catch(() => {});
-      document.addEventListener("click", resume, { once: true });
-    });
+    st.link.play();
   }
 
   function closePeerConnection() {
-    if (st.pc) {
-      st.pc.ontrack = null;
-      st.pc.onconnectionstatechange = null;
-      st.pc.close();
-    }
-    st.pc = null;
-    st.offered = false;
-    st.remoteStream = null;
-    ui.remote.srcObject = null;
+    st.link.close();
   }
 
   // ---- effects ------------------------------------------------------------------------------
@@ -785,6 +700,7 @@
     }
   });
 
+  st.link = new PeerLink({ remoteVideo: ui.remote, send, onProblem: (text) => flash(text) });
   ui.effect.value = "none";
   setSignedIn(null, null); // also sets the phase: idle
   setPhase("idle");

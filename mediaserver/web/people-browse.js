@@ -112,6 +112,7 @@ async function connect(handle, button, answer) {
   if (res.ok) {
     const status = res.data && typeof res.data.status === "string" ? res.data.status : "";
     answer.textContent = status ? `Request sent (${status}).` : "Request sent.";
+    app.refreshLists(); // it shows under Connections (accepted at once if they asked you)
     return;
   }
   button.disabled = false;

@@ -26,6 +26,7 @@ const ui = {
   consentChat: $("consent-chat"),
   consentDiscoverable: $("consent-discoverable"),
   optOut: $("opt-out"),
+  optOutUndo: $("opt-out-undo"),
   optOutState: $("optout-state"),
   requestsBody: $("requests-body"),
   requestsNone: $("requests-none"),
@@ -45,6 +46,7 @@ export function init(shared) {
     setConsent("discoverable", ui.consentDiscoverable));
   ui.consentForm.addEventListener("submit", (ev) => ev.preventDefault());
   ui.optOut.addEventListener("click", onOptOut);
+  ui.optOutUndo.addEventListener("click", onUndoOptOut);
   ui.deleteForm.addEventListener("submit", onDelete);
 }
 
@@ -53,9 +55,14 @@ export function show(_, profile) {
   ui.correctDob.value = profile.date_of_birth;
   ui.consentChat.checked = Boolean(profile.chat_history_consent);
   ui.consentDiscoverable.checked = Boolean(profile.discoverable);
-  ui.optOut.disabled = Boolean(profile.opted_out);
+  const focused = document.activeElement;
+  ui.optOut.hidden = Boolean(profile.opted_out);
+  ui.optOutUndo.hidden = !profile.opted_out;
+  // the button pressed is swapped for the other one: the focus follows it
+  if (focused === ui.optOut && ui.optOut.hidden) ui.optOutUndo.focus();
+  if (focused === ui.optOutUndo && ui.optOutUndo.hidden) ui.optOut.focus();
   ui.optOutState.textContent = profile.opted_out
-    ? "You opted out of sale and sharing (undoing it is not offered yet)."
+    ? "You opted out of sale and sharing. You can undo it."
     : "You have not opted out of sale and sharing.";
   ui.deleteOtpBox.hidden = !profile.two_factor;
   $("delete-otp").required = Boolean(profile.two_factor);
@@ -205,6 +212,20 @@ async function onOptOut() {
   const again = await app.call("GET", `/profiles/${encodeURIComponent(app.session.id)}`);
   if (again.ok) app.setProfile(again.data);
   if (done && done.ok) app.say("Your opt-out is recorded.");
+}
+
+async function onUndoOptOut() {
+  clearErrors(ui.consentForm);
+  ui.optOutUndo.disabled = true;
+  const res = await app.call("DELETE", `/profiles/${encodeURIComponent(app.session.id)}/opt-out`);
+  ui.optOutUndo.disabled = false;
+  if (!res.ok) {
+    showError(ui.consentForm, { ...res.error, field: null }, "Not undone: ");
+    return;
+  }
+  const again = await app.call("GET", `/profiles/${encodeURIComponent(app.session.id)}`);
+  if (again.ok) app.setProfile(again.data);
+  app.say("Your opt-out is undone.");
 }
 
 // ---- delete -----------------------------------------------------------------------------

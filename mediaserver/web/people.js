@@ -1,18 +1,32 @@
 // People mode: the social app on the REST API (the README's REST section). This
 // module switches between the two modes (remembered in the URL hash), signs up, in
-// and out, and hands the signed-in profile to the sections (people-*.js). Random mode
+// and out, opens People mode's own signalling socket (people-socket.js: messages and
+// calls), and hands the signed-in profile to the sections (people-*.js). Random mode
 // (app.js) is untouched by it: its own optional sign-in stays in memory only.
 "use strict";
 
 import {
   $, api, clearErrors, day, loadSession, parseList, saveSession, showError,
 } from "./api.js";
+import * as accountSection from "./people-account.js";
+import * as callSection from "./people-call.js";
+import * as chatSection from "./people-chat.js";
+import * as connectionsSection from "./people-connections.js";
+import * as inboxSection from "./people-inbox.js";
 import * as profileSection from "./people-profile.js";
 import * as browseSection from "./people-browse.js";
 import * as privacySection from "./people-privacy.js";
+import * as socket from "./people-socket.js";
 
-const SECTIONS = [profileSection, browseSection, privacySection];
+const SECTIONS = [
+  accountSection, callSection, connectionsSection, chatSection, inboxSection,
+  profileSection, browseSection, privacySection,
+];
 const MODES = ["random", "people"];
+// Nothing is pushed over signalling when a connection request arrives or is answered,
+// a notice lands or a peer deletes the account: the lists are polled this often while
+// People mode shows (direct messages and calls do arrive live, on the socket).
+const POLL_MS = 10000;
 
 const ui = {
   random: $("random-mode"),
@@ -28,6 +42,7 @@ const ui = {
   signinPass: $("people-signin-pass"),
   otpStep: $("people-otp-step"),
   signinOtp: $("people-signin-otp"),
+  signupPolicy: $("signup-policy"),
 };
 
 /** What the sections share: the session, the owner's profile, calls with the token. */
@@ -53,6 +68,13 @@ const app = {
     saveSession(app.session);
     ui.whoami.textContent = profile.username;
     for (const section of SECTIONS) section.show(app, profile);
+  },
+
+  /** Every list the server does not push (connections, conversations, inbox, sessions). */
+  async refreshLists() {
+    for (const section of SECTIONS) {
+      if (app.session && typeof section.refresh === "function") await section.refresh(app);
+    }
   },
 
   say(text) {
@@ -95,6 +117,7 @@ async function signedIn(session, message) {
   }
   ui.signedOut.hidden = true;
   ui.signedIn.hidden = false;
+  socket.connect(session.token);
   app.setProfile(res.data);
   app.say(message);
   ui.signout.focus();
@@ -104,6 +127,7 @@ function signedOut(message) {
   app.session = null;
   app.profile = null;
   saveSession(null);
+  socket.disconnect();
   for (const section of SECTIONS) section.reset(app);
   ui.signedIn.hidden = true;
   ui.signedOut.hidden = false;
@@ -125,6 +149,12 @@ async function onSignUp(ev) {
     bio: String(data.get("bio")),
     discoverable: data.get("discoverable") === "on",
   };
+  for (const field of ["name", "email"]) {
+    const value = String(data.get(field) || "").trim();
+    if (value) body[field] = value;
+  }
+  // pressing Sign up accepts the policy version shown above the button
+  if (ui.signupPolicy.dataset.version) body.policy_version = ui.signupPolicy.dataset.version;
   const button = $("signup-submit");
   button.disabled = true;
   try {
@@ -136,7 +166,9 @@ async function onSignUp(ev) {
     form.reset();
     await signedIn(
       { token: res.data.token, id: res.data.id, username: res.data.username },
-      `Welcome, ${res.data.username}: your account is made.`,
+      res.data.email
+        ? `Welcome, ${res.data.username}: your account is made. Check your mail for the code.`
+        : `Welcome, ${res.data.username}: your account is made.`,
     );
   } finally {
     button.disabled = false;
@@ -184,6 +216,23 @@ async function onSignOut() {
   if (token) await api("DELETE", "/sessions/current", { token }); // revoked on the server
 }
 
+async function showSignUpPolicy() {
+  const policy = await accountSection.currentPolicy();
+  if (!policy) {
+    ui.signupPolicy.textContent = "No policy is published on this server yet.";
+    delete ui.signupPolicy.dataset.version;
+    return;
+  }
+  ui.signupPolicy.dataset.version = policy.version;
+  accountSection.describePolicy(ui.signupPolicy, policy, "By pressing Sign up you accept ", ".");
+}
+
+function poll() {
+  if (app.session && currentMode() === "people" && document.visibilityState === "visible") {
+    app.refreshLists();
+  }
+}
+
 // ---- start ------------------------------------------------------------------------------
 
 window.addEventListener("hashchange", showMode);
@@ -191,6 +240,12 @@ ui.signupForm.addEventListener("submit", onSignUp);
 ui.signinForm.addEventListener("submit", onSignIn);
 ui.signout.addEventListener("click", onSignOut);
 for (const section of SECTIONS) section.init(app);
+socket.on("refused", (msg) => {
+  // hello refused the token: the session ended on the server
+  if (app.session && app.session.token === msg.token) signedOut("Your session ended: please sign in again.");
+});
+setInterval(poll, POLL_MS);
+showSignUpPolicy();
 showMode();
 const stored = loadSession(); // before signedOut(), which clears it
 signedOut("");

@@ -32,8 +32,11 @@ pytestmark = pytest.mark.netns
 PASSWORD = "correct horse battery staple 42"
 DOB = "1990-05-17"
 PHONE_360 = {"width": 360, "height": 780}
-# MEDIASERVER_PEOPLE_SCREENSHOT=docs/people.png refreshes the README's picture
-SCREENSHOT = Path(os.environ.get("MEDIASERVER_PEOPLE_SCREENSHOT", "/tmp/mediaserver-people.png"))
+# the README's picture of People mode comes from test_people_social.py (signed in, with
+# a connection and a conversation); MEDIASERVER_BROWSE_SCREENSHOT=FILE keeps this one
+SCREENSHOT = Path(
+    os.environ.get("MEDIASERVER_BROWSE_SCREENSHOT", "/tmp/mediaserver-people-browse.png")
+)
 
 
 def watch_errors(page: Page) -> list[str]:
