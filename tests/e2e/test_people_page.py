@@ -262,6 +262,28 @@ async def test_people_mode_sign_up_photo_two_factor_browse_download_delete(serve
             )
             assert not await a.is_checked("#consent-chat")
 
+            # the opt-out of sale and sharing is reversible: Undo opt-out takes it back
+            assert await a.is_hidden("#opt-out-undo")
+            await a.click("#opt-out")
+            await a.wait_for_selector("#opt-out-undo", state="visible", timeout=15000)
+            assert await a.is_hidden("#opt-out")
+            assert "You opted out" in (await a.text_content("#optout-state") or "")
+            # the focus moves to the button that took the pressed one's place
+            assert await a.evaluate("() => document.activeElement.id") == "opt-out-undo"
+            await a.keyboard.press("Enter")
+            await a.wait_for_selector("#opt-out", state="visible", timeout=15000)
+            assert "undone" in (await a.text_content("#people-status") or "")
+            assert "not opted out" in (await a.text_content("#optout-state") or "")
+            me = (
+                await asyncio.to_thread(
+                    httpx.get,
+                    f"{base}api/v1/profiles/{r.json()['id']}",
+                    headers={"Authorization": f"Bearer {r.json()['token']}"},
+                    timeout=30,
+                )
+            ).json()
+            assert me["opted_out"] is False
+
             # two-factor: QR code and secret shown, confirmed with a code, recovery codes once
             await a.click("#twofa-start-form button[type=submit]")
             await a.wait_for_selector("#twofa-confirm-form", state="visible", timeout=10000)
