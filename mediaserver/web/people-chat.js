@@ -120,8 +120,8 @@ async function openConversation(id, focus) {
   clearErrors(ui.form);
   showHeader(c);
   ui.box.hidden = false;
-  await loadPage(true);
   if (focus) (ui.input.disabled ? ui.title : ui.input).focus();
+  await loadPage(true);
 }
 
 function showHeader(c) {

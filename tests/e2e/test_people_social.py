@@ -36,6 +36,7 @@ from mediaserver.netns import CLIENT_IP, SERVER_IP
 from tests.e2e.test_people_page import (
     DOB,
     PASSWORD,
+    PHONE_360,
     code_after,
     image_loaded,
     open_people,
@@ -101,6 +102,7 @@ def social_server(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Any]:  # 
             time.sleep(0.1)
         proc.urls = [f"http://{h}:{port}/" for h in ("localhost", SERVER_IP, CLIENT_IP)]  # type: ignore[attr-defined]
         proc.db = db  # type: ignore[attr-defined]
+        proc.tmp = tmp_path  # type: ignore[attr-defined]
         proc.smtp = smtp_server  # type: ignore[attr-defined]
         yield proc
     finally:
@@ -111,6 +113,20 @@ def social_server(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Any]:  # 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def publish_policy(server: Any, version: str) -> None:
+    """`mediaserver policy publish` as an operator runs it, on the running server's store."""
+    text = server.tmp / f"policy-{version}.txt"
+    text.write_text(f"Policy version {version}: what we keep and why.\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mediaserver.cli", "policy", "publish", str(text),
+         "--version", version, "--url", f"https://example.test/policy/{version}",
+         "--db", str(server.db), "--data-key-file", str(server.tmp / "key"),
+         "--smtp-url", server.smtp.url, "--mail-from", "mediaserver@example.test"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def mailed_code(smtp: SmtpServer, to: str, nth: int = 1) -> str:
@@ -194,9 +210,16 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             a, b = await ctx_a.new_page(), await ctx_b.new_page()
             errors_a, errors_b = watch_errors(a), watch_errors(b)
 
+            # the operator published a policy: the sign-up form shows it, and signing up
+            # accepts that version
+            await asyncio.to_thread(publish_policy, social_server, "1")
             # A signs up with a name and an e-mail, verifies the address with the code
             await open_people(a, base_a)
+            await wait_text(a, "#signup-policy", "version 1")
+            link = a.locator("#signup-policy a")
+            assert await link.get_attribute("href") == "https://example.test/policy/1"
             await sign_up(a, A)
+            assert await a.is_hidden("#policy-section")
             await verify_email(a, smtp, A)
 
             # ... uploads a photo
@@ -242,7 +265,8 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             # A opens the conversation and keeps history
             await accepted.get_by_role("button", name=f"Message {B['username']}").click()
             await a.wait_for_selector("#conversation-box", state="visible", timeout=10000)
-            assert await a.evaluate("() => document.activeElement.id") == "conversation-input"
+            await a.wait_for_function(
+                "() => document.activeElement.id === 'conversation-input'", timeout=5000)
             await a.check("#conversation-keep")
             await wait_text(a, "#people-status", "History is kept")
 
@@ -264,9 +288,16 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             await a.press("#conversation-input", "Enter")
             await wait_text(b, "#conversation-log", A_SAYS[1])
 
-            # A's kept history comes back from the server after a reload
+            # a new policy version: the page asks A to accept it at the next sign-in (here
+            # a reload of the signed-in tab), and A's kept history comes back from the server
+            await asyncio.to_thread(publish_policy, social_server, "2")
             await a.reload()
             await a.wait_for_selector("#people-signed-in", state="visible", timeout=15000)
+            await a.wait_for_selector("#policy-section", state="visible", timeout=10000)
+            await wait_text(a, "#policy-text", "version 2")
+            await a.click("#policy-accept")
+            await a.wait_for_selector("#policy-section", state="hidden", timeout=10000)
+            await wait_text(a, "#people-status", "policy is accepted")
             await a.locator("#conversation-list li button", has_text=B["username"]).click()
             await wait_text(a, "#conversation-log", A_SAYS[1])
             await wait_text(a, "#conversation-log", B_SAYS)
@@ -281,11 +312,21 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             await b.click("#conversation-call")
             await a.wait_for_selector("#call-answer", state="visible", timeout=20000)
             assert B["username"] in (await a.text_content("#call-state") or "")
-            await a.click("#call-answer")
+            # the prompt takes the focus: Enter answers (a keyboard user's path)
+            await a.wait_for_function(
+                "() => document.activeElement.id === 'call-answer'", timeout=5000)
+            await a.keyboard.press("Enter")
             await a.wait_for_selector("#call-stage", state="visible", timeout=10000)
             await b.wait_for_selector("#call-stage", state="visible", timeout=10000)
             await wait_remote_video(a)
             await wait_remote_video(b)
+            # in a call, with a connection and a conversation open: it fits 360 px
+            await b.set_viewport_size(PHONE_360)
+            overflow = await b.evaluate(
+                "() => document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"the page is {overflow}px wider than 360 px"
+            assert await b.is_visible("#call-hangup")
+            await b.set_viewport_size(DESKTOP)
 
             # B hangs up: the call ends on both pages
             await b.click("#call-hangup")
