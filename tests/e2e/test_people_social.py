@@ -53,10 +53,20 @@ pytestmark = pytest.mark.netns
 # People mode (signed in, with a connection and a conversation)
 SCREENSHOT = Path(os.environ.get("MEDIASERVER_PEOPLE_SCREENSHOT", "/tmp/mediaserver-people.png"))
 
-A = {"username": "alice_social", "name": "Alice Quartermaine", "email": "alice.q@example.test",
-     "bio": "Plays correspondence chess on Sundays", "interests": "chess, orienteering"}
-B = {"username": "bob_social", "name": "Bob Example", "email": "bob@example.test",
-     "bio": "bob likes chess too", "interests": "chess"}
+A = {
+    "username": "alice_social",
+    "name": "Alice Quartermaine",
+    "email": "alice.q@example.test",
+    "bio": "Plays correspondence chess on Sundays",
+    "interests": "chess, orienteering",
+}
+B = {
+    "username": "bob_social",
+    "name": "Bob Example",
+    "email": "bob@example.test",
+    "bio": "bob likes chess too",
+    "interests": "chess",
+}
 A_SAYS = ["hello bob, alice here: zebra-quokka-17", "see you at the chess club: lynx-marmot-42"]
 B_SAYS = "hi alice, nice to meet you"
 
@@ -81,11 +91,28 @@ def social_server(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Any]:  # 
     SQLite file, `.smtp` the SMTP server, `.urls` one base URL per visitor address."""
     port = _free_port()
     db = tmp_path / "db"
-    args = ["--host", "0.0.0.0", "--port", str(port), "--udp-port", "0",
-            "--announced-ip", SERVER_IP, "--log-level", "warning",
-            "--db", str(db), "--data-key-file", str(tmp_path / "key"),
-            "--drain-seconds", "1",
-            "--smtp-url", smtp_server.url, "--mail-from", "mediaserver@example.test"]
+    args = [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--udp-port",
+        "0",
+        "--announced-ip",
+        SERVER_IP,
+        "--log-level",
+        "warning",
+        "--db",
+        str(db),
+        "--data-key-file",
+        str(tmp_path / "key"),
+        "--drain-seconds",
+        "1",
+        "--smtp-url",
+        smtp_server.url,
+        "--mail-from",
+        "mediaserver@example.test",
+    ]
     proc = subprocess.Popen([sys.executable, "-m", "mediaserver.cli", *args], cwd=ROOT)
     deadline = time.monotonic() + 20
     try:
@@ -100,7 +127,8 @@ def social_server(tmp_path: Path, smtp_server: SmtpServer) -> Iterator[Any]:  # 
             if time.monotonic() > deadline:
                 pytest.fail("the server did not answer /healthz within 20 s")
             time.sleep(0.1)
-        proc.urls = [f"http://{h}:{port}/" for h in ("localhost", SERVER_IP, CLIENT_IP)]  # type: ignore[attr-defined]
+        hosts = ("localhost", SERVER_IP, CLIENT_IP)
+        proc.urls = [f"http://{h}:{port}/" for h in hosts]  # type: ignore[attr-defined]
         proc.db = db  # type: ignore[attr-defined]
         proc.tmp = tmp_path  # type: ignore[attr-defined]
         proc.smtp = smtp_server  # type: ignore[attr-defined]
@@ -120,11 +148,31 @@ def publish_policy(server: Any, version: str) -> None:
     text = server.tmp / f"policy-{version}.txt"
     text.write_text(f"Policy version {version}: what we keep and why.\n")
     done = subprocess.run(
-        [sys.executable, "-m", "mediaserver.cli", "policy", "publish", str(text),
-         "--version", version, "--url", f"https://example.test/policy/{version}",
-         "--db", str(server.db), "--data-key-file", str(server.tmp / "key"),
-         "--smtp-url", server.smtp.url, "--mail-from", "mediaserver@example.test"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "mediaserver.cli",
+            "policy",
+            "publish",
+            str(text),
+            "--version",
+            version,
+            "--url",
+            f"https://example.test/policy/{version}",
+            "--db",
+            str(server.db),
+            "--data-key-file",
+            str(server.tmp / "key"),
+            "--smtp-url",
+            server.smtp.url,
+            "--mail-from",
+            "mediaserver@example.test",
+        ],
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
 
@@ -133,8 +181,9 @@ def mailed_code(smtp: SmtpServer, to: str, nth: int = 1) -> str:
     """The code of the nth verification mail to `to` (waiting for it to arrive)."""
     deadline = time.monotonic() + 20
     while True:
-        codes = [m for m in smtp.messages
-                 if to in str(m["To"]) and "verification code" in body_of(m)]
+        codes = [
+            m for m in smtp.messages if to in str(m["To"]) and "verification code" in body_of(m)
+        ]
         if len(codes) >= nth:
             found = re.search(r"verification code is (\d{6})", body_of(codes[nth - 1]))
             assert found, body_of(codes[nth - 1])
@@ -192,8 +241,12 @@ async def wait_remote_video(page: Page, timeout: float = 40) -> dict[str, Any]:
     while time.monotonic() < deadline:
         await asyncio.sleep(0.3)
         now = dict(await page.evaluate(REMOTE_VIDEO_JS))
-        if (now["width"] > 0 and not now["paused"] and now["time"] > first["time"] + 0.5
-                and now["frames"] >= first["frames"] + 15):
+        if (
+            now["width"] > 0
+            and not now["paused"]
+            and now["time"] > first["time"] + 0.5
+            and now["frames"] >= first["frames"] + 15
+        ):
             return now
     raise AssertionError(f"remote video not playing: first {first}, last {now}")
 
@@ -223,8 +276,10 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             await verify_email(a, smtp, A)
 
             # ... uploads a photo
-            await a.set_input_files("#photo-file", files=[
-                {"name": "me.png", "mimeType": "image/png", "buffer": png((200, 80, 40))}])
+            await a.set_input_files(
+                "#photo-file",
+                files=[{"name": "me.png", "mimeType": "image/png", "buffer": png((200, 80, 40))}],
+            )
             await image_loaded(a, "#photo-preview")
             await a.click("#photo-upload")
             await image_loaded(a, "#photo-current")
@@ -266,7 +321,8 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             await accepted.get_by_role("button", name=f"Message {B['username']}").click()
             await a.wait_for_selector("#conversation-box", state="visible", timeout=10000)
             await a.wait_for_function(
-                "() => document.activeElement.id === 'conversation-input'", timeout=5000)
+                "() => document.activeElement.id === 'conversation-input'", timeout=5000
+            )
             await a.check("#conversation-keep")
             await wait_text(a, "#people-status", "History is kept")
 
@@ -314,7 +370,8 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             assert B["username"] in (await a.text_content("#call-state") or "")
             # the prompt takes the focus: Enter answers (a keyboard user's path)
             await a.wait_for_function(
-                "() => document.activeElement.id === 'call-answer'", timeout=5000)
+                "() => document.activeElement.id === 'call-answer'", timeout=5000
+            )
             await a.keyboard.press("Enter")
             await a.wait_for_selector("#call-stage", state="visible", timeout=10000)
             await b.wait_for_selector("#call-stage", state="visible", timeout=10000)
@@ -323,7 +380,8 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             # in a call, with a connection and a conversation open: it fits 360 px
             await b.set_viewport_size(PHONE_360)
             overflow = await b.evaluate(
-                "() => document.documentElement.scrollWidth - window.innerWidth")
+                "() => document.documentElement.scrollWidth - window.innerWidth"
+            )
             assert overflow <= 0, f"the page is {overflow}px wider than 360 px"
             assert await b.is_visible("#call-hangup")
             await b.set_viewport_size(DESKTOP)
