@@ -138,3 +138,21 @@ export function dataUrl(blob) {
 export function day(iso) {
   return typeof iso === "string" ? iso.slice(0, 10) : "";
 }
+
+/** Run `render()`, which rebuilds the items (li[data-id]) of `list`: a keyboard user's
+ * focus on a button of an item stays on the same button of the rebuilt item (the lists
+ * are re-rendered by the 10 s poll). */
+export function keepFocus(list, render) {
+  const active = document.activeElement;
+  const li = list.contains(active) && active.closest ? active.closest("li[data-id]") : null;
+  const id = li ? li.dataset.id : null;
+  const label = id ? active.getAttribute("aria-label") || active.textContent : null;
+  render();
+  if (!id) return;
+  const again = [...list.querySelectorAll("li[data-id]")].find((x) => x.dataset.id === id);
+  if (!again) return;
+  const button = [...again.querySelectorAll("button")].find(
+    (b) => (b.getAttribute("aria-label") || b.textContent) === label,
+  );
+  (button || again.querySelector("button") || list).focus();
+}

@@ -3,7 +3,7 @@
 // the owner last accepted one, and the signed-in sessions (device, last seen, Revoke).
 "use strict";
 
-import { $, clearErrors, day, el, showError } from "./api.js";
+import { $, clearErrors, day, el, keepFocus, showError } from "./api.js";
 
 const ui = {
   verifySection: $("verify-section"),
@@ -150,7 +150,7 @@ async function listSessions() {
     return;
   }
   ui.sessionsError.textContent = "";
-  ui.sessions.replaceChildren(...res.data.sessions.map(sessionItem));
+  keepFocus(ui.sessions, () => ui.sessions.replaceChildren(...res.data.sessions.map(sessionItem)));
 }
 
 function sessionItem(s) {

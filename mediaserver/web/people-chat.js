@@ -5,7 +5,7 @@
 // conversation (exempt from the 6-month purge).
 "use strict";
 
-import { $, clearErrors, el, showError } from "./api.js";
+import { $, clearErrors, el, keepFocus, showError } from "./api.js";
 import * as socket from "./people-socket.js";
 
 const PAGE = 30;
@@ -84,12 +84,16 @@ export async function refresh() {
   const res = await app.call("GET", "/conversations");
   if (!app.session || !res.ok) return;
   conversations = Array.isArray(res.data.conversations) ? res.data.conversations : [];
-  ui.list.replaceChildren(...conversations.map(listItem));
-  ui.none.hidden = conversations.length > 0;
+  renderList();
   if (open) {
     const now = conversations.find((c) => c.id === open.id);
     if (now) showHeader(now);
   }
+}
+
+function renderList() {
+  keepFocus(ui.list, () => ui.list.replaceChildren(...conversations.map(listItem)));
+  ui.none.hidden = conversations.length > 0;
 }
 
 function listItem(c) {
@@ -103,6 +107,7 @@ function listItem(c) {
   const b = el("button", `${name}${unread}`, c.peer && c.peer.deleted ? "btn subtle" : "btn");
   b.type = "button";
   b.setAttribute("aria-label", `Open the conversation with ${name}${unread}`);
+  if (isOpen) b.setAttribute("aria-current", "true");
   b.addEventListener("click", () => openConversation(c.id, true));
   li.append(b);
   return li;
@@ -119,6 +124,7 @@ async function openConversation(id, focus) {
   ui.log.replaceChildren();
   clearErrors(ui.form);
   showHeader(c);
+  renderList(); // the open one is marked, its unread count gone
   ui.box.hidden = false;
   if (focus) (ui.input.disabled ? ui.title : ui.input).focus();
   await loadPage(true);

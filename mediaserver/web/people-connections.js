@@ -4,7 +4,7 @@
 // people.js refreshes this list every 10 s while People mode shows (refresh()).
 "use strict";
 
-import { $, el } from "./api.js";
+import { $, el, keepFocus } from "./api.js";
 
 const ui = {
   incoming: $("connections-in"),
@@ -55,7 +55,7 @@ export async function refresh() {
 }
 
 function fill(list, none, connections, item) {
-  list.replaceChildren(...connections.map(item));
+  keepFocus(list, () => list.replaceChildren(...connections.map(item)));
   none.hidden = connections.length > 0;
 }
 

@@ -3,7 +3,7 @@
 // requests, missed calls, inactivity, policy changes); "Mark read" marks one read.
 "use strict";
 
-import { $, el } from "./api.js";
+import { $, el, keepFocus } from "./api.js";
 
 const PAGE = 20;
 
@@ -56,7 +56,7 @@ async function load(fresh) {
   }
   ui.error.textContent = "";
   const items = res.data.notices.map(item);
-  if (fresh) ui.list.replaceChildren(...items);
+  if (fresh) keepFocus(ui.list, () => ui.list.replaceChildren(...items));
   else ui.list.append(...items);
   next = res.data.next;
   ui.more.hidden = !next;
