@@ -364,7 +364,15 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await a.screenshot(path=str(SCREENSHOT))
 
-            # B calls; A's page rings; A answers; both remote videos play
+            # B calls and A declines: B is told, both prompts go away
+            await b.click("#conversation-call")
+            await a.wait_for_selector("#call-decline", state="visible", timeout=20000)
+            await a.click("#call-decline")
+            await wait_text(b, "#call-state", "declined")
+            for page in (a, b):
+                await page.wait_for_selector("#incoming-call", state="hidden", timeout=10000)
+
+            # B calls again; A's page rings; A answers; both remote videos play
             await b.click("#conversation-call")
             await a.wait_for_selector("#call-answer", state="visible", timeout=20000)
             assert B["username"] in (await a.text_content("#call-state") or "")
