@@ -95,6 +95,11 @@ function render() {
   ui.hangup.hidden = call.phase !== "started" && call.phase !== "calling";
   ui.peerTag.textContent = call.peer || "Them";
   document.body.dataset.call = call.phase;
+  // the socket stays open in Random mode too: the People tab shows a call is ringing
+  const tab = $("mode-people");
+  tab.classList.toggle("ringing", call.phase === "ringing");
+  if (call.phase === "ringing") tab.setAttribute("aria-label", `People: ${call.peer} is calling`);
+  else tab.removeAttribute("aria-label");
 }
 
 function setState(text) {

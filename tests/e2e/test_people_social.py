@@ -365,9 +365,17 @@ async def test_two_people_sign_up_connect_message_call_export_and_delete(social_
             await a.screenshot(path=str(SCREENSHOT))
 
             # B calls and A declines: B is told, both prompts go away
+            # (A is in Random mode meanwhile: the People tab shows the call ringing)
+            await a.click("#mode-random")
+            await a.wait_for_selector("#random-mode", state="visible")
             await b.click("#conversation-call")
-            await a.wait_for_selector("#call-decline", state="visible", timeout=20000)
+            await a.wait_for_selector("#mode-people.ringing", timeout=20000)
+            label = await a.get_attribute("#mode-people", "aria-label") or ""
+            assert B["username"] in label, label
+            await a.click("#mode-people")
+            await a.wait_for_selector("#call-decline", state="visible", timeout=10000)
             await a.click("#call-decline")
+            await a.wait_for_selector("#mode-people:not(.ringing)", timeout=5000)
             await wait_text(b, "#call-state", "declined")
             for page in (a, b):
                 await page.wait_for_selector("#incoming-call", state="hidden", timeout=10000)
