@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import connect
 
 from mediaserver.cli import load_config
@@ -263,6 +264,15 @@ def test_tls_flags_load_and_refuse_bad_files(tmp_path: Path) -> None:
     bad_pem = tmp_path / "bad.pem"
     bad_pem.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     missing = str(tmp_path / "missing.pem")
+    encrypted = tmp_path / "encrypted.key"
+    key = serialization.load_pem_private_key(good.key.read_bytes(), None)
+    encrypted.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     for args, message in [
         (["--tls-cert", str(good.cert)], "--tls-cert needs --tls-key too"),
         (["--tls-key", str(good.key)], "--tls-key needs --tls-cert too"),
@@ -272,6 +282,7 @@ def test_tls_flags_load_and_refuse_bad_files(tmp_path: Path) -> None:
         (["--tls-cert", str(bad_pem), "--tls-key", str(good.key)], "not a usable PEM"),
         (["--tls-cert", str(good.cert), "--tls-key", str(other.key)], "does not match"),
         (["--tls-cert", str(good.key), "--tls-key", str(good.cert)], "not a usable PEM"),
+        (["--tls-cert", str(good.cert), "--tls-key", str(encrypted)], "is encrypted"),
     ]:
         with pytest.raises(ValueError, match=message):
             load_config([*base, *args], {})
