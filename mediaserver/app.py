@@ -374,7 +374,8 @@ async def serve(
         extra={
             "udp_port": sfu.udp_port,
             "announced_ip": config.announced_ip,
-            "http": f"{'https' if tls else 'http'}://{config.host}:{config.port}",
+            "http": f"{config.host}:{config.port}",
+            "tls": tls is not None,
         },
     )
     app = create_app(
