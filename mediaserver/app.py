@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import sqlite3
+import ssl
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from mediaserver.signalling.hub import SignallingHub
 from mediaserver.signalling.protocol import MAX_FRAME_BYTES
 from mediaserver.signalling.ws import websocket_endpoint
 from mediaserver.store import Store, StoreError, load_or_create_data_key
+from mediaserver.tls import ServerTls, TlsError
 
 logger = logging.getLogger("mediaserver")
 
@@ -263,12 +265,22 @@ async def _tick(hub: SignallingHub) -> None:
             logger.exception("match queue tick failed")
 
 
-def uvicorn_config(app: Starlette, config: Config, *, own_logging: bool = False) -> uvicorn.Config:
+def uvicorn_config(
+    app: Starlette,
+    config: Config,
+    *,
+    own_logging: bool = False,
+    tls: ssl.SSLContext | None = None,
+) -> uvicorn.Config:
     """own_logging: uvicorn's loggers go through ours (mediaserver.logs), and its
-    access log (client addresses) is on only with --log-ips."""
+    access log (client addresses) is on only with --log-ips. tls: serve HTTPS and
+    WSS with this context (the live one ServerTls renews on SIGHUP)."""
     extra: dict[str, object] = {}
     if own_logging:
         extra = {"log_config": None, "access_log": config.log_ips}
+    if tls is not None:
+        # our own context, not uvicorn's from file names: SIGHUP reloads into it
+        extra["ssl_context_factory"] = lambda _config, _default: tls
     return uvicorn.Config(
         app,
         host=config.host,
@@ -353,6 +365,8 @@ async def serve(
     worker: WorkerSpec | None = None,
 ) -> None:
     config = dataclasses.replace(config)  # SIGHUP changes this copy
+    # the certificate first: a bad one stops the start before anything is bound
+    tls = ServerTls(config.tls_cert, config.tls_key) if config.tls_cert else None
     metrics_socket = _bind_metrics(config, worker)
     sfu, hub, store = await start_services(config, worker)
     logger.info(
@@ -361,13 +375,16 @@ async def serve(
             "udp_port": sfu.udp_port,
             "announced_ip": config.announced_ip,
             "http": f"{config.host}:{config.port}",
+            "tls": tls is not None,
         },
     )
     app = create_app(
         sfu, hub, store, worker, parse_trusted_proxies(config.trusted_proxy),
-        EdgePolicy.from_config(config),
+        EdgePolicy.from_config(config, tls=tls is not None),
     )
-    uv_config = uvicorn_config(app, config, own_logging=True)
+    uv_config = uvicorn_config(
+        app, config, own_logging=True, tls=tls.context if tls is not None else None
+    )
     # a worker's socket is bound by the supervisor; handed over as a socket object,
     # not uvicorn's `fd` (which takes it for a Unix socket: no TCP_NODELAY, and
     # Nagle then holds small WebSocket frames for ~40 ms)
@@ -395,6 +412,8 @@ async def serve(
         draining.append(asyncio.create_task(drain_then_stop()))
 
     def on_sighup() -> None:
+        if tls is not None:  # a renewed certificate, whatever the config file says
+            tls.reload()
         if reload is None:
             return
         try:
@@ -462,7 +481,7 @@ def run(
     logs.setup(config.log_level, config.log_format, config.log_ips)
     try:
         uvloop.run(serve(config, reload, worker))
-    except (OSError, StoreError, sqlite3.Error, RedisError) as exc:
+    except (OSError, StoreError, sqlite3.Error, RedisError, TlsError) as exc:
         logger.error("cannot start: %s", _redis_hint(exc))
         return 1
     return 0

@@ -192,6 +192,11 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "mail_from": (_str, "From address of outgoing mail (codes, notices)"),
     "maildir": (_str, "Maildir for outgoing mail without --smtp-url (default: maildir next "
                 "to --db)"),
+    "tls_cert": (
+        _str,
+        "PEM certificate (and chain): serve HTTPS and WSS on --port; re-read on SIGHUP",
+    ),
+    "tls_key": (_str, "PEM private key of --tls-cert (unencrypted); re-read on SIGHUP"),
 }
 _REPEATABLE = frozenset({"allowed_origin"})
 """Flags that may be given several times: their values are joined with commas."""
@@ -223,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config file (TOML, keys = flag names with underscores), else its default.",
         epilog=f"Signals: SIGTERM drains (readyz 503, no new peers; current pairs go on "
         f"up to --drain-seconds) then exits 0. SIGHUP re-reads --config and applies the "
-        f"live settings: {live}.",
+        f"live settings: {live}; with --tls-cert it also re-reads the certificate and key "
+        f"(new connections get the new one; a bad file is logged and the old one kept).",
     )
     parser.add_argument(
         "--config",

@@ -17,6 +17,7 @@ from mediaserver.mail.transport import check_mail_from, parse_smtp_url
 from mediaserver.node.auth import MIN_SECRET_BYTES, load_secret
 from mediaserver.node.bus import NODE_ID
 from mediaserver.store import StoreError, load_data_key
+from mediaserver.tls import check_files as check_tls_files
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
@@ -118,6 +119,11 @@ class Config:
     maildir: str = ""
     """Maildir outgoing mail is written to without --smtp-url; empty: `maildir` next
     to --db."""
+    tls_cert: str = ""
+    """PEM certificate (with its chain) for HTTPS and WSS on --port; re-read on SIGHUP.
+    Empty: plain HTTP (a reverse proxy may terminate TLS in front)."""
+    tls_key: str = ""
+    """PEM private key of --tls-cert (unencrypted); re-read on SIGHUP."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -175,6 +181,7 @@ class Config:
             ) from None
         self._validate_cluster_secret()
         self._validate_mail()
+        check_tls_files(self.tls_cert, self.tls_key)
         if not 0 <= self.max_cover_streams <= 10000:
             raise ValueError("--max-cover-streams must be 0..10000")
         if self.mutual_reveal:

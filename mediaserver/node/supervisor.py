@@ -9,7 +9,8 @@ the others at once, so its visitors' partners are told and queued again.
 
 Signals: SIGTERM and SIGINT go to every worker (they drain, then exit) and the
 supervisor exits 0 when all have; SIGHUP re-reads the config (the coordinator's
-match policy) and goes to every worker.
+match policy) and goes to every worker (each re-reads the config and, with
+--tls-cert, its certificate and key).
 """
 
 from __future__ import annotations
@@ -213,12 +214,14 @@ class Supervisor:
         try:
             new = self.reload()
         except (ValueError, SystemExit) as exc:
+            # still passed on: each worker re-reads its TLS certificate whatever the
+            # config says (and logs the same config error itself)
             logger.error("config_reload_failed", extra={"error": str(exc)})
-            return
-        if self._coordinator is not None:
-            policy = self._coordinator.matchmaker.policy
-            policy.interest_wait = new.match_interest_wait
-            policy.skip_cooldown = new.skip_cooldown
+        else:
+            if self._coordinator is not None:
+                policy = self._coordinator.matchmaker.policy
+                policy.interest_wait = new.match_interest_wait
+                policy.skip_cooldown = new.skip_cooldown
         for proc in self.procs.values():
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):

@@ -17,6 +17,7 @@ from mediaserver.app import _tick, create_app, start_background, start_services,
 from mediaserver.client_address import parse_trusted_proxies
 from mediaserver.config import Config
 from mediaserver.edges import EdgePolicy
+from mediaserver.tls import ServerTls
 
 
 def free_port() -> int:
@@ -29,7 +30,8 @@ def free_port() -> int:
 async def running_server(*, tls: bool = False, **overrides: Any) -> AsyncIterator[Any]:
     """The real app (SFU + hub + matchmaker + /ws + /api/v1) on a free loopback port,
     its database and key in a temporary directory; tls: its headers as if behind
-    HTTPS (Strict-Transport-Security)."""
+    HTTPS (Strict-Transport-Security). With tls_cert/tls_key in `overrides` it serves
+    HTTPS and WSS itself (`.tls` is its ServerTls; the URLs are https:// and wss://)."""
     with tempfile.TemporaryDirectory(prefix="mediaserver-test-") as tmp:
         overrides.setdefault("db", f"{tmp}/mediaserver.db")
         overrides.setdefault("data_key_file", f"{tmp}/mediaserver.key")
@@ -41,19 +43,24 @@ async def running_server(*, tls: bool = False, **overrides: Any) -> AsyncIterato
 async def _running_server(tls: bool, **overrides: Any) -> AsyncIterator[Any]:
     overrides.setdefault("host", "127.0.0.1")
     config = Config(port=free_port(), udp_port=0, log_level="warning", **overrides)
+    own_tls = ServerTls(config.tls_cert, config.tls_key) if config.tls_cert else None
     sfu, hub, store = await start_services(config)
     app = create_app(
         sfu, hub, store, trusted_proxies=parse_trusted_proxies(config.trusted_proxy),
-        edges=EdgePolicy.from_config(config, tls=tls),
+        edges=EdgePolicy.from_config(config, tls=tls or own_tls is not None),
     )
-    server = uvicorn.Server(uvicorn_config(app, config))
+    server = uvicorn.Server(
+        uvicorn_config(app, config, tls=own_tls.context if own_tls is not None else None)
+    )
     serving = asyncio.create_task(server.serve())
     ticker = asyncio.create_task(_tick(hub))
     background = start_background(store)
     while not server.started:
         await asyncio.sleep(0.01)
-    server.url = f"ws://127.0.0.1:{config.port}/ws"  # type: ignore[attr-defined]
-    server.http_url = f"http://127.0.0.1:{config.port}"  # type: ignore[attr-defined]
+    s = "s" if own_tls is not None else ""
+    server.url = f"ws{s}://127.0.0.1:{config.port}/ws"  # type: ignore[attr-defined]
+    server.http_url = f"http{s}://127.0.0.1:{config.port}"  # type: ignore[attr-defined]
+    server.tls = own_tls  # type: ignore[attr-defined]
     server.hub, server.sfu, server.store = hub, sfu, store  # type: ignore[attr-defined]
     try:
         yield server
@@ -81,10 +88,10 @@ class Client:
     @classmethod
     async def open(
         cls, url: str, binary: bool = False, source: str = "127.0.0.1",
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, ssl: Any = None,
     ) -> "Client":
         ws = await connect(url, local_addr=(source, 0), max_size=None,
-                           additional_headers=headers)
+                           additional_headers=headers, ssl=ssl)
         return cls(ws, binary)
 
     async def _read(self) -> None:

@@ -78,3 +78,16 @@ def test_connections_benchmark_holds_what_it_opens() -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["opened"] == result["open_at_end"] == 200
     assert result["bytes_per_connection"] > 0
+
+
+def test_connections_benchmark_compares_wss_with_ws() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.connections", "--tls", "--connections", "100",
+         "--hold", "1", "--repeat", "1", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["all_held"] and result["repeat"] == 1
+    assert result["ws_median"] > 0 and result["wss_median"] > 0
+    assert len(result["wss_bytes_per_connection"]) == 1
