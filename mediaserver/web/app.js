@@ -69,6 +69,7 @@
     sentEffect: null, // the effect the server was last told is on
     lastTypingSent: 0,
     reportReasons: [], // from welcome.limits.report_reasons: the server's list
+    iceServers: [], // from welcome.ice_servers: TURN relays (coturn), when the server has them
     typingTimer: null,
     baseStatus: "Press Start",
     flashTimer: null,
@@ -263,6 +264,7 @@
         if (msg.limits && Array.isArray(msg.limits.report_reasons)) {
           setReportReasons(msg.limits.report_reasons);
         }
+        st.iceServers = iceServersFrom(msg.ice_servers);
         syncEffect();
         send("start");
         break;
@@ -540,9 +542,25 @@
     return st.localStream;
   }
 
+  // The one place the RTCPeerConnection's configuration is made. The server is ICE-lite
+  // with a public candidate; TURN (welcome.ice_servers) is for networks that block UDP.
+  function rtcConfiguration() {
+    return st.iceServers.length ? { iceServers: st.iceServers } : {};
+  }
+
+  // welcome.ice_servers -> RTCIceServer objects; anything malformed is left out
+  function iceServersFrom(list) {
+    if (!Array.isArray(list)) return [];
+    return list
+      .filter((s) => s && Array.isArray(s.urls) && typeof s.username === "string"
+        && typeof s.credential === "string")
+      .map((s) => ({ urls: s.urls.filter((u) => typeof u === "string"),
+        username: s.username, credential: s.credential }));
+  }
+
   function ensureOffer() {
     if (st.pc || !st.localStream) return;
-    const pc = new RTCPeerConnection(); // the server is ICE-lite with a public candidate
+    const pc = new RTCPeerConnection(rtcConfiguration());
     st.pc = pc;
     st.offered = false;
     st.remoteStream = new MediaStream();
