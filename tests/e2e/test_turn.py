@@ -2,8 +2,8 @@
 their own, their media relayed by coturn over TCP, and over TLS (turns:).
 
 Inside the private namespace: coturn (tests/support/coturn.py) listens on CLIENT_IP
-and relays from the server's address; nftables drops every UDP datagram but coturn's relay to the
-server's media port; the pages are forced to iceTransportPolicy "relay" (an init
+and relays from the server's address; nftables drops every UDP datagram but coturn's
+relay to the server's media port; the pages are forced to iceTransportPolicy "relay" (an init
 script wraps RTCPeerConnection: no product knob). The server hands each page its
 credentials in `welcome.ice_servers` (--turn-url, --turn-secret), so the call working
 at all shows coturn accepted them.
@@ -11,11 +11,7 @@ at all shows coturn accepted them.
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -24,56 +20,20 @@ from playwright.async_api import async_playwright
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP
 from tests.e2e.test_web_client import DESKTOP, start, wait_status, wait_video
-from tests.support import ROOT
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.coturn import (
     FORCE_RELAY_JS,
     RELAY_IP,
     SELECTED_PAIR_JS,
     coturn,
     free_port,
+    launch_relay_browser,
+    start_server,
+    stop_server,
     udp_wall,
     wall_drops,
 )
 
 pytestmark = pytest.mark.netns
-
-
-def start_server(
-    tmp_path: Path, media_port: int, *flags: str
-) -> tuple[subprocess.Popen[bytes], list[str]]:
-    """`python -m mediaserver.cli` with `flags`; its two visitors' base URLs."""
-    port = free_port("127.0.0.1")
-    args = ["--host", "0.0.0.0", "--port", str(port), "--udp-port", str(media_port)]
-    args += ["--announced-ip", SERVER_IP, "--log-level", "warning", "--workers", "1"]
-    args += ["--db", str(tmp_path / "db"), "--data-key-file", str(tmp_path / "key")]
-    args += ["--drain-seconds", "0", *flags]
-    proc = subprocess.Popen([sys.executable, "-m", "mediaserver.cli", *args], cwd=ROOT)
-    deadline = time.monotonic() + 20
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("the server did not answer /healthz within 20 s")
-        time.sleep(0.1)
-    # one address per visitor: the server never pairs an address with itself
-    return proc, [f"http://{host}:{port}/" for host in (SERVER_IP, CLIENT_IP)]
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 DIAGNOSE_JS = """
@@ -119,16 +79,7 @@ async def test_a_chromium_pair_gets_video_both_ways_through_coturn(tmp_path, sch
                                     "--turn-secret", turn.secret)  # fmt: skip
         try:
             async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        *CHROMIUM_ARGS,
-                        "--unsafely-treat-insecure-origin-as-secure="
-                        + ",".join(u.rstrip("/") for u in urls),
-                        # coturn's TLS certificate is the test's own, self-signed
-                        "--ignore-certificate-errors",
-                    ],
-                )
+                browser = await launch_relay_browser(p, urls)
                 try:
                     pages = []
                     for base in urls:

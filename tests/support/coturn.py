@@ -1,5 +1,6 @@
 """A real coturn and a UDP wall, inside the private namespace, for the TURN tests and
-the benchmark (tests/e2e/test_turn.py, benchmarks/turn_latency.py).
+the benchmark (tests/e2e/test_turn.py, benchmarks/turn_latency.py), with the server
+and the browser they drive.
 
 coturn (Debian's `turnserver`) runs as an ordinary process with a temporary config:
 it listens on CLIENT_IP (plain TCP, and TLS with a self-signed certificate made with
@@ -15,19 +16,26 @@ import datetime
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from playwright.async_api import Browser
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP, inside
+from tests.support import ROOT
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 RELAY_IP = SERVER_IP
 """coturn's relay address. The server's own: for a destination that is one of its own
@@ -74,6 +82,56 @@ async () => {
           remoteAddress: remote.address, remotePort: remote.port};
 }
 """
+
+
+def start_server(
+    tmp_path: Path, media_port: int, *flags: str
+) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """`python -m mediaserver.cli` with `flags`; its two visitors' base URLs."""
+    port = free_port("127.0.0.1")
+    args = ["--host", "0.0.0.0", "--port", str(port), "--udp-port", str(media_port)]
+    args += ["--announced-ip", SERVER_IP, "--log-level", "warning", "--workers", "1"]
+    args += ["--db", str(tmp_path / "db"), "--data-key-file", str(tmp_path / "key")]
+    args += ["--drain-seconds", "0", *flags]
+    proc = subprocess.Popen([sys.executable, "-m", "mediaserver.cli", *args], cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the server did not answer /healthz within 20 s")
+        time.sleep(0.1)
+    # one address per visitor: the server never pairs an address with itself
+    return proc, [f"http://{host}:{port}/" for host in (SERVER_IP, CLIENT_IP)]
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def launch_relay_browser(p: Any, urls: list[str]) -> Browser:
+    """Headless Chromium for the visitors' pages at `urls` (declared secure origins,
+    so the fake camera works), trusting coturn's self-signed TLS certificate."""
+    return await p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            *CHROMIUM_ARGS,
+            "--unsafely-treat-insecure-origin-as-secure=" + ",".join(u.rstrip("/") for u in urls),
+            "--ignore-certificate-errors",
+        ],
+    )
 
 
 def need(tool: str) -> str:
