@@ -11,14 +11,19 @@ at all shows coturn accepted them.
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+from aioice.stun import TransactionFailed
+from aioice.turn import create_turn_endpoint
 from playwright.async_api import async_playwright
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP
+from mediaserver.signalling.turn_credentials import TurnCredentials, turn_password
 from tests.e2e.test_web_client import DESKTOP, start, wait_status, wait_video
 from tests.support.coturn import (
     FORCE_RELAY_JS,
@@ -132,3 +137,34 @@ async def test_a_chromium_pair_gets_video_both_ways_through_coturn(tmp_path, sch
     # coturn saw both visitors' allocations, with the server's credentials
     for name in names:
         assert f"username=<{name}>" in log
+
+
+@pytest.mark.timeout(60)
+async def test_coturn_takes_the_servers_credentials_and_refuses_expired_or_forged_ones(
+    tmp_path,
+):
+    """The credentials alone against coturn (aioice's TURN client over TCP): what the
+    module issues allocates a relay; one past its expiry, or with a wrong password, is
+    refused (401), so --turn-ttl is what bounds a leaked credential."""
+    media_port = free_port(SERVER_IP, socket.SOCK_DGRAM)
+    with coturn(tmp_path, media_port) as turn:
+        address = (CLIENT_IP, int(turn.tcp_url.split(":")[2].split("?")[0]))
+        credentials = TurnCredentials((turn.tcp_url,), turn.secret.encode(), ttl=60)
+        [server] = credentials.issue(time.time())
+        transport, _ = await create_turn_endpoint(
+            asyncio.DatagramProtocol, address, server["username"], server["credential"],
+            transport="tcp",
+        )  # fmt: skip
+        try:
+            assert transport.get_extra_info("sockname")[0] == RELAY_IP
+        finally:
+            transport.close()
+        expired = f"{int(time.time()) - 5}:visitor"
+        for username, password in (
+            (expired, turn_password(turn.secret.encode(), expired)),
+            (server["username"], turn_password(b"not the secret", server["username"])),
+        ):
+            with pytest.raises(TransactionFailed, match="401"):
+                transport, _ = await create_turn_endpoint(
+                    asyncio.DatagramProtocol, address, username, password, transport="tcp"
+                )
