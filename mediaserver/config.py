@@ -226,7 +226,9 @@ class Config:
         for url in urls:
             check_turn_url(url)
         if not MIN_TTL <= self.turn_ttl <= MAX_TTL:
-            raise ValueError(f"--turn-ttl must be {MIN_TTL}..{MAX_TTL} seconds, not {self.turn_ttl}")
+            raise ValueError(
+                f"--turn-ttl must be {MIN_TTL}..{MAX_TTL} seconds, not {self.turn_ttl}"
+            )
         if self.turn_secret is not None and self.turn_secret_file is not None:
             raise ValueError("give --turn-secret or --turn-secret-file, not both")
         key = self.turn_key()
@@ -317,7 +319,11 @@ class Config:
 
 
 OPTIONAL_TEXT = (
-    "redis_url", "node_id", "cluster_secret", "cluster_secret_file", "turn_secret",
+    "redis_url",
+    "node_id",
+    "cluster_secret",
+    "cluster_secret_file",
+    "turn_secret",
     "turn_secret_file",
 )
 """Settings whose default is None: an empty value (flag, environment) means unset."""

@@ -75,7 +75,9 @@ class _Collector(Collector):
         )
         yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
         yield _counter(
-            "mediaserver_welcomes_with_turn", "welcomes that carried TURN credentials", w,
+            "mediaserver_welcomes_with_turn",
+            "welcomes that carried TURN credentials",
+            w,
             hub.stats.get("welcomes_with_turn", 0),
         )
         yield from _connect_metrics(w, hub.stats)

@@ -22,8 +22,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 def test_help_documents_every_flag():
     out = subprocess.run(MEDIASERVER + ["--help"], capture_output=True, text=True, check=True)
-    for flag in ("--host", "--port", "--udp-port", "--announced-ip", "--log-level",
-                 "--turn-url", "--turn-secret", "--turn-secret-file", "--turn-ttl"):
+    turn = ("--turn-url", "--turn-secret", "--turn-secret-file", "--turn-ttl")
+    for flag in ("--host", "--port", "--udp-port", "--announced-ip", "--log-level", *turn):
         assert flag in out.stdout
 
 
