@@ -25,6 +25,9 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	# Janus 1.1 (Debian), a target of the side-by-side benchmark (benchmarks.compare)
 	command -v janus >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus)
+	# coturn (turnserver) and nftables for the TURN test (tests/e2e/test_turn.py): it starts its
+	# own turnserver inside the private namespace and walls off UDP there with nft
+	(command -v turnserver >/dev/null && PATH="$$PATH:/usr/sbin:/sbin" command -v nft >/dev/null) || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn nftables)
 	touch $@
 
 # Start the server with embedded defaults (flags: make run ARGS="--port 9000")

@@ -206,6 +206,7 @@ async def start_services(
         store=store,
         bus=bus,
         max_sessions_per_address=config.max_sessions_per_address,
+        turn=config.turn_credentials(),
     )
     await hub.start()
     return sfu, hub, store

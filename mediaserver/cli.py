@@ -13,7 +13,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from mediaserver.app import run
-from mediaserver.config import LIVE_SETTINGS, LOG_FORMATS, LOG_LEVELS, Config, load_toml
+from mediaserver.config import (
+    LIVE_SETTINGS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    OPTIONAL_TEXT,
+    Config,
+    load_toml,
+)
 from mediaserver.mail.commands import policy_main
 from mediaserver.node.supervisor import run_workers
 from mediaserver.store.operator_cli import main as accounts_main
@@ -197,8 +204,24 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "PEM certificate (and chain): serve HTTPS and WSS on --port; re-read on SIGHUP",
     ),
     "tls_key": (_str, "PEM private key of --tls-cert (unencrypted); re-read on SIGHUP"),
+    "turn_url": (
+        _str,
+        (
+            "coturn URL handed to visitors (turn:HOST[:PORT] or turns:HOST[:PORT], optional "
+            "?transport=udp|tcp); repeatable or comma-separated; needs --turn-secret(-file)"
+        ),
+    ),
+    "turn_secret": (
+        _str,
+        (
+            "coturn's static-auth-secret (use-auth-secret), signing short-lived TURN "
+            "credentials; prefer the file or the environment: a flag shows in the process list"
+        ),
+    ),
+    "turn_secret_file": (_str, "file holding --turn-secret (mode 0600)"),
+    "turn_ttl": (_int, "seconds the TURN credentials in a welcome stay valid (60 .. 7 days)"),
 }
-_REPEATABLE = frozenset({"allowed_origin"})
+_REPEATABLE = frozenset({"allowed_origin", "turn_url"})
 """Flags that may be given several times: their values are joined with commas."""
 
 
@@ -280,7 +303,7 @@ def load_config(argv: list[str] | None = None, environ: Mapping[str, str] | None
             except argparse.ArgumentTypeError as exc:
                 raise ValueError(f"{env}: {exc}") from None
     values.update(args)
-    for name in ("redis_url", "node_id", "cluster_secret", "cluster_secret_file"):
+    for name in OPTIONAL_TEXT:
         if values.get(name) == "":
             values[name] = None
     config = Config(**values, config_file=config_file)

@@ -16,6 +16,12 @@ from mediaserver.edges import parse_listen, parse_origins
 from mediaserver.mail.transport import check_mail_from, parse_smtp_url
 from mediaserver.node.auth import MIN_SECRET_BYTES, load_secret
 from mediaserver.node.bus import NODE_ID
+from mediaserver.signalling.turn_credentials import (
+    MAX_TTL,
+    MIN_TTL,
+    TurnCredentials,
+    check_turn_url,
+)
 from mediaserver.store import StoreError, load_data_key
 from mediaserver.tls import check_files as check_tls_files
 
@@ -124,6 +130,17 @@ class Config:
     Empty: plain HTTP (a reverse proxy may terminate TLS in front)."""
     tls_key: str = ""
     """PEM private key of --tls-cert (unencrypted); re-read on SIGHUP."""
+    turn_url: str = ""
+    """Comma-separated turn:/turns: URLs of coturn servers (use-auth-secret) handed to
+    every visitor in `welcome.ice_servers`; empty: no TURN."""
+    turn_secret: str | None = None
+    """coturn's static-auth-secret; required with --turn-url. As a flag it shows in the
+    process list: prefer the file or MEDIASERVER_TURN_SECRET."""
+    turn_secret_file: str | None = None
+    """File holding the TURN secret (surrounding whitespace ignored); it must not be
+    readable by group or others."""
+    turn_ttl: int = 3600
+    """Seconds the TURN credentials in a welcome stay valid."""
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
@@ -182,6 +199,7 @@ class Config:
         self._validate_cluster_secret()
         self._validate_mail()
         check_tls_files(self.tls_cert, self.tls_key)
+        self._validate_turn()
         if not 0 <= self.max_cover_streams <= 10000:
             raise ValueError("--max-cover-streams must be 0..10000")
         if self.mutual_reveal:
@@ -209,6 +227,51 @@ class Config:
         if self.smtp_url:
             parse_smtp_url(self.smtp_url)
         check_mail_from(self.mail_from)
+
+    def _validate_turn(self) -> None:
+        urls = self.turn_urls()
+        for url in urls:
+            check_turn_url(url)
+        if not MIN_TTL <= self.turn_ttl <= MAX_TTL:
+            raise ValueError(
+                f"--turn-ttl must be {MIN_TTL}..{MAX_TTL} seconds, not {self.turn_ttl}"
+            )
+        if self.turn_secret is not None and self.turn_secret_file is not None:
+            raise ValueError("give --turn-secret or --turn-secret-file, not both")
+        key = self.turn_key()
+        if urls and key is None:
+            raise ValueError(
+                "--turn-url needs --turn-secret-file (or MEDIASERVER_TURN_SECRET): "
+                "coturn's static-auth-secret, which signs the visitors' TURN credentials"
+            )
+        if key is not None and not key:
+            raise ValueError("the TURN secret must not be empty")
+
+    def turn_urls(self) -> tuple[str, ...]:
+        """--turn-url as a tuple (given several times, or comma-separated)."""
+        return tuple(u.strip() for u in self.turn_url.split(",") if u.strip())
+
+    def turn_key(self) -> bytes | None:
+        """The TURN secret's bytes (from --turn-secret or its file); None: not set.
+
+        Raises:
+            ValueError: the file is unreadable, not a regular file, or open to
+                group or others.
+        """
+        if self.turn_secret is not None:
+            return self.turn_secret.encode()
+        if self.turn_secret_file is None:
+            return None
+
+        return load_secret(self.turn_secret_file, flag="--turn-secret-file")
+
+    def turn_credentials(self) -> TurnCredentials | None:
+        """What issues each welcome's ice_servers; None: no --turn-url."""
+        urls = self.turn_urls()
+        key = self.turn_key()
+        if not urls or key is None:
+            return None
+        return TurnCredentials(urls, key, self.turn_ttl)
 
     def mail_dir(self) -> str:
         """--maildir, or `maildir` in the directory of --db."""
@@ -262,13 +325,23 @@ class Config:
         return f"{host}-{secrets.token_hex(3)}"
 
 
+OPTIONAL_TEXT = (
+    "redis_url",
+    "node_id",
+    "cluster_secret",
+    "cluster_secret_file",
+    "turn_secret",
+    "turn_secret_file",
+)
+"""Settings whose default is None: an empty value (flag, environment) means unset."""
+
 FILE_KEYS = frozenset(f.name for f in fields(Config)) - {"udp_host", "config_file"}
 """Keys a --config TOML file may set: the flag names with underscores."""
 
 
 def _field_type(name: str) -> type:
     default = getattr(Config(), name)
-    if name in ("redis_url", "node_id", "cluster_secret", "cluster_secret_file"):
+    if name in OPTIONAL_TEXT:
         return str
     return type(default)
 

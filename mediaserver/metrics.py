@@ -74,6 +74,12 @@ class _Collector(Collector):
             hub.stats.get("connections", 0),
         )
         yield _counter("mediaserver_matches", "matches made", w, hub.stats.get("matches", 0))
+        yield _counter(
+            "mediaserver_welcomes_with_turn",
+            "welcomes that carried TURN credentials",
+            w,
+            hub.stats.get("welcomes_with_turn", 0),
+        )
         yield from _connect_metrics(w, hub.stats)
         refused = CounterMetricFamily(
             "mediaserver_websocket_refused",

@@ -22,7 +22,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 
 def test_help_documents_every_flag():
     out = subprocess.run(MEDIASERVER + ["--help"], capture_output=True, text=True, check=True)
-    for flag in ("--host", "--port", "--udp-port", "--announced-ip", "--log-level"):
+    turn = ("--turn-url", "--turn-secret", "--turn-secret-file", "--turn-ttl")
+    for flag in ("--host", "--port", "--udp-port", "--announced-ip", "--log-level", *turn):
         assert flag in out.stdout
 
 
@@ -32,6 +33,9 @@ def test_help_documents_every_flag():
     (["--announced-ip", "example.com"], "--announced-ip must be an IPv4 address"),
     (["--log-level", "loud"], "invalid choice"),
     (["--no-such-flag"], "unrecognized arguments"),
+    (["--turn-url", "turn:turn.example.org"], "--turn-url needs --turn-secret-file"),
+    (["--turn-url", "stun:turn.example.org", "--turn-secret", "s"], "is not a TURN URL"),
+    (["--turn-ttl", "soon"], "not a whole number"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(args, message):
     proc = subprocess.run(MEDIASERVER + args, capture_output=True, text=True)

@@ -166,8 +166,9 @@ class Sealer:
             del seen[first]
 
 
-def load_secret(path: str) -> bytes:
-    """The cluster secret in a file (surrounding whitespace stripped).
+def load_secret(path: str, flag: str = "--cluster-secret-file") -> bytes:
+    """A secret in a file, the cluster's or TURN's (surrounding whitespace stripped;
+    `flag` names the file's flag in errors).
 
     Raises:
         ValueError: one line: unreadable, not a regular file, readable by group or
@@ -176,7 +177,6 @@ def load_secret(path: str) -> bytes:
     import os
     import stat
 
-    flag = "--cluster-secret-file"
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:

@@ -295,11 +295,13 @@ class Sfu:
                 router.add_route(pub.peer, pub_pt, sub_track.out_stream, sub_pt)
         pub.subscribers.add(sub.id)
         sub.publishers.add(pub.id)
-        # the subscriber's decoder needs a keyframe to start on this source
+        # the subscriber's decoder needs a keyframe to start on this source; one that
+        # is not connected yet asks when it connects (a keyframe sent before would be
+        # lost on it, and the limiter would hold the next one back 0.5 s)
         effect = self.effects.get(pub.id)
         if effect is not None:
             effect.force_keyframe = True
-        else:
+        elif sub.state is SessionState.CONNECTED:
             self.request_keyframe(pub.id)
 
     def disconnect(self, publisher_id: str, subscriber_id: str) -> None:
@@ -557,6 +559,8 @@ class Sfu:
                     self.ice.confirm_address(session.id, session.address)
                 self.stats["sessions_connected"] += 1
                 self._emit(SessionConnected(session.id))
+                for publisher_id in session.publishers:
+                    self.request_keyframe(publisher_id)
             elif isinstance(event, DtlsFailed):
                 self.close_session(session.id, f"dtls failed: {event.reason}")
                 return

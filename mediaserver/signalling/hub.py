@@ -49,6 +49,7 @@ from mediaserver.signalling.conversation import Conversation
 from mediaserver.signalling.pairing import Pairing
 from mediaserver.signalling.ports import MediaPort, StorePort
 from mediaserver.signalling.protocol import Message, ProtocolError
+from mediaserver.signalling.turn_credentials import TurnCredentials
 from mediaserver.signalling.video import VideoEffects
 from mediaserver.signalling.visitors import State, Visitor, handle_for
 from mediaserver.store import Profile, StoreError
@@ -74,6 +75,8 @@ class SignallingHub:
     effects: name -> effect class; None: the effects are not installed.
     store: profiles, chat history and reports; None: accounts are off.
     max_sessions_per_address: media sessions one address may hold here.
+    turn: issues TURN credentials for each welcome (`ice_servers`); None: no TURN.
+    wall_clock: Unix time, for the credentials' expiry (coturn checks it).
     """
 
     def __init__(
@@ -89,8 +92,12 @@ class SignallingHub:
         effects: Mapping[str, Callable[[], Any]] | None = None,
         store: StorePort | None = None,
         max_sessions_per_address: int = 8,
+        turn: TurnCredentials | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
+        self.turn = turn
+        self._wall_clock = wall_clock
         self.node_id = bus.node_id
         self.media = media
         self._node_info = node_info or (lambda: NodeInfo(self.node_id))
@@ -153,6 +160,7 @@ class SignallingHub:
         store: StorePort | None = None,
         mutual_reveal: bool = False,
         max_sessions_per_address: int = 8,
+        turn: TurnCredentials | None = None,
     ) -> SignallingHub:
         """The hub of a node serving media with `sfu` (bus None: the only node)."""
         bus = bus or LocalBus("local")
@@ -176,6 +184,7 @@ class SignallingHub:
             effects=effects,
             store=store,
             max_sessions_per_address=max_sessions_per_address,
+            turn=turn,
         )
         sfu.subscribe(_log_sfu_event)
         return hub
@@ -324,7 +333,12 @@ class SignallingHub:
                     v.interests = v.interests or frozenset(profile.interests)
                 v.language = v.language or profile.language
         v.state = State.IDLE
-        v.send(protocol.message("welcome", handle=v.handle, limits=protocol.limits()))
+        ice_servers = None
+        if self.turn is not None:
+            # a fresh random username each time: a credential never names the visitor
+            ice_servers = self.turn.issue(self._wall_clock())
+            self.stats["welcomes_with_turn"] += 1
+        v.send(protocol.welcome(v.handle, ice_servers))
 
     async def _sign_in(self, token: str) -> tuple[StorePort, Profile]:
         store = self.store

@@ -200,6 +200,20 @@ def error(code: str, text: str, ref: str | None = None) -> Message:
     return message("error", code=code, message=text, ref=ref)
 
 
+def welcome(handle: str, ice_servers: list[dict[str, Any]] | None = None) -> Message:
+    """hello accepted: the visitor's random handle and the server's limits, and, when
+    the server has TURN (--turn-url), `ice_servers`: a list of RTCIceServer objects
+    `{urls: [str], username: str, credential: str}` to pass to RTCPeerConnection as
+    `iceServers`. The credentials expire (--turn-ttl) and their username is random for
+    every welcome, so it never names the visitor. Absent without TURN."""
+    fields: dict[str, Any] = {"handle": handle, "limits": limits()}
+    if ice_servers is not None:
+        for server in ice_servers:
+            assert set(server) == {"urls", "username", "credential"}, server
+        fields["ice_servers"] = ice_servers
+    return message("welcome", **fields)
+
+
 WITHHELD = ("yours", "partner")
 
 

@@ -4,7 +4,9 @@
 // stranger's media into the same tracks, so Next never renegotiates. Everything
 // that comes from the network is shown with textContent, never as HTML.
 // The WebRTC and socket plumbing is rtc.js, shared with People mode's calls.
-import { PeerLink, getCamera as openCamera, openSocket as openWs, sendOn } from "./rtc.js";
+import {
+  PeerLink, getCamera as openCamera, iceServersFrom, openSocket as openWs, sendOn,
+} from "./rtc.js";
 
 (() => {
   const MAX_INTERESTS = 10;
@@ -67,6 +69,7 @@ import { PeerLink, getCamera as openCamera, openSocket as openWs, sendOn } from 
     sentEffect: null, // the effect the server was last told is on
     lastTypingSent: 0,
     reportReasons: [], // from welcome.limits.report_reasons: the server's list
+    iceServers: [], // from welcome.ice_servers: TURN relays (coturn), when the server has them
     typingTimer: null,
     baseStatus: "Press Start",
     flashTimer: null,
@@ -232,6 +235,7 @@ import { PeerLink, getCamera as openCamera, openSocket as openWs, sendOn } from 
         if (msg.limits && Array.isArray(msg.limits.report_reasons)) {
           setReportReasons(msg.limits.report_reasons);
         }
+        st.iceServers = iceServersFrom(msg.ice_servers);
         syncEffect();
         send("start");
         break;
@@ -500,6 +504,12 @@ import { PeerLink, getCamera as openCamera, openSocket as openWs, sendOn } from 
     return st.localStream;
   }
 
+  // Random mode's RTCConfiguration (PeerLink asks at each offer). The server is ICE-lite
+  // with a public candidate; TURN (welcome.ice_servers) is for networks that block UDP.
+  function rtcConfiguration() {
+    return st.iceServers.length ? { iceServers: st.iceServers } : {};
+  }
+
   function ensureOffer() {
     st.link.ensureOffer(st.localStream);
   }
@@ -700,7 +710,12 @@ import { PeerLink, getCamera as openCamera, openSocket as openWs, sendOn } from 
     }
   });
 
-  st.link = new PeerLink({ remoteVideo: ui.remote, send, onProblem: (text) => flash(text) });
+  st.link = new PeerLink({
+    remoteVideo: ui.remote,
+    send,
+    onProblem: (text) => flash(text),
+    configuration: rtcConfiguration,
+  });
   ui.effect.value = "none";
   setSignedIn(null, null); // also sets the phase: idle
   setPhase("idle");

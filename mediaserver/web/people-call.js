@@ -56,6 +56,7 @@ export function init(shared) {
     remoteVideo: ui.remote,
     send: (type, fields) => socket.send(type, fields),
     onProblem: (text) => app.say(text),
+    configuration: socket.rtcConfiguration,
   });
   ui.answer.addEventListener("click", onAnswer);
   ui.decline.addEventListener("click", () => {

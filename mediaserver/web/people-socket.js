@@ -4,7 +4,7 @@
 // stranger. The sections subscribe to message types with on(type, fn).
 "use strict";
 
-import { openSocket, sendOn } from "./rtc.js";
+import { iceServersFrom, openSocket, sendOn } from "./rtc.js";
 
 const RECONNECT_MS = [1000, 2000, 5000, 10000]; // after losing the server, then every 10 s
 
@@ -15,6 +15,7 @@ const st = {
   connecting: false,
   welcomed: false,
   limits: null, // welcome.limits
+  iceServers: [], // welcome.ice_servers: TURN relays, when the server has them
   retries: 0,
   timer: null,
 };
@@ -42,6 +43,11 @@ export function ready() {
 
 export function limits() {
   return st.limits;
+}
+
+/** The RTCConfiguration for a call: the TURN servers of the last welcome. */
+export function rtcConfiguration() {
+  return st.iceServers.length ? { iceServers: st.iceServers } : {};
 }
 
 /** Send one message; false when the socket is not welcomed (yet). */
@@ -97,6 +103,7 @@ function onMessage(msg) {
     st.welcomed = true;
     st.retries = 0;
     st.limits = msg.limits && typeof msg.limits === "object" ? msg.limits : null;
+    st.iceServers = iceServersFrom(msg.ice_servers);
     emit("open", msg);
     return;
   }

@@ -71,12 +71,25 @@ export async function getCamera(localVideo) {
   return camera;
 }
 
+/** welcome.ice_servers -> RTCIceServer objects (TURN relays, for networks that block
+ * UDP); anything malformed is left out. */
+export function iceServersFrom(list) {
+  if (!Array.isArray(list)) return [];
+  return list
+    .filter((s) => s && Array.isArray(s.urls) && typeof s.username === "string"
+      && typeof s.credential === "string")
+    .map((s) => ({ urls: s.urls.filter((u) => typeof u === "string"),
+      username: s.username, credential: s.credential }));
+}
+
 /** One RTCPeerConnection to the server: offer, take the answer, play the remote
  * tracks in `remoteVideo`. `send(type, fields)` sends on the signalling socket;
- * `onProblem(text)` reports a failure in words. */
+ * `onProblem(text)` reports a failure in words; `configuration()` gives the
+ * RTCConfiguration (TURN servers from the welcome) at the time of the offer. */
 export class PeerLink {
-  constructor({ remoteVideo, send, onProblem }) {
+  constructor({ remoteVideo, send, onProblem, configuration = () => ({}) }) {
     this.remoteVideo = remoteVideo;
+    this.configuration = configuration;
     this.send = send;
     this.onProblem = onProblem;
     this.pc = null;
@@ -87,7 +100,8 @@ export class PeerLink {
   /** Offer from a new RTCPeerConnection, unless one exists already. */
   ensureOffer(localStream) {
     if (this.pc || !localStream) return;
-    const pc = new RTCPeerConnection(); // the server is ICE-lite with a public candidate
+    // The server is ICE-lite with a public candidate; TURN only where UDP is blocked.
+    const pc = new RTCPeerConnection(this.configuration());
     this.pc = pc;
     this.offered = false;
     this.remoteStream = new MediaStream();

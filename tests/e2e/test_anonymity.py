@@ -14,7 +14,7 @@ pytestmark = pytest.mark.netns
 
 # every field a server message may carry (docs/protocol.md)
 ALLOWED = {
-    "welcome": {"handle", "limits"},
+    "welcome": {"handle", "limits", "ice_servers"},
     "queued": set(),
     "matched": {"partner", "shared_interests"},
     "answer": {"sdp"},
@@ -37,7 +37,9 @@ def secrets_of(offer: str) -> list[str]:
 
 
 async def test_frames_carry_nothing_about_the_partner():
-    async with running_server(announced_ip=SERVER_IP) as server:
+    # with TURN on, so each welcome carries credentials: the partner's are secrets too
+    async with running_server(announced_ip=SERVER_IP, turn_secret="turn-secret",
+                              turn_url="turn:turn.example.org:3478?transport=tcp") as server:
         peers = [AiortcPeer(320, 240), AiortcPeer(320, 240)]
         clients = [await Client.open(server.url, binary=False, source="127.0.0.2"),
                    await Client.open(server.url, binary=True, source="127.0.0.3")]
@@ -73,7 +75,11 @@ async def test_frames_carry_nothing_about_the_partner():
                     sessions[partner.session_id].local_ufrag,
                     sessions[partner.session_id].local_pwd,
                 ]
-                assert len(forbidden) >= 8
+                first = clients[other].frames[0]  # its welcome
+                welcome = msgpack.unpackb(first) if isinstance(first, bytes) else json.loads(first)
+                (turn,) = welcome["ice_servers"]
+                forbidden += [turn["username"], turn["username"].split(":")[1], turn["credential"]]
+                assert len(forbidden) >= 11
                 frames = clients[me].frames
                 assert frames
                 texts = []

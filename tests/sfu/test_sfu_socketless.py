@@ -86,6 +86,26 @@ def test_pli_and_fir_reach_the_publisher_at_most_once_per_half_second():
     assert call.sfu.counters()["pli_sent"] == 3  # with connect's own
 
 
+def test_a_subscriber_still_connecting_gets_its_keyframe_request_when_it_connects():
+    # a TURN-relayed subscriber is often matched before its DTLS is done: a keyframe
+    # asked for at connect() would be lost on it, and the limiter would hold its own
+    # PLI back half a second; so the request waits for its handshake
+    call, (pub,) = call_with(1)
+    sub = SocketlessPeer(call, ("127.0.0.1", 40009))
+    pub.send_rtp(100)
+    pub.receive()
+    call.sfu.connect(pub.id, sub.id)
+    call.advance(0.2)
+    assert _of(rtcp.Pli, pub.receive()[1]) == []
+    assert call.sfu.counters().get("pli_sent", 0) == 0
+
+    sub.connect()
+    connected_at = call.now
+    call.advance(0.01)
+    [(at, pli)] = _of(rtcp.Pli, pub.receive()[1])
+    assert at == connected_at and pli.media_ssrc == VIDEO_SSRC
+
+
 def test_remb_to_the_publisher_is_its_subscribers_minimum_within_the_ceiling():
     call, (pub, slow, fast) = call_with(3, max_bitrate=2_500_000)
     for sub in (slow, fast):

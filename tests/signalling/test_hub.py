@@ -6,6 +6,9 @@ time is virtual.
 """
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import inspect
 import json
 
@@ -19,6 +22,7 @@ from mediaserver.signalling import events, protocol
 from mediaserver.signalling.visitors import State
 from mediaserver.signalling.pairing import PAIR_WAIT
 from mediaserver.signalling.ports import MediaPort, StorePort
+from mediaserver.signalling.turn_credentials import TurnCredentials
 from mediaserver.store import Store
 from tests.support.hub_fakes import (
     Connection,
@@ -99,6 +103,39 @@ async def test_hello_welcome_carries_limits_and_report_reasons(node):
     assert welcome["limits"]["report_reasons"] == list(protocol.REPORT_REASONS)
     assert welcome["limits"]["rates"]["chat"] == protocol.RATES["chat"][0]
     assert conn.visitor.state is State.IDLE and conn.visitor.interests == {"chess"}
+
+
+async def test_welcome_has_no_ice_servers_without_turn(node):
+    conn = node.connect()
+    await node.send(conn, "hello", age_confirmed=True)
+    (welcome,) = conn.sent
+    assert "ice_servers" not in welcome
+    assert node.hub.stats["welcomes_with_turn"] == 0
+
+
+async def test_welcome_carries_fresh_turn_credentials_when_configured(clock):
+    turn = TurnCredentials(("turns:turn.example.org:443?transport=tcp",), b"secret", ttl=900)
+    node = await Node(LocalBus("n1"), clock, SharedQueue(clock), turn=turn,
+                      wall_clock=lambda: 1_800_000_000.0).start()  # fmt: skip
+    try:
+        servers = []
+        for address in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+            conn = node.connect(address)
+            await node.send(conn, "hello", age_confirmed=True)
+            (welcome,) = conn.sent
+            (server,) = welcome["ice_servers"]
+            assert server["urls"] == ["turns:turn.example.org:443?transport=tcp"]
+            assert server["username"].startswith("1800000900:")
+            mac = hmac.new(b"secret", server["username"].encode(), hashlib.sha1).digest()
+            assert base64.b64decode(server["credential"]) == mac
+            # neither the handle nor the address is in it
+            assert welcome["handle"] not in server["username"] and "192" not in server["username"]
+            servers.append(server)
+        # two welcomes, even to one address, never share a username
+        assert len({s["username"] for s in servers}) == 3
+        assert node.hub.stats["welcomes_with_turn"] == 3
+    finally:
+        await node.hub.close()
 
 
 async def test_every_client_message_has_one_handler(node):
