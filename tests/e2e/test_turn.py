@@ -12,6 +12,7 @@ at all shows coturn accepted them.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from playwright.async_api import async_playwright
 
 from mediaserver.netns import CLIENT_IP, SERVER_IP
 from mediaserver.signalling.turn_credentials import TurnCredentials, turn_password
+from tests.e2e.test_people_social import wait_remote_video
 from tests.e2e.test_web_client import DESKTOP, start, wait_status, wait_video
 from tests.support.coturn import (
     FORCE_RELAY_JS,
@@ -43,7 +45,8 @@ pytestmark = pytest.mark.netns
 
 DIAGNOSE_JS = """
 async () => {
-  const pc = window.mediaserverClient.pc;
+  const pc = (window.mediaserverPeople && window.mediaserverPeople.pc)
+    || window.mediaserverClient.pc;
   if (!pc) return 'no RTCPeerConnection';
   const out = [pc.iceConnectionState, pc.connectionState];
   for (const s of (await pc.getStats()).values()) {
@@ -137,6 +140,84 @@ async def test_a_chromium_pair_gets_video_both_ways_through_coturn(tmp_path, sch
     # coturn saw both visitors' allocations, with the server's credentials
     for name in names:
         assert f"username=<{name}>" in log
+
+
+def people_pair(base: str) -> list[dict[str, str]]:
+    """Two accounts over REST, B connected to A (asked and accepted): their sessions as
+    People mode keeps them in sessionStorage."""
+    api = base.replace(SERVER_IP, "127.0.0.1") + "api/v1"
+    people = []
+    for name in ("turnalice", "turnbob"):
+        r = httpx.post(f"{api}/profiles", json={
+            "username": name, "date_of_birth": "1994-05-06", "password": "a long passphrase 7",
+            "interests": ["chess"], "discoverable": True,
+        }, timeout=30)  # fmt: skip
+        assert r.status_code == 201, r.text
+        body = r.json()
+        people.append({"token": body["token"], "id": body["id"], "username": name})
+    a, b = ({"Authorization": f"Bearer {who['token']}"} for who in people)
+    r = httpx.post(f"{api}/connections", headers=b, json={"handle": "turnalice"}, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    [asked] = httpx.get(f"{api}/connections", headers=a, timeout=10).json()["connections"]
+    r = httpx.post(f"{api}/connections/{asked['id']}/accept", headers=a, timeout=10)
+    assert r.status_code == 200, r.text
+    return people
+
+
+@pytest.mark.timeout(180)
+async def test_a_people_call_goes_through_coturn_over_tls(tmp_path):
+    """People mode's calls (rtc.js's PeerLink, its own signalling socket) take the
+    welcome's TURN servers too: a call between two connections, UDP walled off, relayed
+    by coturn over TLS, with video both ways."""
+    media_port = free_port(SERVER_IP, socket.SOCK_DGRAM)
+    with coturn(tmp_path, media_port) as turn, udp_wall(media_port):
+        server, urls = start_server(tmp_path, media_port, "--turn-url", turn.tls_url,
+                                    "--turn-secret", turn.secret)  # fmt: skip
+        try:
+            people = await asyncio.to_thread(people_pair, urls[0])
+            async with async_playwright() as p:
+                browser = await launch_relay_browser(p, urls)
+                try:
+                    pages = []
+                    for base, who in zip(urls, people):
+                        page = await browser.new_page(viewport=DESKTOP)
+                        await page.add_init_script(FORCE_RELAY_JS)
+                        await page.add_init_script(
+                            "sessionStorage.setItem('mediaserver.people', "
+                            + json.dumps(json.dumps(who))
+                            + ")"
+                        )
+                        await page.goto(base + "#people")
+                        await page.wait_for_selector(
+                            "#people-signed-in", state="visible", timeout=15000
+                        )
+                        pages.append(page)
+                    a, b = pages
+                    conversation = b.locator("#conversation-list li button", has_text="turnalice")
+                    await conversation.wait_for(timeout=20000)
+                    await conversation.click()
+                    await b.click("#conversation-call")
+                    await a.click("#call-answer", timeout=20000)
+                    for page in pages:
+                        try:
+                            await wait_remote_video(page)
+                        except AssertionError as exc:
+                            raise AssertionError(
+                                f"{exc}; {await diagnose(page, turn.log)}"
+                            ) from None
+                        [config] = await page.evaluate("() => window.rtcConfigs")
+                        [ice] = config["iceServers"]
+                        assert ice["urls"] == [turn.tls_url]
+                        pair = await page.evaluate(
+                            SELECTED_PAIR_JS.replace("mediaserverClient", "mediaserverPeople")
+                        )
+                        assert pair is not None, "no selected candidate pair"
+                        assert pair["localType"] == "relay", pair
+                        assert pair["relayProtocol"] == "tls", pair
+                finally:
+                    await browser.close()
+        finally:
+            stop_server(server)
 
 
 @pytest.mark.timeout(60)
