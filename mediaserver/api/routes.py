@@ -2,7 +2,7 @@
 one Mount with its own error handling. JSON (photos: image bodies), bearer tokens.
 
 A feature goes in its resource's module (profiles, browse, sessions, photos,
-blocks, reports, privacy, docs, controls): a handler registered with its OpenAPI operation;
+blocks, reports, privacy, docs, controls, moderation): a handler registered with its OpenAPI operation;
 nothing here lists the routes.
 """
 
@@ -24,6 +24,7 @@ from mediaserver.api import (
     connections,
     controls,
     docs,
+    moderation,
     notices,
     photos,
     privacy,
@@ -47,7 +48,7 @@ from mediaserver.store import Store
 
 RESOURCES = (
     profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls, connections,
-    account, notices,
+    account, notices, moderation,
 )
 """The resource modules, in routing order."""
 ENDPOINTS: tuple[Endpoint, ...] = tuple(

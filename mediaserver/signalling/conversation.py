@@ -51,7 +51,7 @@ class Conversation:
     async def on_report(self, v: Visitor, msg: Message) -> None:
         partner = require_partner(v, "report")
         # the partner's node counts it under its visitor's reputation, before re-queueing it
-        await self.pairing.tell(v, events.Report(v.reputation))
+        await self.pairing.tell(v, events.Report(v.reputation, msg["reason"], v.user_id))
         if v.user_id is not None and self.store is not None:
             # the reporter's own record (part of its access export); nothing about the partner
             await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
@@ -96,8 +96,25 @@ class Conversation:
         me.send(protocol.message("profile_card", card=event.card))
 
     async def on_reported(self, me: Visitor, event: events.Report) -> None:
-        """The partner reported me: count it under me's reputation."""
+        """The partner reported me: count it under me's reputation, and keep the
+        report (who was reported: my address hash and account) for the moderators."""
         await self.pairing.queue.record_report(event.reputation, me.reputation)
+        if self.store is not None:
+            spawn(self._file_report(me, event))
+
+    async def _file_report(self, me: Visitor, event: events.Report) -> None:
+        store = self.store
+        if store is None:
+            return
+        chat = [{"from": who, "text": text} for who, text in event.chat]
+        try:
+            await asyncio.to_thread(
+                store.file_chat_report, event.reason, reported_address=me.reputation,
+                reported_user_id=me.user_id, reporter_address=event.reputation,
+                reporter_user_id=event.reporter_user_id, chat=chat or None)
+            self.stats["reports_filed"] += 1
+        except StoreError:
+            logger.exception("filing a report for review failed")
 
     async def _keep_chat(self, user_id: str, conversation: str, sender: str, text: str) -> None:
         store = self.store

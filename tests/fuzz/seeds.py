@@ -88,6 +88,14 @@ GUARDIAN_BODIES: list[Any] = [
      "policy_version": "1"},
     {"name": None, "email": "not-an-address"},
 ]
+MODERATION_BODIES: list[Any] = [
+    {"action": "dismiss"},
+    {"action": "warn", "note": "keep it civil \u00e9"},
+    {"action": "ban", "duration_s": 86400, "note": ""},
+    {"action": "ban", "duration_s": None},
+    {"action": "ban", "duration_s": 0},
+    {"action": "mute", "duration_s": "1d", "extra": 1},
+]
 
 
 def main() -> None:
@@ -159,6 +167,14 @@ def main() -> None:
     add("rest_app", pack_records(
         [req("POST", "/reports/underage", json.dumps(b).encode(), tag=0)
          for b in GUARDIAN_BODIES]))
+    # the moderation desk (the fuzz profile is a moderator): queue, one report, decisions
+    add("rest_app", pack_records(
+        [req("GET", "/moderation/reports"),
+         req("GET", "/moderation/reports?status=decided&reason=spam"),
+         req("GET", "/moderation/reports?status=x"),
+         req("GET", "/moderation/reports/{id}")]
+        + [req("POST", "/moderation/reports/{id}/decision", json.dumps(b).encode())
+           for b in MODERATION_BODIES]))
     # connections and conversations (their ids are the profile's here: 404s, still parsed)
     add(
         "rest_app",

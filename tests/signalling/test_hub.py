@@ -327,8 +327,15 @@ async def test_signed_in_share_profile_and_chat_history(clock):
         ("bob", b.visitor.conversation, "stranger", "hi bob"),
     ])
     await n.send(a, "report", reason="harassment")
-    await until(lambda: store.reports)
+    await until(lambda: store.reports and store.filed)
     assert store.reports == [("alice", "harassment")]
+    # kept for the moderators, filed by the reported visitor's node: who was reported
+    # (its keyed address hash and account) and who reported, no chat unless asked
+    assert store.filed == [{
+        "reason": "harassment", "reported_address": b.visitor.reputation,
+        "reported_user_id": "bob", "reporter_address": a.visitor.reputation,
+        "reporter_user_id": "alice", "chat": None}]
+    assert a.visitor.reputation != b.visitor.reputation
     await n.hub.close()
 
 
@@ -534,6 +541,7 @@ async def test_an_unconfirmed_cross_node_match_requeues_after_the_wait(cluster, 
         events.Revealed(),
         events.ProfileCard({"handle": "alice"}),
         events.Report("abc"),
+        events.Report("abc", "nudity", "alice", (("reported", "hi"), ("reporter", "stop"))),
     ],
 )
 def test_peer_events_round_trip_through_the_bus_encoding(event):
@@ -550,6 +558,10 @@ def test_peer_events_round_trip_through_the_bus_encoding(event):
         {"t": "peer", "to": "a/b", "by": "c/d", "ev": "media", "session": 5},
         {"t": "peer", "to": "a/b", "ev": "typing"},
         {"t": "peer", "to": "a/b", "by": "c/d", "ev": "profile_card", "card": "x"},
+        {"t": "peer", "to": "a/b", "by": "c/d", "ev": "report", "reputation": "r",
+         "reporter_user_id": 5},
+        {"t": "peer", "to": "a/b", "by": "c/d", "ev": "report", "reputation": "r",
+         "chat": [["reported"]]},
     ],
 )
 async def test_malformed_peer_events_are_dropped_and_counted(node, msg):
