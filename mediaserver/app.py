@@ -113,7 +113,7 @@ def create_app(
     if edges.metrics_on_main_port:
         routes.append(Route("/metrics", metrics_endpoint))
     if store is not None:
-        routes.append(create_api(store, trusted_proxies))  # before the static Mount at "/"
+        routes.append(create_api(store, trusted_proxies, on_ban=hub.spread_bans))  # before the static Mount at "/"
     routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True)))
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, tls=edges.tls)])
     app.state.hub = hub

@@ -1,10 +1,13 @@
 """/moderation/: the moderators' desk (store/moderation.py). The queue of reports,
-one report with its evidence (each read goes to the audit log), decisions. Anyone
-but a moderator (signed out, a bad token, a normal account) gets 404 `not_found`, the
-answer of a path that does not exist: the desk is not advertised to them."""
+one report with its evidence (each read goes to the audit log), decisions (a ban's
+new state is shared with every node through ctx.on_ban). Anyone but a moderator
+(signed out, a bad token, a normal account) gets 404 `not_found`, the answer of a
+path that does not exist: the desk is not advertised to them. /appeals: a banned
+account appeals a ban, once per decision."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -14,6 +17,7 @@ from mediaserver.api.context import ApiContext
 from mediaserver.api.errors import ApiError
 from mediaserver.api.operations import Endpoints
 from mediaserver.api.schemas import (
+    AUTH_ERRORS,
     BEARER,
     BODY_ERRORS,
     NULLABLE_TIME,
@@ -27,11 +31,14 @@ from mediaserver.api.wire import field_name, iso, read_json, text_field
 from mediaserver.store import REPORT_REASONS, Profile
 from mediaserver.store.moderation import (
     ACTIONS,
+    MAX_APPEAL,
     MAX_BAN_SECONDS,
     MAX_NOTE,
     STATUSES,
 )
 from mediaserver.store.moderation_rows import REPORT_SOURCES
+
+logger = logging.getLogger("mediaserver.api")
 
 _HIDDEN = {"404": error("Not a moderator (or signed out, or no such report): `not_found`")}
 _REPORT_PROPS: dict[str, Any] = {
@@ -92,6 +99,24 @@ ENDPOINTS = Endpoints(
                 "note": {"type": "string", "maxLength": MAX_NOTE},
             },
             ["action"],
+        ),
+        "AppealCreate": object_schema(
+            {
+                "decision_id": {"type": "string", "maxLength": 64},
+                "report_id": {"type": "string", "maxLength": 64},
+                "text": {"type": "string", "minLength": 1, "maxLength": MAX_APPEAL},
+            },
+            ["text"],
+        ),
+        "Appeal": object_schema(
+            {
+                "id": {"type": "string"},
+                "decision_id": {"type": "string"},
+                "report_id": {"type": "string", "description": "The appeal's place in the queue"},
+                "at": TIME,
+            },
+            ["id", "decision_id", "report_id", "at"],
+            closed=False,
         ),
         "ModerationDecision": object_schema(
             {
@@ -227,4 +252,51 @@ async def decide(request: Request, ctx: ApiContext) -> Response:
         body.get("duration_s"),
         note,
     )
+    bans = decision.pop("bans")
+    if bans and ctx.on_ban is not None:
+        try:
+            await ctx.on_ban(bans)
+        except Exception:
+            # kept in SQLite (every node sharing the file sees it); the shared copy
+            # is the one that failed: say so, the decision stands
+            logger.exception("sharing a ban with the other nodes failed")
     return JSONResponse(_decision(decision), status_code=201)
+
+
+@ENDPOINTS.operation(
+    "POST",
+    "/appeals",
+    {
+        "operationId": "appeal_decision",
+        "summary": "A banned account appeals the ban, once per decision (back into the queue)",
+        "description": "Name the decision by `decision_id`, or by the report it decided "
+        "(`report_id`). The appeal goes to the moderators' queue.",
+        "security": BEARER,
+        "requestBody": json_body("AppealCreate"),
+        "responses": {
+            "201": json_response("Appeal", "Filed"),
+            **AUTH_ERRORS,
+            "404": error("No ban decision on your account by that id"),
+            "409": error("Appealed already (`conflict`)"),
+            **BODY_ERRORS,
+        },
+    },
+)
+async def appeal(request: Request, ctx: ApiContext) -> Response:
+    profile = await ctx.authenticate(request)
+    body = await read_json(request)
+    for key in body:
+        if key not in ("report_id", "decision_id", "text"):
+            raise ApiError(422, "invalid", f"unknown field {key!r}", field_name(key))
+    if ("report_id" in body) == ("decision_id" in body):
+        raise ApiError(422, "invalid", "give report_id or decision_id, one of them", "decision_id")
+    if "text" not in body:
+        raise ApiError(422, "invalid", "text is required", "text")
+    text = text_field(body["text"], "text", MAX_APPEAL, allow_empty=False)
+    ids = {
+        key: text_field(body[key], key, 64, allow_empty=False)
+        for key in ("report_id", "decision_id")
+        if key in body
+    }
+    filed = await ctx.call(ctx.store.appeal, profile.id, text, **ids)
+    return JSONResponse(dict(filed, at=iso(filed["at"])), status_code=201)

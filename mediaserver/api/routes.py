@@ -32,7 +32,7 @@ from mediaserver.api import (
     reports,
     sessions,
 )
-from mediaserver.api.context import ApiContext
+from mediaserver.api.context import ApiContext, OnBan
 from mediaserver.api.errors import (
     ApiError,
     api_error_handler,
@@ -62,14 +62,18 @@ def create_api(
     store: Store,
     trusted_proxies: tuple[Network, ...] = (),
     rates: dict[str, Rate] | None = None,
+    on_ban: OnBan | None = None,
 ) -> Mount:
     """The REST API as one Mount at /api/v1 (its own error handling inside).
 
     Args:
         trusted_proxies: --trusted-proxy (the client address behind a proxy).
         rates: per-address limits by name (default limits.RATES; a test lowers them).
+        on_ban: given where the bans a moderation decision touched stand, to share
+            them with every node (the signalling hub's spread_bans).
     """
     ctx = ApiContext(store, rates)
+    ctx.on_ban = on_ban
     app = Starlette(
         routes=[
             ApiRoute(path, endpoints, _dispatch(endpoints, ctx))

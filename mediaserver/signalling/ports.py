@@ -44,6 +44,11 @@ class StorePort(Protocol):
         """Keep a random-chat report for the moderators; returns its id."""
         ...
 
+    def ban_until(self, user_id: str | None, address: str) -> float | None:
+        """When a moderator's ban on the account or keyed address hash ends
+        (math.inf: for good); None when none holds."""
+        ...
+
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
         """Record the consent and return the user's public card (StoreError: gone)."""
         ...

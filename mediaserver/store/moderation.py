@@ -12,6 +12,7 @@ The address hashes are the matchmaker's reputation keys (an HMAC of the address,
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -42,13 +43,16 @@ toward the matchmaker's automatic refusal."""
 
 @dataclass(frozen=True)
 class Ban:
-    """A ban in force."""
+    """Where a ban on one subject stands after a decision (what the nodes share)."""
 
     kind: str
     """'account' or 'address'."""
     subject: str
+    """The account id, or the keyed address hash."""
     until: float | None
-    """When it ends (None: for good)."""
+    """When the longest ban on the subject ends (None: for good)."""
+    active: bool = True
+    """False: no ban holds on the subject any more (an appeal lifted it)."""
 
 
 def check_chat_lines(lines: object) -> list[dict[str, str]]:
@@ -317,8 +321,14 @@ class ModerationStore(StoreCore):
             conn.execute(
                 "UPDATE moderation_reports SET status = 'decided' WHERE id = ?", (report_id,)
             )
+            touched: set[tuple[str, str]] = set()
             if source == "appeal" and action != "dismiss":
                 # the appeal succeeded: the appealed ban ends now (a ban replaces it)
+                touched.update(
+                    conn.execute(
+                        "SELECT kind, subject FROM bans WHERE decision_id = ?", (appeal_of,)
+                    )
+                )
                 conn.execute(
                     "UPDATE bans SET until = ? WHERE decision_id = ?"
                     " AND (until IS NULL OR until > ?)",
@@ -344,6 +354,7 @@ class ModerationStore(StoreCore):
                     deleted, user_id = True, None
                 for kind, subject in (("account", user_id), ("address", address)):
                     if subject is not None:
+                        touched.add((kind, subject))
                         conn.execute(
                             "INSERT INTO bans (decision_id, kind, subject, until, at)"
                             " VALUES (?, ?, ?, ?, ?)",
@@ -360,6 +371,7 @@ class ModerationStore(StoreCore):
                 until=until,
                 account_deleted=deleted,
             )
+            bans = [self._ban_state(conn, kind, subject, now) for kind, subject in sorted(touched)]
         if deleted:
             self._scrub_wal()
         return {
@@ -369,7 +381,86 @@ class ModerationStore(StoreCore):
             "until": until,
             "at": now,
             "account_deleted": deleted,
+            "bans": bans,
         }
+
+    # -- bans ----------------------------------------------------------------------
+
+    @staticmethod
+    def _ban_state(conn: sqlite3.Connection, kind: str, subject: str, now: float) -> Ban:
+        row = conn.execute(
+            "SELECT COUNT(*), MAX(until IS NULL), MAX(until) FROM bans WHERE kind = ?"
+            " AND subject = ? AND (until IS NULL OR until > ?)",
+            (kind, subject, now),
+        ).fetchone()
+        if not row[0]:
+            return Ban(kind, subject, None, active=False)
+        return Ban(kind, subject, None if row[1] else float(row[2]))
+
+    def ban_until(self, user_id: str | None, address: str) -> float | None:
+        """When the ban on this account or keyed address hash ends: math.inf for
+        good, None when none holds."""
+        with self._tx(write=False) as conn:
+            now = self._now()
+            states = [
+                self._ban_state(conn, kind, subject, now)
+                for kind, subject in (("account", user_id), ("address", address))
+                if subject is not None
+            ]
+        active = [s for s in states if s.active]
+        if not active:
+            return None
+        return max(math.inf if s.until is None else s.until for s in active)
+
+    # -- appeals -------------------------------------------------------------------
+
+    def appeal(
+        self,
+        user_id: str,
+        text: str,
+        *,
+        decision_id: str | None = None,
+        report_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The banned account appeals a ban decision (named by its id, or by the
+        report's), once per decision: the appeal joins the queue as a report of
+        source `appeal`. NotFound: no ban decision on this account; Conflict:
+        appealed already."""
+        if not isinstance(text, str) or not 1 <= len(text.strip()) <= MAX_APPEAL:
+            raise Invalid("text", f"1-{MAX_APPEAL} characters")
+        with self._tx() as conn:
+            sql = (
+                "SELECT d.id, r.reason FROM moderation_decisions d"
+                " JOIN moderation_reports r ON r.id = d.report_id"
+                " JOIN bans b ON b.decision_id = d.id AND b.kind = 'account'"
+                " AND b.subject = ? WHERE d.action = 'ban' AND "
+            )
+            if decision_id is not None:
+                row = conn.execute(sql + "d.id = ?", (user_id, str(decision_id))).fetchone()
+            else:
+                row = conn.execute(
+                    sql + "d.report_id = ? ORDER BY d.at DESC LIMIT 1", (user_id, str(report_id))
+                ).fetchone()
+            if row is None:
+                raise NotFound("no ban decision on your account")
+            decision, reason = row
+            if conn.execute("SELECT 1 FROM appeals WHERE decision_id = ?", (decision,)).fetchone():
+                raise Conflict("this decision was appealed already")
+            now = self._now()
+            appeal_id, report = secrets.token_hex(12), secrets.token_hex(12)
+            sealed = seal_value(self._key, "appeals", "text", appeal_id, text.strip().encode())
+            conn.execute(
+                "INSERT INTO appeals (id, decision_id, user_id, text_sealed, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (appeal_id, decision, user_id, sealed, now),
+            )
+            conn.execute(
+                "INSERT INTO moderation_reports (id, source, reason, status, at,"
+                " reported_user_id, appeal_of) VALUES (?, 'appeal', ?, 'open', ?, ?, ?)",
+                (report, reason, now, user_id, decision),
+            )
+            self._audit(conn, None, "moderation_appeal", decision_id=decision, report_id=report)
+        return {"id": appeal_id, "decision_id": decision, "report_id": report, "at": now}
 
     @staticmethod
     def _check_duration(action: str, duration_s: object) -> float | None:

@@ -5,6 +5,7 @@ its evidence (audited), decisions, and 404 for everyone but a moderator."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,11 @@ def test_queue_puts_underage_first_then_oldest_and_filters(
         },
     )
     assert r.status_code == 202
+    # filed after the answer (api/controls.py): wait for it before the clock moves
+    deadline = time.monotonic() + 10
+    while len(server.store.moderation_queue()) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     clock.advance(0.01)
     late_underage = chat_report(server, "underage", reported)
     queue = server.http.get("/moderation/reports", headers=auth(mod["token"])).json()["reports"]
@@ -259,3 +265,104 @@ def test_every_moderation_route_is_in_the_openapi_document(server: Server) -> No
         "$ref": "#/components/schemas/ModerationDecisionCreate"
     }
     assert "404" in decision["responses"]
+
+
+def test_appeal_once_per_decision_back_into_the_queue(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = make_moderator(server, capsys)
+    banned = server.create(username="banned_one")
+    other = server.create(username="other_one")
+    report_id = chat_report(server, "harassment", banned)
+    r = server.http.post(
+        f"/moderation/reports/{report_id}/decision",
+        headers=auth(mod["token"]),
+        json={"action": "ban", "duration_s": None, "note": "slurs"},
+    )
+    assert r.status_code == 201 and r.json()["until"] is None  # for good
+    decision_id = r.json()["id"]
+    assert server.store.ban_until(banned["id"], "c" * 64) == float("inf")
+    for body, field in (
+        ({"text": "x"}, "decision_id"),
+        ({"decision_id": decision_id, "report_id": report_id, "text": "x"}, "decision_id"),
+        ({"decision_id": decision_id}, "text"),
+        ({"decision_id": decision_id, "text": " "}, "text"),
+        ({"decision_id": decision_id, "text": "x", "more": 1}, "more"),
+    ):
+        assert_error(
+            server.http.post("/appeals", headers=auth(banned["token"]), json=body),
+            422,
+            "invalid",
+            field,
+        )
+    assert_error(
+        server.http.post("/appeals", json={"decision_id": decision_id, "text": "x"}),
+        401,
+        "unauthorized",
+    )
+    # only the banned account may appeal its ban
+    assert_error(
+        server.http.post(
+            "/appeals", headers=auth(other["token"]), json={"decision_id": decision_id, "text": "x"}
+        ),
+        404,
+        "not_found",
+    )
+    r = server.http.post(
+        "/appeals",
+        headers=auth(banned["token"]),
+        json={"report_id": report_id, "text": "it was my brother"},
+    )
+    assert r.status_code == 201, r.text
+    appeal = r.json()
+    assert appeal["decision_id"] == decision_id
+    assert_error(
+        server.http.post(
+            "/appeals",
+            headers=auth(banned["token"]),
+            json={"decision_id": decision_id, "text": "again"},
+        ),
+        409,
+        "conflict",
+    )
+    queue = server.http.get("/moderation/reports", headers=auth(mod["token"])).json()["reports"]
+    assert [(q["id"], q["source"], q["appeal_of"]) for q in queue] == [
+        (appeal["report_id"], "appeal", decision_id)
+    ]
+    detail = server.http.get(
+        f"/moderation/reports/{appeal['report_id']}", headers=auth(mod["token"])
+    ).json()
+    assert detail["evidence"] == {"appeal": "it was my brother"}
+    # dismissing the appeal keeps the ban
+    r = server.http.post(
+        f"/moderation/reports/{appeal['report_id']}/decision",
+        headers=auth(mod["token"]),
+        json={"action": "dismiss"},
+    )
+    assert r.status_code == 201
+    assert server.store.ban_until(banned["id"], "c" * 64) == float("inf")
+
+
+def test_confirming_an_underage_report_deletes_the_account_and_bans_the_address(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = make_moderator(server, capsys)
+    child = server.create(username="looks_twelve")
+    report_id = chat_report(server, "underage", child)
+    r = server.http.post(
+        f"/moderation/reports/{report_id}/decision",
+        headers=auth(mod["token"]),
+        json={"action": "ban"},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["account_deleted"] is True
+    # the account is gone at once (its token with it); the visit's address is banned
+    assert_error(
+        server.http.get(f"/profiles/{child['id']}", headers=auth(child["token"])),
+        401,
+        "unauthorized",
+    )
+    assert server.store.ban_until(None, ADDR_B) == float("inf")
+    assert server.store._conn.execute("SELECT kind FROM bans").fetchall() == [("address",)]
+    deleted = [e for e in server.store.audit_log() if e["event"] == "account_deleted"]
+    assert deleted[-1]["detail"]["reason"] == "underage_confirmed"

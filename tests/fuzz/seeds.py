@@ -96,6 +96,12 @@ MODERATION_BODIES: list[Any] = [
     {"action": "ban", "duration_s": 0},
     {"action": "mute", "duration_s": "1d", "extra": 1},
 ]
+APPEAL_BODIES: list[Any] = [
+    {"decision_id": "0" * 24, "text": "it was not me"},
+    {"report_id": "0" * 24, "text": "please look again \u00e9"},
+    {"decision_id": "x", "report_id": "y", "text": ""},
+    {"text": 5},
+]
 
 
 def main() -> None:
@@ -174,7 +180,8 @@ def main() -> None:
          req("GET", "/moderation/reports?status=x"),
          req("GET", "/moderation/reports/{id}")]
         + [req("POST", "/moderation/reports/{id}/decision", json.dumps(b).encode())
-           for b in MODERATION_BODIES]))
+           for b in MODERATION_BODIES]
+        + [req("POST", "/appeals", json.dumps(b).encode()) for b in APPEAL_BODIES]))
     # connections and conversations (their ids are the profile's here: 404s, still parsed)
     add(
         "rest_app",

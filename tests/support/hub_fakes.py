@@ -116,6 +116,8 @@ class FakeStore:
         self.chat: list[tuple[str, str, str, str]] = []
         self.reports: list[tuple[str, str]] = []
         self.filed: list[dict[str, Any]] = []
+        self.bans: dict[str, float] = {}
+        """Ban ends by account id or address hash (math.inf: for good)."""
         """Reports kept for the moderators (file_chat_report's arguments)."""
         self.shared: list[str] = []
         self.gone: set[str] = set()
@@ -152,6 +154,10 @@ class FakeStore:
                            "reporter_address": reporter_address,
                            "reporter_user_id": reporter_user_id, "chat": chat})
         return f"r{len(self.filed)}"
+
+    def ban_until(self, user_id: str | None, address: str) -> float | None:
+        ends = [self.bans[s] for s in (user_id, address) if s is not None and s in self.bans]
+        return max(ends) if ends else None
 
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
         if user_id in self.gone:
