@@ -17,6 +17,7 @@ from mediaserver.signalling.ports import StorePort
 from mediaserver.signalling.protocol import Message, ProtocolError
 from mediaserver.signalling.visitors import Visitor, require_partner
 from mediaserver.store import StoreError
+from mediaserver.store.moderation import DISMISSALS_STOP_COUNTING
 
 logger = logging.getLogger("mediaserver.signalling.hub")
 
@@ -96,11 +97,29 @@ class Conversation:
         me.send(protocol.message("profile_card", card=event.card))
 
     async def on_reported(self, me: Visitor, event: events.Report) -> None:
-        """The partner reported me: count it under me's reputation, and keep the
-        report (who was reported: my address hash and account) for the moderators."""
-        await self.pairing.queue.record_report(event.reputation, me.reputation)
+        """The partner reported me: count it under me's reputation (reports from
+        one address hash count once: the matchmaker counts reporters by it), unless
+        moderators dismissed DISMISSALS_STOP_COUNTING of that reporter's reports;
+        and keep the report (who was reported: my address hash and account) for
+        the moderators."""
+        if await self._reporter_counts(event.reputation):
+            await self.pairing.queue.record_report(event.reputation, me.reputation)
+        else:
+            # not counted toward a refusal; still never paired again for a while
+            self.stats["reports_not_counted"] += 1
+            await self.pairing.queue.record_block(event.reputation, me.reputation)
         if self.store is not None:
             spawn(self._file_report(me, event))
+
+    async def _reporter_counts(self, reporter: str) -> bool:
+        if self.store is None:
+            return True
+        try:
+            dismissed = await asyncio.to_thread(self.store.reporter_dismissals, reporter)
+        except StoreError:
+            logger.exception("reading a reporter's dismissals failed")
+            return True
+        return dismissed < DISMISSALS_STOP_COUNTING
 
     async def _file_report(self, me: Visitor, event: events.Report) -> None:
         store = self.store

@@ -44,6 +44,10 @@ class StorePort(Protocol):
         """Keep a random-chat report for the moderators; returns its id."""
         ...
 
+    def reporter_dismissals(self, reporter_address: str) -> int:
+        """How many reports from this keyed address hash moderators dismissed."""
+        ...
+
     def ban_until(self, user_id: str | None, address: str) -> float | None:
         """When a moderator's ban on the account or keyed address hash ends
         (math.inf: for good); None when none holds."""

@@ -384,6 +384,19 @@ class ModerationStore(StoreCore):
             "bans": bans,
         }
 
+    def reporter_dismissals(self, reporter_address: str) -> int:
+        """How many random-chat reports from this address hash moderators dismissed
+        (DISMISSALS_STOP_COUNTING or more: its reports no longer refuse anyone)."""
+        with self._tx(write=False) as conn:
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM moderation_reports r JOIN moderation_decisions d"
+                    " ON d.report_id = r.id WHERE r.reporter_address = ?"
+                    " AND d.action = 'dismiss'",
+                    (reporter_address,),
+                ).fetchone()[0]
+            )
+
     # -- bans ----------------------------------------------------------------------
 
     @staticmethod

@@ -227,6 +227,9 @@ def test_decisions_dismiss_warn_ban(
     assert r.status_code == 201, r.text
     assert r.json()["action"] == "dismiss" and r.json()["until"] is None
     assert_error(decide(dismissed, action="warn"), 409, "conflict")
+    # the reporter's dismissed reports are counted (report abuse weighs them)
+    assert server.store.reporter_dismissals(ADDR_A) == 1
+    assert server.store.reporter_dismissals(ADDR_B) == 0
     assert decide(warned, action="warn", note="keep it civil").status_code == 201
     notices = server.http.get("/notices", headers=auth(reported["token"])).json()["notices"]
     assert [n["kind"] for n in notices] == ["moderation"]

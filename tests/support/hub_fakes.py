@@ -118,6 +118,9 @@ class FakeStore:
         self.filed: list[dict[str, Any]] = []
         self.bans: dict[str, float] = {}
         """Ban ends by account id or address hash (math.inf: for good)."""
+        self.dismissed: dict[str, int] = {}
+        """Dismissed reports by reporter address hash."""
+        """Ban ends by account id or address hash (math.inf: for good)."""
         """Reports kept for the moderators (file_chat_report's arguments)."""
         self.shared: list[str] = []
         self.gone: set[str] = set()
@@ -154,6 +157,9 @@ class FakeStore:
                            "reporter_address": reporter_address,
                            "reporter_user_id": reporter_user_id, "chat": chat})
         return f"r{len(self.filed)}"
+
+    def reporter_dismissals(self, reporter_address: str) -> int:
+        return self.dismissed.get(reporter_address, 0)
 
     def ban_until(self, user_id: str | None, address: str) -> float | None:
         ends = [self.bans[s] for s in (user_id, address) if s is not None and s in self.bans]
