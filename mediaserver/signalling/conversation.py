@@ -39,6 +39,7 @@ class Conversation:
     async def on_chat(self, v: Visitor, msg: Message) -> None:
         require_partner(v, "chat")
         await self.pairing.tell(v, events.Chat(msg["text"]))
+        v.chat_lines.append(("me", msg["text"]))
         self.stats["chat"] += 1
         # chat history only for signed-in users who opted in (the store checks);
         # the partner's node keeps its own visitor's copy
@@ -51,8 +52,13 @@ class Conversation:
 
     async def on_report(self, v: Visitor, msg: Message) -> None:
         partner = require_partner(v, "report")
-        # the partner's node counts it under its visitor's reputation, before re-queueing it
-        await self.pairing.tell(v, events.Report(v.reputation, msg["reason"], v.user_id))
+        # evidence only when the reporter asks: the pair's last lines, as relayed
+        chat = tuple(
+            ("reporter" if who == "me" else "reported", text) for who, text in v.chat_lines
+        ) if msg.get("include_chat") else ()
+        # the partner's node counts it under its visitor's reputation, before
+        # re-queueing it, and files it for the moderators
+        await self.pairing.tell(v, events.Report(v.reputation, msg["reason"], v.user_id, chat))
         if v.user_id is not None and self.store is not None:
             # the reporter's own record (part of its access export); nothing about the partner
             await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
@@ -87,6 +93,8 @@ class Conversation:
 
     def on_partner_chat(self, me: Visitor, event: events.Chat) -> None:
         me.send(protocol.message("chat", text=event.text))
+        if me.partner is not None:
+            me.chat_lines.append(("partner", event.text))
         if me.user_id is not None and me.conversation is not None and self.store is not None:
             spawn(self._keep_chat(me.user_id, me.conversation, "stranger", event.text))
 

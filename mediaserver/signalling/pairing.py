@@ -320,6 +320,7 @@ class Pairing:
         """Forget v's partner and stop forwarding its media to v."""
         p = v.partner
         v.partner = None
+        v.chat_lines.clear()  # a report's evidence is the live pair's only
         v.pair_node = None
         v.forwarded = None
         if p is not None and p.session and v.session_id and v.media_node:

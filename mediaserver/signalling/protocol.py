@@ -149,7 +149,11 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
     "stop": {},
     "chat": {"text": Field(_string(1, CHAT_MAX_CHARS))},
     "typing": {},
-    "report": {"reason": Field(_one_of(*REPORT_REASONS))},
+    "report": {
+        "reason": Field(_one_of(*REPORT_REASONS)),
+        # evidence the reporter chooses: the pair's last chat lines go with it
+        "include_chat": Field(_boolean, required=False),
+    },
     "block": {},
     "effect": {"name": Field(_string(1, 32)), "on": Field(_boolean)},
     "reveal": {},

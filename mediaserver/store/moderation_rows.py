@@ -75,6 +75,18 @@ MIGRATION = [
 """The schema step of the moderation desk (appended to MIGRATIONS)."""
 
 
+def purge_evidence(conn: sqlite3.Connection, now: float) -> int:
+    """Retention: evidence kept EVIDENCE_SECONDS goes (the report stays, without
+    it); secure_delete overwrites it in the file. Returns how many reports lost it."""
+    return int(
+        conn.execute(
+            "UPDATE moderation_reports SET evidence_sealed = NULL, evidence_until = NULL"
+            " WHERE evidence_until IS NOT NULL AND evidence_until <= ?",
+            (now,),
+        ).rowcount
+    )
+
+
 def queue_report(
     conn: sqlite3.Connection,
     report_id: str,

@@ -4,6 +4,7 @@ its evidence (audited), decisions, and 404 for everyone but a moderator."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -369,3 +370,50 @@ def test_confirming_an_underage_report_deletes_the_account_and_bans_the_address(
     assert server.store._conn.execute("SELECT kind FROM bans").fetchall() == [("address",)]
     deleted = [e for e in server.store.audit_log() if e["event"] == "account_deleted"]
     assert deleted[-1]["detail"]["reason"] == "underage_confirmed"
+
+
+def test_evidence_is_gone_from_the_file_after_thirty_days_of_retention(
+    server: Server, clock: Clock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = make_moderator(server, capsys)
+    report_id = chat_report(
+        server, "harassment", chat=[{"from": "reported", "text": "evidence line 91c2"}]
+    )
+    (sealed,) = server.store._conn.execute(
+        "SELECT evidence_sealed FROM moderation_reports WHERE id = ?", (report_id,)
+    ).fetchone()
+    server.store.checkpoint()
+    assert bytes(sealed) in server.file_bytes()
+
+    def retention(as_of: str) -> dict[str, Any]:
+        code = cli_main(
+            [
+                "retention",
+                "--run-once",
+                "--as-of",
+                as_of,
+                "--db",
+                server.db,
+                "--data-key-file",
+                server.db.replace(".db", ".key"),
+            ]
+        )
+        out = capsys.readouterr().out
+        assert code == 0, out
+        return dict(json.loads(out.splitlines()[-1]))
+
+    def days_on(days: int) -> str:
+        return (
+            (dt.datetime.fromtimestamp(clock.t, dt.UTC) + dt.timedelta(days=days))
+            .date()
+            .isoformat()
+        )
+
+    # --as-of runs at the end of that day: 29 days on the evidence stays, 31 it goes
+    assert retention(days_on(29))["evidence_purged"] == 0
+    assert retention(days_on(31))["evidence_purged"] == 1
+    server.store.checkpoint()
+    assert bytes(sealed) not in server.file_bytes()
+    # the report stays for the record, without its evidence
+    detail = server.http.get(f"/moderation/reports/{report_id}", headers=auth(mod["token"]))
+    assert detail.json()["evidence"] == {} and detail.json()["has_evidence"] is False

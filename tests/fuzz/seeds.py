@@ -36,6 +36,8 @@ MESSAGES: list[dict[str, Any]] = [
     {"v": 1, "type": "chat", "text": "hello there \u00e9\u6f22"},
     {"v": 1, "type": "typing"},
     {"v": 1, "type": "report", "reason": "spam"},
+    {"v": 1, "type": "report", "reason": "harassment", "include_chat": True},
+    {"v": 1, "type": "report", "reason": "other", "include_chat": "yes"},
     {"v": 1, "type": "block"},
     {"v": 1, "type": "effect", "name": "blur_face", "on": True},
     {"v": 1, "type": "reveal"},
