@@ -64,7 +64,7 @@ def create_app(
     of EdgePolicy when None)."""
     edges = edges or EdgePolicy()
 
-    metrics = Metrics(hub, sfu, worker=str(worker.index) if worker else "0")
+    metrics = Metrics(hub, sfu, worker=str(worker.index) if worker else "0", store=store)
     siblings_prefix = worker.node_id.rpartition(".w")[0] + ".w" if worker else None
 
     async def on_request(msg: dict[str, object]) -> dict[str, object] | None:

@@ -397,6 +397,33 @@ class ModerationStore(StoreCore):
                 ).fetchone()[0]
             )
 
+    def moderation_stats(self) -> dict[str, Any]:
+        """For /metrics: open reports, the oldest open one's age (seconds, 0 with
+        none), decisions by action, bans in force by kind."""
+        with self._tx(write=False) as conn:
+            now = self._now()
+            count, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(at) FROM moderation_reports WHERE status = 'open'"
+            ).fetchone()
+            decisions = dict.fromkeys(ACTIONS, 0)
+            decisions.update(
+                conn.execute("SELECT action, COUNT(*) FROM moderation_decisions GROUP BY action")
+            )
+            bans = {"account": 0, "address": 0}
+            bans.update(
+                conn.execute(
+                    "SELECT kind, COUNT(DISTINCT subject) FROM bans"
+                    " WHERE until IS NULL OR until > ? GROUP BY kind",
+                    (now,),
+                )
+            )
+        return {
+            "open_reports": int(count),
+            "oldest_open_age": 0.0 if oldest is None else max(0.0, now - float(oldest)),
+            "decisions": decisions,
+            "bans": bans,
+        }
+
     # -- bans ----------------------------------------------------------------------
 
     @staticmethod
