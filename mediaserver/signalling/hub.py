@@ -123,6 +123,7 @@ class SignallingHub:
         self.matchmaker = matchmaker_factory(self.pairing.on_match)
         self.pairing.matchmaker = self.matchmaker
         self.bans = Bans(store, self.matchmaker, self._identity_key, self.stats)
+        self.pairing.ban_check = self.bans.check
         self.on_request: Callable[[Message], Awaitable[Message | None]] | None = None
         """Bus requests the hub does not know (the app's: metrics of every worker)."""
         media.on_closed = self.pairing.media_closed

@@ -70,6 +70,20 @@ async def test_banned_address_and_account_get_banned_with_the_end_time(
     await n.hub.close()
 
 
+async def test_a_ban_decided_during_a_pair_holds_when_it_ends(clock: VirtualClock) -> None:
+    store = FakeStore()
+    n = await Node(LocalBus("n1"), clock, SharedQueue(clock), store=store).start()
+    a, b = await n.pair(offer=False)
+    store.bans[b.visitor.reputation] = 1_800_000_000.0
+    # A moves on: B is not queued again but told it is banned
+    await n.send(a, "next")
+    assert b.types() == ["partner_left", "error"]
+    assert b.sent[-1]["code"] == "banned" and b.sent[-1]["until"] == "2027-01-15T08:00:00Z"
+    assert b.visitor.state.value == "idle"
+    assert a.types() == ["queued"]
+    await n.hub.close()
+
+
 def test_until_text() -> None:
     assert until_text(math.inf) is None
     assert until_text(0.0) == "1970-01-01T00:00:00Z"
