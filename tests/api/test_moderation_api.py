@@ -345,6 +345,11 @@ def test_appeal_once_per_decision_back_into_the_queue(
     )
     assert r.status_code == 201
     assert server.store.ban_until(banned["id"], "c" * 64) == float("inf")
+    # the account deleted: its ban goes with it, the address's stays
+    with server.store._tx() as conn:
+        server.store._delete_user(conn, banned["id"], reason="test", request_id=None)
+    assert server.store.ban_until(banned["id"], "c" * 64) is None
+    assert server.store.ban_until(None, ADDR_B) == float("inf")
 
 
 def test_confirming_an_underage_report_deletes_the_account_and_bans_the_address(
