@@ -84,6 +84,17 @@ async def test_a_ban_decided_during_a_pair_holds_when_it_ends(clock: VirtualCloc
     await n.hub.close()
 
 
+async def test_an_ipv6_ban_holds_on_the_whole_64(clock: VirtualClock) -> None:
+    store = FakeStore()
+    n = await Node(LocalBus("n1"), clock, SharedQueue(clock), store=store).start()
+    store.bans[n.connect("2001:db8:1:2::a").visitor.reputation] = math.inf
+    for address, code in (("2001:db8:1:2:ffff::9", "banned"), ("2001:db8:1:3::1", None)):
+        conn = n.connect(address)
+        await n.send(conn, "hello", age_confirmed=True)
+        assert (conn.sent[-1].get("code"), address) == (code, address)
+    await n.hub.close()
+
+
 def test_until_text() -> None:
     assert until_text(math.inf) is None
     assert until_text(0.0) == "1970-01-01T00:00:00Z"
