@@ -64,7 +64,7 @@ def create_app(
     of EdgePolicy when None)."""
     edges = edges or EdgePolicy()
 
-    metrics = Metrics(hub, sfu, worker=str(worker.index) if worker else "0")
+    metrics = Metrics(hub, sfu, worker=str(worker.index) if worker else "0", store=store)
     siblings_prefix = worker.node_id.rpartition(".w")[0] + ".w" if worker else None
 
     async def on_request(msg: dict[str, object]) -> dict[str, object] | None:
@@ -113,7 +113,7 @@ def create_app(
     if edges.metrics_on_main_port:
         routes.append(Route("/metrics", metrics_endpoint))
     if store is not None:
-        routes.append(create_api(store, trusted_proxies))  # before the static Mount at "/"
+        routes.append(create_api(store, trusted_proxies, on_ban=hub.spread_bans))  # before the static Mount at "/"
     routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True)))
     app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, tls=edges.tls)])
     app.state.hub = hub

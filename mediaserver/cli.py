@@ -23,6 +23,7 @@ from mediaserver.config import (
 )
 from mediaserver.mail.commands import policy_main
 from mediaserver.node.supervisor import run_workers
+from mediaserver.store.moderation_cli import main as moderation_main
 from mediaserver.store.operator_cli import main as accounts_main
 from mediaserver.store.retention import main as retention_main
 
@@ -324,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         return retention_main(args[1:])
     if args[:1] == ["accounts"]:  # `mediaserver accounts confirm-underage ID`, operators
         return accounts_main(args[1:])
+    if args[:1] == ["moderation"]:  # `mediaserver moderation grant USERNAME`, operators
+        return moderation_main(args[1:])
     if args[:1] == ["policy"]:  # `mediaserver policy publish FILE`, operators
         return policy_main(args[1:])
     config = parse_config(args)

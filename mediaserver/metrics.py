@@ -22,6 +22,7 @@ from mediaserver.signalling.calls import CALL_ENDINGS
 if TYPE_CHECKING:
     from mediaserver.sfu.server import Sfu
     from mediaserver.signalling.hub import SignallingHub
+    from mediaserver.store import Store
 
 LAG_INTERVAL = 0.5
 
@@ -50,6 +51,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         yield from self.collect_mail()  # first: the SFU part below may return early
+        yield from self.collect_moderation()
         m, w = self.m, self.m.worker
         hub, sfu = m.hub, m.sfu
         states = _Counter(v.state.value for v in hub.visitors.values())
@@ -136,6 +138,11 @@ class _Collector(Collector):
             m.effect_frames_dropped(),
         )
 
+    def collect_moderation(self) -> Iterator[Any]:
+        """The moderation desk (worker 0 of a node with a store, at its last render)."""
+        if self.m.moderation is not None:
+            yield from _moderation_metrics(self.m.worker, self.m.moderation)
+
     def collect_mail(self) -> Iterator[Any]:
         """The mail sender's counts (the process running it; zeros elsewhere)."""
         counts, w = self.m.mail_counts(), self.m.worker
@@ -145,6 +152,26 @@ class _Collector(Collector):
                        counts.get("failed", 0))
         yield _counter("mediaserver_mail_given_up", "mails dropped after their last retry", w,
                        counts.get("given_up", 0))
+
+
+def _moderation_metrics(worker: str, stats: Mapping[str, Any]) -> Iterator[Any]:
+    yield _gauge("mediaserver_moderation_open_reports", "reports waiting for a moderator",
+                 worker, stats["open_reports"])
+    yield _gauge("mediaserver_moderation_oldest_open_report_age_seconds",
+                 "how long the oldest open report has waited (0: none open)", worker,
+                 stats["oldest_open_age"])
+    decisions = CounterMetricFamily(
+        "mediaserver_moderation_decisions", "moderators' decisions, by action",
+        labels=["worker", "action"])
+    for action, n in sorted(stats["decisions"].items()):
+        decisions.add_metric([worker, action], n)
+    yield decisions
+    bans = GaugeMetricFamily(
+        "mediaserver_moderation_bans_in_force",
+        "accounts and address hashes a ban holds on now, by kind", labels=["worker", "kind"])
+    for kind, n in sorted(stats["bans"].items()):
+        bans.add_metric([worker, kind], n)
+    yield bans
 
 
 def _connect_metrics(worker: str, stats: Mapping[str, int]) -> Iterator[Any]:
@@ -187,8 +214,13 @@ def _counter(name: str, text: str, worker: str, value: float) -> CounterMetricFa
 class Metrics:
     """One worker's metrics in their own registry."""
 
-    def __init__(self, hub: SignallingHub, sfu: Sfu, worker: str = "0") -> None:
+    def __init__(
+        self, hub: SignallingHub, sfu: Sfu, worker: str = "0", store: Store | None = None
+    ) -> None:
         self.hub, self.sfu, self.worker = hub, sfu, worker
+        self.store = store
+        self.moderation: Mapping[str, Any] | None = None
+        """The moderation desk's figures, read from the store at each scrape."""
         self.registry = CollectorRegistry()
         self.queue_length = 0
         self.mail_counts: Callable[[], Mapping[str, int]] = dict
@@ -235,6 +267,12 @@ class Metrics:
             self.queue_length = await self.hub.matchmaker.queue_length()
         except Exception:  # noqa: BLE001 - Redis down: this node's own count
             self.queue_length = sum(1 for v in self.hub.visitors.values() if v.state.value == "queued")
+        if self.store is not None and self.worker == "0":
+            # the workers of a node share its database: one of them reports it
+            try:
+                self.moderation = await asyncio.to_thread(self.store.moderation_stats)
+            except Exception:  # noqa: BLE001 - the store is down: no figures this time
+                self.moderation = None
         return generate_latest(self.registry)
 
     async def watch_loop_lag(self) -> None:

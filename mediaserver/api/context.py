@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +33,7 @@ from mediaserver.store import (
     Throttled,
     Unauthorized,
 )
+from mediaserver.store.moderation import Ban
 
 logger = logging.getLogger("mediaserver.api")
 
@@ -44,6 +45,10 @@ CREATE_WORKERS = 1
 never queues ahead of a sign-in."""
 SHARED_WORKERS = max(1, HEAVY_WORKERS - CREATE_WORKERS)
 """The rest: sign-ins, password changes and photo decodes."""
+
+
+OnBan = Callable[[list[Ban]], Awaitable[None]]
+"""Shares where bans stand after a moderation decision with every node."""
 
 
 class ApiContext:
@@ -66,6 +71,8 @@ class ApiContext:
         self.document: dict[str, Any] = {}
         """The OpenAPI document, built from the routes once they exist."""
         self.docs_html = ""
+        self.on_ban: OnBan | None = None
+        """Set by create_api: shares a decision's bans with every node."""
 
     def limit(self, request: Request, name: str) -> None:
         """Count the request against its address's allowance `name` (429 beyond)."""

@@ -2,7 +2,7 @@
 one Mount with its own error handling. JSON (photos: image bodies), bearer tokens.
 
 A feature goes in its resource's module (profiles, browse, sessions, photos,
-blocks, reports, privacy, docs, controls): a handler registered with its OpenAPI operation;
+blocks, reports, privacy, docs, controls, moderation): a handler registered with its OpenAPI operation;
 nothing here lists the routes.
 """
 
@@ -24,6 +24,7 @@ from mediaserver.api import (
     connections,
     controls,
     docs,
+    moderation,
     notices,
     photos,
     privacy,
@@ -31,7 +32,7 @@ from mediaserver.api import (
     reports,
     sessions,
 )
-from mediaserver.api.context import ApiContext
+from mediaserver.api.context import ApiContext, OnBan
 from mediaserver.api.errors import (
     ApiError,
     api_error_handler,
@@ -47,7 +48,7 @@ from mediaserver.store import Store
 
 RESOURCES = (
     profiles, browse, sessions, photos, blocks, reports, privacy, docs, controls, connections,
-    account, notices,
+    account, notices, moderation,
 )
 """The resource modules, in routing order."""
 ENDPOINTS: tuple[Endpoint, ...] = tuple(
@@ -61,14 +62,18 @@ def create_api(
     store: Store,
     trusted_proxies: tuple[Network, ...] = (),
     rates: dict[str, Rate] | None = None,
+    on_ban: OnBan | None = None,
 ) -> Mount:
     """The REST API as one Mount at /api/v1 (its own error handling inside).
 
     Args:
         trusted_proxies: --trusted-proxy (the client address behind a proxy).
         rates: per-address limits by name (default limits.RATES; a test lowers them).
+        on_ban: given where the bans a moderation decision touched stand, to share
+            them with every node (the signalling hub's spread_bans).
     """
     ctx = ApiContext(store, rates)
+    ctx.on_ban = on_ban
     app = Starlette(
         routes=[
             ApiRoute(path, endpoints, _dispatch(endpoints, ctx))

@@ -220,6 +220,17 @@ class Matchmaker(abc.ABC):
         """
         return 0
 
+    async def set_ban(self, key: str, until: float | None) -> None:
+        """Share a moderator's ban with every node: ``key`` (keyed: an address
+        hash or an account's HMAC) is banned until ``until`` (``math.inf``: for
+        good; None: lifted). A queue of one machine keeps none: the store (one
+        SQLite file for its workers) is where bans are checked."""
+
+    async def banned_until(self, keys: list[str]) -> float | None:
+        """The end of the longest shared ban on any of ``keys`` (``math.inf``: for
+        good), None when none holds (or none is shared)."""
+        return None
+
     @abc.abstractmethod
     async def tick(self) -> None:
         """Apply the passing of time (interest windows, expired skips/blocks).

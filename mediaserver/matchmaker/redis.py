@@ -22,6 +22,9 @@ structures mirror memory.py:
                              long as its longest), so a visit's end drops them all
     {prefix}r:{identity}     ZSET reporter -> time, trimmed to the report window
     {prefix}x:{reputation}   STRING: refused until this time (PX)
+    {prefix}b:{key}          STRING: a moderator's ban until this time ("inf": for
+                             good; PX past the end), key "a:" + address hash or
+                             "u:" + HMAC of the account id (signalling/bans.py)
 
 Times are the node's ``clock()`` passed into the script (never Redis's own
 clock), so tests can use a fake one; the PX lifetimes only garbage-collect, with
@@ -47,6 +50,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -457,6 +461,31 @@ class RedisMatchmaker(Matchmaker):
             )
         except _UNREACHABLE as exc:
             self._outage("report", exc)
+
+    async def set_ban(self, key: str, until: float | None) -> None:
+        # where the bans on the key stand (the store computed it): set as is
+        name = self._prefix + "b:" + key
+        now = self._now()
+        if until is None or until <= now:
+            await self._redis.delete(name)
+        elif math.isinf(until):
+            await self._redis.set(name, "inf")
+        else:
+            await self._redis.set(name, repr(until), px=int(_px(until - now)))
+
+    async def banned_until(self, keys: list[str]) -> float | None:
+        if not keys:
+            return None
+        try:
+            values = await self._redis.mget([self._prefix + "b:" + k for k in keys])
+        except _UNREACHABLE as exc:
+            # the store's copy is still checked; Redis's only adds other nodes' bans
+            self._outage("ban check", exc)
+            return None
+        now = self._now()
+        found = [float(v) for v in values if v is not None]
+        found = [u for u in found if u > now]
+        return max(found) if found else None
 
     async def tick(self) -> None:
         now = self._now()

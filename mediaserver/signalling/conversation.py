@@ -17,6 +17,7 @@ from mediaserver.signalling.ports import StorePort
 from mediaserver.signalling.protocol import Message, ProtocolError
 from mediaserver.signalling.visitors import Visitor, require_partner
 from mediaserver.store import StoreError
+from mediaserver.store.moderation import DISMISSALS_STOP_COUNTING
 
 logger = logging.getLogger("mediaserver.signalling.hub")
 
@@ -38,6 +39,7 @@ class Conversation:
     async def on_chat(self, v: Visitor, msg: Message) -> None:
         require_partner(v, "chat")
         await self.pairing.tell(v, events.Chat(msg["text"]))
+        v.chat_lines.append(("me", msg["text"]))
         self.stats["chat"] += 1
         # chat history only for signed-in users who opted in (the store checks);
         # the partner's node keeps its own visitor's copy
@@ -50,8 +52,13 @@ class Conversation:
 
     async def on_report(self, v: Visitor, msg: Message) -> None:
         partner = require_partner(v, "report")
-        # the partner's node counts it under its visitor's reputation, before re-queueing it
-        await self.pairing.tell(v, events.Report(v.reputation))
+        # evidence only when the reporter asks: the pair's last lines, as relayed
+        chat = tuple(
+            ("reporter" if who == "me" else "reported", text) for who, text in v.chat_lines
+        ) if msg.get("include_chat") else ()
+        # the partner's node counts it under its visitor's reputation, before
+        # re-queueing it, and files it for the moderators
+        await self.pairing.tell(v, events.Report(v.reputation, msg["reason"], v.user_id, chat))
         if v.user_id is not None and self.store is not None:
             # the reporter's own record (part of its access export); nothing about the partner
             await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
@@ -86,6 +93,8 @@ class Conversation:
 
     def on_partner_chat(self, me: Visitor, event: events.Chat) -> None:
         me.send(protocol.message("chat", text=event.text))
+        if me.partner is not None:
+            me.chat_lines.append(("partner", event.text))
         if me.user_id is not None and me.conversation is not None and self.store is not None:
             spawn(self._keep_chat(me.user_id, me.conversation, "stranger", event.text))
 
@@ -96,8 +105,43 @@ class Conversation:
         me.send(protocol.message("profile_card", card=event.card))
 
     async def on_reported(self, me: Visitor, event: events.Report) -> None:
-        """The partner reported me: count it under me's reputation."""
-        await self.pairing.queue.record_report(event.reputation, me.reputation)
+        """The partner reported me: count it under me's reputation (reports from
+        one address hash count once: the matchmaker counts reporters by it), unless
+        moderators dismissed DISMISSALS_STOP_COUNTING of that reporter's reports;
+        and keep the report (who was reported: my address hash and account) for
+        the moderators."""
+        if await self._reporter_counts(event.reputation):
+            await self.pairing.queue.record_report(event.reputation, me.reputation)
+        else:
+            # not counted toward a refusal; still never paired again for a while
+            self.stats["reports_not_counted"] += 1
+            await self.pairing.queue.record_block(event.reputation, me.reputation)
+        if self.store is not None:
+            spawn(self._file_report(me, event))
+
+    async def _reporter_counts(self, reporter: str) -> bool:
+        if self.store is None:
+            return True
+        try:
+            dismissed = await asyncio.to_thread(self.store.reporter_dismissals, reporter)
+        except StoreError:
+            logger.exception("reading a reporter's dismissals failed")
+            return True
+        return dismissed < DISMISSALS_STOP_COUNTING
+
+    async def _file_report(self, me: Visitor, event: events.Report) -> None:
+        store = self.store
+        if store is None:
+            return
+        chat = [{"from": who, "text": text} for who, text in event.chat]
+        try:
+            await asyncio.to_thread(
+                store.file_chat_report, event.reason, reported_address=me.reputation,
+                reported_user_id=me.user_id, reporter_address=event.reputation,
+                reporter_user_id=event.reporter_user_id, chat=chat or None)
+            self.stats["reports_filed"] += 1
+        except StoreError:
+            logger.exception("filing a report for review failed")
 
     async def _keep_chat(self, user_id: str, conversation: str, sender: str, text: str) -> None:
         store = self.store

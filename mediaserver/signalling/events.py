@@ -77,10 +77,19 @@ class ProfileCard:
 
 @dataclass(frozen=True)
 class Report:
-    """The sender's visitor reported the receiver's: count it under its reputation."""
+    """The sender's visitor reported the receiver's: count it under its reputation,
+    and keep the report for the moderators (the receiver's node knows who the
+    reported visitor is)."""
 
     KIND: ClassVar[str] = "report"
     reputation: str
+    """The reporter's reputation key (its keyed address hash)."""
+    reason: str = "other"
+    reporter_user_id: str | None = None
+    """The reporter's account, when it is signed in."""
+    chat: tuple[tuple[str, str], ...] = ()
+    """Evidence the reporter chose to send: the pair's last chat lines, each
+    ("reporter" | "reported", text)."""
 
 
 PeerEvent = (
@@ -109,6 +118,8 @@ def encode(to: str, by: str, event: PeerEvent) -> dict[str, Any]:
     body = {f.name: getattr(event, f.name) for f in fields(event)}
     if isinstance(event, Pair):
         body["shared"] = list(event.shared)
+    if isinstance(event, Report):
+        body["chat"] = [list(line) for line in event.chat]
     return {"t": BUS_TYPE, "to": to, "by": by, "ev": event.KIND, **body}
 
 
@@ -146,7 +157,7 @@ def decode(msg: dict[str, Any]) -> PeerMessage:
             raise ValueError("profile_card: card must be an object")
         event = ProfileCard(card)
     elif cls is Report:
-        event = Report(_text(msg, "reputation"))
+        event = _report(msg)
     elif cls is Typing:
         event = Typing()
     elif cls is VideoWithheld:
@@ -154,6 +165,19 @@ def decode(msg: dict[str, Any]) -> PeerMessage:
     else:
         event = Revealed()
     return PeerMessage(to, by, event)
+
+
+def _report(msg: dict[str, Any]) -> Report:
+    reporter = msg.get("reporter_user_id")
+    if reporter is not None and not isinstance(reporter, str):
+        raise ValueError("report: reporter_user_id must be a string or null")
+    chat = msg.get("chat", ())
+    if not isinstance(chat, (list, tuple)) or not all(
+            isinstance(line, (list, tuple)) and len(line) == 2
+            and all(isinstance(part, str) for part in line) for line in chat):
+        raise ValueError("report: chat must be a list of [from, text]")
+    return Report(_text(msg, "reputation"), str(msg.get("reason", "other")), reporter,
+                  tuple((str(a), str(b)) for a, b in chat))
 
 
 def _text(msg: dict[str, Any], name: str) -> str:

@@ -44,6 +44,7 @@ from mediaserver.sfu.server import (
     SfuEvent,
 )
 from mediaserver.signalling import direct, events, protocol
+from mediaserver.signalling.bans import Bans
 from mediaserver.signalling.calls import Calls
 from mediaserver.signalling.conversation import Conversation
 from mediaserver.signalling.pairing import Pairing
@@ -53,6 +54,7 @@ from mediaserver.signalling.turn_credentials import TurnCredentials
 from mediaserver.signalling.video import VideoEffects
 from mediaserver.signalling.visitors import State, Visitor, handle_for
 from mediaserver.store import Profile, StoreError
+from mediaserver.store.moderation import Ban
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ class SignallingHub:
                            mutual_reveal)
         self.matchmaker = matchmaker_factory(self.pairing.on_match)
         self.pairing.matchmaker = self.matchmaker
+        self.bans = Bans(store, self.matchmaker, self._identity_key, self.stats)
+        self.pairing.ban_check = self.bans.check
         self.on_request: Callable[[Message], Awaitable[Message | None]] | None = None
         """Bus requests the hub does not know (the app's: metrics of every worker)."""
         media.on_closed = self.pairing.media_closed
@@ -269,6 +273,11 @@ class SignallingHub:
             1 for v in self._by_address.get(address, ()) if v.session_id is not None or v.offering
         )
 
+    async def spread_bans(self, bans: list[Ban]) -> None:
+        """A moderator's decision touched these bans: share where they stand with
+        every node (the REST API calls it)."""
+        await self.bans.spread(bans)
+
     def pairs(self) -> float:
         """Pairs with a visitor here: a pair split over two nodes counts half on each."""
         return sum(0.5 for v in self.visitors.values() if v.state is State.MATCHED)
@@ -291,7 +300,7 @@ class SignallingHub:
             await self._dispatch(visitor, msg)
         except ProtocolError as exc:
             self.stats[f"error:{exc.code}"] += 1
-            visitor.send(protocol.error(exc.code, exc.message, exc.ref))
+            visitor.send(protocol.error(exc.code, exc.message, exc.ref, **exc.fields))
             if exc.code == "too_large":
                 visitor.close(1009)
 
@@ -332,6 +341,7 @@ class SignallingHub:
                 if "matching_by_interests" not in profile.objections:
                     v.interests = v.interests or frozenset(profile.interests)
                 v.language = v.language or profile.language
+        await self.bans.check(v, "hello")
         v.state = State.IDLE
         ice_servers = None
         if self.turn is not None:
@@ -354,6 +364,7 @@ class SignallingHub:
             raise ProtocolError("out_of_order", f"already {v.state.value}", "start")
         if v.call is not None:
             raise ProtocolError("out_of_order", "hang up the call first", "start")
+        await self.bans.check(v, "start")  # a ban decided since hello
         await self.pairing.enqueue(v)
 
     async def _on_offer(self, v: Visitor, msg: Message) -> None:

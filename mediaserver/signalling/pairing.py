@@ -60,6 +60,9 @@ class Pairing:
         self.video = video
         self.matchmaker: Matchmaker | None = None
         """Set by the hub once built (the matchmaker needs on_match first)."""
+        self.ban_check: Callable[[Visitor, str], Awaitable[None]] | None = None
+        """Set by the hub: raises ProtocolError `banned` when a moderator's ban
+        holds on the visitor (signalling/bans.py); re-queueing checks it too."""
         self.draining = False
         """No new peers: (re)queueing is refused with `draining`."""
         self.on_queue_wait: Callable[[float], None] | None = None
@@ -113,11 +116,14 @@ class Pairing:
             v.send(protocol.message("queued"))
 
     async def requeue(self, v: Visitor) -> None:
-        """Queue v again; a refusal is told to v, not raised."""
+        """Queue v again; a refusal (a ban decided while v was queued or matched
+        too) is told to v, not raised."""
         try:
+            if self.ban_check is not None:
+                await self.ban_check(v, "start")
             await self.enqueue(v)
         except ProtocolError as exc:
-            v.send(protocol.error(exc.code, exc.message, exc.ref))
+            v.send(protocol.error(exc.code, exc.message, exc.ref, **exc.fields))
 
     async def requeue_stale(self, now: float) -> None:
         """Visitors whose cross-node match was never confirmed queue again."""
@@ -320,6 +326,7 @@ class Pairing:
         """Forget v's partner and stop forwarding its media to v."""
         p = v.partner
         v.partner = None
+        v.chat_lines.clear()  # a report's evidence is the live pair's only
         v.pair_node = None
         v.forwarded = None
         if p is not None and p.session and v.session_id and v.media_node:

@@ -36,6 +36,23 @@ class StorePort(Protocol):
         """The reporter's own record of a report it made."""
         ...
 
+    def file_chat_report(
+        self, reason: str, *, reported_address: str, reported_user_id: str | None,
+        reporter_address: str, reporter_user_id: str | None,
+        chat: list[dict[str, str]] | None = None,
+    ) -> str:
+        """Keep a random-chat report for the moderators; returns its id."""
+        ...
+
+    def reporter_dismissals(self, reporter_address: str) -> int:
+        """How many reports from this keyed address hash moderators dismissed."""
+        ...
+
+    def ban_until(self, user_id: str | None, address: str) -> float | None:
+        """When a moderator's ban on the account or keyed address hash ends
+        (math.inf: for good); None when none holds."""
+        ...
+
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
         """Record the consent and return the user's public card (StoreError: gone)."""
         ...

@@ -30,11 +30,13 @@ Message = dict[str, Any]
 class ProtocolError(ValueError):
     """A frame or message the server refuses; becomes an `error` message."""
 
-    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+    def __init__(self, code: str, message: str, ref: str | None = None, **fields: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref
+        self.fields = fields
+        """More fields of the error message (`banned`: `until`)."""
 
 
 def decode(frame: str | bytes) -> Message:
@@ -147,7 +149,11 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
     "stop": {},
     "chat": {"text": Field(_string(1, CHAT_MAX_CHARS))},
     "typing": {},
-    "report": {"reason": Field(_one_of(*REPORT_REASONS))},
+    "report": {
+        "reason": Field(_one_of(*REPORT_REASONS)),
+        # evidence the reporter chooses: the pair's last chat lines go with it
+        "include_chat": Field(_boolean, required=False),
+    },
     "block": {},
     "effect": {"name": Field(_string(1, 32)), "on": Field(_boolean)},
     "reveal": {},
@@ -196,8 +202,8 @@ def message(kind: str, **fields: Any) -> Message:
     return {"v": VERSION, "type": kind, **fields}
 
 
-def error(code: str, text: str, ref: str | None = None) -> Message:
-    return message("error", code=code, message=text, ref=ref)
+def error(code: str, text: str, ref: str | None = None, **fields: Any) -> Message:
+    return message("error", code=code, message=text, ref=ref, **fields)
 
 
 def welcome(handle: str, ice_servers: list[dict[str, Any]] | None = None) -> Message:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mediaserver.rate_limit import TokenBucket
 from mediaserver.signalling import protocol
 from mediaserver.signalling.protocol import Message, ProtocolError
+from mediaserver.store.moderation import MAX_CHAT_LINES
 
 
 class State(enum.Enum):
@@ -89,6 +91,11 @@ class Visitor:
     call: str | None = None
     """The call between connections this page is in (ringing out, answering or
     connected; mediaserver.signalling.calls): never queued for a random pair then."""
+    chat_lines: deque[tuple[str, str]] = field(
+        default_factory=lambda: deque(maxlen=MAX_CHAT_LINES))
+    """The current pair's last chat lines, ("me" | "partner", text), relayed and
+    held here only for a report that asks to include them; emptied when the pair
+    ends."""
 
     def __post_init__(self) -> None:
         self.limits = {k: TokenBucket(*rate) for k, rate in protocol.RATES.items()}

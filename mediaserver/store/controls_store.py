@@ -12,6 +12,7 @@ from mediaserver.store.controls import REQUEST_DUE_SECONDS, held, seal_value
 from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import Invalid, NotFound
 from mediaserver.store.limits import MAX_GUARDIAN_DETAILS, USERNAME, validate_email
+from mediaserver.store.moderation_rows import queue_report
 from mediaserver.store.sealed_fields import username_index
 
 MAX_HOLD_REASON = 500
@@ -144,6 +145,8 @@ class ControlsStore(StoreCore):
                 "INSERT INTO guardian_reports (id, reported_user_id, contact_email_sealed,"
                 " details_sealed, at) VALUES (?, ?, ?, ?, ?)",
                 (report_id, row[0], sealed_email, sealed_details, self._now()))
+            queue_report(conn, report_id, "guardian", "underage", self._now(),
+                         reported_user_id=row[0])
 
 
 def check_guardian_report(handle: object, contact_email: object, details: object) -> str:

@@ -296,6 +296,10 @@ class StoreCore:
                 "DELETE FROM guardian_reports WHERE reported_user_id = ?", (user_id,)).rowcount,
             "objections": conn.execute(
                 "DELETE FROM objections WHERE user_id = ?", (user_id,)).rowcount,
+            # a ban of the account goes with it (its visit's address ban stays; the
+            # moderation reports keep no link: their account columns become NULL)
+            "account_bans": conn.execute(
+                "DELETE FROM bans WHERE kind = 'account' AND subject = ?", (user_id,)).rowcount,
             # Requests stay (type, status, timestamps) but lose the link and any export.
             "requests_kept": conn.execute(
                 "UPDATE privacy_requests SET user_id = NULL, export_nonce = NULL,"

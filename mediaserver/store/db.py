@@ -15,6 +15,7 @@ from mediaserver.store.chat import ChatStore
 from mediaserver.store.controls_store import ControlsStore
 from mediaserver.store.conversations import ConversationStore
 from mediaserver.store.contact import ContactStore
+from mediaserver.store.moderation import ModerationStore
 from mediaserver.store.notices import NoticeStore
 from mediaserver.store.privacy import PrivacyStore
 from mediaserver.store.profiles import ProfileStore
@@ -23,7 +24,7 @@ from mediaserver.store.social import SocialStore
 
 class Store(
     ProfileStore, AuthStore, PrivacyStore, ConversationStore, SocialStore, ChatStore,
-    ControlsStore, NoticeStore, ContactStore,
+    ControlsStore, NoticeStore, ContactStore, ModerationStore,
 ):
     """SQLite storage for the whole server (see StoreCore for the arguments).
 
@@ -34,4 +35,5 @@ class Store(
     (store/controls_store.py: restriction, objections, legal hold, guardians' reports),
     ConversationStore (store/conversations.py, store/connections.py: connections,
     conversations), NoticeStore (store/notices.py: inbox, mail outbox), ContactStore
-    (store/contact.py: name, e-mail, codes, sessions, policy)."""
+    (store/contact.py: name, e-mail, codes, sessions, policy), ModerationStore
+    (store/moderation.py: moderators, the report queue, decisions, bans, appeals)."""

@@ -20,7 +20,7 @@ from mediaserver.store.sealed_fields import open_field
 NOTICE_KINDS = (
     "verify_email", "new_sign_in", "privacy_request_received", "privacy_request_completed",
     "inactivity", "policy", "password_reset", "password_changed", "email_changed",
-    "connection_request", "missed_call",
+    "connection_request", "missed_call", "moderation",
 )
 MAX_NOTICE_PAGE = 100
 MAIL_MAX_ATTEMPTS = 8  # then the mail is given up (logged, counted)

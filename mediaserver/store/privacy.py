@@ -18,6 +18,7 @@ from mediaserver.store.core import StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.exports import build_export, complete_exports, export_aad
 from mediaserver.store.limits import DAY, OPT_OUT_SOURCES, REQUEST_TYPES, validate_bool
+from mediaserver.store.moderation_rows import purge_evidence
 from mediaserver.store.profiles import check_updates, write_updates
 from mediaserver.store.notices import add_notice, request_completed_notice
 from mediaserver.store.throttle import THROTTLE_CAP, THROTTLE_FORGET
@@ -388,7 +389,9 @@ class PrivacyStore(StoreCore):
             for user_id in doomed:
                 self._delete_user(conn, user_id, reason="inactivity", request_id=None)
             counts = {"chat_purged": int(chat_purged), "flagged": int(flagged),
-                      "deleted": len(doomed)}
+                      "deleted": len(doomed),
+                      # moderation evidence (reports' chat lines) past EVIDENCE_SECONDS
+                      "evidence_purged": purge_evidence(conn, now)}
             # A completed access export holds a decrypted copy of everything (chat
             # included): it is for the user to fetch, then it goes.
             exports_expired = conn.execute(
@@ -405,7 +408,8 @@ class PrivacyStore(StoreCore):
             if any(counts.values()) or exports_expired:
                 self._audit(conn, None, "retention", exports_expired=exports_expired,
                             **counts)
-        if counts["chat_purged"] or counts["deleted"] or exports_expired:
+        if counts["chat_purged"] or counts["deleted"] or counts["evidence_purged"] or \
+                exports_expired:
             self._scrub_wal()
         return counts
 

@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mediaserver retention",
         description="Purge chat history 6 months after a conversation's last message, "
-        "flag accounts inactive 12 months, delete those flagged 30 days ago.",
+        "flag accounts inactive 12 months, delete those flagged 30 days ago, delete "
+        "moderation evidence (a report's chat lines) 30 days after the report.",
     )
     parser.add_argument("--db", required=True, help="the SQLite database file")
     parser.add_argument(

@@ -5,7 +5,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from mediaserver.store import connection_rows, controls, notice_schema, sealed_fields, shares
+from mediaserver.store import (
+    connection_rows,
+    controls,
+    moderation_rows,
+    notice_schema,
+    sealed_fields,
+    shares,
+)
 from mediaserver.store.errors import StoreError
 from mediaserver.store.limits import SESSION_TTL
 
@@ -159,6 +166,9 @@ MIGRATIONS: list[Step] = [
     connection_rows.MIGRATION,
     # mail outbox, notices, name and e-mail (sealed), sessions' ids, policy versions
     notice_schema.MIGRATION,
+    # the moderation desk: the moderator role, reports kept for review, decisions,
+    # bans, appeals (store/moderation_rows.py)
+    moderation_rows.MIGRATION,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 from typing import Any
 
-from mediaserver.store import connection_rows, controls, crypto, shares
+from mediaserver.store import connection_rows, controls, crypto, moderation_rows, shares
 from mediaserver.store.core import PHOTO_PATH, Profile, StoreCore
 from mediaserver.store.errors import Conflict, Invalid, NotFound
 from mediaserver.store.sealed_fields import open_field, username_index
@@ -325,6 +325,8 @@ class SocialStore(StoreCore):
                 " at) VALUES (?, ?, ?, ?, ?)",
                 (report_id, reported, reporter_id, reason, self._now()),
             )
+            moderation_rows.queue_report(conn, report_id, "account", reason, self._now(),
+                                         reported_user_id=reported, reporter_user_id=reporter_id)
         return report_id
 
     def underage_reports(self) -> list[dict[str, Any]]:
@@ -359,4 +361,7 @@ class SocialStore(StoreCore):
             if controls.held(conn, row[0]):
                 raise Conflict("the account is under a legal hold: deletion waits")
             self._delete_user(conn, row[0], reason="underage_confirmed", request_id=None)
+            # confirmed by an operator: out of the moderators' queue too
+            conn.execute("UPDATE moderation_reports SET status = 'decided' WHERE id = ?",
+                         (report_id,))
         self._scrub_wal()

@@ -577,12 +577,16 @@ def test_openapi_document_matches_the_routes(server: Server) -> None:
             if "requestBody" in op:
                 for code in ("400", "413", "415", "422"):
                     assert code in op["responses"], (method, path, code)
-            if op.get("security"):
+            if op.get("security") and not path.startswith("/api/v1/moderation/"):
+                # (the moderation desk answers 404 to everyone but a moderator,
+                # a missing or bad token too: it is not advertised)
                 assert "401" in op["responses"]
     # each served route answers as documented (no 404/405 for a documented pair)
     for method, path in documented:
         r = server.http.request(method, path.removeprefix(API).replace("{id}", "x"))
-        assert r.status_code not in (404, 405) or "{id}" in path, (method, path, r.status_code)
+        hidden = path.startswith(API + "/moderation/")  # 404 unless a moderator asks
+        assert r.status_code != 405 and (r.status_code != 404 or "{id}" in path or hidden), (
+            method, path, r.status_code)
 
 
 def test_docs_page_is_self_contained_and_lists_every_endpoint(server: Server) -> None:

@@ -81,6 +81,12 @@ def _ensure_profile() -> None:
     created, token = store.create_profile(
         username=f"fuzz{os.urandom(6).hex()}", date_of_birth="1990-05-17"
     )
+    # a moderator, so the moderation desk's handlers run past their 404
+    store.set_moderator(created.username, True)
+    # a report to decide on ({id} below is the profile's: a 404, still parsed)
+    store.file_chat_report("spam", reported_address="f" * 64, reported_user_id=None,
+                           reporter_address="e" * 64, reporter_user_id=None,
+                           chat=[{"from": "reported", "text": "fuzz"}])
     profile.update(id=created.id, token=token)
 
 

@@ -36,6 +36,8 @@ MESSAGES: list[dict[str, Any]] = [
     {"v": 1, "type": "chat", "text": "hello there \u00e9\u6f22"},
     {"v": 1, "type": "typing"},
     {"v": 1, "type": "report", "reason": "spam"},
+    {"v": 1, "type": "report", "reason": "harassment", "include_chat": True},
+    {"v": 1, "type": "report", "reason": "other", "include_chat": "yes"},
     {"v": 1, "type": "block"},
     {"v": 1, "type": "effect", "name": "blur_face", "on": True},
     {"v": 1, "type": "reveal"},
@@ -87,6 +89,20 @@ GUARDIAN_BODIES: list[Any] = [
     {"username": "carol", "date_of_birth": ADULT, "name": "Carol C", "email": "c@example.org",
      "policy_version": "1"},
     {"name": None, "email": "not-an-address"},
+]
+MODERATION_BODIES: list[Any] = [
+    {"action": "dismiss"},
+    {"action": "warn", "note": "keep it civil \u00e9"},
+    {"action": "ban", "duration_s": 86400, "note": ""},
+    {"action": "ban", "duration_s": None},
+    {"action": "ban", "duration_s": 0},
+    {"action": "mute", "duration_s": "1d", "extra": 1},
+]
+APPEAL_BODIES: list[Any] = [
+    {"decision_id": "0" * 24, "text": "it was not me"},
+    {"report_id": "0" * 24, "text": "please look again \u00e9"},
+    {"decision_id": "x", "report_id": "y", "text": ""},
+    {"text": 5},
 ]
 
 
@@ -159,6 +175,15 @@ def main() -> None:
     add("rest_app", pack_records(
         [req("POST", "/reports/underage", json.dumps(b).encode(), tag=0)
          for b in GUARDIAN_BODIES]))
+    # the moderation desk (the fuzz profile is a moderator): queue, one report, decisions
+    add("rest_app", pack_records(
+        [req("GET", "/moderation/reports"),
+         req("GET", "/moderation/reports?status=decided&reason=spam"),
+         req("GET", "/moderation/reports?status=x"),
+         req("GET", "/moderation/reports/{id}")]
+        + [req("POST", "/moderation/reports/{id}/decision", json.dumps(b).encode())
+           for b in MODERATION_BODIES]
+        + [req("POST", "/appeals", json.dumps(b).encode()) for b in APPEAL_BODIES]))
     # connections and conversations (their ids are the profile's here: 404s, still parsed)
     add(
         "rest_app",

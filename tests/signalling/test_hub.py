@@ -6,6 +6,7 @@ time is virtual.
 """
 
 import asyncio
+from collections import deque
 import base64
 import hashlib
 import hmac
@@ -24,6 +25,7 @@ from mediaserver.signalling.pairing import PAIR_WAIT
 from mediaserver.signalling.ports import MediaPort, StorePort
 from mediaserver.signalling.turn_credentials import TurnCredentials
 from mediaserver.store import Store
+from mediaserver.store.moderation import MAX_CHAT_LINES
 from tests.support.hub_fakes import (
     Connection,
     FakeMedia,
@@ -157,6 +159,8 @@ async def test_every_client_message_has_one_handler(node):
         ([frame("hello", age_confirmed=True), frame("next")], "out_of_order"),
         ([frame("hello", age_confirmed=True), frame("reveal")], "out_of_order"),
         ([frame("hello", age_confirmed=True), frame("report", reason="rude")], "bad_field"),
+        ([frame("hello", age_confirmed=True),
+          frame("report", reason="spam", include_chat="yes")], "bad_field"),
         ([frame("hello", age_confirmed=True, token="t")], "unauthorized"),  # no store
     ],
 )
@@ -327,8 +331,50 @@ async def test_signed_in_share_profile_and_chat_history(clock):
         ("bob", b.visitor.conversation, "stranger", "hi bob"),
     ])
     await n.send(a, "report", reason="harassment")
-    await until(lambda: store.reports)
+    await until(lambda: store.reports and store.filed)
     assert store.reports == [("alice", "harassment")]
+    # kept for the moderators, filed by the reported visitor's node: who was reported
+    # (its keyed address hash and account) and who reported, no chat unless asked
+    assert store.filed == [{
+        "reason": "harassment", "reported_address": b.visitor.reputation,
+        "reported_user_id": "bob", "reporter_address": a.visitor.reputation,
+        "reporter_user_id": "alice", "chat": None}]
+    assert a.visitor.reputation != b.visitor.reputation
+    await n.hub.close()
+
+
+async def test_report_with_chat_carries_the_pairs_last_lines(clock):
+    store = FakeStore()
+    n = await Node(LocalBus("n1"), clock, SharedQueue(clock), store=store).start()
+    a, b = await n.pair()
+    await n.send(a, "chat", text="a line of a pair that ended")
+    assert len(a.visitor.chat_lines) == 1 and len(b.visitor.chat_lines) == 1
+    await n.send(a, "next")
+    # the pair ended: neither side holds its lines any more
+    assert a.visitor.chat_lines == deque() and b.visitor.chat_lines == deque()
+    await n.send(a, "bye")
+    await n.send(b, "bye")
+    a, b = await n.pair()
+    await n.send(a, "chat", text="hi")
+    await n.send(b, "chat", text="something awful")
+    await n.send(b, "chat", text="x" * 1000)
+    for i in range(30):
+        clock.advance(1)  # the chat rate limit
+        await n.send(a, "chat", text=f"line {i}")
+    await n.send(a, "report", reason="harassment", include_chat=True)
+    await until(lambda: store.filed)
+    (filed,) = store.filed
+    assert filed["reported_address"] == b.visitor.reputation
+    # the last MAX_CHAT_LINES lines, each side named from the reporter's view
+    assert len(filed["chat"]) == MAX_CHAT_LINES
+    assert filed["chat"][-1] == {"from": "reporter", "text": "line 29"}
+    assert a.visitor.chat_lines == deque()  # the pair ended: nothing held any more
+    # without include_chat (or with it false) no line goes
+    a2, b2 = await n.pair()
+    await n.send(a2, "chat", text="hello")
+    await n.send(b2, "report", reason="spam", include_chat=False)
+    await until(lambda: len(store.filed) == 2)
+    assert store.filed[1]["chat"] is None
     await n.hub.close()
 
 
@@ -534,6 +580,7 @@ async def test_an_unconfirmed_cross_node_match_requeues_after_the_wait(cluster, 
         events.Revealed(),
         events.ProfileCard({"handle": "alice"}),
         events.Report("abc"),
+        events.Report("abc", "nudity", "alice", (("reported", "hi"), ("reporter", "stop"))),
     ],
 )
 def test_peer_events_round_trip_through_the_bus_encoding(event):
@@ -550,6 +597,10 @@ def test_peer_events_round_trip_through_the_bus_encoding(event):
         {"t": "peer", "to": "a/b", "by": "c/d", "ev": "media", "session": 5},
         {"t": "peer", "to": "a/b", "ev": "typing"},
         {"t": "peer", "to": "a/b", "by": "c/d", "ev": "profile_card", "card": "x"},
+        {"t": "peer", "to": "a/b", "by": "c/d", "ev": "report", "reputation": "r",
+         "reporter_user_id": 5},
+        {"t": "peer", "to": "a/b", "by": "c/d", "ev": "report", "reputation": "r",
+         "chat": [["reported"]]},
     ],
 )
 async def test_malformed_peer_events_are_dropped_and_counted(node, msg):

@@ -80,6 +80,10 @@ def test_a_database_from_before_the_step_keeps_its_sessions_listable(tmp_path) -
     step = MIGRATIONS.index(next(m for m in MIGRATIONS if isinstance(m, list)
                                  and any("mail_outbox" in s for s in m)))
     conn = sqlite3.connect(path, isolation_level=None)
+    # the steps after this one undone first (the moderation desk's)
+    for table in ("appeals", "bans", "moderation_decisions", "moderation_reports"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("ALTER TABLE users DROP COLUMN moderator")
     conn.execute("DROP INDEX tokens_session_id")
     for column in ("session_id", "device_sealed", "last_used_at"):
         conn.execute(f"ALTER TABLE tokens DROP COLUMN {column}")

@@ -131,7 +131,8 @@ def test_access_export_expires_after_30_days(store, clock):
     store.run_retention()
     assert store.get_request(p.id, rid).export is not None
     clock.advance(1)
-    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0}
+    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0,
+                                     "evidence_purged": 0}
     r = store.get_request(p.id, rid)
     assert r.export is None and r.status == "completed"
     assert store.audit_log()[-1]["detail"]["exports_expired"] == 1
@@ -263,16 +264,20 @@ def test_inactivity_flag_then_delete(store, clock):
     p, token = make(store)
     q, _ = make(store, "other")
     clock.advance(364)
-    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0}
+    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0,
+                                     "evidence_purged": 0}
     clock.advance(1)
-    assert store.run_retention() == {"chat_purged": 0, "flagged": 2, "deleted": 0}
+    assert store.run_retention() == {"chat_purged": 0, "flagged": 2, "deleted": 0,
+                                     "evidence_purged": 0}
     assert set(store.flagged_users()) == {p.id, q.id}
     clock.advance(10)
-    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0}  # once
+    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0,
+                                     "evidence_purged": 0}  # once
     clock.advance(19.99)
     assert store.run_retention()["deleted"] == 0
     clock.advance(0.01)  # 30 days after the flag
-    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 2}
+    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 2,
+                                     "evidence_purged": 0}
     with pytest.raises(NotFound):
         store.get_profile(p.id)
     with pytest.raises(NotFound):
@@ -291,7 +296,8 @@ def test_coming_back_clears_the_flag(store, clock):
     store.authenticate(token)
     assert store.flagged_users() == []
     clock.advance(15)
-    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0}
+    assert store.run_retention() == {"chat_purged": 0, "flagged": 0, "deleted": 0,
+                                     "evidence_purged": 0}
     assert store.get_profile(p.id).last_seen_at == clock.t - 15 * DAY
     # and a year later the cycle starts over
     clock.advance(365)
@@ -311,7 +317,7 @@ def test_retention_cli(tmp_path, clock):
                              check=False, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         counts = json.loads(out.stdout)
-        assert set(counts) == {"chat_purged", "flagged", "deleted", "mail"}
+        assert set(counts) == {"chat_purged", "flagged", "deleted", "evidence_purged", "mail"}
     out = subprocess.run([sys.executable, "-m", "mediaserver.store.retention", "--db",
                           str(tmp_path / "missing.db"), "--data-key-file", keyfile,
                           "--run-once"], check=False, capture_output=True, text=True, timeout=60)

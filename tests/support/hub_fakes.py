@@ -115,6 +115,13 @@ class FakeStore:
         self.ages: dict[str, int] = {}
         self.chat: list[tuple[str, str, str, str]] = []
         self.reports: list[tuple[str, str]] = []
+        self.filed: list[dict[str, Any]] = []
+        self.bans: dict[str, float] = {}
+        """Ban ends by account id or address hash (math.inf: for good)."""
+        self.dismissed: dict[str, int] = {}
+        """Dismissed reports by reporter address hash."""
+        """Ban ends by account id or address hash (math.inf: for good)."""
+        """Reports kept for the moderators (file_chat_report's arguments)."""
         self.shared: list[str] = []
         self.gone: set[str] = set()
         """Users whose profile vanished (share_profile_card fails)."""
@@ -139,6 +146,24 @@ class FakeStore:
 
     def record_report(self, reporter_user_id: str, reason: str) -> None:
         self.reports.append((reporter_user_id, reason))
+
+    def file_chat_report(
+        self, reason: str, *, reported_address: str, reported_user_id: str | None,
+        reporter_address: str, reporter_user_id: str | None,
+        chat: list[dict[str, str]] | None = None,
+    ) -> str:
+        self.filed.append({"reason": reason, "reported_address": reported_address,
+                           "reported_user_id": reported_user_id,
+                           "reporter_address": reporter_address,
+                           "reporter_user_id": reporter_user_id, "chat": chat})
+        return f"r{len(self.filed)}"
+
+    def reporter_dismissals(self, reporter_address: str) -> int:
+        return self.dismissed.get(reporter_address, 0)
+
+    def ban_until(self, user_id: str | None, address: str) -> float | None:
+        ends = [self.bans[s] for s in (user_id, address) if s is not None and s in self.bans]
+        return max(ends) if ends else None
 
     def share_profile_card(self, user_id: str) -> dict[str, Any]:
         if user_id in self.gone:
