@@ -11,7 +11,7 @@ from mediaserver.store import Conflict, Invalid, NotFound, Store
 from mediaserver.store.privacy import REQUEST_DUE_SECONDS
 from mediaserver.store.schema import MIGRATIONS, SCHEMA_VERSION
 from mediaserver.store.sealed_fields import seal_profile_fields
-from tests.support.store import DAY, KEY, Clock, file_bytes, make
+from tests.support.store import KEY, Clock, file_bytes, make
 
 
 def completed(store, user_id, rtype, **kw):
