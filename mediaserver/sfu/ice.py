@@ -139,6 +139,9 @@ class _Session:
     """The peer's ice-pwd (from its offer): signs our checks to a new address."""
     probe: tuple[bytes, Address, float] | None = None
     """(transaction id, address, sent at) of our check to a newly nominated address."""
+    withheld: stun.Message | None = None
+    """The latest nomination from the probed address, unanswered until it answers
+    our check; then answered at once, so the peer need not wait for its retry."""
     verified: Address | None = None
     """An address shown to be the peer's: it returned our DTLS cookie, or it answered
     our check. Once set, media leaves it only for another address shown the same way."""
@@ -253,7 +256,7 @@ class IceLiteServer:
         if session.probe is not None:
             # signed with the old password: its answer would not check
             self._probes.pop(session.probe[0], None)
-            session.probe = None
+            session.probe = session.withheld = None
         del self._by_ufrag[session.local_ufrag]
         session.local_ufrag = local_ufrag
         session.remote_ufrag = remote_ufrag
@@ -388,6 +391,8 @@ class IceLiteServer:
             # check out, no bigger than the one in, at most once a second)
             self.drops[DROP_UNVERIFIED_NOMINATION] += 1
             self._send_probe(session, addr, now, len(data))
+            if session.probe is not None and session.probe[1] == addr:
+                session.withheld = request
             return
         session.last_seen = now
         self._respond(request, addr, session)
@@ -463,7 +468,7 @@ class IceLiteServer:
             if now - session.probe[2] < PROBE_INTERVAL:
                 return
             self._probes.pop(session.probe[0], None)
-            session.probe = None
+            session.probe = session.withheld = None
         assert session.remote_key is not None
         request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         request.attributes["USERNAME"] = f"{session.remote_ufrag}:{session.local_ufrag}"
@@ -500,9 +505,11 @@ class IceLiteServer:
             self.drops[DROP_BAD_INTEGRITY] += 1
             return
         self._probes.pop(response.transaction_id, None)
-        session.probe = None
+        withheld, session.probe, session.withheld = session.withheld, None, None
         session.last_seen = now
         session.verified = addr
+        if withheld is not None:
+            self._respond(withheld, addr, session)
         self._bind(session, addr, nominated=True)
 
     def _bind(self, session: _Session, addr: Address, nominated: bool) -> None:

@@ -271,9 +271,11 @@ def test_after_a_restart_a_new_address_gets_media_only_once_it_answers_our_check
     server.receive_datagram(answer_probe(probe, pwd=NEW_REMOTE_PWD), PEER2, 2.2)
     assert server.nominated_address("s1") == PEER2
     assert drain(server) == [AddressBound(key="s1", addr=PEER2, nominated=True)]
-    server.receive_datagram(new_check(), PEER2, 2.3)  # the browser's retry is answered
-    [(data, to)] = server.datagrams_to_send(2.3)
-    assert to == PEER2 and stun.parse_message(data).message_class == stun.Class.RESPONSE
+    # the withheld check is answered now, with the new password
+    [(data, to)] = server.datagrams_to_send(2.2)
+    response = stun.parse_message(data)
+    assert to == PEER2 and response.message_class == stun.Class.RESPONSE
+    assert response.check_message_integrity(NEW_PWD.encode())
 
 
 def test_a_restart_forgets_a_check_signed_with_the_old_password() -> None:
@@ -343,9 +345,18 @@ def test_nomination_away_from_a_proven_address_waits_for_its_answer() -> None:
     assert server.nominated_address("s1") == PEER
     assert server.drops["stun_bad_integrity"] == 1
 
-    # The right answer from the right address moves the media.
+    # The right answer from the right address moves the media, and the latest
+    # nomination from there is answered now (the peer need not wait to retry it).
+    latest = make_request(use_candidate=True, transaction_id=b"L" * 12)
+    server.receive_datagram(latest, PEER2, 2.65)
+    assert server.datagrams_to_send(2.65) == []
     server.receive_datagram(answer_probe(probe), PEER2, 2.7)
     assert drain(server) == [AddressBound(key="s1", addr=PEER2, nominated=True)]
+    [(reply, to)] = server.datagrams_to_send(2.7)
+    message = stun.parse_message(reply)
+    assert to == PEER2 and message.message_class == stun.Class.RESPONSE
+    assert message.transaction_id == b"L" * 12
+    assert message.check_message_integrity(LOCAL_PWD.encode())
     assert server.nominated_address("s1") == PEER2
     assert server.last_seen("s1") == 2.7
     # ...and is used up: a replay of it does nothing.
