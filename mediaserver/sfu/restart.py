@@ -134,11 +134,16 @@ def restart(
     ip: str,
     port: int,
     now: float,
+    last_rx: float | None,
 ) -> str:
     """Restart ICE on `session`: answer `offer_sdp` (reanswer) and give `ice` the
     new credentials; the DTLS endpoint, SRTP keys, tracks and routes are kept.
     Media moves once a new address is nominated (and, if the old one was proven,
     answered our check). Returns the answer's SDP.
+
+    The session's media timeout runs from the first restart offer of a silence
+    (`last_rx`: when its last media came): more restarts without media in between
+    do not put it off again, so a peer that never comes back is still ended.
 
     Raises:
         RestartRejected: the offer changes more than the ICE credentials.
@@ -161,5 +166,7 @@ def restart(
         raise RestartRejected(f"ICE restart failed: {exc}") from exc
     session.local_ufrag, session.local_pwd = new.ice_ufrag, new.ice_pwd
     session.negotiated, session.answer = answer, answer.sdp
-    session.restarted_at, session.restart_pending = now, True
+    if session.restarted_at is None or (last_rx is not None and last_rx > session.restarted_at):
+        session.restarted_at = now
+    session.restart_pending = True
     return answer.sdp

@@ -288,8 +288,8 @@ class Sfu:
 
     def restart_ice(self, session_id: str, offer_sdp: str) -> str:
         """Answer an ICE restart offer on a live session (sfu/restart.py); the
-        media timeout runs from now, so the restart has that long to bring media
-        back. Raises RestartRejected (the offer changes more than the ICE
+        media timeout runs from the first restart of a silence, so the restart has
+        that long to bring media back. Raises RestartRejected (the offer changes more than the ICE
         credentials), SfuError (no such session)."""
         session = self._session(session_id)
         _, fingerprint = self.certificate.fingerprint()
@@ -297,6 +297,7 @@ class Sfu:
             answer = restart(
                 session, self.ice, offer_sdp, fingerprint=fingerprint,
                 ip=self.config.announced_ip, port=self.udp_port, now=self._now(),
+                last_rx=self._router.last_rx(session.peer),
             )
         except RestartRejected:
             self.stats["ice_restarts_rejected"] += 1

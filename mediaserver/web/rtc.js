@@ -11,11 +11,16 @@
 
 export const PROTOCOL_VERSION = 1;
 
-// How long ICE may stay "disconnected" before the link restarts it. Chromium says
-// disconnected about 2.5 s after the last packet, and the server ends a session whose
-// media has been silent for 4 s (its partner is told), so the restart offer must
-// reach it before: a blip that heals within a second needs no restart.
+// How long ICE may stay "disconnected" before the link restarts it: a blip that
+// heals within a second needs no restart.
 const DISCONNECTED_GRACE_MS = 1000;
+// The server ends a session whose media has been silent for 4 s (its partner is
+// told), and an ICE restart offer gives it 4 s from then. Browsers notice a dead path
+// late (Chromium said nothing for 4 s with every packet dropped), so the link watches
+// what it receives itself: the server sends media and a report every second, and
+// nothing at all for this long means the path is gone.
+const STALL_MS = 1500;
+const STALL_CHECK_MS = 500;
 // At most one restart per this long (the server rate-limits offers too).
 const RESTART_INTERVAL_MS = 2000;
 
@@ -111,6 +116,7 @@ export class PeerLink {
     this.restartWanted = false; // restartIce() called; its negotiationneeded offers
     this.lastRestart = -Infinity;
     this.restartTimer = null;
+    this.stallTimer = null;
     // A new network: the old address is gone, so restart at once rather than wait
     // for ICE to notice (several seconds). `online` fires when a network comes back;
     // navigator.connection (where the browser has it) when the network type changes.
@@ -155,6 +161,7 @@ export class PeerLink {
         this.schedule(null);
       }
     };
+    this.watchStalls(pc);
     pc.onnegotiationneeded = async () => {
       // fired by restartIce() (and by addTrack before the first offer, which
       // ensureOffer makes itself): the restart offer goes as an ordinary `offer`
@@ -227,6 +234,34 @@ export class PeerLink {
     return true;
   }
 
+  /** Restart ICE when nothing at all arrives for STALL_MS on a connected link. */
+  watchStalls(pc) {
+    let last = -1;
+    let since = performance.now();
+    const check = async () => {
+      if (pc !== this.pc) return;
+      let received = 0;
+      try {
+        for (const s of (await pc.getStats()).values()) {
+          if (s.type === "transport") received += s.bytesReceived || 0;
+        }
+      } catch {
+        return;
+      }
+      const now = performance.now();
+      const state = pc.iceConnectionState;
+      if (received !== last || !this.answered || (state !== "connected" && state !== "completed"
+          && state !== "disconnected")) {
+        last = received;
+        since = now;
+      } else if (now - since >= STALL_MS && this.restartIce("stalled")) {
+        since = now;
+      }
+      if (pc === this.pc) this.stallTimer = setTimeout(check, STALL_CHECK_MS);
+    };
+    this.stallTimer = setTimeout(check, STALL_CHECK_MS);
+  }
+
   schedule(ms, action) {
     if (this.restartTimer !== null) clearTimeout(this.restartTimer);
     this.restartTimer = ms === null ? null : setTimeout(() => {
@@ -254,6 +289,8 @@ export class PeerLink {
       this.pc.close();
     }
     this.schedule(null);
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     this.pc = null;
     this.offered = false;
     this.answered = false;

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
 
-from tests.e2e.test_web_client import DESKTOP, launch, server, start, video, wait_status, wait_video
+from tests.e2e.test_web_client import (
+    DESKTOP,
+    launch,
+    server,
+    start,
+    status,
+    video,
+    wait_status,
+    wait_video,
+)
 
 pytestmark = pytest.mark.netns
 __all__ = ["server"]  # the fixture: the real server as a subprocess
@@ -107,5 +117,67 @@ async def test_the_page_restarts_ice_on_a_network_change_and_video_goes_on(serve
             base = server.urls[0]
             assert metric(base, "mediaserver_ice_restarts_total", outcome="answered") == 2
             assert metric(base, "mediaserver_ice_restarts_total", outcome="rejected") == 0
+        finally:
+            await browser.close()
+
+
+def nft(*commands: str) -> None:
+    for command in commands:
+        subprocess.run(["nft", *command.split()], check=True)
+
+
+@pytest.mark.timeout(120)
+async def test_a_page_whose_media_path_drops_for_4_5_s_restarts_on_its_own_and_the_call_survives(
+    server,
+):
+    """Longer than the server's 4 s media timeout, and Chromium itself says nothing
+    for about 5 s: the page sees nothing arrive, restarts ICE (its offer goes over the
+    WebSocket, which is TCP and stays up), and the session waits for the restart."""
+    async with async_playwright() as p:
+        browser = await launch(p, server.urls[:2])
+        try:
+            pages = []
+            for url in server.urls[:2]:
+                page = await browser.new_page(viewport=DESKTOP)
+                page.texts = []  # type: ignore[attr-defined]
+                page.on(
+                    "websocket",
+                    lambda ws, page=page: ws.on(
+                        "framereceived", lambda frame, page=page: page.texts.append(frame)
+                    ),
+                )
+                await page.goto(url)
+                pages.append(page)
+            a, b = pages
+            await start(a)
+            await wait_status(a, "looking for someone")
+            await start(b)
+            for page in (a, b):
+                assert await wait_status(page, "connected") == "Connected"
+                await wait_video(page)
+            # every UDP datagram in the namespace is dropped (nftables in its own netfilter)
+            nft(
+                "add table inet wall",
+                "add chain inet wall out { type filter hook output priority 0 ; }",
+                "add rule inet wall out meta l4proto udp drop",
+            )
+            await asyncio.sleep(1.0)
+            frozen = [(await video(page))["frames"] for page in pages]
+            await asyncio.sleep(3.5)
+            assert [(await video(page))["frames"] for page in pages] == frozen
+            nft("delete table inet wall")
+            for page in pages:
+                await page.wait_for_function(
+                    "() => ['connected', 'completed'].includes("
+                    "window.mediaserverClient.pc.iceConnectionState)",
+                    timeout=15_000,
+                )
+                await wait_video(page, min_new_frames=30)
+                restarts = await page.evaluate("() => window.mediaserverClient.restarts")
+                assert restarts["offered"] >= 1 and restarts["answered"] == restarts["offered"]
+            for page in pages:
+                texts = page.texts  # type: ignore[attr-defined]
+                assert not [t for t in texts if "partner_left" in t or '"type":"error"' in t]
+                assert await status(page) == "Connected"
         finally:
             await browser.close()

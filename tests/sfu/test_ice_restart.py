@@ -126,6 +126,34 @@ def test_a_peer_that_never_comes_back_after_its_restart_still_ends() -> None:
     assert SessionClosed(a.id, "media timeout") in call.events
 
 
+def test_more_restarts_in_the_same_silence_do_not_put_the_end_off() -> None:
+    call, a, _ = _moved_call()
+    call.advance(1.0)
+    a.restart_ice()  # t0 + 1: the media timeout now runs from here
+    call.advance(2.0)
+    a.restart_ice("rst2", "restartpassword2restart")  # t0 + 3, still nothing received
+    call.advance(1.9)
+    assert a.id in call.sfu.sessions
+    call.advance(0.3)  # t0 + 5.2: 4 s after the first restart, not the second
+    assert a.id not in call.sfu.sessions
+    assert call.sfu.counters()["ice_restarts"] == 2
+
+
+def test_a_restart_after_media_came_back_gets_a_new_timeout() -> None:
+    call, a, _ = _moved_call()
+    call.advance(1.0)
+    a.restart_ice()
+    a.send_stun()
+    call.advance(0.1)
+    a.send_rtp(2)  # the restart worked: media again at t0 + 1.1
+    call.advance(1.9)
+    a.restart_ice("rst2", "restartpassword2restart")  # t0 + 3: a new silence
+    call.advance(3.9)
+    assert a.id in call.sfu.sessions  # t0 + 6.9: 4 s from the second restart
+    call.advance(0.3)
+    assert a.id not in call.sfu.sessions
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
