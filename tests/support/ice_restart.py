@@ -18,14 +18,20 @@ attributes, checked against aiortc 1.16 and aioice 0.13): it is test equipment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from aioice import Connection
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcicetransport import RTCIceTransport, candidate_to_aioice
 
-from tests.support.peers import AiortcPeer
+from mediaserver.netns import SERVER_IP
+from tests.support.peers import AiortcPeer, wait_for
+from tests.support.signalling_client import Client, running_server, start_and_match
 
 
 @dataclass
@@ -113,3 +119,81 @@ async def complete_restart(moving: Moving, answer: str, timeout: float = 10) -> 
     await asyncio.wait_for(connection.connect(), timeout)
     moving.transport._connection = connection
     moving.transport._send = connection.send  # type: ignore[method-assign]
+
+
+# ---- a live call to move (tests/e2e/test_ice_restart_live.py, benchmarks/ice_restart.py)
+
+
+def add_address(ip: str) -> None:
+    """A new local address in the namespace (it stays for the namespace's life)."""
+    shown = subprocess.run(["ip", "-o", "addr", "show", "dev", "ms1"], capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    if f" {ip}/" not in shown.stdout:
+        subprocess.run(["ip", "addr", "add", f"{ip}/24", "dev", "ms1"], check=True)
+
+
+@contextlib.asynccontextmanager
+async def live_call() -> AsyncIterator[tuple[Any, dict[str, Client], dict[str, AiortcPeer]]]:
+    """The server, and two matched visitors whose aiortc peers decode each other."""
+    # the media socket on the announced address: bound to 0.0.0.0 it would answer A's
+    # new address from whichever local address the kernel picks (all of them are
+    # local in the namespace), and ICE refuses a reply from another address
+    async with running_server(announced_ip=SERVER_IP, udp_host=SERVER_IP) as server:
+        clients = {
+            "a": await Client.open(server.url, source="127.0.0.2"),
+            "b": await Client.open(server.url, source="127.0.0.3"),
+        }
+        peers = {"a": AiortcPeer(), "b": AiortcPeer()}
+        try:
+            for client in clients.values():
+                await client.hello()
+            await start_and_match(clients["a"], clients["b"])
+            for name, client in clients.items():
+                await client.send("offer", sdp=await peers[name].offer())
+                await peers[name].accept((await client.expect("answer"))["sdp"])
+            assert await wait_for(lambda: min(p.frames("video") for p in peers.values()) >= 30, 60)
+            yield server, clients, peers
+        finally:
+            for client in clients.values():
+                await client.close()
+            for peer in peers.values():
+                await peer.close()
+
+
+def session_of(server: Any, index: int) -> str:
+    """The id of the `index`th session made (0: A's)."""
+    sessions = sorted(server.sfu.sessions.values(), key=lambda s: s.created_at)
+    return sessions[index].id
+
+
+async def resumed_after(peers: dict[str, AiortcPeer], start: float, timeout: float) -> float:
+    """Seconds from `start` until both peers decoded a new video frame."""
+    loop = asyncio.get_running_loop()
+    before = {name: peer.frames("video") for name, peer in peers.items()}
+    while loop.time() - start < timeout:
+        if all(peer.frames("video") > before[name] for name, peer in peers.items()):
+            return loop.time() - start
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"media did not resume within {timeout} s: {before}")
+
+
+async def move_and_restart(
+    clients: dict[str, Client], peers: dict[str, AiortcPeer], ip: str, outage: float
+) -> tuple[float, float]:
+    """Peer A loses its network for `outage` seconds, then restarts ICE from local
+    address `ip` over its WebSocket. Returns (offer -> answer, offer -> media resumed
+    both ways), in seconds; media must resume within 3 s."""
+    moving = await lose_network(peers["a"])
+    await asyncio.sleep(outage / 2)
+    frozen = {name: peer.frames("video") for name, peer in peers.items()}
+    await asyncio.sleep(outage / 2)
+    now = {name: peer.frames("video") for name, peer in peers.items()}
+    assert now == frozen, f"video went on without a network: {frozen} -> {now}"
+    loop = asyncio.get_running_loop()
+    offer = await restart_offer(peers["a"], moving, ip)
+    start = loop.time()
+    await clients["a"].send("offer", sdp=offer)
+    answer = (await clients["a"].expect("answer"))["sdp"]
+    answered = loop.time() - start
+    await complete_restart(moving, answer)
+    return answered, await resumed_after(peers, start, timeout=3.0)
