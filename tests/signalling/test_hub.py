@@ -36,7 +36,7 @@ from tests.support.hub_fakes import (
     settle,
     until,
 )
-from tests.support.socketless_sfu import SocketlessCall, SocketlessPeer
+from tests.support.socketless_sfu import OFFER, SocketlessCall, SocketlessPeer
 
 
 def frame(kind, **fields):
@@ -254,6 +254,53 @@ async def test_the_real_media_service_answers_a_restart_over_the_bus():
     assert reply["code"] == "restart_rejected" and "must restart ICE" in reply["error"]
     with pytest.raises(RestartRejected, match="must restart ICE"):
         await service.restart_ice("n1", peer.id, offer)
+
+
+async def test_an_ice_restart_crosses_the_bus_to_the_real_sfu_holding_the_session(clock):
+    # two nodes with real media services and (socketless) Sfus, on linked buses that
+    # carry the real wire format: b's WebSocket is on n2, its media on n1
+    buses, queue, sfus, nodes = {}, SharedQueue(clock), {}, []
+    for name in ("n1", "n2"):
+        bus = LinkedBus(name, buses)
+        sfus[name] = SocketlessCall().sfu
+        node = Node.__new__(Node)
+        node.clock, node.media = clock, MediaService(sfus[name], bus)
+        node.hub = build_hub(bus, clock, queue.factory, node.media)
+        nodes.append(await node.start())
+    n1, n2 = nodes
+    try:
+        a, b = await n1.visitor("192.0.2.1"), await n2.visitor("192.0.2.2")
+        await n1.send(a, "start")
+        await n1.send(a, "offer", sdp=OFFER)
+        await n2.send(b, "start")
+        await settle()
+        await n2.send(b, "offer", sdp=OFFER)
+        await settle()
+        assert b.visitor.media_node == "n1" and sfus["n2"].sessions == {}
+        session = sfus["n1"].sessions[b.visitor.session_id]
+        first = session.answer
+        b.take()
+
+        restart = OFFER.replace("a=ice-ufrag:gwse", "a=ice-ufrag:rst1").replace(
+            "a=ice-pwd:0/Ae9XPhetpJSkBuUXbcmY1j", "a=ice-pwd:restartpasswordrestartp"
+        )
+        await n2.send(b, "offer", sdp=restart)
+        await settle()
+        [answer] = b.sent
+        assert answer["type"] == "answer" and answer["sdp"] == session.answer != first
+        assert sfus["n1"].counters()["ice_restarts"] == 1
+        assert b.visitor.session_id == session.id
+
+        # the same offer again is no restart: refused with its code, across the bus
+        b.take()
+        await n2.send(b, "offer", sdp=restart)
+        await settle()
+        [error] = b.sent
+        assert error["code"] == "restart_rejected" and "must restart ICE" in error["message"]
+        assert a.types().count("partner_left") == 0
+    finally:
+        for node in nodes:
+            await node.hub.close()
 
 
 async def test_too_many_sessions_from_one_address(clock):
