@@ -18,28 +18,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 from typing import Any
 
 from mediaserver.netns import inside
-from tests.support.ice_restart import add_address, live_call, move_and_restart
+from tests.support.ice_restart import extra_address, live_call, move_and_restart
 
 
 async def run(restarts: int, outage: float) -> dict[str, Any]:
     answers, resumes = [], []
-    async with live_call() as (server, clients, peers):
-        for i in range(restarts):
-            ip = f"10.77.0.{10 + i}"
-            add_address(ip)
-            answered, resumed = await move_and_restart(clients, peers, ip, outage)
-            answers.append(round(answered * 1000, 1))
-            resumes.append(round(resumed * 1000, 1))
-            await asyncio.sleep(1.0)  # media flowing again before the next move
-        types = {m["type"] for client in clients.values() for m in client.messages}
-        assert "partner_left" not in types and "error" not in types, types
-        moved = server.sfu.counters()["ice_restarts_completed"]
+    with contextlib.ExitStack() as addresses:
+        async with live_call() as (server, clients, peers):
+            for i in range(restarts):
+                ip = f"10.77.0.{10 + i}"
+                addresses.enter_context(extra_address(ip))
+                answered, resumed = await move_and_restart(clients, peers, ip, outage)
+                answers.append(round(answered * 1000, 1))
+                resumes.append(round(resumed * 1000, 1))
+                await asyncio.sleep(1.0)  # media flowing again before the next move
+            types = {m["type"] for client in clients.values() for m in client.messages}
+            assert "partner_left" not in types and "error" not in types, types
+            moved = server.sfu.counters()["ice_restarts_completed"]
     return {
         "restarts": restarts,
         "outage_s": outage,

@@ -18,7 +18,7 @@ import asyncio
 import pytest
 
 from tests.support.ice_restart import (
-    add_address,
+    extra_address,
     live_call,
     lose_network,
     move_and_restart,
@@ -34,7 +34,11 @@ NEW_IP = "10.77.0.3"  # A's new network: a second address on the peers' side of 
 
 @pytest.mark.timeout(120)
 async def test_a_peer_that_moves_to_a_new_address_restarts_ice_and_the_call_goes_on():
-    add_address(NEW_IP)
+    with extra_address(NEW_IP):
+        await _moves_and_goes_on()
+
+
+async def _moves_and_goes_on() -> None:
     async with live_call() as (server, clients, peers):
         a_session = session_of(server, 0)
         old_address = server.sfu.sessions[a_session].address
@@ -77,7 +81,11 @@ async def test_a_peer_that_goes_away_for_good_is_still_ended_within_5_s():
 
 @pytest.mark.timeout(60)
 async def test_a_restart_that_never_completes_ends_the_pair_within_the_limit():
-    add_address(NEW_IP)
+    with extra_address(NEW_IP):
+        await _restarts_and_never_completes()
+
+
+async def _restarts_and_never_completes() -> None:
     async with live_call() as (_, clients, peers):
         loop = asyncio.get_running_loop()
         moving = await lose_network(peers["a"])

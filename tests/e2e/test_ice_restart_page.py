@@ -161,11 +161,13 @@ async def test_a_page_whose_media_path_drops_for_4_5_s_restarts_on_its_own_and_t
                 "add chain inet wall out { type filter hook output priority 0 ; }",
                 "add rule inet wall out meta l4proto udp drop",
             )
-            await asyncio.sleep(1.0)
-            frozen = [(await video(page))["frames"] for page in pages]
-            await asyncio.sleep(3.5)
-            assert [(await video(page))["frames"] for page in pages] == frozen
-            nft("delete table inet wall")
+            try:
+                await asyncio.sleep(1.0)
+                frozen = [(await video(page))["frames"] for page in pages]
+                await asyncio.sleep(3.5)
+                assert [(await video(page))["frames"] for page in pages] == frozen
+            finally:
+                nft("delete table inet wall")  # the namespace outlives the test
             for page in pages:
                 await page.wait_for_function(
                     "() => ['connected', 'completed'].includes("

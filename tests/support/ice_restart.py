@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import re
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,12 +124,20 @@ async def complete_restart(moving: Moving, answer: str, timeout: float = 10) -> 
 # ---- a live call to move (tests/e2e/test_ice_restart_live.py, benchmarks/ice_restart.py)
 
 
-def add_address(ip: str) -> None:
-    """A new local address in the namespace (it stays for the namespace's life)."""
+@contextlib.contextmanager
+def extra_address(ip: str) -> Iterator[None]:
+    """A new local address on the peers' side of the namespace's veth, removed
+    again on exit (the namespace outlives the test: other tests count its addresses)."""
     shown = subprocess.run(["ip", "-o", "addr", "show", "dev", "ms1"], capture_output=True,
                            text=True, check=True)  # fmt: skip
-    if f" {ip}/" not in shown.stdout:
+    added = f" {ip}/" not in shown.stdout
+    if added:
         subprocess.run(["ip", "addr", "add", f"{ip}/24", "dev", "ms1"], check=True)
+    try:
+        yield
+    finally:
+        if added:
+            subprocess.run(["ip", "addr", "del", f"{ip}/24", "dev", "ms1"], check=True)
 
 
 @contextlib.asynccontextmanager
