@@ -78,7 +78,8 @@ class Session:
     cname: str = ""
     """The RTCP CNAME of our streams to this peer."""
     restarted_at: float | None = None
-    """When its last ICE restart offer came: its media timeout runs from there."""
+    """When the first ICE restart offer of its current silence came: its media
+    timeout runs from there (sfu/restart.py)."""
     restart_pending: bool = False
     """An ICE restart was answered and no new address is nominated yet."""
 
