@@ -117,6 +117,20 @@ class _Collector(Collector):
         for name, text, key in _SFU_COUNTERS:
             value = counters.get(key, 0)
             yield _counter(name, text, w, value if isinstance(value, int) else 0)
+        restarts = CounterMetricFamily(
+            "mediaserver_ice_restarts",
+            "ICE restarts (a second offer on a session): answered; moved (media went to a"
+            " new address); rejected (the offer changed more than the ICE credentials)",
+            labels=["worker", "outcome"],
+        )
+        for outcome, key in (
+            ("answered", "ice_restarts"),
+            ("moved", "ice_restarts_completed"),
+            ("rejected", "ice_restarts_rejected"),
+        ):
+            count = counters.get(key, 0)
+            restarts.add_metric([w, outcome], count if isinstance(count, int) else 0)
+        yield restarts
         drops = counters.get("drops", {})
         assert isinstance(drops, dict)
         family = CounterMetricFamily(

@@ -69,6 +69,16 @@ class MediaService:
         reply = await self._call(node, m.CreateSession(sdp, owner))
         return str(reply["session"]), str(reply["answer"])
 
+    async def restart_ice(self, node: str, session: str, sdp: str) -> str:
+        """The answer to an ICE restart offer on `session` (on `node`).
+
+        Raises:
+            RestartRejected: the offer changes more than the ICE credentials.
+            SfuError: no such session, or the node is unreachable.
+        """
+        reply = await self._call(node, m.CreateSession(sdp, "", restart=session))
+        return str(reply["answer"])
+
     async def connect(self, node: str, publisher: str, subscriber: str) -> None:
         """Forward session `publisher`'s media to session `subscriber` (both on `node`)."""
         await self._call(node, m.ConnectSessions(publisher, subscriber))
@@ -117,6 +127,8 @@ class MediaService:
         except ValueError as exc:
             return {"error": f"malformed media request: {exc}"}
         try:
+            if isinstance(request, m.CreateSession) and request.restart is not None:
+                return {"answer": self.sfu.restart_ice(request.restart, request.sdp)}
             if isinstance(request, m.CreateSession):
                 session = self.sfu.create_session(request.sdp)
                 self.owners[session.id] = request.owner

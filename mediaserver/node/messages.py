@@ -125,13 +125,15 @@ class PeerEvent(NodeMessage):
 @_message
 @dataclass(frozen=True, slots=True)
 class CreateSession(NodeMessage):
-    """Request: a media session on the receiving node for an SDP offer."""
+    """Request: a media session here for an SDP offer (or, with `restart`, its ICE restart)."""
 
     TYPE = "create"
     sdp: str
     """The visitor's SDP offer."""
     owner: str
     """The peer id of the visitor it is for (told when the session closes)."""
+    restart: str | None = None
+    """The id of the visitor's session whose ICE the offer restarts."""
 
 
 @_message
@@ -219,8 +221,8 @@ class MetricsRequest(NodeMessage):
 
 
 BusBody = Union[
-    PeerEvent, CreateSession, ConnectSessions, DisconnectSessions, CloseSession, SetEffect,
-    MediaClosed, CoverFailed, MetricsRequest,
+    PeerEvent, CreateSession, ConnectSessions, DisconnectSessions, CloseSession,
+    SetEffect, MediaClosed, CoverFailed, MetricsRequest,
 ]  # fmt: skip
 BUS_BODIES: tuple[type[NodeMessage], ...] = typing.get_args(BusBody)
 

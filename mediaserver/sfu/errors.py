@@ -35,11 +35,19 @@ class EffectUnavailable(SfuError):
     code = "effect_unavailable"
 
 
+class RestartRejected(SfuError):
+    """A second offer on a session that is not a pure ICE restart: it keeps the old
+    ICE credentials, or changes the DTLS fingerprint or the m-sections."""
+
+    code = "restart_rejected"
+
+
 class DtlsError(ValueError):
     """A DtlsEndpoint or DtlsCertificate was given an invalid argument or misused
     (internal to the SFU: create_session turns it into SfuError, so it has no code)."""
 
 
 SFU_ERRORS: dict[str, type[SfuError]] = {
-    cls.code: cls for cls in (SfuError, ServerFull, NoVideo, EffectsBusy, EffectUnavailable)
+    cls.code: cls
+    for cls in (SfuError, ServerFull, NoVideo, EffectsBusy, EffectUnavailable, RestartRejected)
 }

@@ -139,6 +139,9 @@ class _Session:
     """The peer's ice-pwd (from its offer): signs our checks to a new address."""
     probe: tuple[bytes, Address, float] | None = None
     """(transaction id, address, sent at) of our check to a newly nominated address."""
+    withheld: stun.Message | None = None
+    """The latest nomination from the probed address, unanswered until it answers
+    our check; then answered at once, so the peer need not wait for its retry."""
     verified: Address | None = None
     """An address shown to be the peer's: it returned our DTLS cookie, or it answered
     our check. Once set, media leaves it only for another address shown the same way."""
@@ -206,15 +209,7 @@ class IceLiteServer:
             ValueError: a credential is not 4+ (ufrag) or 22+ (pwd) ice-chars, or
                 the key or the local ufrag is in use.
         """
-        for name, value, pattern, minimum in (
-            ("local_ufrag", local_ufrag, _UFRAG_RE, 4),
-            ("local_pwd", local_pwd, _PWD_RE, 22),
-            ("remote_ufrag", remote_ufrag, _UFRAG_RE, 4),
-        ):
-            if not pattern.fullmatch(value):
-                raise ValueError(
-                    f"{name} {value!r} is not {minimum} to 256 ice-chars (RFC 8839 section 5.4)"
-                )
+        _check_credentials(local_ufrag, local_pwd, remote_ufrag)
         if key in self._sessions:
             raise ValueError(f"session {key!r} already exists")
         if local_ufrag in self._by_ufrag:
@@ -230,6 +225,44 @@ class IceLiteServer:
         self._sessions[key] = session
         self._by_ufrag[local_ufrag] = session
         self._push_timer(session)
+
+    def restart_session(
+        self,
+        key: str,
+        local_ufrag: str,
+        local_pwd: str,
+        remote_ufrag: str,
+        remote_pwd: str,
+    ) -> None:
+        """Swap a session's credentials for those of an ICE restart (RFC 8445
+        section 9): from now on only checks signed with `local_pwd` and named
+        ``<local_ufrag>:<remote_ufrag>`` are answered; the old ones are refused as
+        unknown. The addresses and the proven one stay: media keeps going to the
+        nominated address until a new one is nominated, and a new address still
+        gets media only after it answers our check (signed with `remote_pwd`).
+
+        Raises:
+            ValueError: an unknown key, a malformed credential, or a local ufrag
+                used by another session.
+        """
+        session = self._sessions.get(key)
+        if session is None:
+            raise ValueError(f"no session {key!r}")
+        _check_credentials(local_ufrag, local_pwd, remote_ufrag)
+        if not _PWD_RE.fullmatch(remote_pwd):
+            raise ValueError("remote_pwd is not 22 to 256 ice-chars (RFC 8839 section 5.4)")
+        if self._by_ufrag.get(local_ufrag, session) is not session:
+            raise ValueError(f"local ufrag {local_ufrag!r} is already used by another session")
+        if session.probe is not None:
+            # signed with the old password: its answer would not check
+            self._probes.pop(session.probe[0], None)
+            session.probe = session.withheld = None
+        del self._by_ufrag[session.local_ufrag]
+        session.local_ufrag = local_ufrag
+        session.remote_ufrag = remote_ufrag
+        session.integrity_key = local_pwd.encode("ascii")
+        session.remote_key = remote_pwd.encode("ascii")
+        self._by_ufrag[local_ufrag] = session
 
     def remove_session(self, key: str) -> None:
         """Forget a session and its addresses; unknown keys are ignored."""
@@ -358,6 +391,8 @@ class IceLiteServer:
             # check out, no bigger than the one in, at most once a second)
             self.drops[DROP_UNVERIFIED_NOMINATION] += 1
             self._send_probe(session, addr, now, len(data))
+            if session.probe is not None and session.probe[1] == addr:
+                session.withheld = request
             return
         session.last_seen = now
         self._respond(request, addr, session)
@@ -433,7 +468,7 @@ class IceLiteServer:
             if now - session.probe[2] < PROBE_INTERVAL:
                 return
             self._probes.pop(session.probe[0], None)
-            session.probe = None
+            session.probe = session.withheld = None
         assert session.remote_key is not None
         request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         request.attributes["USERNAME"] = f"{session.remote_ufrag}:{session.local_ufrag}"
@@ -470,9 +505,11 @@ class IceLiteServer:
             self.drops[DROP_BAD_INTEGRITY] += 1
             return
         self._probes.pop(response.transaction_id, None)
-        session.probe = None
+        withheld, session.probe, session.withheld = session.withheld, None, None
         session.last_seen = now
         session.verified = addr
+        if withheld is not None:
+            self._respond(withheld, addr, session)
         self._bind(session, addr, nominated=True)
 
     def _bind(self, session: _Session, addr: Address, nominated: bool) -> None:
@@ -504,6 +541,18 @@ class IceLiteServer:
                 del session.addresses[old]
                 del self._by_address[old]
                 return
+
+
+def _check_credentials(local_ufrag: str, local_pwd: str, remote_ufrag: str) -> None:
+    for name, value, pattern, minimum in (
+        ("local_ufrag", local_ufrag, _UFRAG_RE, 4),
+        ("local_pwd", local_pwd, _PWD_RE, 22),
+        ("remote_ufrag", remote_ufrag, _UFRAG_RE, 4),
+    ):
+        if not pattern.fullmatch(value):
+            raise ValueError(
+                f"{name} {value!r} is not {minimum} to 256 ice-chars (RFC 8839 section 5.4)"
+            )
 
 
 def _check_framing(data: bytes) -> str | None:

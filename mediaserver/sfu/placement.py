@@ -23,6 +23,8 @@ class Negotiated:
     """The server-side DTLS endpoint, pinned to the offer's fingerprints."""
     ice_ufrag: str
     ice_pwd: str
+    cname: str
+    """The RTCP CNAME of our streams in the answer (an ICE restart keeps it)."""
 
 
 def random_ssrc() -> int:
@@ -42,6 +44,7 @@ def negotiate(offer_sdp: str, certificate: DtlsCertificate, ip: str, port: int) 
     ufrag, pwd = generate_credentials()
     send_ssrcs = {m.mid: random_ssrc() for m in offer.media if m.kind in ("audio", "video")}
     _, value = certificate.fingerprint()
+    cname = secrets.token_hex(8)
     try:
         answer = build_answer(
             offer,
@@ -51,7 +54,7 @@ def negotiate(offer_sdp: str, certificate: DtlsCertificate, ip: str, port: int) 
             ip=ip,
             port=port,
             send_ssrcs=send_ssrcs,
-            cname=secrets.token_hex(8),
+            cname=cname,
         )
     except ValueError as exc:
         raise SfuError(f"bad offer: {exc}") from exc
@@ -63,7 +66,7 @@ def negotiate(offer_sdp: str, certificate: DtlsCertificate, ip: str, port: int) 
         )
     except ValueError as exc:
         raise SfuError(f"bad offer: {exc}") from exc
-    return Negotiated(answer, dtls, ufrag, pwd)
+    return Negotiated(answer, dtls, ufrag, pwd, cname)
 
 
 def out_stream_count(answer: Answer) -> int:

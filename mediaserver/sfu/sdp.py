@@ -777,6 +777,7 @@ def build_answer(
     cname: str,
     stream_id: str | None = None,
     session_id: int | None = None,
+    session_version: int = 2,
 ) -> Answer:
     """Build the server's answer to ``offer``.
 
@@ -798,6 +799,8 @@ def build_answer(
         cname: the RTCP CNAME of the server's streams (RFC 7022).
         stream_id: the a=msid stream id of the server's tracks; the cname by default.
         session_id: the o= line session id; by default derived from ``ice_ufrag``.
+        session_version: the o= line version: a later answer on the same session
+            (an ICE restart) has a higher one (RFC 3264 section 8).
 
     Returns:
         The answer text and what it negotiated.
@@ -882,7 +885,7 @@ def build_answer(
 
     lines = [
         "v=0",
-        f"o=- {session_id} 2 IN IP4 127.0.0.1",
+        f"o=- {session_id} {session_version} IN IP4 127.0.0.1",
         "s=-",
         "t=0 0",
         "a=ice-lite",

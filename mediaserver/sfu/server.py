@@ -51,6 +51,7 @@ from mediaserver.sfu.errors import SFU_ERRORS as SFU_ERRORS
 from mediaserver.sfu.errors import EffectsBusy as EffectsBusy
 from mediaserver.sfu.errors import EffectUnavailable as EffectUnavailable
 from mediaserver.sfu.errors import NoVideo as NoVideo
+from mediaserver.sfu.errors import RestartRejected as RestartRejected
 from mediaserver.sfu.errors import ServerFull as ServerFull
 from mediaserver.sfu.errors import SfuError as SfuError
 from mediaserver.sfu.events import CoverFailed as CoverFailed
@@ -68,6 +69,7 @@ from mediaserver.sfu.placement import (
     random_ssrc,
 )
 from mediaserver.sfu.reports import REPORT_INTERVAL, receiver_report, remb_bitrate, sender_reports
+from mediaserver.sfu.restart import restart
 from mediaserver.sfu.router import payload_type_map
 from mediaserver.sfu.session import Session as Session
 from mediaserver.sfu.session import SessionState as SessionState
@@ -272,6 +274,8 @@ class Sfu:
             tracks=add_tracks(answer, self._router, peer),
             rtcp_ssrc=random_ssrc(),
             created_at=self._now(),
+            negotiated=answer,
+            cname=negotiated.cname,
         )
         self.sessions[session_id] = session
         self._by_peer[peer] = session
@@ -281,6 +285,25 @@ class Sfu:
         )
         self.stats["sessions_created"] += 1
         return session
+
+    def restart_ice(self, session_id: str, offer_sdp: str) -> str:
+        """Answer an ICE restart offer on a live session (sfu/restart.py); the
+        media timeout runs from the first restart of a silence, so the restart has
+        that long to bring media back. Raises RestartRejected (the offer changes more than the ICE
+        credentials), SfuError (no such session)."""
+        session = self._session(session_id)
+        _, fingerprint = self.certificate.fingerprint()
+        try:
+            answer = restart(
+                session, self.ice, offer_sdp, fingerprint=fingerprint,
+                ip=self.config.announced_ip, port=self.udp_port, now=self._now(),
+                last_rx=self._router.last_rx(session.peer),
+            )
+        except RestartRejected:
+            self.stats["ice_restarts_rejected"] += 1
+            raise
+        self.stats["ice_restarts"] += 1
+        return answer
 
     def connect(self, publisher_id: str, subscriber_id: str) -> None:
         """Forward the publisher's audio and video to the subscriber."""
@@ -536,8 +559,17 @@ class Sfu:
                     self._router.bind_address(session.peer, event.addr[0], event.addr[1])
                     if session.state is SessionState.NEW:
                         session.state = SessionState.CHECKING
+                    if session.restart_pending and event.nominated:
+                        self._restart_done(session)
             elif isinstance(event, ConsentExpired):
                 self.close_session(event.key, "consent expired")
+
+    def _restart_done(self, session: Session) -> None:
+        # media goes to the new address now; what went to the old one was lost
+        session.restart_pending = False
+        self.stats["ice_restarts_completed"] += 1
+        for publisher_id in (session.id, *session.publishers):
+            self.request_keyframe(publisher_id)
 
     def _service_dtls(self, session: Session, now: float) -> None:
         if session.address is not None:
@@ -635,7 +667,10 @@ class Sfu:
                         self._service_dtls(session, now)
                 elif session.state is SessionState.CONNECTED:
                     last = self._router.last_rx(session.peer)
-                    since = session.connected_at if last is None else last
+                    since = max(
+                        session.connected_at if last is None else last,
+                        session.restarted_at or 0.0,  # a restart gets the whole timeout
+                    )
                     if now - since > self.config.media_timeout:
                         self.close_session(session.id, "media timeout")
                         continue

@@ -9,8 +9,7 @@ from mediaserver.sfu.address import Address
 from mediaserver.sfu.dtls import DtlsEndpoint
 from mediaserver.sfu.nack import NackBudget
 from mediaserver.sfu.rtcp import ReceptionStats
-from mediaserver.sfu.sdp import Codec
-
+from mediaserver.sfu.sdp import Answer, Codec
 
 
 class SessionState(enum.Enum):
@@ -74,6 +73,15 @@ class Session:
     """A keyframe was asked for before the publisher's SSRC was known."""
     nack_budget: NackBudget = field(default_factory=NackBudget)
     """How many of its NACKs are answered (all its streams share it)."""
+    negotiated: Answer | None = None
+    """The answer in force (an ICE restart must leave its media as they are)."""
+    cname: str = ""
+    """The RTCP CNAME of our streams to this peer."""
+    restarted_at: float | None = None
+    """When the first ICE restart offer of its current silence came: its media
+    timeout runs from there (sfu/restart.py)."""
+    restart_pending: bool = False
+    """An ICE restart was answered and no new address is nominated yet."""
 
     def track_by_out_ssrc(self, ssrc: int) -> Track | None:
         for track in self.tracks.values():

@@ -36,6 +36,7 @@ from mediaserver.node.bus import Bus, LocalBus, NodeInfo, peer_id
 from mediaserver.node.bus import Message as BusMessage
 from mediaserver.node.media import MediaService
 from mediaserver.sfu.server import (
+    RestartRejected,
     ServerFull,
     SessionClosed,
     SessionConnected,
@@ -368,10 +369,13 @@ class SignallingHub:
         await self.pairing.enqueue(v)
 
     async def _on_offer(self, v: Visitor, msg: Message) -> None:
+        if v.offering:
+            raise ProtocolError("out_of_order", "the last offer is still being answered", "offer")
+        if v.session_id is not None and v.media_node is not None:
+            await self._restart_ice(v, v.media_node, v.session_id, msg["sdp"])
+            return
         if v.state not in (State.QUEUED, State.MATCHED):
             raise ProtocolError("out_of_order", "send start before offer", "offer")
-        if v.session_id is not None or v.offering:
-            raise ProtocolError("out_of_order", "one offer per connection", "offer")
         if self._sessions_from(v.address) >= self.max_sessions_per_address:
             # one address holding every slot would leave everyone else server_full
             raise ProtocolError(
@@ -399,6 +403,24 @@ class SignallingHub:
             if v.effect is not None:  # the choice made before the offer is on now
                 v.send(protocol.message("effect", name=v.effect, on=True, applied=applied))
         await self.pairing.settle_media(v)
+
+    async def _restart_ice(self, v: Visitor, node: str, session: str, sdp: str) -> None:
+        """A second offer on the visitor's session: an ICE restart (its network
+        changed). Answered on the same session: the pair and the partner see nothing
+        but a short freeze."""
+        v.offering = True
+        try:
+            answer = await self.media.restart_ice(node, session, sdp)
+        except RestartRejected as exc:
+            raise ProtocolError("restart_rejected", str(exc), "offer") from None
+        except SfuError as exc:  # the session closed meanwhile, or its node is gone
+            raise ProtocolError("offer_rejected", str(exc), "offer") from None
+        finally:
+            v.offering = False
+        if v.session_id != session:  # closed (media_closed was sent) meanwhile
+            return
+        self.stats["ice_restarts"] += 1
+        v.send(protocol.message("answer", sdp=answer))
 
     async def _on_next(self, v: Visitor, msg: Message) -> None:
         if v.call is not None:

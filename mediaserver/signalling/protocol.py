@@ -251,6 +251,9 @@ RATES: dict[str, tuple[float, float]] = {
     "call_answer": (2.0, 5.0),
     "call_decline": (2.0, 5.0),
     "call_hangup": (2.0, 5.0),
+    # a first offer, a new one after reoffer or media_closed, or an ICE restart
+    # when the page's network changes: each one is an SDP parse and an answer
+    "offer": (1.0, 5.0),
 }
 
 

@@ -86,6 +86,8 @@ import {
     get phase() { return st.phase; },
     get pc() { return st.link.pc; },
     get ws() { return st.ws; },
+    // ICE restarts of this page's connection: offered, and answered by the server
+    get restarts() { return { offered: st.link.restarts, answered: st.link.restartsAnswered }; },
   };
 
   // ---- status line ----------------------------------------------------------------------
@@ -355,6 +357,11 @@ import {
   function onError(msg) {
     const code = typeof msg.code === "string" ? msg.code : "error";
     const text = typeof msg.message === "string" ? msg.message : "";
+    if (msg.ref === "offer" && st.link.offerRefused()) {
+      // an ICE restart refused: the media session goes on as it was
+      flash(`Cannot reconnect video: ${text || code}`);
+      return;
+    }
     if (code === "media_closed") {
       // our media session is gone (`stopped` follows): a fresh RTCPeerConnection
       // offers on the next start

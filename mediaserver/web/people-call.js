@@ -220,6 +220,7 @@ function onEnded(msg) {
 function onError(msg) {
   const code = typeof msg.code === "string" ? msg.code : "error";
   if (code === "media_closed") link.close(); // a new offer on the next call
+  if (msg.ref === "offer" && link.offerRefused()) return; // an ICE restart: the call goes on
   const calls = ["call", "call_answer", "call_decline", "call_hangup", "offer"];
   if (!calls.includes(msg.ref)) return;
   const why = typeof msg.message === "string" ? msg.message : code;

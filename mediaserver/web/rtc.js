@@ -4,10 +4,25 @@
 //
 // The server keeps a page's media session for the whole WebSocket connection (one
 // offer per connection, docs/protocol.md), so a link offers once and its tracks are
-// re-used by every later match or call on that connection.
+// re-used by every later match or call on that connection. When the network changes
+// (Wi-Fi to cellular) the link restarts ICE: a second offer on the same session, with
+// new ICE credentials and nothing else changed, and media resumes to the new address.
 "use strict";
 
 export const PROTOCOL_VERSION = 1;
+
+// How long ICE may stay "disconnected" before the link restarts it: a blip that
+// heals within a second needs no restart.
+const DISCONNECTED_GRACE_MS = 1000;
+// The server ends a session whose media has been silent for 4 s (its partner is
+// told), and an ICE restart offer gives it 4 s from then. Browsers notice a dead path
+// late (Chromium said nothing for 4 s with every packet dropped), so the link watches
+// what it receives itself: the server sends media and a report every second, and
+// nothing at all for this long means the path is gone.
+const STALL_MS = 1500;
+const STALL_CHECK_MS = 500;
+// At most one restart per this long (the server rate-limits offers too).
+const RESTART_INTERVAL_MS = 2000;
 
 /** The signalling URL of this page's server. */
 export function wsUrl() {
@@ -94,7 +109,21 @@ export class PeerLink {
     this.onProblem = onProblem;
     this.pc = null;
     this.offered = false;
+    this.answered = false; // the server answered our first offer: ICE may restart
     this.remoteStream = null;
+    this.restarts = 0; // ICE restarts offered on this page (tests read it)
+    this.restartsAnswered = 0;
+    this.restartWanted = false; // restartIce() called; its negotiationneeded offers
+    this.lastRestart = -Infinity;
+    this.restartTimer = null;
+    this.stallTimer = null;
+    // A new network: the old address is gone, so restart at once rather than wait
+    // for ICE to notice (several seconds). `online` fires when a network comes back;
+    // navigator.connection (where the browser has it) when the network type changes.
+    window.addEventListener("online", () => this.restartIce("online"));
+    if (navigator.connection && navigator.connection.addEventListener) {
+      navigator.connection.addEventListener("change", () => this.restartIce("network change"));
+    }
   }
 
   /** Offer from a new RTCPeerConnection, unless one exists already. */
@@ -114,7 +143,36 @@ export class PeerLink {
     };
     pc.onconnectionstatechange = () => {
       if (pc === this.pc && pc.connectionState === "failed") {
-        this.onProblem("Media connection failed.");
+        this.onProblem("Media connection lost; reconnecting…");
+      }
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (pc !== this.pc) return;
+      const state = pc.iceConnectionState;
+      if (state === "failed") {
+        this.restartIce("failed");
+      } else if (state === "disconnected") {
+        this.schedule(DISCONNECTED_GRACE_MS, () => {
+          if (pc === this.pc && pc.iceConnectionState === "disconnected") {
+            this.restartIce("disconnected");
+          }
+        });
+      } else if (state === "connected" || state === "completed") {
+        this.schedule(null);
+      }
+    };
+    this.watchStalls(pc);
+    pc.onnegotiationneeded = async () => {
+      // fired by restartIce() (and by addTrack before the first offer, which
+      // ensureOffer makes itself): the restart offer goes as an ordinary `offer`
+      if (pc !== this.pc || !this.restartWanted || pc.signalingState !== "stable") return;
+      this.restartWanted = false;
+      try {
+        await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+        if (pc !== this.pc) return;
+        if (this.send("offer", { sdp: pc.localDescription.sdp })) this.restarts += 1;
+      } catch (err) {
+        if (pc === this.pc) this.onProblem(`Cannot reconnect video: ${err.message || err}`);
       }
     };
     (async () => {
@@ -128,15 +186,88 @@ export class PeerLink {
     })();
   }
 
-  /** The server's answer to our offer. */
+  /** The server's answer to our offer (the first, or an ICE restart's). */
   async onAnswer(sdp) {
     const pc = this.pc;
     if (!pc || typeof sdp !== "string" || pc.signalingState !== "have-local-offer") return;
+    const restart = this.answered;
     try {
       await pc.setRemoteDescription({ type: "answer", sdp });
+      this.answered = true;
+      if (restart) this.restartsAnswered += 1;
     } catch (err) {
       this.onProblem(`Cannot use the server's answer: ${err.message || err}`);
     }
+  }
+
+  /** Restart ICE on the live connection (new credentials, same session): when the
+   * network changed or ICE failed. False when there is nothing to restart yet, or a
+   * restart is under way or was made less than RESTART_INTERVAL_MS ago (then it is
+   * tried again once that passed, if ICE is still not connected). */
+  restartIce(reason) {
+    const pc = this.pc;
+    if (!pc || !this.answered || pc.signalingState === "closed") return false;
+    if (pc.signalingState !== "stable" || this.restartWanted) return false;
+    const wait = this.lastRestart + RESTART_INTERVAL_MS - performance.now();
+    if (wait > 0) {
+      this.schedule(wait, () => {
+        const state = pc.iceConnectionState;
+        if (pc === this.pc && state !== "connected" && state !== "completed") {
+          this.restartIce(reason);
+        }
+      });
+      return false;
+    }
+    this.schedule(null);
+    this.lastRestart = performance.now();
+    this.restartWanted = true;
+    pc.restartIce(); // negotiationneeded follows: onnegotiationneeded offers
+    return true;
+  }
+
+  /** The server refused an `offer` of ours. A restart's is rolled back (the session
+   * and its media go on as they were): true. False for a first offer. */
+  offerRefused() {
+    const pc = this.pc;
+    if (!pc || !this.answered || pc.signalingState !== "have-local-offer") return false;
+    pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+    return true;
+  }
+
+  /** Restart ICE when nothing at all arrives for STALL_MS on a connected link. */
+  watchStalls(pc) {
+    let last = -1;
+    let since = performance.now();
+    const check = async () => {
+      if (pc !== this.pc) return;
+      let received = 0;
+      try {
+        for (const s of (await pc.getStats()).values()) {
+          if (s.type === "transport") received += s.bytesReceived || 0;
+        }
+      } catch {
+        return;
+      }
+      const now = performance.now();
+      const state = pc.iceConnectionState;
+      if (received !== last || !this.answered || (state !== "connected" && state !== "completed"
+          && state !== "disconnected")) {
+        last = received;
+        since = now;
+      } else if (now - since >= STALL_MS && this.restartIce("stalled")) {
+        since = now;
+      }
+      if (pc === this.pc) this.stallTimer = setTimeout(check, STALL_CHECK_MS);
+    };
+    this.stallTimer = setTimeout(check, STALL_CHECK_MS);
+  }
+
+  schedule(ms, action) {
+    if (this.restartTimer !== null) clearTimeout(this.restartTimer);
+    this.restartTimer = ms === null ? null : setTimeout(() => {
+      this.restartTimer = null;
+      action();
+    }, ms);
   }
 
   play() {
@@ -153,10 +284,17 @@ export class PeerLink {
     if (this.pc) {
       this.pc.ontrack = null;
       this.pc.onconnectionstatechange = null;
+      this.pc.oniceconnectionstatechange = null;
+      this.pc.onnegotiationneeded = null;
       this.pc.close();
     }
+    this.schedule(null);
+    if (this.stallTimer !== null) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
     this.pc = null;
     this.offered = false;
+    this.answered = false;
+    this.restartWanted = false;
     this.remoteStream = null;
     this.remoteVideo.srcObject = null;
   }

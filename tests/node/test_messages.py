@@ -12,6 +12,7 @@ SAMPLES: list[m.NodeMessage] = [
     m.PeerEvent("a/1", "b/2", "chat", {"text": "hi", "shared": ["x"]}),
     m.PeerEvent("a/1", "b/2", "typing"),
     m.CreateSession("v=0\r\n", "a/1"),
+    m.CreateSession("v=0\r\n", "", restart="s1"),
     m.ConnectSessions("s1", "s2"),
     m.DisconnectSessions("s1", "s2"),
     m.CloseSession("s1"),

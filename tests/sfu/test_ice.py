@@ -217,6 +217,93 @@ def answer_probe(probe: bytes, pwd: str = REMOTE_PWD) -> bytes:
     return bytes(response)
 
 
+# ICE restart (RFC 8445 section 9): new credentials on the same session
+
+NEW_UFRAG, NEW_PWD = "srv2", "serverpassword2serverp"
+NEW_REMOTE_UFRAG, NEW_REMOTE_PWD = "brw2", "browserpassword2browser"
+
+
+def restarted(server: IceLiteServer) -> IceLiteServer:
+    server.restart_session("s1", NEW_UFRAG, NEW_PWD, NEW_REMOTE_UFRAG, NEW_REMOTE_PWD)
+    return server
+
+
+def new_check(use_candidate: bool = True) -> bytes:
+    return make_request(
+        username=f"{NEW_UFRAG}:{NEW_REMOTE_UFRAG}", pwd=NEW_PWD, use_candidate=use_candidate
+    )
+
+
+def test_after_a_restart_only_the_new_credentials_are_answered() -> None:
+    server = restarted(make_proven_server())
+
+    server.receive_datagram(make_request(use_candidate=True), PEER, 2.0)  # the old ones
+    assert server.drops["stun_unknown_user"] == 1
+    assert server.datagrams_to_send(2.0) == []
+
+    server.receive_datagram(new_check(), PEER, 2.1)
+    [(data, to)] = server.datagrams_to_send(2.1)
+    assert to == PEER
+    response = stun.parse_message(data)
+    assert response.message_class == stun.Class.RESPONSE
+    assert response.check_message_integrity(NEW_PWD.encode())
+    assert server.last_seen("s1") == 2.1
+    assert server.nominated_address("s1") == PEER  # the same address: nothing moves
+    assert drain(server) == []
+
+
+def test_after_a_restart_a_new_address_gets_media_only_once_it_answers_our_check() -> None:
+    server = restarted(make_proven_server())
+
+    server.receive_datagram(new_check(), PEER2, 2.0)
+    [(probe, to)] = server.datagrams_to_send(2.0)
+    message = stun.parse_message(probe)
+    # the check uses the restart's credentials, both ways
+    assert to == PEER2
+    assert message.attributes["USERNAME"] == f"{NEW_REMOTE_UFRAG}:{NEW_UFRAG}"
+    assert message.check_message_integrity(NEW_REMOTE_PWD.encode())
+    assert server.nominated_address("s1") == PEER
+    assert drain(server) == []
+
+    # an answer signed with the old password proves nothing
+    server.receive_datagram(answer_probe(probe, pwd=REMOTE_PWD), PEER2, 2.1)
+    assert server.nominated_address("s1") == PEER
+    server.receive_datagram(answer_probe(probe, pwd=NEW_REMOTE_PWD), PEER2, 2.2)
+    assert server.nominated_address("s1") == PEER2
+    assert drain(server) == [AddressBound(key="s1", addr=PEER2, nominated=True)]
+    # the withheld check is answered now, with the new password
+    [(data, to)] = server.datagrams_to_send(2.2)
+    response = stun.parse_message(data)
+    assert to == PEER2 and response.message_class == stun.Class.RESPONSE
+    assert response.check_message_integrity(NEW_PWD.encode())
+
+
+def test_a_restart_forgets_a_check_signed_with_the_old_password() -> None:
+    server = make_proven_server()
+    server.receive_datagram(make_request(use_candidate=True), PEER2, 2.0)
+    [(probe, _)] = server.datagrams_to_send(2.0)
+    restarted(server)
+    server.receive_datagram(answer_probe(probe), PEER2, 2.1)
+    assert server.nominated_address("s1") == PEER
+    assert server.drops["stun_not_request"] == 1
+
+
+def test_a_restart_checks_its_credentials() -> None:
+    server = make_proven_server()
+    server.add_session("s2", "othr", LOCAL_PWD, REMOTE_UFRAG, now=0.0)
+    with pytest.raises(ValueError, match="no session 'nope'"):
+        server.restart_session("nope", NEW_UFRAG, NEW_PWD, NEW_REMOTE_UFRAG, NEW_REMOTE_PWD)
+    with pytest.raises(ValueError, match="already used by another session"):
+        server.restart_session("s1", "othr", NEW_PWD, NEW_REMOTE_UFRAG, NEW_REMOTE_PWD)
+    with pytest.raises(ValueError, match="remote_pwd is not 22 to 256 ice-chars"):
+        server.restart_session("s1", NEW_UFRAG, NEW_PWD, NEW_REMOTE_UFRAG, "short")
+    with pytest.raises(ValueError, match="local_pwd"):
+        server.restart_session("s1", NEW_UFRAG, "x", NEW_REMOTE_UFRAG, NEW_REMOTE_PWD)
+    # nothing changed: the old credentials still work
+    server.receive_datagram(make_request(use_candidate=True), PEER, 2.0)
+    assert len(server.datagrams_to_send(2.0)) == 1
+
+
 def test_nomination_before_dtls_moves_media_at_once() -> None:
     # Nothing is proven before DTLS completes, and nothing flows either.
     server = make_guarded_server()
@@ -258,9 +345,18 @@ def test_nomination_away_from_a_proven_address_waits_for_its_answer() -> None:
     assert server.nominated_address("s1") == PEER
     assert server.drops["stun_bad_integrity"] == 1
 
-    # The right answer from the right address moves the media.
+    # The right answer from the right address moves the media, and the latest
+    # nomination from there is answered now (the peer need not wait to retry it).
+    latest = make_request(use_candidate=True, transaction_id=b"L" * 12)
+    server.receive_datagram(latest, PEER2, 2.65)
+    assert server.datagrams_to_send(2.65) == []
     server.receive_datagram(answer_probe(probe), PEER2, 2.7)
     assert drain(server) == [AddressBound(key="s1", addr=PEER2, nominated=True)]
+    [(reply, to)] = server.datagrams_to_send(2.7)
+    message = stun.parse_message(reply)
+    assert to == PEER2 and message.message_class == stun.Class.RESPONSE
+    assert message.transaction_id == b"L" * 12
+    assert message.check_message_integrity(LOCAL_PWD.encode())
     assert server.nominated_address("s1") == PEER2
     assert server.last_seen("s1") == 2.7
     # ...and is used up: a replay of it does nothing.

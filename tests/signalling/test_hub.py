@@ -18,7 +18,7 @@ import pytest
 from mediaserver.matchmaker import Match, MatchPolicy
 from mediaserver.node.bus import LocalBus
 from mediaserver.node.media import MediaService
-from mediaserver.sfu.errors import EffectsBusy, ServerFull
+from mediaserver.sfu.errors import EffectsBusy, RestartRejected, ServerFull
 from mediaserver.signalling import events, protocol
 from mediaserver.signalling.visitors import State
 from mediaserver.signalling.pairing import PAIR_WAIT
@@ -38,6 +38,7 @@ from tests.support.hub_fakes import (
     settle,
     until,
 )
+from tests.support.socketless_sfu import OFFER, SocketlessCall, SocketlessPeer
 
 
 def frame(kind, **fields):
@@ -203,6 +204,107 @@ async def test_an_offer_refused_by_the_media_is_told_by_its_type(node):
     await node.send(a, "offer", sdp="x")
     assert a.sent[-1]["code"] == "server_full"
     assert a.visitor.offering is False and a.visitor.session_id is None
+
+
+async def test_a_second_offer_restarts_ice_on_the_same_session(node):
+    a, b = await node.pair()
+    session, forwarded = a.visitor.session_id, node.media.forwarded()
+    await node.send(a, "offer", sdp="restart offer")
+    assert a.sent == [protocol.message("answer", sdp="restart answer to restart offer")]
+    assert node.media.restarts == [("n1", session, "restart offer")]
+    # the same session, pair and forwarding; the partner hears nothing of it
+    assert a.visitor.session_id == session and a.visitor.state is State.MATCHED
+    assert node.media.forwarded() == forwarded and node.media.closed == []
+    assert b.sent == []
+    assert node.hub.stats["ice_restarts"] == 1
+
+
+async def test_a_second_offer_that_is_no_ice_restart_is_refused_and_changes_nothing(node):
+    a, b = await node.pair()
+    session = a.visitor.session_id
+    node.media.fail_restart = RestartRejected("an ICE restart keeps the DTLS certificate")
+    await node.send(a, "offer", sdp="another certificate")
+    [error] = a.sent
+    assert error["code"] == "restart_rejected" and error["ref"] == "offer"
+    assert "keeps the DTLS certificate" in error["message"]
+    assert a.visitor.session_id == session and a.visitor.offering is False
+    assert b.sent == [] and node.media.closed == []
+
+
+async def test_an_ice_restart_across_nodes_goes_to_the_node_of_the_session(cluster):
+    n1, n2 = cluster
+    a, b = await n1.visitor("192.0.2.1"), await n2.visitor("192.0.2.2")
+    await n1.send(a, "start")
+    await n1.send(a, "offer", sdp="a")
+    await n2.send(b, "start")
+    await n2.send(b, "offer", sdp="b")
+    await settle()
+    assert b.visitor.media_node == "n1"
+    b.take()
+    await n2.send(b, "offer", sdp="b moved")
+    assert n2.media.restarts == [("n1", b.visitor.session_id, "b moved")]
+    assert b.types() == ["answer"]
+
+
+async def test_the_real_media_service_answers_a_restart_over_the_bus():
+    call = SocketlessCall()
+    peer = SocketlessPeer(call, ("127.0.0.1", 40001))
+    peer.connect()
+    service = MediaService(call.sfu, LocalBus("n1"))
+    offer = peer.restart_offer("rst1", "x" * 22)
+    reply = service.handle({"t": "create", "owner": "", "restart": peer.id, "sdp": offer})
+    assert "a=ice-ufrag:" in reply["answer"] and reply["answer"] == peer.session.answer
+    reply = service.handle({"t": "create", "owner": "", "restart": peer.id, "sdp": offer})  # again
+    assert reply["code"] == "restart_rejected" and "must restart ICE" in reply["error"]
+    with pytest.raises(RestartRejected, match="must restart ICE"):
+        await service.restart_ice("n1", peer.id, offer)
+
+
+async def test_an_ice_restart_crosses_the_bus_to_the_real_sfu_holding_the_session(clock):
+    # two nodes with real media services and (socketless) Sfus, on linked buses that
+    # carry the real wire format: b's WebSocket is on n2, its media on n1
+    buses, queue, sfus, nodes = {}, SharedQueue(clock), {}, []
+    for name in ("n1", "n2"):
+        bus = LinkedBus(name, buses)
+        sfus[name] = SocketlessCall().sfu
+        node = Node.__new__(Node)
+        node.clock, node.media = clock, MediaService(sfus[name], bus)
+        node.hub = build_hub(bus, clock, queue.factory, node.media)
+        nodes.append(await node.start())
+    n1, n2 = nodes
+    try:
+        a, b = await n1.visitor("192.0.2.1"), await n2.visitor("192.0.2.2")
+        await n1.send(a, "start")
+        await n1.send(a, "offer", sdp=OFFER)
+        await n2.send(b, "start")
+        await settle()
+        await n2.send(b, "offer", sdp=OFFER)
+        await settle()
+        assert b.visitor.media_node == "n1" and sfus["n2"].sessions == {}
+        session = sfus["n1"].sessions[b.visitor.session_id]
+        first = session.answer
+        b.take()
+
+        restart = OFFER.replace("a=ice-ufrag:gwse", "a=ice-ufrag:rst1").replace(
+            "a=ice-pwd:0/Ae9XPhetpJSkBuUXbcmY1j", "a=ice-pwd:restartpasswordrestartp"
+        )
+        await n2.send(b, "offer", sdp=restart)
+        await settle()
+        [answer] = b.sent
+        assert answer["type"] == "answer" and answer["sdp"] == session.answer != first
+        assert sfus["n1"].counters()["ice_restarts"] == 1
+        assert b.visitor.session_id == session.id
+
+        # the same offer again is no restart: refused with its code, across the bus
+        b.take()
+        await n2.send(b, "offer", sdp=restart)
+        await settle()
+        [error] = b.sent
+        assert error["code"] == "restart_rejected" and "must restart ICE" in error["message"]
+        assert a.types().count("partner_left") == 0
+    finally:
+        for node in nodes:
+            await node.hub.close()
 
 
 async def test_too_many_sessions_from_one_address(clock):

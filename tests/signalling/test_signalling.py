@@ -254,7 +254,7 @@ ERRORS = [
     (["hello", "start"], {"v": 1, "type": "start"}, "out_of_order"),
     (["hello", "start"], {"v": 1, "type": "offer", "sdp": "not sdp"}, "offer_rejected"),
     (["hello", "start"], {"v": 1, "type": "offer", "sdp": 5}, "bad_field"),
-    (["hello", "start", "offer"], {"v": 1, "type": "offer", "sdp": OFFER}, "out_of_order"),
+    (["hello", "start", "offer"], {"v": 1, "type": "offer", "sdp": OFFER}, "restart_rejected"),
     (["hello"], {"v": 1, "type": "chat", "text": ""}, "bad_field"),
     (["hello"], {"v": 1, "type": "chat", "text": "x" * 1001}, "bad_field"),
     (["hello"], {"v": 1, "type": "report", "reason": "ugly"}, "bad_field"),

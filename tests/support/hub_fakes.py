@@ -33,7 +33,7 @@ class FakeMedia:
     """The media service with knobs: records what the hub asks of each node.
 
     `fail_create` (an SfuError) makes the next offers fail; `fail_effects` makes
-    set_effect raise it; `no_video` sessions raise NoVideo on any effect.
+    set_effect raise it; `fail_restart` makes ICE restarts raise it; `no_video` sessions raise NoVideo on any effect.
     """
 
     def __init__(self, node_id: str) -> None:
@@ -49,6 +49,9 @@ class FakeMedia:
         self.owned_closed_for: list[str] = []
         self.fail_create: SfuError | None = None
         self.fail_effects: SfuError | None = None
+        self.fail_restart: SfuError | None = None
+        self.restarts: list[tuple[str, str, str]] = []
+        """(node, session, sdp) of each ICE restart answered."""
         self.no_video: set[str] = set()
         self._next = 0
 
@@ -59,6 +62,14 @@ class FakeMedia:
         session = f"{self.node_id}-s{self._next}"
         self.sessions[session] = (node, owner)
         return session, f"answer to {sdp}"
+
+    async def restart_ice(self, node: str, session: str, sdp: str) -> str:
+        if self.fail_restart is not None:
+            raise self.fail_restart
+        if self.sessions.get(session, (None,))[0] != node:
+            raise SfuError(f"no session {session!r}")
+        self.restarts.append((node, session, sdp))
+        return f"restart answer to {sdp}"
 
     async def connect(self, node: str, publisher: str, subscriber: str) -> None:
         self.connects.append((node, publisher, subscriber))

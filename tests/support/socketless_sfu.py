@@ -80,6 +80,8 @@ class SocketlessPeer:
         self.call, self.addr = call, addr
         _, fingerprint = _CERTIFICATE.fingerprint("sha-256")
         offer = re.sub(r"a=fingerprint:sha-256 \S+", f"a=fingerprint:sha-256 {fingerprint}", OFFER)
+        self.offer = offer
+        self.ufrag, self.pwd = "gwse", "0/Ae9XPhetpJSkBuUXbcmY1j"  # as in the offer
         self.session: Session = call.sfu.create_session(offer)
         answer = self.session.answer
         self.server_ufrag = _answer_field(answer, "ice-ufrag")
@@ -96,13 +98,49 @@ class SocketlessPeer:
 
     def send_stun(self, nominate: bool = True) -> None:
         request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-        request.attributes["USERNAME"] = f"{self.server_ufrag}:gwse"
+        request.attributes["USERNAME"] = f"{self.server_ufrag}:{self.ufrag}"
         request.attributes["PRIORITY"] = 1853824767
         request.attributes["ICE-CONTROLLING"] = 0x1234567890ABCDEF
         if nominate:
             request.attributes["USE-CANDIDATE"] = None
         request.add_message_integrity(self.server_pwd.encode())
         self.call.deliver(bytes(request), self.addr)
+
+    def restart_offer(self, ufrag: str, pwd: str) -> str:
+        """This peer's offer again with new ICE credentials (what restartIce() makes)."""
+        offer = self.offer.replace(f"a=ice-ufrag:{self.ufrag}", f"a=ice-ufrag:{ufrag}")
+        return offer.replace(f"a=ice-pwd:{self.pwd}", f"a=ice-pwd:{pwd}")
+
+    def restart_ice(self, ufrag: str = "rst1", pwd: str = "restartpasswordrestartp") -> str:
+        """Send the Sfu an ICE restart offer; take its answer's credentials."""
+        answer = self.call.sfu.restart_ice(self.id, self.restart_offer(ufrag, pwd))
+        self.offer = self.restart_offer(ufrag, pwd)
+        self.ufrag, self.pwd = ufrag, pwd
+        self.server_ufrag = _answer_field(answer, "ice-ufrag")
+        self.server_pwd = _answer_field(answer, "ice-pwd")
+        return answer
+
+    def answer_checks(self) -> int:
+        """Answer the Sfu's connectivity checks sent to this peer (signed with our
+        password, as a browser does); keep the rest for take(). How many answered."""
+        answered, rest = 0, []
+        for at, data in self.take():
+            if data[0] < 2 and data[1] == 0x01:  # a STUN Binding request
+                request = stun.parse_message(data)
+                assert request.check_message_integrity(self.pwd.encode())
+                response = stun.Message(
+                    message_method=stun.Method.BINDING,
+                    message_class=stun.Class.RESPONSE,
+                    transaction_id=request.transaction_id,
+                )
+                response.attributes["XOR-MAPPED-ADDRESS"] = self.addr
+                response.add_message_integrity(self.pwd.encode())
+                self.call.deliver(bytes(response), self.addr)
+                answered += 1
+            else:
+                rest.append((at, data))
+        self.call.inbox[self.addr][:0] = rest
+        return answered
 
     def connect(self) -> None:
         """ICE, then the DTLS handshake (with its cookie exchange) to SRTP keys."""
