@@ -6,6 +6,8 @@ import socket
 
 import pytest
 from aiortc.rtp import RtpPacket
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mediaserver._router import SLOW_STUN, Router
 from mediaserver._srtp import PROFILE_AEAD_AES_128_GCM, Srtp
@@ -109,6 +111,33 @@ def test_ipv6_address_table_survives_churn():
         for p in peers:
             r.remove_peer(p)
     assert r.add_peer() == 0
+
+
+ADDRESSES = st.one_of(
+    st.ip_addresses(v=6).map(str),
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ADDRESSES, st.integers(0, 65535)), min_size=1, max_size=12), st.data())
+def test_any_addresses_are_found_as_bound_and_only_then(addresses, data):
+    r = Router(-1, max_peers=16, max_streams=4, cache_packets=64)
+    keyed = {}  # the router's idea of one address: IPv4 and ::ffff:IPv4 are one
+    for host, port in addresses:
+        key = (socket.inet_pton(socket.AF_INET6, host if ":" in host else f"::ffff:{host}"), port)
+        if key not in keyed:
+            peer = r.add_peer()
+            r.bind_address(peer, host, port)
+            keyed[key] = peer
+    for host, port in addresses:
+        key = (socket.inet_pton(socket.AF_INET6, host if ":" in host else f"::ffff:{host}"), port)
+        assert r.feed(STUN, host, port, 0.0)[1][0][1] == keyed[key]
+    # another port of a bound address is nobody's
+    host, port = data.draw(st.sampled_from(addresses))
+    key = (socket.inet_pton(socket.AF_INET6, host if ":" in host else f"::ffff:{host}"), port ^ 1)
+    assert r.feed(STUN, host, port ^ 1, 0.0)[1][0][1] == keyed.get(key, -1)
 
 
 def test_an_ipv4_router_refuses_ipv6_peers_and_takes_mapped_ones():
