@@ -143,3 +143,22 @@ def test_host_ipv6_any_serves_both_families_on_the_web_and_media_ports(tmp_path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_listener_on_ipv6_any_takes_both_families_and_one_address_only_its_own():
+    from mediaserver.listeners import tcp_listener
+
+    with tcp_listener("::", 0) as any6:
+        port = any6.getsockname()[1]
+        assert not any6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            with socket.socket(family, socket.SOCK_STREAM) as client:
+                client.connect((host, port))
+                conn, peer = any6.accept()
+                conn.close()
+                # an IPv4 client arrives mapped; client_address makes it plain IPv4 again
+                assert peer[0] == ("::ffff:127.0.0.1" if family == socket.AF_INET else "::1")
+    with tcp_listener("::1", 0) as one:
+        assert one.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    with tcp_listener("127.0.0.1", 0, reuse_port=True) as four:
+        assert four.family == socket.AF_INET
