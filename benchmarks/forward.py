@@ -2,7 +2,7 @@
 
     python -m benchmarks.forward [--pairs 10] [--rate 20000] [--duration 10]
                                  [--size 1100] [--profile aead-aes-128-gcm]
-                                 [--repeats 1] [--json]
+                                 [--repeats 1] [--family 4] [--json]
 
 N synthetic publishers and N subscribers on 127.0.0.1, each with its own UDP
 socket, connect to the SFU (running alone in a child process, on uvloop) with
@@ -25,6 +25,12 @@ Latency is the subscriber socket's kernel receive timestamp (SO_TIMESTAMPNS)
 minus the send time stamped into the packet just before it was protected: the
 server's whole trip, not the receiving loop's wake-up delay (reported apart as
 "app" latency).
+
+`--family 6` measures IPv6 against IPv4 in one run: the SFU binds its default
+dual-stack socket (`::`, IPV6_V6ONLY off) and announces 127.0.0.1 and ::1; a second
+set of N pairs on ::1 connects beside the IPv4 pairs, and the two sets take turns
+under the same load (the bare forwarder stays on IPv4). The IPv6 figures and the
+ratio IPv6 / IPv4 of CPU per packet come out beside the others.
 
 Everything stays on loopback, every run stops by itself (bounded time and
 packet counts), and the child processes die with this one (also on Ctrl-C).
@@ -67,6 +73,7 @@ from benchmarks.peers.webrtc import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK6 = "::1"
 FORWARDER_SOURCE = Path(__file__).resolve().parent / "peers" / "bare_forwarder.c"
 
 PROFILES = {
@@ -207,8 +214,10 @@ class ControlledProcess:
 class ServerProcess(ControlledProcess):
     """benchmarks/sfu_harness.py in a child process: the SFU under test."""
 
-    def __init__(self, asyncio_loop: bool = False) -> None:
+    def __init__(self, asyncio_loop: bool = False, dual_stack: bool = False) -> None:
         args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
+        if dual_stack:
+            args = [*args[:-1], "::", "--announced-ip", f"{LOOPBACK},{LOOPBACK6}"]
         if asyncio_loop:
             args.append("--asyncio")
         super().__init__(args, "SFU harness")
@@ -307,12 +316,12 @@ class Target:
 
 def server_target_for(
     module: Any, server: Any, senders: list[Any], receivers: list[Any], profile: int,
-    size: int, pairs: int,
+    size: int, pairs: int, name: str = "mediaserver",
 ) -> Target:
     """The server under test as a Target: its process and counters, and the C
     sender and receiver loops over the connected synthetic peers' sockets and keys."""
     return Target(
-        name="mediaserver",
+        name=name,
         pid=server.pid,
         counters=server.counters,
         sender=module.Sender(
@@ -435,12 +444,18 @@ def spread(values: list[float | None]) -> tuple[float | None, float | None, floa
     return statistics.median(vs), min(vs), max(vs)
 
 
+def cpu_source(runs: list[dict[str, Any]]) -> str:
+    """Which CPU figure is fine-grained enough for all of `runs`."""
+    ticks = min(r["cpu_s"] for r in runs) * CLK_TCK
+    return "stat" if ticks >= MIN_TICKS else "schedstat"
+
+
 def summarize(
-    server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta: dict[str, Any]
+    server: list[dict[str, Any]], baseline: list[dict[str, Any]], meta: dict[str, Any],
+    source: str | None = None,
 ) -> dict[str, Any]:
     runs = server + baseline
-    ticks = min(r["cpu_s"] for r in runs) * CLK_TCK
-    source = "stat" if ticks >= MIN_TICKS else "schedstat"
+    source = source or cpu_source(runs)
     out: dict[str, Any] = dict(meta)
     out["cpu_source"] = source
     for prefix, rs in (("", server), ("baseline_", baseline)):
@@ -526,13 +541,24 @@ def print_table(s: dict[str, Any]) -> None:
         f"{s['payload_size']}-byte payloads ({s['packet_size']} bytes on the wire), "
         f"{s['profile']}, {s['repeats']} repeat(s), CPU from {s['cpu_source']}"
     )
-    table = [["", f"mediaserver ({s['server_loop']})", "bare C forwarder"]]
+    six = s.get("family") == "6"
+    first = f"mediaserver ({s['server_loop']})" + (", IPv4" if six else "")
+    table = [["", first, *(["mediaserver, IPv6"] if six else []), "bare C forwarder"]]
     for label, key, base_key, spec, scale in rows:
-        table.append([label, _cell(s, key, spec, scale), _cell(s, base_key, spec, scale)])
-    widths = [max(len(row[i]) for row in table) for i in range(3)]
+        table.append([
+            label,
+            _cell(s, key, spec, scale),
+            *([_cell(s, "ipv6_" + key, spec, scale)] if six else []),
+            _cell(s, base_key, spec, scale),
+        ])  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print(f"  {row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}")
+        cells = [f"{row[0]:<{widths[0]}}"] + [f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])]
+        print("  " + "  ".join(cells))
     print(f"ratio server/baseline CPU per packet: {_cell(s, 'ratio', '.2f')}")
+    if six:
+        print(f"ratio IPv6/baseline CPU per packet: {_cell(s, 'ipv6_ratio', '.2f')}")
+        print(f"ratio IPv6/IPv4 CPU per packet (same run): {_cell(s, 'ipv6_over_ipv4', '.3f')}")
     notes = []
     if s["srtp_auth_failures"]:
         notes.append(f"{s['srtp_auth_failures']} SRTP auth failures at the subscribers")
@@ -612,6 +638,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--asyncio", action="store_true", help="run the SFU on the stdlib loop, not uvloop"
     )
     parser.add_argument(
+        "--family",
+        choices=("4", "6"),
+        default="4",
+        help="6: also N pairs over IPv6 (::1) through the server's dual-stack socket, "
+        "measured against the IPv4 pairs in the same run (default 4: IPv4 only)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )
     args = parser.parse_args(argv)
@@ -635,51 +668,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="msbench-"))
         exe = build_forwarder(tmp)
 
-        # -- the SFU, and the peers it serves
-        server = ServerProcess(asyncio_loop=args.asyncio)
+        # -- the SFU, and the peers it serves (with --family 6, a second set on ::1)
+        dual = args.family == "6"
+        server = ServerProcess(asyncio_loop=args.asyncio, dual_stack=dual)
         stack.callback(server.close)
         certificate = DtlsCertificate.generate()
-        senders = [
-            SyntheticPeer(i, "send", certificate, (profile,), args.audio) for i in range(args.pairs)
+        groups = [
+            connect_peers(stack, server, certificate, profile, args, host)
+            for host in ((LOOPBACK, LOOPBACK6) if dual else (LOOPBACK,))
         ]
-        receivers = [
-            SyntheticPeer(i, "recv", certificate, (profile,), args.audio) for i in range(args.pairs)
-        ]
-        peers = senders + receivers
-        for peer in peers:
-            stack.callback(peer.close)
-        for peer in peers:
-            reply = server.request("create", offer=peer.offer())
-            peer.accept(reply["id"], reply["answer"])
-        handshake(peers, timeout=max(20.0, 0.2 * len(peers)))
-        for s, r in zip(senders, receivers):
-            server.request("connect", pub=s.session_id, sub=r.session_id)
-        deadline = time.monotonic() + 10
-        while True:
-            states = server.request("sessions")["sessions"]
-            if all(states.get(p.session_id) == "connected" for p in peers):
-                break
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"sessions not connected on the server: {states}")
-            time.sleep(0.05)
+        peers = [p for senders, receivers in groups for p in senders + receivers]
         keepalive = KeepAlive(peers)
         keepalive.start()
         stack.callback(keepalive.stop)
         drain(peers)
 
-        keys = [p.keys for p in peers]
-        assert all(k is not None and k.profile == profile for k in keys), (
-            "negotiated another profile"
-        )
+        senders, receivers = groups[0]
         probe = bytes([0x80, VIDEO_PT]) + bytes(10) + bytes(args.size)
         k0 = senders[0].keys
         assert k0 is not None
         tag = len(Srtp(profile, k0.tx_key, k0.tx_salt).protect(probe)) - len(probe)
-        for peer in peers:
-            assert peer.server_addr is not None
-            check_loopback(peer.server_addr[0])
         server_target = server_target_for(
             module, server, senders, receivers, profile, args.size, args.pairs
+        )
+        server6_target = (
+            server_target_for(module, server, *groups[1], profile, args.size, args.pairs, "IPv6")
+            if dual
+            else None
         )
 
         # -- the floor: plain RTP, same size on the wire, through the bare forwarder
@@ -723,18 +738,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         run_id = 1
         samples = None  # the subscribers' first SRTP packets (rollover counter 0)
+        targets = [server_target, baseline_target]
+        if server6_target is not None:
+            targets.insert(1, server6_target)
         if args.warmup > 0:
-            for target in (server_target, baseline_target):
+            for target in targets:
                 result = run_once(target, run_id, args.rate, args.warmup, args.tick, args.grace)
                 run_id += 1
                 if target is server_target:
                     samples = result["samples"]
         for repeat in range(args.repeats):
-            order = (
-                (server_target, baseline_target)
-                if repeat % 2 == 0
-                else (baseline_target, server_target)
-            )
+            # each repeat in another order: none is always first (a cold cache) or last
+            order = targets[repeat % len(targets) :] + targets[: repeat % len(targets)]
             for target in order:
                 result = run_once(target, run_id, args.rate, args.duration, args.tick, args.grace)
                 run_id += 1
@@ -761,8 +776,87 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "libsrtp_check": check,
             "consent_checks_sent": keepalive.consent_sent,
             "rtcp_reports_sent": keepalive.rtcp_sent,
+            "family": args.family,
         }
-        return summarize(server_target.results, baseline_target.results, meta)
+        runs = [r for t in targets for r in t.results]
+        summary = summarize(
+            server_target.results, baseline_target.results, meta, cpu_source(runs)
+        )
+        if server6_target is not None:
+            add_ipv6(summary, server_target.results, server6_target.results,
+                     baseline_target.results)  # fmt: skip
+        return summary
+
+
+def connect_peers(
+    stack: contextlib.ExitStack, server: ServerProcess, certificate: Any, profile: int,
+    args: argparse.Namespace, host: str,
+) -> tuple[list[SyntheticPeer], list[SyntheticPeer]]:
+    """args.pairs publishers and subscribers on `host`, through ICE and DTLS with the
+    server, publisher i forwarded to subscriber i: (senders, receivers)."""
+    senders = [
+        SyntheticPeer(i, "send", certificate, (profile,), args.audio, host)
+        for i in range(args.pairs)
+    ]
+    receivers = [
+        SyntheticPeer(i, "recv", certificate, (profile,), args.audio, host)
+        for i in range(args.pairs)
+    ]
+    peers = senders + receivers
+    for peer in peers:
+        stack.callback(peer.close)
+    for peer in peers:
+        reply = server.request("create", offer=peer.offer())
+        peer.accept(reply["id"], reply["answer"])
+    handshake(peers, timeout=max(20.0, 0.2 * len(peers)))
+    for s, r in zip(senders, receivers):
+        server.request("connect", pub=s.session_id, sub=r.session_id)
+    deadline = time.monotonic() + 10
+    while True:
+        states = server.request("sessions")["sessions"]
+        if all(states.get(p.session_id) == "connected" for p in peers):
+            break
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"sessions not connected on the server: {states}")
+        time.sleep(0.05)
+    for peer in peers:
+        assert peer.keys is not None and peer.keys.profile == profile, "negotiated another profile"
+        assert peer.server_addr is not None
+        check_loopback(peer.server_addr[0])
+        # each set reaches the server over its own family
+        assert (":" in peer.server_addr[0]) == (":" in host), peer.server_addr
+    return senders, receivers
+
+
+def add_ipv6(
+    summary: dict[str, Any], v4: list[dict[str, Any]], v6: list[dict[str, Any]],
+    baseline: list[dict[str, Any]],
+) -> None:
+    """The IPv6 set's figures, beside the IPv4 ones (same CPU source), and the ratio
+    IPv6 / IPv4 of CPU per packet, repeat by repeat (median [min-max])."""
+    source = summary["cpu_source"]
+    six = summarize(v6, baseline, {"repeats": summary["repeats"]}, source)
+    for key in (
+        "forwarded_pps", "offered_pps", "loss", "latency_p50_us", "latency_p99_us",
+        "latency_p999_us", "context_switches_per_packet", "server_cpu_us_per_packet",
+    ):
+        for suffix in ("", "_min", "_max"):
+            summary["ipv6_" + key + suffix] = six[key + suffix]
+    summary["ipv6_ratio"], summary["ipv6_ratio_min"], summary["ipv6_ratio_max"] = (
+        six["ratio"], six["ratio_min"], six["ratio_max"]
+    )
+    ratios = []
+    for a, b in zip(v4, v6):
+        pa, pb = per_packet(a, source), per_packet(b, source)
+        ratios.append(pb / pa if pa and pb is not None else None)
+    summary["ipv6_over_ipv4"], summary["ipv6_over_ipv4_min"], summary["ipv6_over_ipv4_max"] = (
+        spread(ratios)
+    )
+    summary["srtp_auth_failures"] += six["srtp_auth_failures"]
+    summary["misrouted"] += sum(r["misrouted"] + r["duplicates"] for r in v6)
+    summary["ipv6_server_drops"] = six["server_drops"]
+    summary["ipv6_kernel_drops"] = six["kernel_drops"]
+    summary["runs"] += [{k: v for k, v in r.items() if k != "samples"} for r in v6]
 
 
 def _terminate(signum: int, frame: Any) -> None:

@@ -15,7 +15,10 @@ a free one) and answers one JSON object per line:
 Errors come back as {"ok": false, "error": "..."}. EOF on stdin also ends it,
 and it dies with its parent (PR_SET_PDEATHSIG), so it never outlives a run.
 
-    python -m benchmarks.sfu_harness [--host 127.0.0.1] [--asyncio]
+    python -m benchmarks.sfu_harness [--host 127.0.0.1] [--announced-ip IP[,IP]] [--asyncio]
+
+`--host ::` binds the dual-stack socket the server binds by default; announce
+`127.0.0.1,::1` with it to serve IPv4 and IPv6 peers at once (forward.py --family 6).
 """
 
 from __future__ import annotations
@@ -97,9 +100,9 @@ class Harness:
         sys.stdout.flush()
 
 
-async def serve(host: str) -> None:
+async def serve(host: str, announced_ip: str | None = None) -> None:
     loop = asyncio.get_running_loop()
-    sfu = Sfu(SfuConfig(host=host, udp_port=0, announced_ip=host))
+    sfu = Sfu(SfuConfig(host=host, udp_port=0, announced_ip=announced_ip or host))
     await sfu.start()
     done: asyncio.Future[None] = loop.create_future()
     harness = Harness(sfu, done)
@@ -125,16 +128,19 @@ async def serve(host: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind and announce")
+    parser.add_argument(
+        "--announced-ip", default=None, help="addresses to announce (default: --host)"
+    )
     parser.add_argument("--asyncio", action="store_true", help="stdlib event loop, not uvloop")
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.asyncio:
-        asyncio.run(serve(args.host))
+        asyncio.run(serve(args.host, args.announced_ip))
     else:
         import uvloop
 
-        uvloop.run(serve(args.host))
+        uvloop.run(serve(args.host, args.announced_ip))
     return 0
 
 

@@ -19,9 +19,10 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from includes.system cimport (
-    AF_INET, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, errno, htons,
-    inet_ntop, inet_pton, iovec, mmsghdr, ntohs, recvmmsg, sendmmsg, sendto,
-    sockaddr, sockaddr_in,
+    AF_INET, AF_INET6, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, SO_DOMAIN,
+    SOL_SOCKET, errno, getsockopt, htons, in_addr, in6_addr, inet_ntop, inet_pton, iovec,
+    mmsghdr, ntohs, recvmmsg, sendmmsg, sendto, sockaddr, sockaddr_in, sockaddr_in6,
+    socklen_t,
 )
 from mediaserver._rtp cimport (
     CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, SentSeqs, cache_commit, cache_init,
@@ -145,10 +146,25 @@ ctypedef struct OutStream:
     uint64_t octets
     PacketCache cache
 
+ctypedef union SockAddr:
+    # a peer's address as the socket gives and takes it: sockaddr_in on an IPv4
+    # socket, sockaddr_in6 on an IPv6 (dual-stack) one, where an IPv4 peer is
+    # ::ffff:a.b.c.d
+    sockaddr sa
+    sockaddr_in v4
+    sockaddr_in6 v6
+
+ctypedef struct AddrKey:
+    # the address table's key: the 16-byte IPv6 address (IPv4 as ::ffff:a.b.c.d, so
+    # an IPv4 peer has one key whichever socket family it came through) and the port
+    uint64_t hi
+    uint64_t lo
+    uint32_t port
+
 ctypedef struct Peer:
     int used
     int bound
-    sockaddr_in addr
+    SockAddr addr
     SrtpContext* rx        # unprotects what the peer sends
     SrtpContext* tx        # protects what we send the peer
     double last_rx         # router time of the last authenticated packet from it
@@ -165,8 +181,38 @@ ctypedef struct SlowItem:
     int length
 
 
-cdef inline uint64_t addr_key(const sockaddr_in* a) noexcept nogil:
-    return (<uint64_t>a.sin_addr.s_addr << 16) | a.sin_port
+cdef inline void addr_key(const SockAddr* a, AddrKey* k) noexcept nogil:
+    cdef uint8_t mapped[8]
+    if a.sa.sa_family == AF_INET6:
+        memcpy(&k.hi, &a.v6.sin6_addr, 8)
+        memcpy(&k.lo, (<const uint8_t*>&a.v6.sin6_addr) + 8, 8)
+        k.port = a.v6.sin6_port
+    else:
+        mapped[0] = 0
+        mapped[1] = 0
+        mapped[2] = 0xFF
+        mapped[3] = 0xFF
+        memcpy(&mapped[4], &a.v4.sin_addr, 4)
+        k.hi = 0
+        memcpy(&k.lo, mapped, 8)
+        k.port = a.v4.sin_port
+
+
+cdef inline int addr_slot(const AddrKey* k, int mask) noexcept nogil:
+    cdef uint64_t h = (k.lo ^ (k.hi * <uint64_t>0xC2B2AE3D27D4EB4F) ^ (<uint64_t>k.port << 16))
+    return <int>((h * <uint64_t>0x9E3779B97F4A7C15) >> 40) & mask
+
+
+cdef inline bint addr_key_eq(const AddrKey* a, const AddrKey* b) noexcept nogil:
+    return a.lo == b.lo and a.hi == b.hi and a.port == b.port
+
+
+cdef inline bint is_v4_mapped(const uint8_t* a) noexcept nogil:
+    cdef int i
+    for i in range(10):
+        if a[i]:
+            return False
+    return a[10] == 0xFF and a[11] == 0xFF
 
 
 cdef class Router:
@@ -174,10 +220,12 @@ cdef class Router:
     cdef int max_peers
     cdef int max_streams
     cdef int cache_packets
+    cdef int af             # of the socket: AF_INET, or AF_INET6 (dual-stack)
+    cdef socklen_t addrlen  # sizeof the sockaddr of that family
     cdef Peer* peers
     cdef OutStream* outs
     # address -> peer: open addressing, linear probing
-    cdef uint64_t* addr_keys
+    cdef AddrKey* addr_keys
     cdef int32_t* addr_vals
     cdef int addr_mask
     cdef int addr_used      # live + deleted entries
@@ -185,11 +233,11 @@ cdef class Router:
     cdef uint8_t* rx_buf
     cdef mmsghdr rx_msgs[BATCH]
     cdef iovec rx_iov[BATCH]
-    cdef sockaddr_in rx_addr[BATCH]
+    cdef SockAddr rx_addr[BATCH]
     # send batch: iovecs point into packet cache slots
     cdef mmsghdr tx_msgs[BATCH]
     cdef iovec tx_iov[BATCH]
-    cdef sockaddr_in tx_addr[BATCH]
+    cdef SockAddr tx_addr[BATCH]
     cdef int ntx
     cdef SlowItem slow_items[BATCH]
     cdef int nslow
@@ -214,12 +262,22 @@ cdef class Router:
     cdef double now        # router time of the batch being processed
 
     def __cinit__(self, int fd=-1, int max_peers=4096, int max_streams=8192,
-                  int cache_packets=512):
+                  int cache_packets=512, int family=0):
         cdef int i, cap
+        cdef socklen_t length = sizeof(int)
         if max_peers < 1 or max_streams < 1:
             raise ValueError("max_peers and max_streams must be positive")
         if cache_packets < BATCH or cache_packets & (cache_packets - 1):
             raise ValueError(f"cache_packets must be a power of two >= {BATCH}")
+        if family == 0:
+            # the socket's own family; a socketless router (tests) is dual-stack
+            family = AF_INET6
+            if fd >= 0 and getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &family, &length) < 0:
+                raise OSError(errno, "getsockopt(SO_DOMAIN) failed on the router's socket")
+        if family != AF_INET and family != AF_INET6:
+            raise ValueError(f"the router's socket must be AF_INET or AF_INET6, not {family}")
+        self.af = family
+        self.addrlen = sizeof(sockaddr_in6) if family == AF_INET6 else sizeof(sockaddr_in)
         self.fd = fd
         self.max_peers = max_peers
         self.max_streams = max_streams
@@ -230,7 +288,7 @@ cdef class Router:
         cap = 16
         while cap < 2 * max_peers:
             cap <<= 1
-        self.addr_keys = <uint64_t*>calloc(cap, sizeof(uint64_t))
+        self.addr_keys = <AddrKey*>calloc(cap, sizeof(AddrKey))
         self.addr_vals = <int32_t*>calloc(cap, sizeof(int32_t))
         self.rx_buf = <uint8_t*>calloc(BATCH, RECV_SLOT)
         if not (self.peers and self.outs and self.addr_keys and self.addr_vals and self.rx_buf):
@@ -247,7 +305,7 @@ cdef class Router:
             self.tx_msgs[i].msg_hdr.msg_iov = &self.tx_iov[i]
             self.tx_msgs[i].msg_hdr.msg_iovlen = 1
             self.tx_msgs[i].msg_hdr.msg_name = &self.tx_addr[i]
-            self.tx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.tx_msgs[i].msg_hdr.msg_namelen = self.addrlen
         self.rng = 0x9E3779B97F4A7C15
 
     def __dealloc__(self):
@@ -268,49 +326,52 @@ cdef class Router:
 
     # ---- the address table ------------------------------------------------
 
-    cdef inline int _lookup(self, const sockaddr_in* a) noexcept nogil:
-        cdef uint64_t key = addr_key(a)
-        cdef int i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+    cdef inline int _lookup(self, const SockAddr* a) noexcept nogil:
+        cdef AddrKey key
+        addr_key(a, &key)
+        cdef int i = addr_slot(&key, self.addr_mask)
         cdef int32_t v
         while True:
             v = self.addr_vals[i]
             if v == EMPTY:
                 return -1
-            if v >= 0 and self.addr_keys[i] == key:
+            if v >= 0 and addr_key_eq(&self.addr_keys[i], &key):
                 return v
             i = (i + 1) & self.addr_mask
 
-    cdef void _addr_delete(self, const sockaddr_in* a) noexcept nogil:
-        cdef uint64_t key = addr_key(a)
-        cdef int i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+    cdef void _addr_delete(self, const SockAddr* a) noexcept nogil:
+        cdef AddrKey key
+        addr_key(a, &key)
+        cdef int i = addr_slot(&key, self.addr_mask)
         while self.addr_vals[i] != EMPTY:
-            if self.addr_vals[i] >= 0 and self.addr_keys[i] == key:
+            if self.addr_vals[i] >= 0 and addr_key_eq(&self.addr_keys[i], &key):
                 self.addr_vals[i] = DELETED
                 return
             i = (i + 1) & self.addr_mask
 
     cdef void _addr_rebuild(self) noexcept nogil:
         cdef int i, j
-        cdef uint64_t key
+        cdef AddrKey key
         for i in range(self.addr_mask + 1):
             self.addr_vals[i] = EMPTY
         self.addr_used = 0
         for j in range(self.max_peers):
             if self.peers[j].used and self.peers[j].bound:
-                key = addr_key(&self.peers[j].addr)
-                i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+                addr_key(&self.peers[j].addr, &key)
+                i = addr_slot(&key, self.addr_mask)
                 while self.addr_vals[i] != EMPTY:
                     i = (i + 1) & self.addr_mask
                 self.addr_keys[i] = key
                 self.addr_vals[i] = j
                 self.addr_used += 1
 
-    cdef void _addr_insert(self, const sockaddr_in* a, int peer) noexcept nogil:
-        cdef uint64_t key = addr_key(a)
+    cdef void _addr_insert(self, const SockAddr* a, int peer) noexcept nogil:
+        cdef AddrKey key
+        addr_key(a, &key)
         cdef int i
         if 2 * (self.addr_used + 1) > self.addr_mask + 1:
             self._addr_rebuild()   # drop tombstones; live entries are <= max_peers
-        i = <int>((key * <uint64_t>0x9E3779B97F4A7C15) >> 40) & self.addr_mask
+        i = addr_slot(&key, self.addr_mask)
         while self.addr_vals[i] >= 0:
             i = (i + 1) & self.addr_mask
         if self.addr_vals[i] == EMPTY:
@@ -370,16 +431,51 @@ cdef class Router:
                 self.remove_out_stream(i)
         p.used = 0
 
+    cdef int _parse_address(self, str host, int port, SockAddr* out) except -1:
+        # text -> the socket's sockaddr: IPv4 text is ::ffff:a.b.c.d on an IPv6
+        # socket; ::ffff:a.b.c.d is plain IPv4 on an IPv4 one
+        cdef in_addr v4
+        cdef in6_addr v6
+        cdef bytes text = host.encode()
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port out of range: {port}")
+        memset(out, 0, sizeof(SockAddr))
+        if inet_pton(AF_INET, text, &v4) == 1:
+            pass
+        elif inet_pton(AF_INET6, text, &v6) == 1:
+            if self.af == AF_INET6:
+                out.v6.sin6_family = AF_INET6
+                out.v6.sin6_port = htons(port)
+                out.v6.sin6_addr = v6
+                return 0
+            if not is_v4_mapped(v6.s6_addr):
+                raise ValueError(f"an IPv6 address on an IPv4 socket: {host!r}")
+            memcpy(&v4, &v6.s6_addr[12], 4)
+        else:
+            raise ValueError(f"not an IP address: {host!r}")
+        if self.af == AF_INET6:
+            out.v6.sin6_family = AF_INET6
+            out.v6.sin6_port = htons(port)
+            out.v6.sin6_addr.s6_addr[10] = 0xFF
+            out.v6.sin6_addr.s6_addr[11] = 0xFF
+            memcpy(&out.v6.sin6_addr.s6_addr[12], &v4, 4)
+        else:
+            out.v4.sin_family = AF_INET
+            out.v4.sin_port = htons(port)
+            out.v4.sin_addr = v4
+        return 0
+
+    @property
+    def family(self):
+        """The socket family: socket.AF_INET, or AF_INET6 (dual-stack: IPv4 peers too)."""
+        return self.af
+
     def bind_address(self, int peer, str host, int port):
         """Media from (host, port) belongs to `peer` (after ICE validated it)."""
         cdef Peer* p = self._peer(peer)
-        cdef sockaddr_in a
+        cdef SockAddr a
         cdef int other
-        memset(&a, 0, sizeof(a))
-        a.sin_family = AF_INET
-        a.sin_port = htons(port)
-        if inet_pton(AF_INET, host.encode(), &a.sin_addr) != 1:
-            raise ValueError(f"not an IPv4 address: {host!r}")
+        self._parse_address(host, port, &a)
         if p.bound:
             self._addr_delete(&p.addr)
         other = self._lookup(&a)
@@ -539,7 +635,7 @@ cdef class Router:
 
     cdef void _handle(self, int slot, int length, int flags) noexcept nogil:
         cdef uint8_t* buf = self.rx_buf + slot * RECV_SLOT
-        cdef const sockaddr_in* src = &self.rx_addr[slot]
+        cdef const SockAddr* src = &self.rx_addr[slot]
         cdef uint8_t b0
         cdef int peer, n
         cdef Peer* p
@@ -728,7 +824,7 @@ cdef class Router:
             return
         self._queue(slot, m, &d.addr)
 
-    cdef inline void _queue(self, uint8_t* data, int length, const sockaddr_in* addr) noexcept nogil:
+    cdef inline void _queue(self, uint8_t* data, int length, const SockAddr* addr) noexcept nogil:
         self.tx_iov[self.ntx].iov_base = data
         self.tx_iov[self.ntx].iov_len = length
         self.tx_addr[self.ntx] = addr[0]
@@ -763,7 +859,7 @@ cdef class Router:
         for b in range(max_batches):
             with nogil:
                 for i in range(BATCH):
-                    self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+                    self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(SockAddr)
                     self.rx_msgs[i].msg_hdr.msg_flags = 0
                 n = recvmmsg(self.fd, self.rx_msgs, BATCH, MSG_DONTWAIT, NULL)
                 if n > 0:
@@ -784,10 +880,19 @@ cdef class Router:
                 break
         return len(self.slow)
 
-    cdef object _addr_tuple(self, const sockaddr_in* a):
-        cdef char text[16]
-        inet_ntop(AF_INET, &a.sin_addr, text, 16)
-        return (text.decode(), ntohs(a.sin_port))
+    cdef object _addr_tuple(self, const SockAddr* a):
+        # (host, port) as Python sees it everywhere: an IPv4 peer is dotted-quad text
+        # whether it came as sockaddr_in or ::ffff:a.b.c.d (the scope id of a
+        # link-local peer is not kept: peers reach the announced global address)
+        cdef char text[64]
+        if a.sa.sa_family == AF_INET6:
+            if is_v4_mapped(a.v6.sin6_addr.s6_addr):
+                inet_ntop(AF_INET, &a.v6.sin6_addr.s6_addr[12], text, 64)
+            else:
+                inet_ntop(AF_INET6, &a.v6.sin6_addr, text, 64)
+            return (text.decode(), ntohs(a.v6.sin6_port))
+        inet_ntop(AF_INET, &a.v4.sin_addr, text, 64)
+        return (text.decode(), ntohs(a.v4.sin_port))
 
     cdef void _collect_slow(self) except *:
         cdef int i
@@ -819,12 +924,8 @@ cdef class Router:
         cdef list sent = []
         if length > RECV_SLOT:
             length = RECV_SLOT
+        self._parse_address(host, port, &self.rx_addr[0])
         memcpy(self.rx_buf, <char*>data, length)
-        memset(&self.rx_addr[0], 0, sizeof(sockaddr_in))
-        self.rx_addr[0].sin_family = AF_INET
-        self.rx_addr[0].sin_port = htons(port)
-        if inet_pton(AF_INET, host.encode(), &self.rx_addr[0].sin_addr) != 1:
-            raise ValueError(f"not an IPv4 address: {host!r}")
         self.now = now
         self.nslow = 0
         self.ntx = 0
@@ -843,7 +944,7 @@ cdef class Router:
     cdef int _send(self, Peer* p, const uint8_t* data, int length):
         if self.fd < 0:
             return length
-        return sendto(self.fd, data, length, MSG_DONTWAIT, <sockaddr*>&p.addr, sizeof(sockaddr_in))
+        return sendto(self.fd, data, length, MSG_DONTWAIT, &p.addr.sa, self.addrlen)
 
     def protect_rtcp(self, int peer, bytes data):
         """SRTCP-protect `data` for `peer` and return the bytes (no send)."""

@@ -15,8 +15,15 @@ DROP_NAMES: tuple[str, ...]
 
 class Router:
     def __init__(
-        self, fd: int = -1, max_peers: int = 4096, max_streams: int = 8192, cache_packets: int = 512
+        self,
+        fd: int = -1,
+        max_peers: int = 4096,
+        max_streams: int = 8192,
+        cache_packets: int = 512,
+        family: int = 0,
     ) -> None: ...
+    @property
+    def family(self) -> int: ...
     def add_peer(self) -> int: ...
     def remove_peer(self, peer: int) -> None: ...
     def bind_address(self, peer: int, host: str, port: int) -> None: ...

@@ -30,6 +30,7 @@ from mediaserver.api import background_tasks, create_api
 from mediaserver.client_address import Network, parse_trusted_proxies
 from mediaserver.config import LIVE_SETTINGS, Config
 from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_listen
+from mediaserver.listeners import tcp_listener
 from mediaserver.mail import MailSender, make_transport
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
 from mediaserver.metrics import Metrics, merge_expositions
@@ -312,8 +313,7 @@ def _bind_metrics(config: Config, worker: WorkerSpec | None) -> socket.socket | 
     if not config.metrics_listen or (worker is not None and worker.index != 0):
         return None
     host, port = parse_listen(config.metrics_listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family)
+    return tcp_listener(host, port)
 
 
 def _metrics_server(app: Starlette, config: Config) -> uvicorn.Server:
@@ -390,6 +390,9 @@ async def serve(
     # not uvicorn's `fd` (which takes it for a Unix socket: no TCP_NODELAY, and
     # Nagle then holds small WebSocket frames for ~40 ms)
     sockets = [socket.socket(fileno=worker.fd)] if worker is not None else None
+    if sockets is None and config.host == "::":
+        # uvicorn would bind it IPv6-only (create_server sets IPV6_V6ONLY)
+        sockets = [tcp_listener(config.host, config.port)]
     server = _Server(uv_config)
     loop = asyncio.get_running_loop()
     draining: list[asyncio.Task[None]] = []

@@ -96,7 +96,13 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "host": (_str, "address for HTTP and WebSocket"),
     "port": (_port, "HTTP/WebSocket port"),
     "udp_port": (_port, "the one UDP port all WebRTC media goes through (0: any free port)"),
-    "announced_ip": (_str, "IPv4 address put in SDP candidates: where browsers send media"),
+    "announced_ip": (
+        _str,
+        (
+            "address put in SDP candidates, where browsers send media: one IPv4 and/or "
+            "one IPv6; repeatable or comma-separated"
+        ),
+    ),
     "log_level": (_choice(LOG_LEVELS), f"logging threshold ({', '.join(LOG_LEVELS)}); live"),
     "log_format": (_choice(LOG_FORMATS), "text, or json: one JSON object per line; live"),
     "log_ips": (None, "let IP addresses into the logs (off: masked, and no access log)"),
@@ -222,7 +228,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "turn_secret_file": (_str, "file holding --turn-secret (mode 0600)"),
     "turn_ttl": (_int, "seconds the TURN credentials in a welcome stay valid (60 .. 7 days)"),
 }
-_REPEATABLE = frozenset({"allowed_origin", "turn_url"})
+_REPEATABLE = frozenset({"allowed_origin", "turn_url", "announced_ip"})
 """Flags that may be given several times: their values are joined with commas."""
 
 

@@ -91,12 +91,24 @@ def client_ip(peer: str | None, forwarded_for: str | None, proxies: tuple[Networ
 
 def address_key(address: str) -> str:
     """The text a per-address limit, a refusal or a report is keyed on: an IPv4
-    address as is, an IPv6 address as its /64 network."""
+    address as is, an IPv6 address as its /64 network.
+
+    Transition addresses are keyed on the IPv4 address they carry, the one client
+    behind them: 6to4 (2002::/16, a whole /48 per IPv4 address, so 65,536 /64s to
+    rotate through) and Teredo (2001::/32, whose /64 is the relay's and would put
+    every client of one relay under one key). An IPv4-mapped address is the IPv4
+    address; a zone (fe80::1%eth0) is dropped.
+    """
     ip = _ip(address)
     if ip is None:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((ip, IPV6_KEY_PREFIX), strict=False))
+        if ip.sixtofour is not None:
+            return str(ip.sixtofour)
+        if ip.teredo is not None:
+            return str(ip.teredo[1])
+        bare = ipaddress.IPv6Address(ip.packed)  # without its zone
+        return str(ipaddress.IPv6Network((bare, IPV6_KEY_PREFIX), strict=False))
     return str(ip)
 
 

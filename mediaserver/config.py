@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import secrets
@@ -16,6 +15,7 @@ from mediaserver.edges import parse_listen, parse_origins
 from mediaserver.mail.transport import check_mail_from, parse_smtp_url
 from mediaserver.node.auth import MIN_SECRET_BYTES, load_secret
 from mediaserver.node.bus import NODE_ID
+from mediaserver.sfu.address import parse_announced_ips
 from mediaserver.signalling.turn_credentials import (
     MAX_TTL,
     MIN_TTL,
@@ -43,12 +43,14 @@ class Config:
     """Address of the HTTP/WebSocket listener."""
     port: int = 8080
     """HTTP/WebSocket port."""
-    udp_host: str = "0.0.0.0"
-    """Address the media socket binds."""
+    udp_host: str = ""
+    """Address the media socket binds; "": every address of both families (`::` with
+    IPV6_V6ONLY off; 0.0.0.0 on a host without IPv6)."""
     udp_port: int = 40000
     """The one UDP port every peer's media goes through."""
     announced_ip: str = "127.0.0.1"
-    """Address put in SDP candidates: the one peers can reach the server at."""
+    """Addresses put in SDP candidates, the ones peers reach the media port at: one
+    IPv4 and/or one IPv6, comma-separated (the flag is repeatable)."""
     log_level: str = "info"
     log_format: str = "text"
     """text: human-readable lines; json: one JSON object per line."""
@@ -190,12 +192,7 @@ class Config:
         parse_trusted_proxies(self.trusted_proxy)
         self._validate_edges()
 
-        try:
-            ipaddress.IPv4Address(self.announced_ip)
-        except ValueError:
-            raise ValueError(
-                f"--announced-ip must be an IPv4 address, not {self.announced_ip!r}"
-            ) from None
+        parse_announced_ips(self.announced_ip)
         self._validate_cluster_secret()
         self._validate_mail()
         check_tls_files(self.tls_cert, self.tls_key)

@@ -2,7 +2,9 @@
 
 WebRTC peers (aiortc, Chromium) skip loopback and gather the machine's LAN
 address, so tests and benchmarks with real peers run in a namespace of their own:
-loopback up, plus one veth pair whose two addresses exist nowhere else. Nothing
+loopback up, plus one veth pair whose addresses exist nowhere else: 10.77.0.1 and
+10.77.0.2, and fd77::1 and fd77::2 (`nodad`: usable at once, with no duplicate
+address detection to wait for). Nothing
 sent there can leave the machine. `unshare -rn` needs no root (it makes a user
 namespace too).
 
@@ -17,6 +19,8 @@ import sys
 
 SERVER_IP = "10.77.0.1"  # ms0: the address the server announces in tests
 CLIENT_IP = "10.77.0.2"  # ms1: the peers' side
+SERVER_IP6 = "fd77::1"  # ms0 too: the same two ends over IPv6 (a ULA prefix)
+CLIENT_IP6 = "fd77::2"
 MARK = "MEDIASERVER_NETNS"
 
 _SETUP = f"""set -e
@@ -24,6 +28,8 @@ ip link set lo up
 ip link add ms0 type veth peer name ms1
 ip addr add {SERVER_IP}/24 dev ms0
 ip addr add {CLIENT_IP}/24 dev ms1
+ip -6 addr add {SERVER_IP6}/64 dev ms0 nodad
+ip -6 addr add {CLIENT_IP6}/64 dev ms1 nodad
 ip link set ms0 up
 ip link set ms1 up
 exec "$@"
@@ -46,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         os.execvp(args[0], args)
     for tool in ("unshare", "ip"):
         if shutil.which(tool) is None:
-            sys.stderr.write(f"error: '{tool}' not found (Debian: apt-get install util-linux iproute2)\n")
+            sys.stderr.write(
+                f"error: '{tool}' not found (Debian: apt-get install util-linux iproute2)\n"
+            )
             return 2
     os.environ[MARK] = "1"
     os.execvp("unshare", ["unshare", "-rn", "sh", "-c", _SETUP, "sh", *args])

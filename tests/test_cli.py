@@ -30,7 +30,7 @@ def test_help_documents_every_flag():
 @pytest.mark.parametrize("args, message", [
     (["--port", "70000"], "port must be 0..65535"),
     (["--udp-port", "x"], "not a port number"),
-    (["--announced-ip", "example.com"], "--announced-ip must be an IPv4 address"),
+    (["--announced-ip", "example.com"], "--announced-ip must be an IPv4 or IPv6 address"),
     (["--log-level", "loud"], "invalid choice"),
     (["--no-such-flag"], "unrecognized arguments"),
     (["--turn-url", "turn:turn.example.org"], "--turn-url needs --turn-secret-file"),

@@ -50,3 +50,17 @@ def test_a_bad_trusted_proxy_flag_stops_start_up_with_one_line(tmp_path):
         load_config([*args, "--trusted-proxy", "10.0.0.0/8,nope"], environ={})
     config = load_config(args, environ={"MEDIASERVER_TRUSTED_PROXY": "::1,127.0.0.1/32"})
     assert len(parse_trusted_proxies(config.trusted_proxy)) == 2
+
+
+def test_transition_addresses_are_keyed_on_the_ipv4_client_they_carry():
+    # 6to4: a whole /48 per IPv4 address; every /64 of it is the one client
+    assert address_key("2002:c000:207:1::1") == "192.0.2.7"
+    assert address_key("2002:c000:207:ffff:1::9") == address_key("192.0.2.7")
+    # Teredo: the /64 is the relay's (shared by all its clients); the client is the
+    # (de-obfuscated) IPv4 address in the low bits, RFC 4380 section 4
+    assert address_key("2001:0:4136:e378:8000:63bf:3fff:fdd2") == "192.0.2.45"
+    assert address_key("2001:0:4136:e378:8000:63bf:3fff:fdd1") == "192.0.2.46"
+    # a zone says which interface, not who: dropped
+    assert address_key("fe80::1%eth0") == address_key("fe80::2") == "fe80::/64"
+    # whatever form the address arrives in, through a trusted proxy
+    assert address_key(client_ip("10.0.0.5", "[2001:db8:1:2::77]:443", PROXIES)) == "2001:db8:1:2::/64"

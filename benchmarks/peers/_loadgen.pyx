@@ -30,10 +30,11 @@ from mediaserver._srtp cimport (
 )
 
 from includes.system cimport (
-    AF_INET, CLOCK_MONOTONIC, CLOCK_REALTIME, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR,
+    AF_INET, AF_INET6, CLOCK_MONOTONIC, CLOCK_REALTIME, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR,
     EINTR, MSG_DONTWAIT, SCM_TIMESTAMPNS, SO_TIMESTAMPNS, SOL_SOCKET, TIMER_ABSTIME,
     clock_gettime, clock_nanosleep, cmsghdr, errno, htons, inet_pton, iovec, mmsghdr,
-    msghdr, recvmmsg, sendmmsg, setsockopt, sockaddr, sockaddr_in, socklen_t, timespec,
+    msghdr, recvmmsg, sendmmsg, setsockopt, sockaddr, sockaddr_in, sockaddr_in6, socklen_t,
+    timespec,
 )
 from mediaserver._rtp cimport load32, store16, store32
 
@@ -86,13 +87,21 @@ def overhead(int profile):
     return srtp_overhead(profile)
 
 
-cdef int fill_addr(sockaddr_in* a, str host, int port) except -1:
-    memset(a, 0, sizeof(sockaddr_in))
+cdef socklen_t fill_addr(sockaddr_in6* storage, str host, int port) except 0:
+    """(host, port) -> a sockaddr of its family in `storage`; returns its length."""
+    cdef sockaddr_in* a = <sockaddr_in*>storage
+    memset(storage, 0, sizeof(sockaddr_in6))
+    if ":" in host:
+        storage.sin6_family = AF_INET6
+        storage.sin6_port = htons(port)
+        if inet_pton(AF_INET6, host.encode(), &storage.sin6_addr) != 1:
+            raise ValueError(f"not an IPv6 address: {host!r}")
+        return sizeof(sockaddr_in6)
     a.sin_family = AF_INET
     a.sin_port = htons(port)
     if inet_pton(AF_INET, host.encode(), &a.sin_addr) != 1:
         raise ValueError(f"not an IPv4 address: {host!r}")
-    return 0
+    return sizeof(sockaddr_in)
 
 
 cdef SrtpContext* new_context(int profile, tuple key_salt) except NULL:
@@ -106,7 +115,8 @@ cdef SrtpContext* new_context(int profile, tuple key_salt) except NULL:
 
 ctypedef struct TxPeer:
     int fd
-    sockaddr_in dst
+    sockaddr_in6 dst        # or a sockaddr_in in its first bytes (dstlen says which)
+    socklen_t dstlen
     uint32_t ssrc
     uint16_t seq
     uint64_t count          # packets this sender made (the payload's sequence number)
@@ -157,7 +167,7 @@ cdef class Sender:
             self.filler[i] = <uint8_t>(i * 7 + 3)
         for i in range(self.n):
             self.peers[i].fd = fds[i]
-            fill_addr(&self.peers[i].dst, dests[i][0], dests[i][1])
+            self.peers[i].dstlen = fill_addr(&self.peers[i].dst, dests[i][0], dests[i][1])
             self.peers[i].ssrc = ssrcs[i]
             self.peers[i].seq = (ssrcs[i] * 2654435761) & 0xFFFF
             if profile:
@@ -167,7 +177,6 @@ cdef class Sender:
             self.iov[i].iov_base = self.bufs + i * SLOT
             self.msgs[i].msg_hdr.msg_iov = &self.iov[i]
             self.msgs[i].msg_hdr.msg_iovlen = 1
-            self.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
         self.t_base = clock_ns(CLOCK_MONOTONIC)
 
     def __dealloc__(self):
@@ -212,6 +221,7 @@ cdef class Sender:
                 m += self.pad
             self.iov[j].iov_len = m
             self.msgs[j].msg_hdr.msg_name = &p.dst
+            self.msgs[j].msg_hdr.msg_namelen = p.dstlen
             p.seq += 1
             p.count += 1
         while done < count:
@@ -609,7 +619,8 @@ cdef enum:
 ctypedef struct Vis:
     int fd
     int active
-    sockaddr_in dst
+    sockaddr_in6 dst        # or a sockaddr_in in its first bytes (dstlen says which)
+    socklen_t dstlen
     SrtpContext* tx
     SrtpContext* rx
     SrtpContext* rxc
@@ -697,7 +708,6 @@ cdef class Visitors:
             self.tiov[i].iov_base = self.tbufs + i * SLOT
             self.tmsgs[i].msg_hdr.msg_iov = &self.tiov[i]
             self.tmsgs[i].msg_hdr.msg_iovlen = 1
-            self.tmsgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
             self.riov[i].iov_base = self.rbufs + i * SLOT
             self.riov[i].iov_len = SLOT
             self.rmsgs[i].msg_hdr.msg_iov = &self.riov[i]
@@ -733,7 +743,7 @@ cdef class Visitors:
         if not 0 <= i < self.n:
             raise IndexError(i)
         self.v[i].fd = fd
-        fill_addr(&self.v[i].dst, host, port)
+        self.v[i].dstlen = fill_addr(&self.v[i].dst, host, port)
         self.v[i].assrc = audio_ssrc
         self.v[i].vssrc = video_ssrc
         self.v[i].aseq = (audio_ssrc * 2654435761) & 0xFFFF
@@ -856,6 +866,7 @@ cdef class Visitors:
             m = 0
         self.tiov[j].iov_len = m
         self.tmsgs[j].msg_hdr.msg_name = &p.dst
+        self.tmsgs[j].msg_hdr.msg_namelen = p.dstlen
         return m
 
     cdef void _flush(self, Vis* p, int count, uint32_t gen) noexcept nogil:

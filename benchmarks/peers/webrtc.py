@@ -111,7 +111,8 @@ class SyntheticPeer:
         self.certificate = certificate
         self.profiles = profiles
         self.audio = audio
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             if role != "recv":
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
@@ -220,7 +221,12 @@ class SyntheticPeer:
             elif line.startswith("a=candidate:") and host is None:
                 fields = line.split()
                 # a=candidate:<foundation> <component> <transport> <priority> <ip> <port> typ ...
-                if len(fields) >= 6 and fields[2].lower() == "udp":
+                # (the server's candidate of our own family: one per family at most)
+                if (
+                    len(fields) >= 6
+                    and fields[2].lower() == "udp"
+                    and (":" in fields[4]) == (self.family == socket.AF_INET6)
+                ):
                     host, port = fields[4], int(fields[5])
             elif line.startswith("a=ssrc:") and self.server_video_ssrc is None:
                 self.server_video_ssrc = int(line.split(":", 1)[1].split()[0])

@@ -1,5 +1,5 @@
 # Socket calls of the hot path: the only syscalls ext/_router.pyx makes per batch.
-from libc.stdint cimport uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
@@ -37,6 +37,9 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_DONTWAIT
     int MSG_TRUNC
     int AF_INET
+    int AF_INET6
+    int SO_DOMAIN
+    int getsockopt(int fd, int level, int name, void* value, socklen_t* length)
 
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
@@ -45,6 +48,14 @@ cdef extern from "<netinet/in.h>" nogil:
         sa_family_t sin_family
         uint16_t sin_port
         in_addr sin_addr
+    struct in6_addr:
+        uint8_t s6_addr[16]
+    struct sockaddr_in6:
+        sa_family_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
     uint16_t htons(uint16_t)
     uint16_t ntohs(uint16_t)
     uint32_t htonl(uint32_t)

@@ -72,7 +72,7 @@ class NodeInfo:
     id: str
     """The node's id (letters, digits, `_.-`)."""
     announced_ip: str = "127.0.0.1"
-    """The address its media (UDP) is reached on."""
+    """The addresses its media (UDP) is reached on: one IPv4 and/or one IPv6, comma-separated."""
     udp_port: int = 0
     """Its media port."""
     sessions: int = 0

@@ -31,9 +31,11 @@ import uvloop
 from mediaserver import logs
 from mediaserver.app import open_store
 from mediaserver.config import Config
+from mediaserver.listeners import tcp_listener
 from mediaserver.matchmaker import MatchPolicy
 from mediaserver.node.coordinator import Coordinator
 from mediaserver.node.worker_spec import SPEC_ENV, WorkerSpec, encode_worker_env
+from mediaserver.sfu.udp import open_media_socket
 from mediaserver.store import StoreError
 
 logger = logging.getLogger("mediaserver")
@@ -66,6 +68,8 @@ def _bind_http(config: Config, n: int) -> list[socket.socket]:
     # process that also asked for SO_REUSEPORT
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if config.host == "::":  # the port must be free for both families
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         try:
             probe.bind((config.host, config.port))
         except OSError as exc:
@@ -73,16 +77,12 @@ def _bind_http(config: Config, n: int) -> list[socket.socket]:
                 exc.errno, f"HTTP port {config.host}:{config.port}: {exc.strerror}"
             ) from None
         port = probe.getsockname()[1]
-    return [_listen(family, config.host, port) for _ in range(n)]
+    return [_listen(config.host, port) for _ in range(n)]
 
 
-def _listen(family: int, host: str, port: int) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    return sock  # not inheritable: only its own worker gets it (see _spawn)
+def _listen(host: str, port: int) -> socket.socket:
+    # dual-stack for "::"; not inheritable: only its own worker gets it (see _spawn)
+    return tcp_listener(host, port, reuse_port=True)
 
 
 def _check_udp_ports(config: Config, n: int) -> None:
@@ -90,13 +90,13 @@ def _check_udp_ports(config: Config, n: int) -> None:
     if not config.udp_port:
         return
     for i in range(n):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind((config.udp_host, config.udp_port + i))
-            except OSError as exc:
-                raise OSError(
-                    exc.errno, f"UDP port {config.udp_port + i}: {exc.strerror} (address in use?)"
-                ) from None
+        try:
+            # the socket the worker will bind (dual-stack where the host has IPv6)
+            open_media_socket(config.udp_host, config.udp_port + i).close()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"UDP port {config.udp_port + i}: {exc.strerror} (address in use?)"
+            ) from None
 
 
 class Supervisor:
@@ -128,7 +128,6 @@ class Supervisor:
         _check_udp_ports(self.config, self.n)
         self._socks = _bind_http(self.config, self.n)
         self._port = self._socks[0].getsockname()[1]
-        self._family = self._socks[0].family
         tmp = tempfile.TemporaryDirectory(prefix="mediaserver-")
         coordinator_path = None
         if not self.config.redis_url:
@@ -181,7 +180,7 @@ class Supervisor:
         while not self.stopping:
             started = time.monotonic()
             if self._socks[index].fileno() < 0:  # a restart: a new socket for it
-                self._socks[index] = _listen(self._family, self.config.host, self._port)
+                self._socks[index] = _listen(self.config.host, self._port)
             proc = await self._spawn(index, coordinator)
             # the worker holds the only copy now: when it exits the kernel stops
             # queueing connections there at once (they go to the other workers)

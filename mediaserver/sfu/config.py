@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mediaserver.sfu.address import parse_announced_ips
+
 CACHE_BYTES_PER_PACKET = 1536 + 2 + 2 + 1 + 8
 """One NACK cache entry: CACHE_SLOT (ext/mediaserver._rtp.pxd) plus its length,
 sequence number, resend count and last resend time (cache_init there)."""
@@ -13,10 +15,13 @@ sequence number, resend count and last resend time (cache_init there)."""
 class SfuConfig:
     """How the Sfu listens, what it admits, and its timeouts and rate limits."""
 
-    host: str = "0.0.0.0"
+    host: str = ""
+    """Address the media socket binds; "": both families (`::`, IPV6_V6ONLY off), or
+    0.0.0.0 where the host has no IPv6 (sfu/udp.py open_media_socket)."""
     udp_port: int = 0
     announced_ip: str = "127.0.0.1"
-    """Address put in the SDP candidate: what peers send media to."""
+    """Addresses put in the SDP candidates, what peers send media to: one IPv4
+    and/or one IPv6, comma-separated."""
     consent_timeout: float = 30.0
     """A peer that sends no valid STUN for this long is dropped (RFC 7675)."""
     max_peers: int = 4096
@@ -44,3 +49,8 @@ class SfuConfig:
     """A session not connected (ICE + DTLS) this long after its offer is closed,
     even if its peer keeps STUN and a DTLS handshake half-open: an attacker with
     an answer cannot hold a handshake slot forever."""
+
+    @property
+    def announced_ips(self) -> tuple[str, ...]:
+        """`announced_ip` parsed: IPv4 first (ValueError for a bad one)."""
+        return parse_announced_ips(self.announced_ip)

@@ -4,6 +4,7 @@ and the out streams (so the NACK-cache memory) a session commits."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mediaserver._router import Router
@@ -31,8 +32,11 @@ def random_ssrc() -> int:
     return secrets.randbits(32) or 1
 
 
-def negotiate(offer_sdp: str, certificate: DtlsCertificate, ip: str, port: int) -> Negotiated:
-    """Answer `offer_sdp` with our candidate (ip, port) and certificate.
+def negotiate(
+    offer_sdp: str, certificate: DtlsCertificate, ips: Sequence[str], port: int
+) -> Negotiated:
+    """Answer `offer_sdp` with our host candidates (one per address in `ips`, at
+    `port`) and certificate.
 
     Raises:
         SfuError: the offer is unusable (the message says why).
@@ -51,7 +55,7 @@ def negotiate(offer_sdp: str, certificate: DtlsCertificate, ip: str, port: int) 
             ice_ufrag=ufrag,
             ice_pwd=pwd,
             fingerprint=value,
-            ip=ip,
+            ip=ips,
             port=port,
             send_ssrcs=send_ssrcs,
             cname=cname,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -72,6 +72,10 @@ FINGERPRINT_ALGORITHMS = ("sha-1", "sha-224", "sha-256", "sha-384", "sha-512")
 # RFC 8445 section 5.1.2.1 with type preference 126 (host), local preference
 # 65535, component 1.
 CANDIDATE_PRIORITY = 2130706431
+# The IPv6 host candidate, when there is one beside an IPv4 one: local preference
+# 65534 (RFC 8445 5.1.2.1 wants them distinct). A dual-stack browser then keeps the
+# IPv4 path it takes today, and an IPv6-only one still has its candidate.
+CANDIDATE_PRIORITY_IPV6 = CANDIDATE_PRIORITY - 256
 
 _ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")  # RFC 8839 section 5.4
 _ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
@@ -771,7 +775,7 @@ def build_answer(
     ice_ufrag: str,
     ice_pwd: str,
     fingerprint: str,
-    ip: str,
+    ip: str | Sequence[str],
     port: int,
     send_ssrcs: Mapping[str, int],
     cname: str,
@@ -792,7 +796,9 @@ def build_answer(
         ice_ufrag: the server's ufrag for this session.
         ice_pwd: the server's ICE password for this session.
         fingerprint: SHA-256 fingerprint of the server's DTLS certificate, ``AB:CD:...``.
-        ip: the address the server's UDP port is reached at (IPv4 or IPv6).
+        ip: the address the server's UDP port is reached at (IPv4 or IPv6), or
+            one of each family: a host candidate each, IPv4 first and a little
+            higher (CANDIDATE_PRIORITY_IPV6); c= names the first.
         port: that UDP port.
         send_ssrcs: the SSRC the server sends with, by mid; needed for every
             section the server sends on (offered sendrecv or recvonly).
@@ -812,11 +818,8 @@ def build_answer(
     """
     stream_id = cname if stream_id is None else stream_id
     _check_answer_arguments(ice_ufrag, ice_pwd, fingerprint, port, cname, stream_id, send_ssrcs)
-    try:
-        version = ipaddress.ip_address(ip).version
-    except ValueError:
-        raise ValueError(f"ip {ip!r} is not an IPv4 or IPv6 address") from None
-    connection = f"c=IN IP{version} {ip}"
+    candidates = _host_candidates((ip,) if isinstance(ip, str) else tuple(ip), port)
+    connection = candidates[0]
     if session_id is None:
         session_id = int.from_bytes(hashlib.sha256(ice_ufrag.encode()).digest()[:8]) >> 1
 
@@ -907,7 +910,7 @@ def build_answer(
             f"m={media.kind} {port} {RTP_PROTOCOL} "
             + " ".join(str(c.payload_type) for c in answer.codecs),
             connection,
-            f"a=candidate:1 1 udp {CANDIDATE_PRIORITY} {ip} {port} typ host",
+            *candidates[1:],
             "a=end-of-candidates",
             *transport,
             f"a=mid:{media.mid}",
@@ -936,6 +939,29 @@ def build_answer(
         remote_ice_pwd=tagged.ice_pwd or offer.ice_pwd,
         remote_fingerprints=tagged.fingerprints or offer.fingerprints,
     )
+
+
+def _host_candidates(ips: tuple[str, ...], port: int) -> list[str]:
+    """The c= line, then one a=candidate line per address (one per family at most)."""
+    if not ips:
+        raise ValueError("ip: no address to announce")
+    by_version: dict[int, str] = {}
+    for ip in ips:
+        try:
+            version = ipaddress.ip_address(ip).version
+        except ValueError:
+            raise ValueError(f"ip {ip!r} is not an IPv4 or IPv6 address") from None
+        if version in by_version:
+            raise ValueError(f"ip: one address per family, not {', '.join(ips)}")
+        by_version[version] = ip
+    ordered = [(v, by_version[v]) for v in (4, 6) if v in by_version]  # IPv4 first
+    lines = [f"c=IN IP{ordered[0][0]} {ordered[0][1]}"]
+    for n, (_, ip) in enumerate(ordered, start=1):
+        # the first keeps the highest priority; the foundation differs per family
+        # (RFC 8445 5.1.1.3: another base address)
+        priority = CANDIDATE_PRIORITY if n == 1 else CANDIDATE_PRIORITY_IPV6
+        lines.append(f"a=candidate:{n} 1 udp {priority} {ip} {port} typ host")
+    return lines
 
 
 def _rejected_section(media: OfferMedia, transport: list[str]) -> list[str]:

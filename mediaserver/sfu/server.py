@@ -26,8 +26,10 @@ moves datagrams itself:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import secrets
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -81,6 +83,10 @@ TICK = 0.1  # timer resolution: DTLS retransmits, consent, RTCP reports
 # Keys of Sfu.stats that count dropped datagrams (reported in counters()["drops"]),
 # and NACK entries left unanswered (mediaserver/sfu/nack.py)
 SLOW_PATH_DROPS = frozenset({"dtls_unknown_address", "nack_duplicate", "nack_over_budget"})
+
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 class Sfu:
@@ -142,13 +148,22 @@ class Sfu:
     async def start(self) -> None:
         """Bind the media port: a UdpEndpoint that owns the socket and drives this Sfu."""
         loop = asyncio.get_running_loop()
-        self.udp = UdpEndpoint(
+        udp = UdpEndpoint(
             self.config.host,
             self.config.udp_port,
             max_peers=self.config.max_peers,
             cache_packets=self.config.cache_packets,
         )
-        self.router = self.udp.router
+        unreachable = [ip for ip in self._announced if _family(ip) not in udp.families]
+        if unreachable:
+            udp.close()
+            raise OSError(
+                errno.EAFNOSUPPORT,
+                f"announced address {unreachable[0]} cannot reach the media socket "
+                f"(bound to {self.config.host or 'IPv4 only: this host has no IPv6'})",
+            )
+        self.udp = udp
+        self.router = udp.router
         self.clock = loop.time
         self._next_tick = self.clock() + TICK
         self.udp.start(loop, self)
@@ -183,6 +198,10 @@ class Sfu:
 
     def _now(self) -> float:
         return self.clock()
+
+    @property
+    def _announced(self) -> tuple[str, ...]:
+        return self.config.announced_ips
 
     @property
     def _router(self) -> Router:
@@ -238,7 +257,7 @@ class Sfu:
             SfuError: the offer is unusable (the message says why), or the
                 server is full.
         """
-        negotiated = negotiate(offer_sdp, self.certificate, self.config.announced_ip, self.udp_port)
+        negotiated = negotiate(offer_sdp, self.certificate, self._announced, self.udp_port)
         router = self._router
         session_id = secrets.token_urlsafe(12)
         streams = out_stream_count(negotiated.answer)

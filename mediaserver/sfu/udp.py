@@ -5,11 +5,17 @@ The event loop watches the socket's file descriptor (`loop.add_reader`), not a
 datagram protocol: uvloop's datagram_received makes a bytes object, an address
 tuple and a callback per datagram, while Router.drain reads, routes, protects
 and sends whole batches in C. Only STUN, DTLS and RTCP come back up to Python.
+
+The socket is dual-stack where the host has IPv6: one AF_INET6 socket on `::`
+with IPV6_V6ONLY off takes IPv4 peers too (as ::ffff:a.b.c.d, which the router
+keys and reports as the plain IPv4 address), so a worker still has one port, one
+file descriptor and one recvmmsg loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections import Counter
@@ -22,6 +28,63 @@ from mediaserver.sfu.address import Address
 logger = logging.getLogger(__name__)
 
 SOCKET_BUFFER = 4 * 1024 * 1024  # absorbs bursts (a keyframe is dozens of packets)
+
+
+# the kernel has no IPv6 (ipv6.disable=1, or a container without it): fall back to IPv4
+_NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+DUAL_STACK = ""
+"""The `host` that asks for every address of both families: `::` with IPV6_V6ONLY
+off, or `0.0.0.0` on a host without IPv6."""
+
+
+def open_media_socket(host: str, port: int) -> socket.socket:
+    """A bound, non-blocking UDP socket for the media port.
+
+    Args:
+        host: DUAL_STACK ("") or "::" for both families (IPv4 only where the host
+            has no IPv6, for ""), "0.0.0.0" for IPv4 only, or one address of
+            either family.
+        port: the UDP port (0: any free one).
+
+    Raises:
+        OSError: the address cannot be bound (in use, not on this host, or "::"
+            on a host without IPv6).
+    """
+    if host in (DUAL_STACK, "::"):
+        try:
+            return _bind(socket.AF_INET6, "::", port, dual_stack=True)
+        except OSError as exc:
+            if host == "::" or exc.errno not in _NO_IPV6:
+                raise
+        return _bind(socket.AF_INET, "0.0.0.0", port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return _bind(family, host, port)
+
+
+def _bind(family: int, host: str, port: int, *, dual_stack: bool = False) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if dual_stack:
+            # whatever net.ipv6.bindv6only says: IPv4 peers come through it too
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def dual_stack(sock: socket.socket) -> bool:
+    """True when `sock` takes IPv4 and IPv6 peers (IPv6 with IPV6_V6ONLY off)."""
+    return (
+        sock.family == socket.AF_INET6
+        and sock.getsockname()[0] == "::"
+        and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+    )
 
 
 class DatagramCore(Protocol):
@@ -41,7 +104,8 @@ class UdpEndpoint:
     hands it the slow-path datagrams, runs its timer, sends what it queues.
 
     Args:
-        host: address to bind ("0.0.0.0" for all).
+        host: address to bind (DUAL_STACK: every address of both families; see
+            open_media_socket).
         port: UDP port (0 picks a free one: see `port`).
     """
 
@@ -53,15 +117,10 @@ class UdpEndpoint:
         max_peers: int = 4096,
         cache_packets: int = 512,
     ) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                self.sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            self.sock.bind((host, port))
-        except OSError:
-            self.sock.close()
-            raise
-        self.sock.setblocking(False)
+        self.sock = open_media_socket(host, port)
+        # an IPv4 peer's address is dotted-quad text everywhere above the router;
+        # Python's sendto on an IPv6 socket needs it as ::ffff:a.b.c.d
+        self._mapped = self.sock.family == socket.AF_INET6
         self.router = Router(
             self.sock.fileno(),
             max_peers=max_peers,
@@ -77,6 +136,15 @@ class UdpEndpoint:
     @property
     def port(self) -> int:
         return int(self.sock.getsockname()[1])
+
+    @property
+    def families(self) -> frozenset[int]:
+        """The address families peers may reach this socket with."""
+        if self.sock.family == socket.AF_INET:
+            return frozenset({socket.AF_INET})
+        if dual_stack(self.sock):
+            return frozenset({socket.AF_INET, socket.AF_INET6})
+        return frozenset({socket.AF_INET6})
 
     def start(self, loop: asyncio.AbstractEventLoop, core: DatagramCore) -> None:
         """Read the socket on `loop` and drive `core` from now on."""
@@ -100,6 +168,8 @@ class UdpEndpoint:
 
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send one slow-path datagram (STUN, DTLS, SRTCP); a full buffer is a counted drop."""
+        if self._mapped and ":" not in addr[0]:
+            addr = ("::ffff:" + addr[0], addr[1])
         try:
             self.sock.sendto(data, addr)
         except BlockingIOError:

@@ -434,6 +434,42 @@ def test_answer_ipv6() -> None:
     assert "a=candidate:1 1 udp 2130706431 2001:db8::5 40000 typ host" in result.sdp
 
 
+@pytest.mark.parametrize("order", [("203.0.113.5", "2001:db8::5"), ("2001:db8::5", "203.0.113.5")])
+def test_answer_dual_stack_has_a_host_candidate_per_family(order: tuple[str, str]) -> None:
+    result = answer(read(CHROMIUM), ip=order)
+    for mid in result.bundle:
+        text = section(result.sdp, mid)
+        # IPv4 first, whatever the order given, and a little higher (RFC 8445 5.1.2.1:
+        # local preference 65535 and 65534); a foundation per family
+        assert "\r\nc=IN IP4 203.0.113.5\r\n" in text
+        assert (
+            "a=candidate:1 1 udp 2130706431 203.0.113.5 40000 typ host\r\n"
+            "a=candidate:2 1 udp 2130706175 2001:db8::5 40000 typ host\r\n"
+            "a=end-of-candidates\r\n"
+        ) in text
+    # both parse back as host candidates (aiortc: what a peer sees)
+    from aiortc.sdp import SessionDescription
+
+    parsed = SessionDescription.parse(result.sdp)
+    assert [(c.ip, c.priority, c.type) for c in parsed.media[0].ice_candidates] == [
+        ("203.0.113.5", 2130706431, "host"),
+        ("2001:db8::5", 2130706175, "host"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ip", "message"),
+    [
+        (("203.0.113.5", "203.0.113.6"), "ip: one address per family, not 203.0.113.5, 203.0.113.6"),
+        ((), "ip: no address to announce"),
+        (("203.0.113.5", "nope"), "ip 'nope' is not an IPv4 or IPv6 address"),
+    ],
+)
+def test_answer_candidate_addresses_are_checked(ip: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        answer(read(CHROMIUM), ip=ip)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

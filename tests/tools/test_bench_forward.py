@@ -65,3 +65,21 @@ def test_forward_benchmark_runs_and_reports_json():
     check = summary["libsrtp_check"]
     if check["available"]:
         assert check["checked"] > 0 and check["ok"] == check["checked"]
+
+
+def test_forward_benchmark_family_6_reports_ipv6_beside_ipv4():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.forward", "--family", "6", "--pairs", "2",
+         "--duration", "1", "--rate", "2000", "--warmup", "0.2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio IPv6/IPv4 CPU per packet (same run)" in proc.stdout
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["family"] == "6"
+    assert summary["forwarded_pps"] > 0 and summary["ipv6_forwarded_pps"] > 0
+    assert summary["ipv6_loss"] < 0.5
+    assert summary["ipv6_server_cpu_us_per_packet"] > 0 and summary["ipv6_over_ipv4"] > 0
+    assert summary["srtp_auth_failures"] == 0 and summary["misrouted"] == 0
+    # both sets ran: one IPv4, one IPv6, and the floor
+    assert {r["target"] for r in summary["runs"]} == {"mediaserver", "IPv6", "bare forwarder"}
