@@ -80,6 +80,8 @@ class Pairing:
         Raises:
             ProtocolError: draining, refused (reported too often) or unavailable.
         """
+        if v.state is State.GONE:
+            return  # it left while a check was awaited: its ticket would be a ghost
         if self.draining:
             raise ProtocolError("draining", "the server is shutting down; try another", "start")
         ticket = Ticket(

@@ -5,10 +5,12 @@ SQLite store deciding them."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,7 @@ from mediaserver.signalling.bans import Bans, until_text
 from mediaserver.store import Store
 from mediaserver.store.limits import DAY
 from tests.signalling.test_hub import Node
-from tests.support.hub_fakes import FakeStore, SharedQueue, VirtualClock, profile
+from tests.support.hub_fakes import FakeStore, SharedQueue, VirtualClock, profile, settle
 from tests.support.redis_server import RedisServer
 from tests.support.store import KEY, make
 
@@ -147,3 +149,34 @@ async def test_a_ban_decided_on_one_node_holds_on_another_through_redis(
             await q.close()
         for s in stores:
             s.close()
+
+
+async def test_a_visitor_that_leaves_while_its_ban_check_runs_is_not_queued(
+    clock: VirtualClock,
+) -> None:
+    """Re-queueing awaits the ban check (a Redis read on several nodes): a visitor who
+    leaves meanwhile must not be queued after all, or its ticket is a ghost the next
+    visitor is matched with (and then waits for in vain)."""
+    queue = SharedQueue(clock)
+    n = await Node(LocalBus("n1"), clock, queue, store=FakeStore()).start()
+    a, b = await n.pair(offer=False)
+    checking = asyncio.Event()
+    release = asyncio.Event()
+    real_check = n.hub.pairing.ban_check
+    assert real_check is not None
+
+    async def slow_check(v: Any, ref: str) -> None:
+        checking.set()
+        await release.wait()
+        await real_check(v, ref)
+
+    n.hub.pairing.ban_check = slow_check
+    moving_on = asyncio.create_task(n.send(a, "next"))  # B is re-queued: its ban
+    await asyncio.wait_for(checking.wait(), 5)  # check is under way...
+    await n.hub.leave(b.visitor)  # ...when B leaves
+    release.set()
+    await asyncio.wait_for(moving_on, 5)
+    await settle()
+    assert b.visitor.state.value == "gone"
+    assert await queue.matchmaker.queue_length() == 1  # A alone, no ghost of B
+    await n.hub.close()
