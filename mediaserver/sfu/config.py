@@ -24,6 +24,9 @@ class SfuConfig:
     None: none, 0: any free one."""
     max_tcp_connections: int = 1024
     """ICE-TCP connections open at once, checked or not (more are refused)."""
+    max_tcp_per_address: int = 8
+    """ICE-TCP connections one client address (IPv6: its /64) may hold; a browser
+    opens one per local address it has, a tab per call."""
     announced_ip: str = "127.0.0.1"
     """Addresses put in the SDP candidates, what peers send media to: one IPv4
     and/or one IPv6, comma-separated."""

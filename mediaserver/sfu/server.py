@@ -155,6 +155,7 @@ class Sfu:
             cache_packets=self.config.cache_packets,
             tcp_port=self.config.tcp_port,
             max_tcp=self.config.max_tcp_connections,
+            max_tcp_per_address=self.config.max_tcp_per_address,
         )
         unreachable = [ip for ip in self._announced if _family(ip) not in udp.families]
         if unreachable:

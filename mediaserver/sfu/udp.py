@@ -121,6 +121,7 @@ class UdpEndpoint:
         cache_packets: int = 512,
         tcp_port: int | None = None,
         max_tcp: int = 1024,
+        max_tcp_per_address: int = 8,
     ) -> None:
         self.sock = open_media_socket(host, port)
         # an IPv4 peer's address is dotted-quad text everywhere above the router;
@@ -136,7 +137,13 @@ class UdpEndpoint:
         self.tcp: TcpMedia | None = None
         if tcp_port is not None:
             try:
-                self.tcp = TcpMedia(host, tcp_port, self.router, max_connections=max_tcp)
+                self.tcp = TcpMedia(
+                    host,
+                    tcp_port,
+                    self.router,
+                    max_connections=max_tcp,
+                    max_per_address=max_tcp_per_address,
+                )
             except OSError:
                 self.sock.close()
                 raise
