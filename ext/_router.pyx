@@ -43,6 +43,26 @@ from mediaserver._srtp cimport (
     srtcp_unprotect, srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
 )
 
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
+
 cdef enum:
     BATCH = 64            # datagrams per recvmmsg / sendmmsg
     RECV_SLOT = 2048      # > RTP_MAX_PACKET, so an oversized datagram shows MSG_TRUNC
@@ -210,6 +230,7 @@ ctypedef struct TcpConn:
     int have              # bytes of the frame being reassembled in buf, its prefix included
     int out_off           # the unsent tail of a frame a partial write left: out[out_off:out_len]
     int out_len
+    double last_rx        # router time of its last read
     uint8_t buf[2 + RTP_MAX_PACKET]
     uint8_t out[2 + RECV_SLOT]
 
@@ -300,6 +321,7 @@ cdef class Router:
     cdef int max_tcp
     cdef uint8_t* tcp_rx
     cdef int tcp_batch     # frames of the current tcp_read in rx_buf
+    cdef int tcp_ep        # epoll instance over the connections (tcp_drain), or -1
     cdef uint64_t tcp_frames
     cdef uint64_t tcp_bytes
     cdef uint64_t tcp_too_big
@@ -360,6 +382,7 @@ cdef class Router:
             self.tx_msgs[i].msg_hdr.msg_name = &self.tx_addr[i]
             self.tx_msgs[i].msg_hdr.msg_namelen = self.addrlen
         self.rng = 0x9E3779B97F4A7C15
+        self.tcp_ep = -1
 
     def __dealloc__(self):
         cdef int i
@@ -381,6 +404,8 @@ cdef class Router:
                 free(self.tcp[i])
             free(self.tcp)
         free(self.tcp_rx)
+        if self.tcp_ep >= 0:
+            close(self.tcp_ep)
 
     # ---- the address table ------------------------------------------------
 
@@ -1202,8 +1227,56 @@ cdef class Router:
         c.addr.v6.sin6_addr = v6
         c.addr.v6.sin6_flowinfo = TCP_MARK
         c.addr.v6.sin6_scope_id = slot
+        c.last_rx = self.now
+        cdef epoll_event ev
+        if self.tcp_ep >= 0:
+            ev.events = EPOLLIN
+            ev.data.u64 = 0
+            ev.data.u32 = slot
+            if epoll_ctl(self.tcp_ep, EPOLL_CTL_ADD, fd, &ev) < 0:
+                free(c)
+                raise OSError(errno, "epoll_ctl(ADD) failed")
         self.tcp[slot] = c
         return slot, self._addr_tuple(&c.addr)
+
+    def tcp_epoll(self):
+        """The descriptor to watch for readable ICE-TCP connections: an epoll
+        instance over every connection opened from now on. When it is readable,
+        tcp_drain() reads them all in one call."""
+        if self.tcp_ep < 0:
+            self.tcp_ep = epoll_create1(EPOLL_CLOEXEC)
+            if self.tcp_ep < 0:
+                raise OSError(errno, "epoll_create1 failed")
+        return self.tcp_ep
+
+    def tcp_drain(self, double now):
+        """Read every connection with data (tcp_epoll), as tcp_read does each, in
+        one batch: forwarded media is sent, STUN, DTLS and RTCP wait in
+        pop_slow(). Returns [(slot, status)] of the connections to close (status
+        TCP_EOF, TCP_ERROR or TCP_TOO_BIG), usually empty."""
+        cdef epoll_event events[BATCH]
+        cdef int n, i, status
+        cdef uint32_t slot
+        closes = []
+        if self.tcp_ep < 0 or self.fd < 0:
+            raise ValueError("router has no socket or no tcp_epoll()")
+        self.now = now
+        self.nslow = 0
+        self.tcp_batch = 0
+        n = epoll_wait(self.tcp_ep, events, BATCH, 0)
+        for i in range(n if n > 0 else 0):
+            slot = events[i].data.u32
+            if slot >= <uint32_t>self.max_tcp or self.tcp[slot] == NULL:
+                continue
+            status = self._tcp_read(self.tcp[slot])
+            if status < 0:
+                closes.append((slot, status))
+        self._tcp_batch_end()
+        return closes
+
+    def tcp_last_rx(self, int slot):
+        """Router time of the connection's last read (of tcp_open if none)."""
+        return self._tcp(slot).last_rx
 
     cdef TcpConn* _tcp(self, int slot) except NULL:
         if slot < 0 or slot >= self.max_tcp or self.tcp[slot] == NULL:
@@ -1223,6 +1296,9 @@ cdef class Router:
         it, if any, is unbound, so nothing is sent to a reused descriptor."""
         cdef TcpConn* c = self._tcp(slot)
         cdef int peer = self._lookup(&c.addr)
+        cdef epoll_event ev
+        if self.tcp_ep >= 0:
+            epoll_ctl(self.tcp_ep, EPOLL_CTL_DEL, c.fd, &ev)   # ENOENT if opened before
         if peer >= 0:
             self._addr_delete(&c.addr)
             self.peers[peer].bound = 0
@@ -1247,13 +1323,20 @@ cdef class Router:
         the caller then closes the connection (pop_slow() first: frames before
         the end were handled)."""
         cdef TcpConn* c = self._tcp(slot)
-        cdef int rounds, status = 0
-        cdef ssize_t r
+        cdef int status
         if self.fd < 0:
             raise ValueError("router has no socket")
         self.now = now
         self.nslow = 0
         self.tcp_batch = 0
+        status = self._tcp_read(c)
+        self._tcp_batch_end()
+        return status
+
+    cdef int _tcp_read(self, TcpConn* c) except -9:
+        cdef int rounds, status = 0
+        cdef ssize_t r
+        c.last_rx = self.now
         for rounds in range(TCP_READS):
             r = recv(c.fd, self.tcp_rx, TCP_RX, MSG_DONTWAIT)
             if r == 0:
@@ -1272,7 +1355,6 @@ cdef class Router:
                 break
             if r < TCP_RX:
                 break
-        self._tcp_batch_end()
         return status
 
     cdef int _tcp_consume(self, TcpConn* c, const uint8_t* data, int n) except -2:

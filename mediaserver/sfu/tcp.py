@@ -2,9 +2,11 @@
 socket of a worker and its accepted connections.
 
 Python accepts a connection, checks the limits and hands its descriptor to the
-C router (Router.tcp_open); from then on every read (Router.tcp_read) splits the
-stream into frames and runs each through the same per-packet path as a UDP
-datagram, in C: no Python object per packet, one Python call per read. Media
+C router (Router.tcp_open), which adds it to its epoll instance. The event loop
+watches that one descriptor: when it is readable, Router.tcp_drain reads every
+connection with data, splits the streams into frames and runs each through the
+same per-packet path as a UDP datagram, in C: no Python object per packet, one
+Python call per loop wake-up however many connections had data. Media
 sent to a TCP peer goes out framed on its connection from C (sendmsg,
 MSG_DONTWAIT): a full socket buffer drops packets, counted, rather than queueing.
 
@@ -100,7 +102,6 @@ class _Connection:
     address: Address
     key: str
     opened_at: float
-    last_rx: float
     checked: bool = False
 
 
@@ -158,6 +159,7 @@ class TcpMedia:
         self._on_frames = on_frames
         self._validated = validated
         loop.add_reader(self.sock.fileno(), self._on_accept)
+        loop.add_reader(self.router.tcp_epoll(), self._on_readable)
         self._sweep = loop.call_later(SWEEP_INTERVAL, self._on_sweep)
 
     def close(self) -> None:
@@ -168,6 +170,7 @@ class TcpMedia:
             self._sweep = None
         if self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
+            self._loop.remove_reader(self.router.tcp_epoll())
             self._loop = None
         self.sock.close()
 
@@ -211,22 +214,21 @@ class TcpMedia:
                 self.stats["tcp_refused_full"] += 1
                 sock.close()
                 continue
-            now = self._loop.time()
-            conn = _Connection(slot, sock, address, key, opened_at=now, last_rx=now)
+            conn = _Connection(slot, sock, address, key, opened_at=self._loop.time())
             self._by_slot[slot] = conn
             self._by_address[address] = conn
             self._per_key[key] += 1
             self.stats["tcp_accepted"] += 1
-            self._loop.add_reader(sock.fileno(), self._on_readable, conn)
 
-    def _on_readable(self, conn: _Connection) -> None:
+    def _on_readable(self) -> None:
         assert self._loop is not None and self._on_frames is not None
         now = self._loop.time()
-        status = self.router.tcp_read(conn.slot, now)
-        conn.last_rx = now
+        closes = self.router.tcp_drain(now)
         self._on_frames(now)
-        if status < 0:
-            self._close(conn, _CLOSE_REASONS.get(status, "tcp_error"))
+        for slot, status in closes:
+            conn = self._by_slot.get(slot)
+            if conn is not None:
+                self._close(conn, _CLOSE_REASONS.get(status, "tcp_error"))
 
     def _close(self, conn: _Connection, reason: str | None) -> None:
         if self._by_slot.pop(conn.slot, None) is None:
@@ -237,8 +239,6 @@ class TcpMedia:
             del self._per_key[conn.key]
         if reason is not None:
             self.stats[reason] += 1
-        if self._loop is not None:
-            self._loop.remove_reader(conn.sock.fileno())
         self.router.tcp_close(conn.slot)  # before the descriptor can be reused
         conn.sock.close()
 
@@ -253,6 +253,7 @@ class TcpMedia:
                 elif now - conn.opened_at >= self.check_timeout:
                     self._close(conn, "tcp_unchecked")
                     continue
-            if now - conn.last_rx >= self.idle_timeout:
+            last_rx = max(conn.opened_at, self.router.tcp_last_rx(conn.slot))
+            if now - last_rx >= self.idle_timeout:
                 self._close(conn, "tcp_idle")
         self._sweep = self._loop.call_later(SWEEP_INTERVAL, self._on_sweep)

@@ -5,6 +5,7 @@ the router's media socket."""
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 from collections.abc import Iterator
@@ -236,5 +237,34 @@ def test_connections_are_bounded() -> None:
         assert slot == c.slot
         a.close()
         b.close()
+    finally:
+        c.close()
+
+
+def test_drain_reads_every_connection_with_data_in_one_call() -> None:
+    c = Conn()
+    try:
+        r = c.router
+        ep = r.tcp_epoll()
+        pairs = [socket.socketpair() for _ in range(3)]
+        slots = []
+        for i, (server, _) in enumerate(pairs):
+            server.setblocking(False)
+            slots.append(r.tcp_open(server.fileno(), "192.0.2.9", 1000 + i)[0])
+        pairs[0][1].sendall(frame(STUN) + frame(STUN[:8] + b"\x01" * 12))
+        pairs[2][1].sendall(frame(STUN[:8] + b"\x02" * 12))
+        pairs[1][1].close()  # end of stream: reported for closing
+        assert select.select([ep], [], [], 1)[0] == [ep]
+        closes = r.tcp_drain(2.0)
+        assert closes == [(slots[1], TCP_EOF)]
+        got = sorted((addr[1] - TCP_PORT_FLAG, data[8]) for _, _, addr, data in r.pop_slow())
+        assert got == [(1000, STUN[8]), (1000, 1), (1002, 2)]
+        assert r.tcp_last_rx(slots[0]) == 2.0
+        for slot in slots:
+            r.tcp_close(slot)
+        assert r.tcp_drain(3.0) == []
+        for a, b in pairs:
+            a.close()
+            b.close()
     finally:
         c.close()
