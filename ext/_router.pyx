@@ -337,6 +337,7 @@ cdef class Router:
                   int cache_packets=512, int family=0, int max_tcp=1024):
         cdef int i, cap
         cdef socklen_t length = sizeof(int)
+        self.tcp_ep = -1   # first: __dealloc__ runs after a __cinit__ that raised, too
         if max_peers < 1 or max_streams < 1 or max_tcp < 0:
             raise ValueError("max_peers and max_streams must be positive, max_tcp not negative")
         if cache_packets < BATCH or cache_packets & (cache_packets - 1):
@@ -382,7 +383,6 @@ cdef class Router:
             self.tx_msgs[i].msg_hdr.msg_name = &self.tx_addr[i]
             self.tx_msgs[i].msg_hdr.msg_namelen = self.addrlen
         self.rng = 0x9E3779B97F4A7C15
-        self.tcp_ep = -1
 
     def __dealloc__(self):
         cdef int i

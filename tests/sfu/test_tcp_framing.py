@@ -5,6 +5,8 @@ the router's media socket."""
 
 from __future__ import annotations
 
+import gc
+import os
 import select
 import socket
 import struct
@@ -268,3 +270,12 @@ def test_drain_reads_every_connection_with_data_in_one_call() -> None:
             b.close()
     finally:
         c.close()
+
+
+def test_a_router_that_fails_to_start_closes_no_descriptor() -> None:
+    # its epoll descriptor is -1 before anything can raise (fd 0 was closed once)
+    os.fstat(0)
+    with pytest.raises(ValueError):
+        Router(cache_packets=3)
+    gc.collect()
+    os.fstat(0)
