@@ -2,7 +2,7 @@
 
     python -m benchmarks.forward [--pairs 10] [--rate 20000] [--duration 10]
                                  [--size 1100] [--profile aead-aes-128-gcm]
-                                 [--repeats 1] [--family 4] [--json]
+                                 [--repeats 1] [--family 4] [--transport udp] [--json]
 
 N synthetic publishers and N subscribers on 127.0.0.1, each with its own UDP
 socket, connect to the SFU (running alone in a child process, on uvloop) with
@@ -31,6 +31,13 @@ dual-stack socket (`::`, IPV6_V6ONLY off) and announces 127.0.0.1 and ::1; a sec
 set of N pairs on ::1 connects beside the IPv4 pairs, and the two sets take turns
 under the same load (the bare forwarder stays on IPv4). The IPv6 figures and the
 ratio IPv6 / IPv4 of CPU per packet come out beside the others.
+
+`--transport tcp` measures ICE over TCP against UDP in one run the same way: the
+SFU also listens on a TCP port (passive candidates, RFC 4571 framing); a second set
+of N pairs connects over TCP (synthetic peers with a FramedStream: the generator
+writes each burst as frames in one blocking send, the receivers split the stream)
+and takes turns with the UDP pairs under the same load. TCP receivers get no
+kernel timestamp per packet: their latency is the receive loop's ("app").
 
 Everything stays on loopback, every run stops by itself (bounded time and
 packet counts), and the child processes die with this one (also on Ctrl-C).
@@ -214,12 +221,16 @@ class ControlledProcess:
 class ServerProcess(ControlledProcess):
     """benchmarks/sfu_harness.py in a child process: the SFU under test."""
 
-    def __init__(self, asyncio_loop: bool = False, dual_stack: bool = False) -> None:
+    def __init__(
+        self, asyncio_loop: bool = False, dual_stack: bool = False, tcp: bool = False
+    ) -> None:
         args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
         if dual_stack:
             args = [*args[:-1], "::", "--announced-ip", f"{LOOPBACK},{LOOPBACK6}"]
         if asyncio_loop:
             args.append("--asyncio")
+        if tcp:
+            args.append("--tcp")
         super().__init__(args, "SFU harness")
         self.port = int(self.hello["port"])
         self.loop = self.hello.get("loop", "?")
@@ -316,7 +327,7 @@ class Target:
 
 def server_target_for(
     module: Any, server: Any, senders: list[Any], receivers: list[Any], profile: int,
-    size: int, pairs: int, name: str = "mediaserver",
+    size: int, pairs: int, name: str = "mediaserver", framed: bool = False,
 ) -> Target:
     """The server under test as a Target: its process and counters, and the C
     sender and receiver loops over the connected synthetic peers' sockets and keys."""
@@ -332,16 +343,19 @@ def server_target_for(
             size,
             profile,
             [(p.keys.tx_key, p.keys.tx_salt) for p in senders],
+            0,
+            int(framed),
         ),
         receiver=module.Receiver(
             [p.sock.fileno() for p in receivers],
             profile,
             [(p.keys.rx_key, p.keys.rx_salt) for p in receivers],
             4,
+            int(framed),
         ),
         pairs=pairs,
         port=server.port,
-        receiver_ports={p.port for p in receivers},
+        receiver_ports=set() if framed else {p.port for p in receivers},
     )
 
 
@@ -527,6 +541,8 @@ def print_table(s: dict[str, Any]) -> None:
         ("loss %", "loss", "baseline_loss", ".3f", 100.0),
         ("latency p50 us", "latency_p50_us", "baseline_latency_p50_us", ".0f", 1.0),
         ("latency p99 us", "latency_p99_us", "baseline_latency_p99_us", ".0f", 1.0),
+        ("app latency p50 us", "app_latency_p50_us", "baseline_app_latency_p50_us", ".0f", 1.0),
+        ("app latency p99 us", "app_latency_p99_us", "baseline_app_latency_p99_us", ".0f", 1.0),
         ("CPU us/packet", "server_cpu_us_per_packet", "baseline_cpu_us_per_packet", ".2f", 1.0),
         (
             "context switches/packet",
@@ -542,13 +558,20 @@ def print_table(s: dict[str, Any]) -> None:
         f"{s['profile']}, {s['repeats']} repeat(s), CPU from {s['cpu_source']}"
     )
     six = s.get("family") == "6"
-    first = f"mediaserver ({s['server_loop']})" + (", IPv4" if six else "")
-    table = [["", first, *(["mediaserver, IPv6"] if six else []), "bare C forwarder"]]
+    tcp = s.get("transport") == "tcp"
+    prefix, vlabel, base, over = (
+        ("ipv6_", "IPv6", "IPv4", "ipv6_over_ipv4")
+        if six
+        else ("tcp_", "ICE-TCP", "UDP", "tcp_over_udp")
+    )
+    six = six or tcp  # a variant column
+    first = f"mediaserver ({s['server_loop']})" + (f", {base}" if six else "")
+    table = [["", first, *([f"mediaserver, {vlabel}"] if six else []), "bare C forwarder"]]
     for label, key, base_key, spec, scale in rows:
         table.append([
             label,
             _cell(s, key, spec, scale),
-            *([_cell(s, "ipv6_" + key, spec, scale)] if six else []),
+            *([_cell(s, prefix + key, spec, scale)] if six else []),
             _cell(s, base_key, spec, scale),
         ])  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
@@ -557,8 +580,8 @@ def print_table(s: dict[str, Any]) -> None:
         print("  " + "  ".join(cells))
     print(f"ratio server/baseline CPU per packet: {_cell(s, 'ratio', '.2f')}")
     if six:
-        print(f"ratio IPv6/baseline CPU per packet: {_cell(s, 'ipv6_ratio', '.2f')}")
-        print(f"ratio IPv6/IPv4 CPU per packet (same run): {_cell(s, 'ipv6_over_ipv4', '.3f')}")
+        print(f"ratio {vlabel}/baseline CPU per packet: {_cell(s, prefix + 'ratio', '.2f')}")
+        print(f"ratio {vlabel}/{base} CPU per packet (same run): {_cell(s, over, '.3f')}")
     notes = []
     if s["srtp_auth_failures"]:
         notes.append(f"{s['srtp_auth_failures']} SRTP auth failures at the subscribers")
@@ -645,6 +668,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "measured against the IPv4 pairs in the same run (default 4: IPv4 only)",
     )
     parser.add_argument(
+        "--transport",
+        choices=("udp", "tcp"),
+        default="udp",
+        help="tcp: also N pairs over ICE-TCP (the server's passive TCP candidate), "
+        "measured against the UDP pairs in the same run (default udp: UDP only)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )
     args = parser.parse_args(argv)
@@ -652,6 +682,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--pairs, --rate, --duration and --repeats must be positive")
     if args.rate * args.duration > 50_000_000:
         parser.error("more than 50 million packets per run: lower --rate or --duration")
+    if args.family == "6" and args.transport == "tcp":
+        parser.error("--family 6 and --transport tcp: one variant per run")
     if not 36 <= args.size <= 1400:
         parser.error("--size must be within 36..1400 (the payload carries a 36-byte stamp)")
     return args
@@ -670,12 +702,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # -- the SFU, and the peers it serves (with --family 6, a second set on ::1)
         dual = args.family == "6"
-        server = ServerProcess(asyncio_loop=args.asyncio, dual_stack=dual)
+        tcp = args.transport == "tcp"
+        server = ServerProcess(asyncio_loop=args.asyncio, dual_stack=dual, tcp=tcp)
         stack.callback(server.close)
         certificate = DtlsCertificate.generate()
+        sets = [(LOOPBACK, "udp"), (LOOPBACK6, "udp")] if dual else [(LOOPBACK, "udp")]
+        if tcp:
+            sets.append((LOOPBACK, "tcp"))
         groups = [
-            connect_peers(stack, server, certificate, profile, args, host)
-            for host in ((LOOPBACK, LOOPBACK6) if dual else (LOOPBACK,))
+            connect_peers(stack, server, certificate, profile, args, host, transport)
+            for host, transport in sets
         ]
         peers = [p for senders, receivers in groups for p in senders + receivers]
         keepalive = KeepAlive(peers)
@@ -691,9 +727,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server_target = server_target_for(
             module, server, senders, receivers, profile, args.size, args.pairs
         )
+        variant = "IPv6" if dual else "ICE-TCP" if tcp else None
         server6_target = (
-            server_target_for(module, server, *groups[1], profile, args.size, args.pairs, "IPv6")
-            if dual
+            server_target_for(
+                module, server, *groups[1], profile, args.size, args.pairs, variant, tcp
+            )
+            if variant is not None
             else None
         )
 
@@ -777,6 +816,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "consent_checks_sent": keepalive.consent_sent,
             "rtcp_reports_sent": keepalive.rtcp_sent,
             "family": args.family,
+            "transport": args.transport,
         }
         runs = [r for t in targets for r in t.results]
         summary = summarize(
@@ -784,22 +824,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if server6_target is not None:
             add_ipv6(summary, server_target.results, server6_target.results,
-                     baseline_target.results)  # fmt: skip
+                     baseline_target.results, *(("tcp_", "tcp_over_udp") if tcp else ()))  # fmt: skip
         return summary
 
 
 def connect_peers(
     stack: contextlib.ExitStack, server: ServerProcess, certificate: Any, profile: int,
-    args: argparse.Namespace, host: str,
+    args: argparse.Namespace, host: str, transport: str = "udp",
 ) -> tuple[list[SyntheticPeer], list[SyntheticPeer]]:
     """args.pairs publishers and subscribers on `host`, through ICE and DTLS with the
     server, publisher i forwarded to subscriber i: (senders, receivers)."""
     senders = [
-        SyntheticPeer(i, "send", certificate, (profile,), args.audio, host)
+        SyntheticPeer(i, "send", certificate, (profile,), args.audio, host, transport)
         for i in range(args.pairs)
     ]
     receivers = [
-        SyntheticPeer(i, "recv", certificate, (profile,), args.audio, host)
+        SyntheticPeer(i, "recv", certificate, (profile,), args.audio, host, transport)
         for i in range(args.pairs)
     ]
     peers = senders + receivers
@@ -830,32 +870,34 @@ def connect_peers(
 
 def add_ipv6(
     summary: dict[str, Any], v4: list[dict[str, Any]], v6: list[dict[str, Any]],
-    baseline: list[dict[str, Any]],
+    baseline: list[dict[str, Any]], prefix: str = "ipv6_", over: str = "ipv6_over_ipv4",
 ) -> None:
     """The IPv6 set's figures, beside the IPv4 ones (same CPU source), and the ratio
-    IPv6 / IPv4 of CPU per packet, repeat by repeat (median [min-max])."""
+    IPv6 / IPv4 of CPU per packet, repeat by repeat (median [min-max]); the same for
+    the ICE-TCP set against the UDP one with prefix "tcp_", over "tcp_over_udp"."""
     source = summary["cpu_source"]
     six = summarize(v6, baseline, {"repeats": summary["repeats"]}, source)
     for key in (
         "forwarded_pps", "offered_pps", "loss", "latency_p50_us", "latency_p99_us",
         "latency_p999_us", "context_switches_per_packet", "server_cpu_us_per_packet",
+        "app_latency_p50_us", "app_latency_p99_us",
     ):
         for suffix in ("", "_min", "_max"):
-            summary["ipv6_" + key + suffix] = six[key + suffix]
-    summary["ipv6_ratio"], summary["ipv6_ratio_min"], summary["ipv6_ratio_max"] = (
+            summary[prefix + key + suffix] = six[key + suffix]
+    summary[prefix + "ratio"], summary[prefix + "ratio_min"], summary[prefix + "ratio_max"] = (
         six["ratio"], six["ratio_min"], six["ratio_max"]
     )
     ratios = []
     for a, b in zip(v4, v6):
         pa, pb = per_packet(a, source), per_packet(b, source)
         ratios.append(pb / pa if pa and pb is not None else None)
-    summary["ipv6_over_ipv4"], summary["ipv6_over_ipv4_min"], summary["ipv6_over_ipv4_max"] = (
+    summary[over], summary[over + "_min"], summary[over + "_max"] = (
         spread(ratios)
     )
     summary["srtp_auth_failures"] += six["srtp_auth_failures"]
     summary["misrouted"] += sum(r["misrouted"] + r["duplicates"] for r in v6)
-    summary["ipv6_server_drops"] = six["server_drops"]
-    summary["ipv6_kernel_drops"] = six["kernel_drops"]
+    summary[prefix + "server_drops"] = six["server_drops"]
+    summary[prefix + "kernel_drops"] = six["kernel_drops"]
     summary["runs"] += [{k: v for k, v in r.items() if k != "samples"} for r in v6]
 
 

@@ -100,9 +100,18 @@ class Harness:
         sys.stdout.flush()
 
 
-async def serve(host: str, announced_ip: str | None = None) -> None:
+async def serve(host: str, announced_ip: str | None = None, tcp: bool = False) -> None:
     loop = asyncio.get_running_loop()
-    sfu = Sfu(SfuConfig(host=host, udp_port=0, announced_ip=announced_ip or host))
+    sfu = Sfu(
+        SfuConfig(
+            host=host,
+            udp_port=0,
+            announced_ip=announced_ip or host,
+            tcp_port=0 if tcp else None,
+            # every synthetic peer comes from the one loopback address
+            max_tcp_per_address=4096,
+        )
+    )
     await sfu.start()
     done: asyncio.Future[None] = loop.create_future()
     harness = Harness(sfu, done)
@@ -115,6 +124,7 @@ async def serve(host: str, announced_ip: str | None = None) -> None:
             "ready": True,
             "pid": os.getpid(),
             "port": sfu.udp_port,
+            "tcp_port": sfu.tcp_port,
             "loop": type(loop).__module__.split(".")[0],
         }
     )
@@ -132,15 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         "--announced-ip", default=None, help="addresses to announce (default: --host)"
     )
     parser.add_argument("--asyncio", action="store_true", help="stdlib event loop, not uvloop")
+    parser.add_argument("--tcp", action="store_true", help="ICE-TCP too, on any free port")
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.asyncio:
-        asyncio.run(serve(args.host, args.announced_ip))
+        asyncio.run(serve(args.host, args.announced_ip, args.tcp))
     else:
         import uvloop
 
-        uvloop.run(serve(args.host, args.announced_ip))
+        uvloop.run(serve(args.host, args.announced_ip, args.tcp))
     return 0
 
 

@@ -1,13 +1,14 @@
 """Time from `matched` to the first decoded frame of the stranger's video, in the web
-page (Random mode, two headless Chromium pages), over plain UDP and through a real
-coturn over TURN/TCP and TURN/TLS.
+page (Random mode, two headless Chromium pages), over plain UDP, over ICE-TCP to the
+server itself (--tcp-port), and through a real coturn over TURN/TCP and TURN/TLS.
 
     python -m mediaserver.netns -- python -m benchmarks.turn_latency [--pairs 7] [--json]
 
 Runs inside the private namespace (it refuses otherwise). For each transport: a fresh
 server; with TURN, a coturn of its own and the UDP wall of tests/e2e/test_turn.py
 (nftables: no UDP but coturn's relay to the media port) and the pages forced to
-iceTransportPolicy "relay". For each pair, A starts and is queued (its connection to
+iceTransportPolicy "relay"; with ICE-TCP, the same wall (no coturn) and the server's
+passive TCP candidate, the browser's own choice once no UDP check is answered. For each pair, A starts and is queued (its connection to
 the server is made while it waits), then B starts; on each page the clock runs from
 the `matched` frame to the first decoded video frame (getStats polled every 5 ms), and
 the pair's figure is the later of its two pages. Pairs run one after another on an
@@ -41,7 +42,7 @@ from tests.support.coturn import (
     udp_wall,
 )
 
-TRANSPORTS = ("udp", "turn-tcp", "turn-tls")
+TRANSPORTS = ("udp", "ice-tcp", "turn-tcp", "turn-tls")
 
 # page side: when `matched` arrives, and when the first video frame is decoded
 CLOCK_JS = """
@@ -118,7 +119,11 @@ async def measure(transport: str, pairs: int, workdir: Path) -> list[float]:
     media_port = free_port(SERVER_IP, socket.SOCK_DGRAM)
     with ExitStack() as stack:
         flags: list[str] = []
-        if transport != "udp":
+        relay = transport.startswith("turn-")
+        if transport == "ice-tcp":
+            stack.enter_context(udp_wall(media_port))
+            flags = ["--tcp-port", str(free_port(SERVER_IP))]
+        if relay:
             turn = stack.enter_context(coturn(workdir, media_port))
             stack.enter_context(udp_wall(media_port))
             url = turn.tcp_url if transport == "turn-tcp" else turn.tls_url
@@ -128,7 +133,7 @@ async def measure(transport: str, pairs: int, workdir: Path) -> list[float]:
         async with async_playwright() as p:
             browser = await launch_relay_browser(p, urls)
             try:
-                return [await one_pair(browser, urls, transport != "udp") for _ in range(pairs)]
+                return [await one_pair(browser, urls, relay) for _ in range(pairs)]
             finally:
                 await browser.close()
 

@@ -11,6 +11,15 @@ what needs a decision: STUN, DTLS and (decrypted) RTCP, through `pop_slow()`.
 
 `feed()` runs the same per-packet code on one datagram and returns what would
 be sent instead of sending it: the sans-I/O entry point the tests use.
+
+ICE over TCP (RFC 6544, framed per RFC 4571: a 2-byte length before each packet)
+goes through the same path: `tcp_read(conn, now)` reads an accepted connection,
+reassembles its frames in a per-connection buffer and hands each frame to the
+same per-packet code as a datagram. A connection is an address of its own (the
+peer's IP and TCP port, marked as TCP: Python sees the port + TCP_PORT_FLAG), so
+a session binds it after a valid STUN check like any other, and what is sent to
+it goes out framed on that connection (sendmsg, MSG_DONTWAIT: a full socket
+buffer drops the packet, counted, rather than queueing it).
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -19,10 +28,10 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from includes.system cimport (
-    AF_INET, AF_INET6, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_TRUNC, SO_DOMAIN,
-    SOL_SOCKET, errno, getsockopt, htons, in_addr, in6_addr, inet_ntop, inet_pton, iovec,
-    mmsghdr, ntohs, recvmmsg, sendmmsg, sendto, sockaddr, sockaddr_in, sockaddr_in6,
-    socklen_t,
+    AF_INET, AF_INET6, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC,
+    SO_DOMAIN, SOL_SOCKET, errno, getsockopt, htons, in_addr, in6_addr, inet_ntop, inet_pton,
+    iovec, mmsghdr, msghdr, ntohs, recv, recvmmsg, send, sendmmsg, sendmsg, sendto, sockaddr,
+    sockaddr_in, sockaddr_in6, socklen_t,
 )
 from mediaserver._rtp cimport (
     CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, SentSeqs, cache_commit, cache_init,
@@ -33,6 +42,26 @@ from mediaserver._srtp cimport (
     SRTP_ERR_AUTH, SRTP_ERR_INDEX_USED, SRTP_ERR_REPLAY, SrtpContext, srtcp_protect,
     srtcp_unprotect, srtp_context_free, srtp_context_new, srtp_protect, srtp_unprotect,
 )
+
+cdef extern from "<sys/epoll.h>" nogil:
+    ctypedef union epoll_data_t:
+        void* ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event* event)
+    int epoll_wait(int epfd, epoll_event* events, int maxevents, int timeout)
+    int EPOLL_CLOEXEC
+    int EPOLL_CTL_ADD
+    int EPOLL_CTL_DEL
+    int EPOLLIN
+
+cdef extern from "<unistd.h>" nogil:
+    int close(int fd)
 
 cdef enum:
     BATCH = 64            # datagrams per recvmmsg / sendmmsg
@@ -45,6 +74,19 @@ cdef enum:
     # receiver re-asks after a round trip, and at 20% loss needs a 9th resend for
     # 3 in a million lost packets; NACKs repeating one list get no more than this
     MAX_RESENDS = 8
+    TCP_RX = 65536        # bytes per recv() of a TCP connection
+    TCP_READS = 4         # recv() calls per tcp_read: one busy connection cannot starve the rest
+
+# sin6_flowinfo of a TCP peer's address (sin6_scope_id then holds its connection's
+# slot). No received datagram has it: the kernel masks a flow label with 0x0FFFFFFF.
+cdef uint32_t TCP_MARK = 0xFFFFFFFF
+
+TCP_PORT_FLAG = 0x10000
+"""Added to the port of a TCP peer's address as Python sees it ((host, port)): a
+connection and a UDP peer at the same IP and port are two addresses."""
+TCP_EOF = -1        # tcp_read: the peer closed the connection
+TCP_ERROR = -2      # ... a socket error (reset)
+TCP_TOO_BIG = -3    # ... a frame longer than the MTU bound: the stream is not ours
 
 # A NACK for a packet resent less than this ago (seconds) is for the resend still
 # on its way (a receiver under load, or an attacker): not answered again
@@ -87,6 +129,8 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_PROTECT_INDEX_USED
     DROP_NACK_RESEND_CAP
     DROP_NACK_TOO_SOON
+    DROP_TCP_BACKPRESSURE
+    DROP_TCP_GONE
     N_DROPS
 
 DROP_NAMES = (
@@ -105,6 +149,11 @@ DROP_NAMES = (
     "nack_resend_cap",
     # a NACK asked for a packet resent less than MIN_RESEND_INTERVAL ago
     "nack_too_soon",
+    # a TCP peer's socket buffer was full (a slow reader): the packet is dropped,
+    # never queued, so a slow connection costs no memory
+    "tcp_backpressure",
+    # a packet for a TCP connection that is closed
+    "tcp_gone",
 )
 
 ctypedef struct InStream:
@@ -174,6 +223,17 @@ ctypedef struct Peer:
     uint8_t tap[128]                   # 1: hand this payload type to Python, not the routes
     InStream ins[MAX_IN_STREAMS]
 
+ctypedef struct TcpConn:
+    # one accepted ICE-TCP connection (malloc'd on open, freed on close)
+    int fd
+    SockAddr addr         # the peer's, as AF_INET6 (IPv4 mapped), marked TCP_MARK
+    int have              # bytes of the frame being reassembled in buf, its prefix included
+    int out_off           # the unsent tail of a frame a partial write left: out[out_off:out_len]
+    int out_len
+    double last_rx        # router time of its last read
+    uint8_t buf[2 + RTP_MAX_PACKET]
+    uint8_t out[2 + RECV_SLOT]
+
 ctypedef struct SlowItem:
     int kind
     int peer
@@ -187,6 +247,8 @@ cdef inline void addr_key(const SockAddr* a, AddrKey* k) noexcept nogil:
         memcpy(&k.hi, &a.v6.sin6_addr, 8)
         memcpy(&k.lo, (<const uint8_t*>&a.v6.sin6_addr) + 8, 8)
         k.port = a.v6.sin6_port
+        if a.v6.sin6_flowinfo == TCP_MARK:
+            k.port |= 0x10000
     else:
         mapped[0] = 0
         mapped[1] = 0
@@ -254,6 +316,16 @@ cdef class Router:
     cdef uint64_t slow_datagrams
     cdef uint64_t recv_errors
     cdef uint64_t batches
+    # ICE-TCP connections, by slot
+    cdef TcpConn** tcp
+    cdef int max_tcp
+    cdef uint8_t* tcp_rx
+    cdef int tcp_batch     # frames of the current tcp_read in rx_buf
+    cdef int tcp_ep        # epoll instance over the connections (tcp_drain), or -1
+    cdef uint64_t tcp_frames
+    cdef uint64_t tcp_bytes
+    cdef uint64_t tcp_too_big
+    cdef uint64_t tcp_partial_writes
     # test hook: drop a fraction of inbound SRTP/SRTCP, or of forwarded packets
     # after they are cached (so the subscriber's NACKs can be answered)
     cdef uint32_t loss_threshold
@@ -262,11 +334,12 @@ cdef class Router:
     cdef double now        # router time of the batch being processed
 
     def __cinit__(self, int fd=-1, int max_peers=4096, int max_streams=8192,
-                  int cache_packets=512, int family=0):
+                  int cache_packets=512, int family=0, int max_tcp=1024):
         cdef int i, cap
         cdef socklen_t length = sizeof(int)
-        if max_peers < 1 or max_streams < 1:
-            raise ValueError("max_peers and max_streams must be positive")
+        self.tcp_ep = -1   # first: __dealloc__ runs after a __cinit__ that raised, too
+        if max_peers < 1 or max_streams < 1 or max_tcp < 0:
+            raise ValueError("max_peers and max_streams must be positive, max_tcp not negative")
         if cache_packets < BATCH or cache_packets & (cache_packets - 1):
             raise ValueError(f"cache_packets must be a power of two >= {BATCH}")
         if family == 0:
@@ -291,7 +364,10 @@ cdef class Router:
         self.addr_keys = <AddrKey*>calloc(cap, sizeof(AddrKey))
         self.addr_vals = <int32_t*>calloc(cap, sizeof(int32_t))
         self.rx_buf = <uint8_t*>calloc(BATCH, RECV_SLOT)
-        if not (self.peers and self.outs and self.addr_keys and self.addr_vals and self.rx_buf):
+        self.max_tcp = max_tcp
+        self.tcp = <TcpConn**>calloc(max_tcp + 1, sizeof(TcpConn*))
+        if not (self.peers and self.outs and self.addr_keys and self.addr_vals and self.rx_buf
+                and self.tcp):
             raise MemoryError()
         self.addr_mask = cap - 1
         for i in range(cap):
@@ -323,6 +399,13 @@ cdef class Router:
         free(self.addr_keys)
         free(self.addr_vals)
         free(self.rx_buf)
+        if self.tcp != NULL:
+            for i in range(self.max_tcp):
+                free(self.tcp[i])
+            free(self.tcp)
+        free(self.tcp_rx)
+        if self.tcp_ep >= 0:
+            close(self.tcp_ep)
 
     # ---- the address table ------------------------------------------------
 
@@ -471,11 +554,22 @@ cdef class Router:
         return self.af
 
     def bind_address(self, int peer, str host, int port):
-        """Media from (host, port) belongs to `peer` (after ICE validated it)."""
+        """Media from (host, port) belongs to `peer` (after ICE validated it).
+        Returns False, leaving the peer unbound, for a TCP address whose
+        connection has closed."""
         cdef Peer* p = self._peer(peer)
         cdef SockAddr a
-        cdef int other
-        self._parse_address(host, port, &a)
+        cdef int other, slot
+        if port & TCP_PORT_FLAG:
+            slot = self._tcp_find(host, port)
+            if slot < 0:
+                if p.bound:
+                    self._addr_delete(&p.addr)
+                    p.bound = 0
+                return False
+            a = self.tcp[slot].addr
+        else:
+            self._parse_address(host, port, &a)
         if p.bound:
             self._addr_delete(&p.addr)
         other = self._lookup(&a)
@@ -485,6 +579,7 @@ cdef class Router:
         p.addr = a
         p.bound = 1
         self._addr_insert(&a, peer)
+        return True
 
     def set_srtp(self, int peer, int profile, bytes rx_key, bytes rx_salt,
                  bytes tx_key, bytes tx_salt):
@@ -825,6 +920,11 @@ cdef class Router:
         self._queue(slot, m, &d.addr)
 
     cdef inline void _queue(self, uint8_t* data, int length, const SockAddr* addr) noexcept nogil:
+        if addr.sa.sa_family == AF_INET6 and addr.v6.sin6_flowinfo == TCP_MARK:
+            if self._tcp_send(addr.v6.sin6_scope_id, data, length) == length:
+                self.forwarded_packets += 1
+                self.forwarded_bytes += length
+            return
         self.tx_iov[self.ntx].iov_base = data
         self.tx_iov[self.ntx].iov_len = length
         self.tx_addr[self.ntx] = addr[0]
@@ -890,7 +990,8 @@ cdef class Router:
                 inet_ntop(AF_INET, &a.v6.sin6_addr.s6_addr[12], text, 64)
             else:
                 inet_ntop(AF_INET6, &a.v6.sin6_addr, text, 64)
-            return (text.decode(), ntohs(a.v6.sin6_port))
+            return (text.decode(), ntohs(a.v6.sin6_port)
+                    + (TCP_PORT_FLAG if a.v6.sin6_flowinfo == TCP_MARK else 0))
         inet_ntop(AF_INET, &a.v4.sin_addr, text, 64)
         return (text.decode(), ntohs(a.v4.sin_port))
 
@@ -942,6 +1043,8 @@ cdef class Router:
     # ---- slow-path sends and statistics (from Python) ----------------------
 
     cdef int _send(self, Peer* p, const uint8_t* data, int length):
+        if p.addr.sa.sa_family == AF_INET6 and p.addr.v6.sin6_flowinfo == TCP_MARK:
+            return self._tcp_send(p.addr.v6.sin6_scope_id, data, length)
         if self.fd < 0:
             return length
         return sendto(self.fd, data, length, MSG_DONTWAIT, &p.addr.sa, self.addrlen)
@@ -1064,6 +1167,11 @@ cdef class Router:
             "slow_datagrams": self.slow_datagrams,
             "recv_errors": self.recv_errors,
             "batches": self.batches,
+            "tcp_connections": sum(1 for i in range(self.max_tcp) if self.tcp[i] != NULL),
+            "tcp_frames": self.tcp_frames,
+            "tcp_bytes": self.tcp_bytes,
+            "tcp_too_big": self.tcp_too_big,
+            "tcp_partial_writes": self.tcp_partial_writes,
             "drops": {DROP_NAMES[i]: self.drops[i] for i in range(N_DROPS)},
         }
 
@@ -1076,3 +1184,279 @@ cdef class Router:
         self.loss_threshold = <uint32_t>(inbound * 4294967295.0)
         self.out_loss_threshold = <uint32_t>(outbound * 4294967295.0)
         self.rng = seed * <uint64_t>0x9E3779B97F4A7C15 + 1
+
+    # ---- ICE over TCP ------------------------------------------------------
+
+    def tcp_open(self, int fd, str host, int port):
+        """Take an accepted connection from (host, port) (the caller owns `fd`
+        and closes it after tcp_close). Returns (slot, address): the slot for
+        tcp_read / tcp_send / tcp_close, and its address as pop_slow reports it.
+
+        Raises:
+            RuntimeError: max_tcp connections are open already.
+        """
+        cdef in_addr v4
+        cdef in6_addr v6
+        cdef bytes text = host.encode()
+        cdef TcpConn* c
+        cdef int slot = -1, i
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port out of range: {port}")
+        for i in range(self.max_tcp):
+            if self.tcp[i] == NULL:
+                slot = i
+                break
+        if slot < 0:
+            raise RuntimeError(f"router full: {self.max_tcp} TCP connections")
+        memset(&v6, 0, sizeof(v6))
+        if inet_pton(AF_INET, text, &v4) == 1:
+            v6.s6_addr[10] = 0xFF
+            v6.s6_addr[11] = 0xFF
+            memcpy(&v6.s6_addr[12], &v4, 4)
+        elif inet_pton(AF_INET6, text, &v6) != 1:
+            raise ValueError(f"not an IP address: {host!r}")
+        if self.tcp_rx == NULL:
+            self.tcp_rx = <uint8_t*>calloc(1, TCP_RX)
+        c = <TcpConn*>calloc(1, sizeof(TcpConn))
+        if c == NULL or self.tcp_rx == NULL:
+            free(c)
+            raise MemoryError()
+        c.fd = fd
+        c.addr.v6.sin6_family = AF_INET6
+        c.addr.v6.sin6_port = htons(port)
+        c.addr.v6.sin6_addr = v6
+        c.addr.v6.sin6_flowinfo = TCP_MARK
+        c.addr.v6.sin6_scope_id = slot
+        c.last_rx = self.now
+        cdef epoll_event ev
+        if self.tcp_ep >= 0:
+            ev.events = EPOLLIN
+            ev.data.u64 = 0
+            ev.data.u32 = slot
+            if epoll_ctl(self.tcp_ep, EPOLL_CTL_ADD, fd, &ev) < 0:
+                free(c)
+                raise OSError(errno, "epoll_ctl(ADD) failed")
+        self.tcp[slot] = c
+        return slot, self._addr_tuple(&c.addr)
+
+    def tcp_epoll(self):
+        """The descriptor to watch for readable ICE-TCP connections: an epoll
+        instance over every connection opened from now on. When it is readable,
+        tcp_drain() reads them all in one call."""
+        if self.tcp_ep < 0:
+            self.tcp_ep = epoll_create1(EPOLL_CLOEXEC)
+            if self.tcp_ep < 0:
+                raise OSError(errno, "epoll_create1 failed")
+        return self.tcp_ep
+
+    def tcp_drain(self, double now):
+        """Read every connection with data (tcp_epoll), as tcp_read does each, in
+        one batch: forwarded media is sent, STUN, DTLS and RTCP wait in
+        pop_slow(). Returns [(slot, status)] of the connections to close (status
+        TCP_EOF, TCP_ERROR or TCP_TOO_BIG), usually empty."""
+        cdef epoll_event events[BATCH]
+        cdef int n, i, status
+        cdef uint32_t slot
+        closes = []
+        if self.tcp_ep < 0 or self.fd < 0:
+            raise ValueError("router has no socket or no tcp_epoll()")
+        self.now = now
+        self.nslow = 0
+        self.tcp_batch = 0
+        n = epoll_wait(self.tcp_ep, events, BATCH, 0)
+        for i in range(n if n > 0 else 0):
+            slot = events[i].data.u32
+            if slot >= <uint32_t>self.max_tcp or self.tcp[slot] == NULL:
+                continue
+            status = self._tcp_read(self.tcp[slot])
+            if status < 0:
+                closes.append((slot, status))
+        self._tcp_batch_end()
+        return closes
+
+    def tcp_last_rx(self, int slot):
+        """Router time of the connection's last read (of tcp_open if none)."""
+        return self._tcp(slot).last_rx
+
+    cdef TcpConn* _tcp(self, int slot) except NULL:
+        if slot < 0 or slot >= self.max_tcp or self.tcp[slot] == NULL:
+            raise KeyError(f"no TCP connection {slot}")
+        return self.tcp[slot]
+
+    cdef int _tcp_find(self, str host, int port) except -2:
+        # the open connection with this address (port with TCP_PORT_FLAG), or -1
+        cdef int i
+        for i in range(self.max_tcp):
+            if self.tcp[i] != NULL and self._addr_tuple(&self.tcp[i].addr) == (host, port):
+                return i
+        return -1
+
+    def tcp_close(self, int slot):
+        """Forget the connection (the caller closes its fd): the peer bound to
+        it, if any, is unbound, so nothing is sent to a reused descriptor."""
+        cdef TcpConn* c = self._tcp(slot)
+        cdef int peer = self._lookup(&c.addr)
+        cdef epoll_event ev
+        if self.tcp_ep >= 0:
+            epoll_ctl(self.tcp_ep, EPOLL_CTL_DEL, c.fd, &ev)   # ENOENT if opened before
+        if peer >= 0:
+            self._addr_delete(&c.addr)
+            self.peers[peer].bound = 0
+        free(c)
+        self.tcp[slot] = NULL
+
+    def tcp_pending(self, int slot):
+        """Bytes of a partly written frame waiting for the connection's socket."""
+        cdef TcpConn* c = self._tcp(slot)
+        return c.out_len - c.out_off
+
+    def tcp_send(self, int slot, bytes data):
+        """Send one framed packet (STUN, DTLS, SRTCP from Python) on the connection.
+        Returns False when it was dropped (socket buffer full, or too big)."""
+        self._tcp(slot)
+        return self._tcp_send(slot, <const uint8_t*><char*>data, len(data)) == len(data)
+
+    def tcp_read(self, int slot, double now):
+        """Read what the connection holds, split it into frames and run each
+        through the per-packet path (forwarded media is sent; STUN, DTLS and RTCP
+        wait in pop_slow()). Returns 0, or TCP_EOF / TCP_ERROR / TCP_TOO_BIG:
+        the caller then closes the connection (pop_slow() first: frames before
+        the end were handled)."""
+        cdef TcpConn* c = self._tcp(slot)
+        cdef int status
+        if self.fd < 0:
+            raise ValueError("router has no socket")
+        self.now = now
+        self.nslow = 0
+        self.tcp_batch = 0
+        status = self._tcp_read(c)
+        self._tcp_batch_end()
+        return status
+
+    cdef int _tcp_read(self, TcpConn* c) except -9:
+        cdef int rounds, status = 0
+        cdef ssize_t r
+        c.last_rx = self.now
+        for rounds in range(TCP_READS):
+            r = recv(c.fd, self.tcp_rx, TCP_RX, MSG_DONTWAIT)
+            if r == 0:
+                status = TCP_EOF
+                break
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                if errno != EAGAIN and errno != EWOULDBLOCK:
+                    status = TCP_ERROR
+                break
+            self.tcp_bytes += <uint64_t>r
+            if self._tcp_consume(c, self.tcp_rx, <int>r) < 0:
+                self.tcp_too_big += 1
+                status = TCP_TOO_BIG
+                break
+            if r < TCP_RX:
+                break
+        return status
+
+    cdef int _tcp_consume(self, TcpConn* c, const uint8_t* data, int n) except -2:
+        # RFC 4571 reassembly: a frame whole in `data` is handed on from there; one
+        # split across reads is completed in c.buf. Returns -1 for a frame over the
+        # MTU bound (no peer of ours sends one: the stream is garbage).
+        cdef int i = 0, need, take, length
+        while i < n:
+            if c.have < 2:
+                c.buf[c.have] = data[i]
+                c.have += 1
+                i += 1
+                continue
+            length = (c.buf[0] << 8) | c.buf[1]
+            if length > RTP_MAX_PACKET:
+                return -1
+            if c.have == 2 and n - i >= length:
+                self._tcp_frame(c, data + i, length)
+                i += length
+                c.have = 0
+                continue
+            need = 2 + length - c.have
+            take = need if need < n - i else n - i
+            memcpy(c.buf + c.have, data + i, take)
+            c.have += take
+            i += take
+            if c.have == 2 + length:
+                self._tcp_frame(c, c.buf + 2, length)
+                c.have = 0
+        if c.have >= 2 and ((c.buf[0] << 8) | c.buf[1]) > RTP_MAX_PACKET:
+            return -1
+        return 0
+
+    cdef int _tcp_frame(self, TcpConn* c, const uint8_t* data, int length) except -1:
+        # one frame is one datagram: into a receive slot (SRTP works in place)
+        cdef int slot = self.tcp_batch
+        memcpy(self.rx_buf + slot * RECV_SLOT, data, length)
+        self.rx_addr[slot] = c.addr
+        self.tcp_frames += 1
+        self._handle(slot, length, 0)
+        self.tcp_batch += 1
+        if self.tcp_batch == BATCH:
+            self._tcp_batch_end()
+        return 0
+
+    cdef int _tcp_batch_end(self) except -1:
+        if self.ntx:
+            self._flush()   # media from a TCP peer to UDP subscribers
+        if self.nslow:
+            self._collect_slow()
+        self.tcp_batch = 0
+        return 0
+
+    cdef int _tcp_send(self, uint32_t slot, const uint8_t* data, int length) noexcept nogil:
+        # one frame: the 2-byte length, then the packet, in one sendmsg. A partial
+        # write keeps its tail (the stream must stay framed), and the next frame is
+        # dropped until that tail is out. Returns `length`, or -1 (dropped, counted).
+        cdef TcpConn* c
+        cdef uint8_t hdr[2]
+        cdef iovec iov[2]
+        cdef msghdr m
+        cdef ssize_t r
+        cdef int rest
+        if slot >= <uint32_t>self.max_tcp or self.tcp[slot] == NULL:
+            self._drop(DROP_TCP_GONE)
+            return -1
+        c = self.tcp[slot]
+        if length > RECV_SLOT:
+            self._drop(DROP_TOO_BIG)
+            return -1
+        if c.out_len:
+            r = send(c.fd, c.out + c.out_off, c.out_len - c.out_off, MSG_DONTWAIT | MSG_NOSIGNAL)
+            if r > 0:
+                c.out_off += <int>r
+            if c.out_off < c.out_len:
+                self._drop(DROP_TCP_BACKPRESSURE)
+                return -1
+            c.out_off = 0
+            c.out_len = 0
+        hdr[0] = <uint8_t>(length >> 8)
+        hdr[1] = <uint8_t>(length & 0xFF)
+        iov[0].iov_base = hdr
+        iov[0].iov_len = 2
+        iov[1].iov_base = <void*>data
+        iov[1].iov_len = length
+        memset(&m, 0, sizeof(m))
+        m.msg_iov = iov
+        m.msg_iovlen = 2
+        r = sendmsg(c.fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL)
+        if r <= 0:
+            self._drop(DROP_TCP_BACKPRESSURE if r == 0 or errno == EAGAIN or errno == EWOULDBLOCK
+                       else DROP_SEND_FAILED)
+            return -1
+        if r < 2 + length:
+            # the socket took part of it: the rest goes before anything else
+            self.tcp_partial_writes += 1
+            rest = 2 + length - <int>r
+            if r < 2:
+                c.out[0] = hdr[1]
+                memcpy(c.out + 2 - r, data, length)
+            else:
+                memcpy(c.out, data + (r - 2), rest)
+            c.out_off = 0
+            c.out_len = rest
+        return length

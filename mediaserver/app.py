@@ -176,6 +176,7 @@ async def start_services(
         SfuConfig(
             host=config.udp_host,
             udp_port=udp_port,
+            tcp_port=config.tcp_port + (worker.index if worker else 0) if config.tcp_port else None,
             announced_ip=config.announced_ip,
             effects_workers=config.effects_workers,
             max_effect_streams=config.max_effect_streams,
@@ -374,6 +375,7 @@ async def serve(
         "started",
         extra={
             "udp_port": sfu.udp_port,
+            "tcp_port": sfu.tcp_port,
             "announced_ip": config.announced_ip,
             "http": f"{config.host}:{config.port}",
             "tls": tls is not None,

@@ -96,6 +96,13 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "host": (_str, "address for HTTP and WebSocket"),
     "port": (_port, "HTTP/WebSocket port"),
     "udp_port": (_port, "the one UDP port all WebRTC media goes through (0: any free port)"),
+    "tcp_port": (
+        _port,
+        (
+            "ICE over TCP for networks that block UDP: a passive TCP candidate on this "
+            "port (--tcp-port + i per worker); 0: off"
+        ),
+    ),
     "announced_ip": (
         _str,
         (

@@ -48,6 +48,9 @@ class Config:
     IPV6_V6ONLY off; 0.0.0.0 on a host without IPv6)."""
     udp_port: int = 40000
     """The one UDP port every peer's media goes through."""
+    tcp_port: int = 0
+    """The ICE-TCP port (RFC 6544), for networks that block UDP: a passive TCP
+    candidate in every answer, one port per worker (tcp_port + i); 0: off."""
     announced_ip: str = "127.0.0.1"
     """Addresses put in SDP candidates, the ones peers reach the media port at: one
     IPv4 and/or one IPv6, comma-separated (the flag is repeatable)."""
@@ -146,7 +149,7 @@ class Config:
 
     def validate(self) -> None:
         """Raise ValueError with one clear line for a setting that cannot work."""
-        for name in ("port", "udp_port"):
+        for name in ("port", "udp_port", "tcp_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
@@ -172,6 +175,8 @@ class Config:
             raise ValueError(f"--workers must be 0..256 (0: one per core), not {self.workers}")
         if self.udp_port and self.udp_port + self.worker_count() - 1 > 65535:
             raise ValueError("--udp-port + --workers - 1 must be at most 65535")
+        if self.tcp_port and self.tcp_port + self.worker_count() - 1 > 65535:
+            raise ValueError("--tcp-port + --workers - 1 must be at most 65535")
         if not 2 <= self.max_sessions <= 1_000_000:
             raise ValueError(f"--max-sessions must be 2..1000000, not {self.max_sessions}")
         if self.node_id is not None:

@@ -22,7 +22,7 @@ Payload of every RTP packet, after the 12-byte header (big endian):
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 from mediaserver._srtp cimport (
     SrtpContext, srtp_context_free, srtp_context_new, srtp_overhead, srtp_protect,
@@ -31,12 +31,12 @@ from mediaserver._srtp cimport (
 
 from includes.system cimport (
     AF_INET, AF_INET6, CLOCK_MONOTONIC, CLOCK_REALTIME, CMSG_DATA, CMSG_FIRSTHDR, CMSG_NXTHDR,
-    EINTR, MSG_DONTWAIT, SCM_TIMESTAMPNS, SO_TIMESTAMPNS, SOL_SOCKET, TIMER_ABSTIME,
+    EINTR, MSG_DONTWAIT, MSG_NOSIGNAL, SCM_TIMESTAMPNS, SO_TIMESTAMPNS, SOL_SOCKET, TIMER_ABSTIME,
     clock_gettime, clock_nanosleep, cmsghdr, errno, htons, inet_pton, iovec, mmsghdr,
-    msghdr, recvmmsg, sendmmsg, setsockopt, sockaddr, sockaddr_in, sockaddr_in6, socklen_t,
+    msghdr, recv, recvmmsg, send, sendmmsg, setsockopt, sockaddr, sockaddr_in, sockaddr_in6, socklen_t,
     timespec,
 )
-from mediaserver._rtp cimport load32, store16, store32
+from mediaserver._rtp cimport load16, load32, store16, store32
 
 cdef extern from "<poll.h>" nogil:
     struct pollfd:
@@ -63,6 +63,7 @@ cdef enum:
     REORDER = 1024          # sequence numbers tracked below a run's first arrival
     AUDIO_PT_C = 111
     VIDEO_PT_C = 96
+    STREAM_BUF = 262144     # a framed (ICE-TCP) receiver's reassembly buffer
 
 cdef int _pending() except -1:
     """Propagate the exception a signal handler left (Ctrl-C in a nogil loop)."""
@@ -135,8 +136,13 @@ cdef class Sender:
         profile: SRTP profile id, or 0 to send plain RTP padded by `pad` bytes
             (so a plain packet is as large on the wire as an SRTP one).
         keys: (master key, master salt) per sender when profile != 0.
+        framed: the sockets are ICE-TCP connections (RFC 4571): each burst goes
+            out as 2-byte-length frames in one blocking send (TCP's own flow
+            control paces it), not as datagrams.
     """
     cdef int n
+    cdef int framed
+    cdef uint8_t* fbuf
     cdef TxPeer* peers
     cdef int payload_size
     cdef int payload_type
@@ -148,9 +154,13 @@ cdef class Sender:
     cdef int64_t t_base
 
     def __cinit__(self, list fds, list dests, list ssrcs, int payload_type, int payload_size,
-                  int profile=0, list keys=None, int pad=0):
+                  int profile=0, list keys=None, int pad=0, int framed=0):
         cdef int i
         self.n = len(fds)
+        self.framed = framed
+        self.fbuf = <uint8_t*>calloc(BATCH, SLOT + 2)
+        if self.fbuf == NULL:
+            raise MemoryError()
         if self.n < 1 or len(dests) != self.n or len(ssrcs) != self.n:
             raise ValueError("one destination and one SSRC per socket")
         if not STAMP <= payload_size <= SLOT - HEADER - 64 - pad:
@@ -188,6 +198,7 @@ cdef class Sender:
             free(self.peers)
         free(self.bufs)
         free(self.filler)
+        free(self.fbuf)
 
     cdef int _send(self, TxPeer* p, int count, uint32_t run_id, uint64_t* errors) noexcept nogil:
         """Build `count` (<= BATCH) packets for one sender and send them in one sendmmsg."""
@@ -224,6 +235,8 @@ cdef class Sender:
             self.msgs[j].msg_hdr.msg_namelen = p.dstlen
             p.seq += 1
             p.count += 1
+        if self.framed:
+            return self._send_framed(p, count, errors)
         while done < count:
             r = sendmmsg(p.fd, &self.msgs[done], count - done, MSG_DONTWAIT)
             if r < 0:
@@ -233,6 +246,24 @@ cdef class Sender:
                 break
             done += r
         return done
+
+    cdef int _send_framed(self, TxPeer* p, int count, uint64_t* errors) noexcept nogil:
+        cdef int j, pos = 0, length
+        cdef ssize_t r, done = 0
+        for j in range(count):
+            length = <int>self.iov[j].iov_len
+            store16(self.fbuf + pos, <uint16_t>length)
+            memcpy(self.fbuf + pos + 2, self.bufs + j * SLOT, length)
+            pos += 2 + length
+        while done < pos:
+            r = send(p.fd, self.fbuf + done, pos - done, MSG_NOSIGNAL)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                errors[1] += count     # the connection failed: the burst is lost
+                return 0
+            done += r
+        return count
 
     def run(self, uint32_t run_id, double rate, long long total, double tick=0.001,
             double max_seconds=0.0):
@@ -345,8 +376,14 @@ cdef class Receiver:
         keys: (master key, master salt) per receiver, to unprotect what it gets.
         samples: how many raw datagrams to keep per receiver per run, for an
             independent check (loadgen.py runs them through libsrtp).
+        framed: the sockets are ICE-TCP connections (RFC 4571): read as streams
+            and split into frames (no kernel timestamp per packet: only the
+            receive loop's latency is measured).
     """
     cdef int n
+    cdef int framed
+    cdef uint8_t* sbuf
+    cdef int* shave
     cdef RxPeer* peers
     cdef pollfd* pfds
     cdef uint8_t* bufs
@@ -361,11 +398,17 @@ cdef class Receiver:
     cdef uint64_t c_stale, c_misrouted, c_malformed, c_no_stamp, c_over_kernel, c_over_app
     cdef uint64_t c_wakeups, c_syscalls
 
-    def __cinit__(self, list fds, int profile=0, list keys=None, int samples=0):
+    def __cinit__(self, list fds, int profile=0, list keys=None, int samples=0, int framed=0):
         cdef int i, on = 1
         self.n = len(fds)
         if self.n < 1:
             raise ValueError("no receivers")
+        self.framed = framed
+        if framed:
+            self.sbuf = <uint8_t*>calloc(self.n, STREAM_BUF)
+            self.shave = <int*>calloc(self.n, sizeof(int))
+            if self.sbuf == NULL or self.shave == NULL:
+                raise MemoryError()
         self.samples = samples
         self.peers = <RxPeer*>calloc(self.n, sizeof(RxPeer))
         self.pfds = <pollfd*>calloc(self.n + 1, sizeof(pollfd))
@@ -402,6 +445,8 @@ cdef class Receiver:
             free(self.peers)
         free(self.pfds)
         free(self.bufs)
+        free(self.sbuf)
+        free(self.shave)
         free(self.cbufs)
         free(self.hist_kernel)
         free(self.hist_app)
@@ -495,6 +540,33 @@ cdef class Receiver:
         else:
             self.c_over_app += 1
 
+    cdef void _read_frames(self, int i, uint32_t run_id) noexcept nogil:
+        # what the connection holds, split into RFC 4571 frames; a partial frame
+        # waits at the front of the peer's buffer for the next read
+        cdef uint8_t* buf = self.sbuf + <size_t>i * STREAM_BUF
+        cdef ssize_t r
+        cdef int pos, length
+        cdef int64_t app_ns
+        cdef msghdr none
+        memset(&none, 0, sizeof(none))   # no control data: no kernel timestamp
+        while True:
+            r = recv(self.peers[i].fd, buf + self.shave[i], STREAM_BUF - self.shave[i],
+                     MSG_DONTWAIT)
+            self.c_syscalls += 1
+            if r <= 0:
+                return
+            self.shave[i] += <int>r
+            app_ns = clock_ns(CLOCK_MONOTONIC)
+            pos = 0
+            while self.shave[i] - pos >= 2:
+                length = load16(buf + pos)
+                if self.shave[i] - pos < 2 + length:
+                    break
+                self._datagram(i, buf + pos + 2, length, &none, app_ns, run_id)
+                pos += 2 + length
+            memmove(buf, buf + pos, self.shave[i] - pos)
+            self.shave[i] -= pos
+
     def run(self, uint32_t run_id, long long per_receiver, int ctrl_fd, double max_seconds):
         """Receive until told to stop (see below) or `max_seconds` pass.
 
@@ -550,6 +622,9 @@ cdef class Receiver:
                         deadline = 0       # the writer closed: stop
                 for i in range(self.n):
                     if not self.pfds[i].revents:
+                        continue
+                    if self.framed:
+                        self._read_frames(i, run_id)
                         continue
                     while True:
                         for j in range(BATCH):

@@ -47,6 +47,53 @@ CHECK_PRIORITY = (110 << 24) | (65535 << 8) | 255
 STUN_RETRY = 0.05  # seconds between Binding retransmissions while connecting
 
 
+class FramedStream:
+    """An ICE-TCP connection (RFC 4571: a 2-byte length before each packet) that
+    reads and writes like the peers' UDP sockets: recv() returns one frame
+    (BlockingIOError until a whole one has arrived), sendto() sends one. The socket
+    stays blocking for sends (sendall, under a lock: the KeepAlive thread sends
+    too); reads never block (MSG_DONTWAIT)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.sock.getsockname()  # type: ignore[no-any-return]
+
+    def recv(self, _size: int = 0) -> bytes:
+        while True:
+            if len(self._buf) >= 2:
+                length = (self._buf[0] << 8) | self._buf[1]
+                if len(self._buf) >= 2 + length:
+                    frame = bytes(self._buf[2 : 2 + length])
+                    del self._buf[: 2 + length]
+                    return frame
+            chunk = self.sock.recv(262144, socket.MSG_DONTWAIT)  # BlockingIOError: none yet
+            if not chunk:
+                raise ConnectionResetError("the server closed the ICE-TCP connection")
+            self._buf += chunk
+
+    def sendto(self, data: bytes, _addr: object = None) -> None:
+        with self._lock:
+            self.sock.sendall(struct.pack("!H", len(data)) + data)
+
+    def send_frames(self, packets: Sequence[bytes]) -> None:
+        """Several packets in one write (what a TCP stack coalesces anyway)."""
+        with self._lock:
+            self.sock.sendall(b"".join(struct.pack("!H", len(p)) + p for p in packets))
+
+    def setsockopt(self, *args: int) -> None:
+        self.sock.setsockopt(*args)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class HandshakeError(RuntimeError):
     """A peer did not finish ICE or DTLS in time (the message says which, and why)."""
 
@@ -91,6 +138,8 @@ class SyntheticPeer:
         profiles: SRTP protection profiles its DTLS ClientHello offers.
         audio: add an Opus m-section (no audio is sent; it makes the offer look
             like a browser's and gives the server two tracks per session).
+        transport: "udp", or "tcp": accept() connects to the server's passive TCP
+            candidate and `sock` becomes a FramedStream on that connection.
     """
 
     def __init__(
@@ -101,7 +150,11 @@ class SyntheticPeer:
         profiles: tuple[int, ...] = (SRTP_AEAD_AES_128_GCM,),
         audio: bool = True,
         host: str = LOOPBACK,
+        transport: str = "udp",
     ) -> None:
+        if transport not in ("udp", "tcp"):
+            raise ValueError(f"transport must be 'udp' or 'tcp', not {transport!r}")
+        self.transport = transport
         if role not in ("send", "recv", "sendrecv"):
             raise ValueError(f"role must be 'send', 'recv' or 'sendrecv', not {role!r}")
         check_loopback(host)
@@ -112,7 +165,7 @@ class SyntheticPeer:
         self.profiles = profiles
         self.audio = audio
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.sock: socket.socket | FramedStream = socket.socket(self.family, socket.SOCK_DGRAM)
         try:
             if role != "recv":
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
@@ -224,7 +277,7 @@ class SyntheticPeer:
                 # (the server's candidate of our own family: one per family at most)
                 if (
                     len(fields) >= 6
-                    and fields[2].lower() == "udp"
+                    and fields[2].lower() == self.transport
                     and (":" in fields[4]) == (self.family == socket.AF_INET6)
                 ):
                     host, port = fields[4], int(fields[5])
@@ -236,6 +289,12 @@ class SyntheticPeer:
             )
         check_loopback(host)
         self.server_addr = (host, int(port))  # type: ignore[arg-type]
+        if self.transport == "tcp":
+            stream = socket.create_connection(self.server_addr, timeout=5)
+            stream.settimeout(None)
+            stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.close()
+            self.sock = FramedStream(stream)
 
     # ---- ICE -------------------------------------------------------------------
 

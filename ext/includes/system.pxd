@@ -34,7 +34,11 @@ cdef extern from "<sys/socket.h>" nogil:
     int recvmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags, void* timeout)
     int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
     ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* addr, socklen_t addrlen)
+    ssize_t send(int fd, const void* buf, size_t n, int flags)
+    ssize_t recv(int fd, void* buf, size_t n, int flags)
+    ssize_t sendmsg(int fd, const msghdr* msg, int flags)
     int MSG_DONTWAIT
+    int MSG_NOSIGNAL
     int MSG_TRUNC
     int AF_INET
     int AF_INET6

@@ -35,6 +35,7 @@ from mediaserver.listeners import tcp_listener
 from mediaserver.matchmaker import MatchPolicy
 from mediaserver.node.coordinator import Coordinator
 from mediaserver.node.worker_spec import SPEC_ENV, WorkerSpec, encode_worker_env
+from mediaserver.sfu.tcp import open_listener
 from mediaserver.sfu.udp import open_media_socket
 from mediaserver.store import StoreError
 
@@ -86,16 +87,21 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _check_udp_ports(config: Config, n: int) -> None:
-    """Fail before any worker starts when one of the UDP ports is taken."""
-    if not config.udp_port:
-        return
-    for i in range(n):
+    """Fail before any worker starts when one of the UDP (or ICE-TCP) ports is taken."""
+    for i in range(n if config.udp_port else 0):
         try:
             # the socket the worker will bind (dual-stack where the host has IPv6)
             open_media_socket(config.udp_host, config.udp_port + i).close()
         except OSError as exc:
             raise OSError(
                 exc.errno, f"UDP port {config.udp_port + i}: {exc.strerror} (address in use?)"
+            ) from None
+    for i in range(n if config.tcp_port else 0):
+        try:
+            open_listener(config.udp_host, config.tcp_port + i).close()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"TCP port {config.tcp_port + i}: {exc.strerror} (address in use?)"
             ) from None
 
 

@@ -19,6 +19,14 @@ class SfuConfig:
     """Address the media socket binds; "": both families (`::`, IPV6_V6ONLY off), or
     0.0.0.0 where the host has no IPv6 (sfu/udp.py open_media_socket)."""
     udp_port: int = 0
+    tcp_port: int | None = None
+    """The ICE-TCP port (RFC 6544 passive candidates, sfu/tcp.py) on the same host;
+    None: none, 0: any free one."""
+    max_tcp_connections: int = 1024
+    """ICE-TCP connections open at once, checked or not (more are refused)."""
+    max_tcp_per_address: int = 8
+    """ICE-TCP connections one client address (IPv6: its /64) may hold; a browser
+    opens one per local address it has, a tab per call."""
     announced_ip: str = "127.0.0.1"
     """Addresses put in the SDP candidates, what peers send media to: one IPv4
     and/or one IPv6, comma-separated."""

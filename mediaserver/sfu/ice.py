@@ -452,7 +452,8 @@ class IceLiteServer:
                 message_class=stun.Class.RESPONSE,
                 transaction_id=request.transaction_id,
             )
-            response.attributes["XOR-MAPPED-ADDRESS"] = (addr[0], addr[1])
+            # an ICE-TCP connection's port carries TCP_PORT_FLAG (sfu/tcp.py)
+            response.attributes["XOR-MAPPED-ADDRESS"] = (addr[0], addr[1] & 0xFFFF)
         else:
             response = stun.Message(
                 message_method=stun.Method.BINDING,

@@ -33,10 +33,15 @@ def random_ssrc() -> int:
 
 
 def negotiate(
-    offer_sdp: str, certificate: DtlsCertificate, ips: Sequence[str], port: int
+    offer_sdp: str,
+    certificate: DtlsCertificate,
+    ips: Sequence[str],
+    port: int,
+    tcp_port: int | None = None,
 ) -> Negotiated:
     """Answer `offer_sdp` with our host candidates (one per address in `ips`, at
-    `port`) and certificate.
+    `port`, and a passive TCP one per address at `tcp_port` if not None) and
+    certificate.
 
     Raises:
         SfuError: the offer is unusable (the message says why).
@@ -59,6 +64,7 @@ def negotiate(
             port=port,
             send_ssrcs=send_ssrcs,
             cname=cname,
+            tcp_port=tcp_port,
         )
     except ValueError as exc:
         raise SfuError(f"bad offer: {exc}") from exc

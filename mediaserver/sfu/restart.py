@@ -13,6 +13,7 @@ re-offer can never reshape a session the partner is already subscribed to.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mediaserver.sfu.errors import RestartRejected
@@ -54,9 +55,10 @@ def reanswer(
     previous: Answer,
     *,
     fingerprint: str,
-    ip: str,
+    ip: str | Sequence[str],
     port: int,
     cname: str,
+    tcp_port: int | None = None,
 ) -> Reanswer:
     """Answer an ICE restart offer on a session last answered with `previous`.
 
@@ -65,7 +67,7 @@ def reanswer(
         previous: the session's current answer (from create_session or the last
             restart).
         fingerprint: our certificate's SHA-256 fingerprint (unchanged).
-        ip, port: our candidate (unchanged).
+        ip, port: our candidates (unchanged), tcp_port: the ICE-TCP port or None.
         cname: the RTCP CNAME of our streams (unchanged).
 
     Raises:
@@ -92,6 +94,7 @@ def reanswer(
             cname=cname,
             session_id=int(origin[1]),
             session_version=int(origin[2]) + 1,
+            tcp_port=tcp_port,
         )
     except ValueError as exc:  # a new m-section we would send on has no SSRC, say
         raise RestartRejected(f"an ICE restart may not change the media: {exc}") from exc
@@ -131,10 +134,11 @@ def restart(
     offer_sdp: str,
     *,
     fingerprint: str,
-    ip: str,
+    ip: str | Sequence[str],
     port: int,
     now: float,
     last_rx: float | None,
+    tcp_port: int | None = None,
 ) -> str:
     """Restart ICE on `session`: answer `offer_sdp` (reanswer) and give `ice` the
     new credentials; the DTLS endpoint, SRTP keys, tracks and routes are kept.
@@ -156,6 +160,7 @@ def restart(
         ip=ip,
         port=port,
         cname=session.cname,
+        tcp_port=tcp_port,
     )
     answer = new.answer
     try:

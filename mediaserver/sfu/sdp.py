@@ -76,6 +76,11 @@ CANDIDATE_PRIORITY = 2130706431
 # 65534 (RFC 8445 5.1.2.1 wants them distinct). A dual-stack browser then keeps the
 # IPv4 path it takes today, and an IPv6-only one still has its candidate.
 CANDIDATE_PRIORITY_IPV6 = CANDIDATE_PRIORITY - 256
+# The ICE-TCP candidates (RFC 6544 4.2): host, local preference 2^13 * 4 (passive
+# only, the direction preference) + 8191 = 40959, so every TCP pair ranks below
+# every UDP one and a browser takes TCP only where UDP fails.
+CANDIDATE_PRIORITY_TCP = (126 << 24) + (40959 << 8) + 255
+CANDIDATE_PRIORITY_TCP_IPV6 = CANDIDATE_PRIORITY_TCP - 256
 
 _ICE_UFRAG = re.compile(r"[A-Za-z0-9+/]{4,256}")  # RFC 8839 section 5.4
 _ICE_PWD = re.compile(r"[A-Za-z0-9+/]{22,256}")
@@ -782,6 +787,7 @@ def build_answer(
     stream_id: str | None = None,
     session_id: int | None = None,
     session_version: int = 2,
+    tcp_port: int | None = None,
 ) -> Answer:
     """Build the server's answer to ``offer``.
 
@@ -807,6 +813,8 @@ def build_answer(
         session_id: the o= line session id; by default derived from ``ice_ufrag``.
         session_version: the o= line version: a later answer on the same session
             (an ICE restart) has a higher one (RFC 3264 section 8).
+        tcp_port: the ICE-TCP port (RFC 6544): a `tcptype passive` host candidate
+            per address after the UDP ones, lower in priority; None: UDP only.
 
     Returns:
         The answer text and what it negotiated.
@@ -818,7 +826,7 @@ def build_answer(
     """
     stream_id = cname if stream_id is None else stream_id
     _check_answer_arguments(ice_ufrag, ice_pwd, fingerprint, port, cname, stream_id, send_ssrcs)
-    candidates = _host_candidates((ip,) if isinstance(ip, str) else tuple(ip), port)
+    candidates = _host_candidates((ip,) if isinstance(ip, str) else tuple(ip), port, tcp_port)
     connection = candidates[0]
     if session_id is None:
         session_id = int.from_bytes(hashlib.sha256(ice_ufrag.encode()).digest()[:8]) >> 1
@@ -941,8 +949,11 @@ def build_answer(
     )
 
 
-def _host_candidates(ips: tuple[str, ...], port: int) -> list[str]:
-    """The c= line, then one a=candidate line per address (one per family at most)."""
+def _host_candidates(ips: tuple[str, ...], port: int, tcp_port: int | None = None) -> list[str]:
+    """The c= line, then one a=candidate line per address (one per family at most),
+    and one passive TCP candidate per address at `tcp_port` if there is one."""
+    if tcp_port is not None and not 1 <= tcp_port <= 65535:
+        raise ValueError(f"tcp_port {tcp_port} is not between 1 and 65535")
     if not ips:
         raise ValueError("ip: no address to announce")
     by_version: dict[int, str] = {}
@@ -961,6 +972,14 @@ def _host_candidates(ips: tuple[str, ...], port: int) -> list[str]:
         # (RFC 8445 5.1.1.3: another base address)
         priority = CANDIDATE_PRIORITY if n == 1 else CANDIDATE_PRIORITY_IPV6
         lines.append(f"a=candidate:{n} 1 udp {priority} {ip} {port} typ host")
+    if tcp_port is not None:
+        for n, (_, ip) in enumerate(ordered, start=len(ordered) + 1):
+            # another transport, another foundation (RFC 8445 5.1.1.3)
+            first = n == len(ordered) + 1
+            priority = CANDIDATE_PRIORITY_TCP if first else CANDIDATE_PRIORITY_TCP_IPV6
+            lines.append(
+                f"a=candidate:{n} 1 tcp {priority} {ip} {tcp_port} typ host tcptype passive"
+            )
     return lines
 
 

@@ -153,6 +153,9 @@ class Sfu:
             self.config.udp_port,
             max_peers=self.config.max_peers,
             cache_packets=self.config.cache_packets,
+            tcp_port=self.config.tcp_port,
+            max_tcp=self.config.max_tcp_connections,
+            max_tcp_per_address=self.config.max_tcp_per_address,
         )
         unreachable = [ip for ip in self._announced if _family(ip) not in udp.families]
         if unreachable:
@@ -166,7 +169,8 @@ class Sfu:
         self.router = udp.router
         self.clock = loop.time
         self._next_tick = self.clock() + TICK
-        self.udp.start(loop, self)
+        # an ICE-TCP connection stays once a valid check came over it
+        self.udp.start(loop, self, lambda addr: self.ice.session_for_address(addr) is not None)
 
     async def close(self) -> None:
         for session_id in list(self.sessions):
@@ -185,6 +189,14 @@ class Sfu:
             return self.udp.port
         assert self.router is not None, "start() first"
         return self.config.udp_port
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The ICE-TCP port in answers: the endpoint's listener's, None when off
+        (socketless: config.tcp_port, where a test may name one)."""
+        if self.udp is not None:
+            return None if self.udp.tcp is None else self.udp.tcp.port
+        return self.config.tcp_port or None
 
     def subscribe(self, callback: Callable[[SfuEvent], None]) -> None:
         self._callbacks.append(callback)
@@ -257,7 +269,9 @@ class Sfu:
             SfuError: the offer is unusable (the message says why), or the
                 server is full.
         """
-        negotiated = negotiate(offer_sdp, self.certificate, self._announced, self.udp_port)
+        negotiated = negotiate(
+            offer_sdp, self.certificate, self._announced, self.udp_port, self.tcp_port
+        )
         router = self._router
         session_id = secrets.token_urlsafe(12)
         streams = out_stream_count(negotiated.answer)
@@ -315,8 +329,8 @@ class Sfu:
         try:
             answer = restart(
                 session, self.ice, offer_sdp, fingerprint=fingerprint,
-                ip=self.config.announced_ip, port=self.udp_port, now=self._now(),
-                last_rx=self._router.last_rx(session.peer),
+                ip=self._announced, port=self.udp_port, now=self._now(),
+                last_rx=self._router.last_rx(session.peer), tcp_port=self.tcp_port,
             )
         except RestartRejected:
             self.stats["ice_restarts_rejected"] += 1
@@ -528,6 +542,9 @@ class Sfu:
             # (the router counts DTLS from unknown addresses; Python the rest)
             drops[reason] = drops.get(reason, 0) + (count if reason in SLOW_PATH_DROPS else 0)
             out[reason] = count
+        if self.udp is not None and self.udp.tcp is not None:
+            # accepted, refused (full, per address), closed and why (sfu/tcp.py)
+            out.update(self.udp.tcp.stats)
         out["drops"] = drops
         return out
 

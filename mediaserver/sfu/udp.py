@@ -24,6 +24,7 @@ from typing import Protocol
 
 from mediaserver._router import Router
 from mediaserver.sfu.address import Address
+from mediaserver.sfu.tcp import TcpMedia, is_tcp
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class UdpEndpoint:
         host: address to bind (DUAL_STACK: every address of both families; see
             open_media_socket).
         port: UDP port (0 picks a free one: see `port`).
+        tcp_port: the ICE-TCP port on the same host (sfu/tcp.py), None for none
+            (0 picks a free one).
     """
 
     def __init__(
@@ -116,6 +119,9 @@ class UdpEndpoint:
         *,
         max_peers: int = 4096,
         cache_packets: int = 512,
+        tcp_port: int | None = None,
+        max_tcp: int = 1024,
+        max_tcp_per_address: int = 8,
     ) -> None:
         self.sock = open_media_socket(host, port)
         # an IPv4 peer's address is dotted-quad text everywhere above the router;
@@ -126,7 +132,21 @@ class UdpEndpoint:
             max_peers=max_peers,
             max_streams=2 * max_peers,
             cache_packets=cache_packets,
+            max_tcp=max_tcp,
         )
+        self.tcp: TcpMedia | None = None
+        if tcp_port is not None:
+            try:
+                self.tcp = TcpMedia(
+                    host,
+                    tcp_port,
+                    self.router,
+                    max_connections=max_tcp,
+                    max_per_address=max_tcp_per_address,
+                )
+            except OSError:
+                self.sock.close()
+                raise
         self._core: DatagramCore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -146,12 +166,20 @@ class UdpEndpoint:
             return frozenset({socket.AF_INET, socket.AF_INET6})
         return frozenset({socket.AF_INET6})
 
-    def start(self, loop: asyncio.AbstractEventLoop, core: DatagramCore) -> None:
-        """Read the socket on `loop` and drive `core` from now on."""
+    def start(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        core: DatagramCore,
+        validated: Callable[[Address], bool] = lambda addr: False,
+    ) -> None:
+        """Read the socket on `loop` and drive `core` from now on. `validated(addr)`:
+        a valid STUN check came from `addr` (an ICE-TCP connection may stay open)."""
         self._loop = loop
         self._core = core
         core.set_wakeup(self._wakeup)
         loop.add_reader(self.sock.fileno(), self._on_readable)
+        if self.tcp is not None:
+            self.tcp.start(loop, self._after_read, validated)
         self._schedule_timer()
 
     def close(self) -> None:
@@ -164,10 +192,18 @@ class UdpEndpoint:
         if self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
             self._loop = None
+        if self.tcp is not None:
+            self.tcp.close()
         self.sock.close()
 
     def sendto(self, data: bytes, addr: Address) -> None:
         """Send one slow-path datagram (STUN, DTLS, SRTCP); a full buffer is a counted drop."""
+        if is_tcp(addr):
+            if self.tcp is None:
+                self.send_errors["no_tcp"] += 1
+            else:
+                self.tcp.sendto(data, addr)
+            return
         if self._mapped and ":" not in addr[0]:
             addr = ("::ffff:" + addr[0], addr[1])
         try:
@@ -180,14 +216,19 @@ class UdpEndpoint:
     def _on_readable(self) -> None:
         assert self._loop is not None and self._core is not None
         now = self._loop.time()
-        if self.router.drain(now):
-            for kind, peer, addr, data in self.router.pop_slow():
-                try:
-                    self._core.receive_slow(kind, peer, addr, data, now)
-                except Exception:
-                    # a bug in one slow-path handler must not stop the socket
-                    self.send_errors["handler_error"] += 1
-                    logger.exception("slow-path handler failed")
+        self.router.drain(now)
+        self._after_read(now)
+
+    def _after_read(self, now: float) -> None:
+        # the slow path of what a read of the UDP socket or a TCP connection brought
+        assert self._core is not None
+        for kind, peer, addr, data in self.router.pop_slow():
+            try:
+                self._core.receive_slow(kind, peer, addr, data, now)
+            except Exception:
+                # a bug in one slow-path handler must not stop the socket
+                self.send_errors["handler_error"] += 1
+                logger.exception("slow-path handler failed")
         self._flush()
 
     def _wakeup(self) -> None:

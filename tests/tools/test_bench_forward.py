@@ -83,3 +83,21 @@ def test_forward_benchmark_family_6_reports_ipv6_beside_ipv4():
     assert summary["srtp_auth_failures"] == 0 and summary["misrouted"] == 0
     # both sets ran: one IPv4, one IPv6, and the floor
     assert {r["target"] for r in summary["runs"]} == {"mediaserver", "IPv6", "bare forwarder"}
+
+
+def test_forward_benchmark_transport_tcp_reports_ice_tcp_beside_udp():
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.forward", "--transport", "tcp", "--pairs", "2",
+         "--duration", "1", "--rate", "2000", "--warmup", "0.2", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio ICE-TCP/UDP CPU per packet (same run)" in proc.stdout
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["transport"] == "tcp"
+    assert summary["forwarded_pps"] > 0 and summary["tcp_forwarded_pps"] > 0
+    assert summary["tcp_loss"] < 0.5
+    assert summary["tcp_server_cpu_us_per_packet"] > 0 and summary["tcp_over_udp"] > 0
+    assert summary["tcp_app_latency_p50_us"] is not None
+    assert summary["srtp_auth_failures"] == 0 and summary["misrouted"] == 0
+    assert {r["target"] for r in summary["runs"]} == {"mediaserver", "ICE-TCP", "bare forwarder"}

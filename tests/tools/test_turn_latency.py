@@ -1,6 +1,7 @@
 """The TURN latency benchmark runs end to end (it reports; it asserts no speed).
 
-One pair over plain UDP and one through coturn over TURN/TLS, in the namespace.
+One pair over plain UDP, one over ICE-TCP and one through coturn over TURN/TLS, in the
+namespace.
 """
 
 import json
@@ -18,12 +19,12 @@ pytestmark = pytest.mark.netns
 def test_turn_latency_benchmark_runs_and_reports_json():
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.turn_latency", "--pairs", "1",
-         "--transports", "udp", "turn-tls", "--json"],
+         "--transports", "udp", "ice-tcp", "turn-tls", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    for transport in ("udp", "turn-tls"):
+    for transport in ("udp", "ice-tcp", "turn-tls"):
         [sample] = result[transport]["samples_ms"]
         assert 0 < sample < 30_000
         assert result[transport]["median_ms"] == sample
