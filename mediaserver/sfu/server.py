@@ -71,6 +71,7 @@ from mediaserver.sfu.reports import REPORT_INTERVAL, receiver_report, remb_bitra
 from mediaserver.sfu.router import payload_type_map
 from mediaserver.sfu.session import Session as Session
 from mediaserver.sfu.session import SessionState as SessionState
+from mediaserver.sfu.stills import STILL_WAIT, Stills
 from mediaserver.sfu.udp import UdpEndpoint
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,8 @@ class Sfu:
         self.covers: set[str] = set()
         """Sessions of `effects` whose stream is a face cover (counted apart)."""
         self._executor: ThreadPoolExecutor | None = None
+        self.withheld: set[str] = set()  # sessions whose video is tapped for nobody
+        self.stills = Stills(self.stats, self._still_ended)  # capture_still's
         self.cache_committed = 0
         """Bytes of NACK caches the open sessions may grow to. The router allocates
         a stream's cache with its first packet (so only once connected), but it is
@@ -160,6 +163,7 @@ class Sfu:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        self.stills.shutdown()
 
     @property
     def udp_port(self) -> int:
@@ -325,6 +329,8 @@ class Sfu:
         for other in list(session.subscribers):
             self.disconnect(session_id, other)
         del self.sessions[session_id]
+        self.stills.close(session_id)
+        self.withheld.discard(session_id)
         stream = self.effects.pop(session_id, None)
         if stream is not None:
             stream.close()
@@ -357,14 +363,16 @@ class Sfu:
         if old is not None:
             old.close()
         self.covers.discard(session_id)
+        self.withheld.discard(session_id)
         if effect is not None and cover and len(self.covers) >= self.config.max_cover_streams:
             raise EffectsBusy("face covers busy")  # the caller withholds the video
         opt_in = len(self.effects) - len(self.covers)
         busy = effect is not None and not cover and opt_in >= self.config.max_effect_streams
         if effect is None or busy:
-            # the original video again (an opt-in effect that has no room is optional)
+            # the original video again (an opt-in effect that has no room is optional);
+            # a still being taken keeps the tap (and forwards the packets on itself)
             for codec in video.codecs:
-                router.set_tap(session.peer, codec.payload_type, False)
+                router.set_tap(session.peer, codec.payload_type, session_id in self.stills)
             self.request_keyframe(session_id)  # subscribers resume on the original stream
             if busy:
                 raise EffectsBusy("effects busy")
@@ -410,14 +418,38 @@ class Sfu:
         if old is not None:
             old.close()
         self.covers.discard(session_id)
+        self.withheld.add(session_id)
         for codec in video.codecs:
             self._router.set_tap(session.peer, codec.payload_type, True)
         self.stats["video_withheld"] += 1
 
+    async def capture_still(self, session_id: str, timeout: float = STILL_WAIT) -> bytes:
+        """A JPEG of the session's next keyframe (asked for): sfu/stills.py."""
+        session = self._session(session_id)
+        video = session.tracks.get("video")
+        if video is None or not video.receives or not video.codecs:
+            raise NoVideo("the session sends no video")
+        capture = self.stills.begin(session_id, video.codecs[0])
+        for c in video.codecs:
+            self._router.set_tap(session.peer, c.payload_type, True)
+        self.request_keyframe(session_id)
+        return await self.stills.wait(session_id, capture, timeout)
+
+    def _still_ended(self, session_id: str) -> None:
+        session = self.sessions.get(session_id)  # untap unless an effect or withholding owns it
+        if session and session_id not in self.effects and session_id not in self.withheld:
+            for codec in session.tracks["video"].codecs:
+                self._router.set_tap(session.peer, codec.payload_type, False)
+
     def _emit_effect(self, publisher_id: str, packets: list[bytes]) -> None:
-        pub = self.sessions.get(publisher_id)
         stream = self.effects.get(publisher_id)
-        if pub is None or stream is None:
+        if stream is not None:
+            self._inject(publisher_id, stream.payload_type, packets)
+
+    def _inject(self, publisher_id: str, payload_type: int, packets: list[bytes]) -> None:
+        """Send RTP made (or tapped) in Python to the publisher's subscribers."""
+        pub = self.sessions.get(publisher_id)
+        if pub is None:
             return
         router, now = self._router, self._now()
         pub_codecs = pub.tracks["video"].codecs
@@ -427,7 +459,7 @@ class Sfu:
             if track is None or track.out_stream is None:
                 continue
             pt_map = dict(payload_type_map(pub_codecs, track.codecs))
-            out_pt = pt_map.get(stream.payload_type)
+            out_pt = pt_map.get(payload_type)
             if out_pt is None:
                 continue
             for packet in packets:
@@ -513,9 +545,13 @@ class Sfu:
             session = self._by_peer.get(peer)
             if session is not None:
                 self._on_rtcp(session, data, now)
-        elif kind == SLOW_MEDIA:
-            session = self._by_peer.get(peer)
-            stream = self.effects.get(session.id) if session is not None else None
+        elif kind == SLOW_MEDIA and (session := self._by_peer.get(peer)) is not None:
+            stream = self.effects.get(session.id)
+            if session.id in self.stills:
+                self.stills.receive_rtp(session.id, data)
+                if stream is None and session.id not in self.withheld and len(data) > 1:
+                    # tapped for the still alone: forward it on as the router would
+                    self._inject(session.id, data[1] & 0x7F, [data])
             if stream is not None:
                 stream.receive_rtp(data)
 
