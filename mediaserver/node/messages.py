@@ -95,11 +95,7 @@ class NodeInfo:
 
     @classmethod
     def decode(cls, data: bytes) -> NodeInfo:
-        """What `encode` made.
-
-        Raises:
-            ValueError: not a NodeInfo.
-        """
+        """What `encode` made (ValueError: not a NodeInfo)."""
         return _fields_from_wire(cls, _unpack_map(data))
 
 
@@ -149,13 +145,11 @@ class ConnectSessions(NodeMessage):
 @_message
 @dataclass(frozen=True, slots=True)
 class DisconnectSessions(NodeMessage):
-    """Request: stop what ConnectSessions started."""
+    """Request: stop what ConnectSessions started (`pub` to `sub`)."""
 
     TYPE = "disconnect"
     pub: str
-    """The publishing session."""
     sub: str
-    """The subscribing session."""
 
 
 @_message
@@ -180,6 +174,14 @@ class SetEffect(NodeMessage):
     """The effect; None: none (with `cover`: withhold the video)."""
     cover: bool = False
     """Mutual reveal's face cover: fails closed (the video is withheld)."""
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class CaptureStill(NodeMessage):
+    """Request: a JPEG of a session's next keyframe (reply: {"jpeg": bytes})."""
+    TYPE = "still"
+    session: str
 
 
 @_message
@@ -220,7 +222,7 @@ class MetricsRequest(NodeMessage):
 
 BusBody = Union[
     PeerEvent, CreateSession, ConnectSessions, DisconnectSessions, CloseSession, SetEffect,
-    MediaClosed, CoverFailed, MetricsRequest,
+    CaptureStill, MediaClosed, CoverFailed, MetricsRequest,
 ]  # fmt: skip
 BUS_BODIES: tuple[type[NodeMessage], ...] = typing.get_args(BusBody)
 
