@@ -146,6 +146,10 @@ async def test_report_with_a_still_review_ban_on_another_node_and_retention(
                 still = decode_jpeg(r.content)
                 assert still.shape == source.shape and psnr(still, source) > 30
                 assert n1.sfu.stats["stills_decoded"] == 1  # the one keyframe, nothing more
+                async with httpx.AsyncClient() as http:
+                    metrics = (await http.get(n1.http_url + "/metrics")).text
+                assert 'mediaserver_report_stills_total{outcome="taken",worker="0"} 1.0' in metrics
+                assert 'mediaserver_report_stills_total{outcome="busy",worker="0"} 0.0' in metrics
                 # a normal account (or nobody) gets 404 for the still too
                 for headers in (bearer(bee["token"]), {}):
                     r = await api.get(f"/moderation/reports/{listed['id']}/frame", headers=headers)
