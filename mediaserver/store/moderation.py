@@ -16,6 +16,7 @@ import math
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mediaserver.store import controls
@@ -42,6 +43,20 @@ MAX_QUEUE = 200
 DISMISSALS_STOP_COUNTING = 3
 """A reporter (address hash) with this many dismissed reports no longer counts
 toward the matchmaker's automatic refusal."""
+
+
+def _ban_notice(reason: str, until: float | None, note: str, decision_id: str) -> str:
+    end = (
+        "for good"
+        if until is None
+        else "until " + datetime.fromtimestamp(until, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    )
+    return (
+        f"A report about you ({reason}) was reviewed and your account is banned {end}."
+        + (f" The moderator's note: {note}" if note else "")
+        + " You may appeal once: POST /api/v1/appeals with"
+        f' {{"decision_id": "{decision_id}", "text": "why the ban should be lifted"}}.'
+    )
 
 
 @dataclass(frozen=True)
@@ -399,6 +414,17 @@ class ModerationStore(StoreCore):
                             " VALUES (?, ?, ?, ?, ?)",
                             (decision_id, kind, subject, until, now),
                         )
+                if user_id is not None:
+                    # the account learns the end and the decision's id, which an appeal names
+                    add_notice(
+                        conn,
+                        self._key,
+                        now,
+                        user_id,
+                        "moderation",
+                        "Your account is banned",
+                        _ban_notice(reason, until, note, decision_id),
+                    )
             self._audit(
                 conn,
                 None,

@@ -89,3 +89,34 @@ def test_the_owner_profile_says_whether_it_is_a_moderator(
     for account, expected in ((normal, False), (mod, True)):
         r = server.http.get(f"/profiles/{account['id']}", headers=auth(account["token"]))
         assert r.status_code == 200 and r.json()["moderator"] is expected
+
+
+def test_a_ban_tells_the_account_its_end_and_the_decision_to_appeal(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = make_moderator(server, capsys)
+    banned = server.create(username="banned_one")
+    report_id = str(
+        server.store.file_chat_report(
+            "harassment", reported_address=ADDR_B, reported_user_id=banned["id"],
+            reporter_address=ADDR_A, reporter_user_id=None,
+        )
+    )  # fmt: skip
+    r = server.http.post(
+        f"/moderation/reports/{report_id}/decision",
+        headers=auth(mod["token"]),
+        json={"action": "ban", "duration_s": 86400, "note": "slurs"},
+    )
+    assert r.status_code == 201, r.text
+    decision = r.json()
+    (notice,) = server.http.get("/notices", headers=auth(banned["token"])).json()["notices"]
+    assert notice["kind"] == "moderation" and notice["subject"] == "Your account is banned"
+    assert f"banned until {decision['until'][:10]} {decision['until'][11:16]} UTC" in notice["body"]
+    assert "slurs" in notice["body"] and decision["id"] in notice["body"]
+    # the appeal the notice describes works
+    r = server.http.post(
+        "/appeals",
+        headers=auth(banned["token"]),
+        json={"decision_id": decision["id"], "text": "it was a misunderstanding"},
+    )
+    assert r.status_code == 201, r.text

@@ -166,6 +166,15 @@ async def test_a_moderator_reviews_a_report_with_chat_and_still_and_bans(server,
             assert await b.is_enabled("#start")  # idle, not queued
             await b.wait_for_timeout(4500)  # it stays (not a flash)
             assert await b.is_visible("#banned-note")
+            # signed in (an account from the banned address): the note says how to appeal
+            await b.click("#account summary")
+            await b.fill("#signin-user", "just_someone")
+            await b.fill("#signin-pass", PASSWORD)
+            await b.click("#signin")
+            await b.wait_for_selector("#signed-in", state="visible", timeout=10000)
+            await b.click("#start")
+            await b.wait_for_selector("#banned-appeal", state="visible", timeout=10000)
+            assert "POST /api/v1/appeals" in (await b.text_content("#banned-appeal") or "")
             assert errors == {"a": [], "b": [], "m": []}
         finally:
             await browser.close()
