@@ -671,9 +671,10 @@ import { hideBanned, showBanned, takeEvidence } from "./report-evidence.js";
   }
 
   function sendReport(reason) {
+    const evidence = takeEvidence(); // the boxes start unticked for every report
     if (!st.reportReasons.includes(reason)) return;
     if (st.phase !== "matched") return;
-    if (send("report", { reason, ...takeEvidence() })) addLine("system", "You reported the stranger.");
+    if (send("report", { reason, ...evidence })) addLine("system", "You reported the stranger.");
   }
 
   function onEffectChange() {
