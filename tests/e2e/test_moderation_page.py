@@ -90,8 +90,17 @@ async def test_a_moderator_reviews_a_report_with_chat_and_still_and_bans(server,
                 assert not await a.is_checked(box)  # nothing is sent unless ticked
                 label = await a.text_content(f"label[for='{box[1:]}']")
                 assert label and label.strip()
-            await a.check("#report-include-chat")
-            await a.check("#report-include-frame")
+            # on a phone, by keyboard: both boxes fit and tick with Space
+            await a.set_viewport_size(PHONE_360)
+            await a.wait_for_timeout(300)
+            assert await overflow(a) <= 0
+            for box in ("#report-include-chat", "#report-include-frame"):
+                label = await a.locator(f"label[for='{box[1:]}']").bounding_box()
+                assert label and label["x"] >= 0 and label["x"] + label["width"] <= 360, label
+                await a.focus(box)
+                await a.keyboard.press("Space")
+                assert await a.is_checked(box)
+            await a.set_viewport_size(DESKTOP)
             await a.click("#report-reasons button[value='nudity']")
             await wait_status(a, "report was recorded")
             assert not await a.is_checked("#report-include-chat")  # cleared for the next one
