@@ -151,6 +151,15 @@ class _Collector(Collector):
             "mediaserver_effect_frames_dropped", "video frames effect streams dropped", w,
             m.effect_frames_dropped(),
         )
+        stills = CounterMetricFamily(
+            "mediaserver_report_stills",
+            "stills of a reported video for moderators, by outcome (busy: refused over "
+            "the limit; timeout: no keyframe in time)", labels=["worker", "outcome"],
+        )
+        for outcome in ("taken", "busy", "timeout", "failed"):
+            value = counters.get(f"stills_{outcome}", 0)
+            stills.add_metric([w, outcome], value if isinstance(value, int) else 0)
+        yield stills
 
     def collect_moderation(self) -> Iterator[Any]:
         """The moderation desk (worker 0 of a node with a store, at its last render)."""

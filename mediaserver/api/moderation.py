@@ -27,7 +27,7 @@ from mediaserver.api.schemas import (
     json_response,
     object_schema,
 )
-from mediaserver.api.wire import field_name, iso, read_json, text_field
+from mediaserver.api.wire import PREFIX, field_name, iso, read_json, text_field
 from mediaserver.store import REPORT_REASONS, Profile
 from mediaserver.store.moderation import (
     ACTIONS,
@@ -76,7 +76,9 @@ ENDPOINTS = Endpoints(
                 "evidence": {
                     "type": "object",
                     "description": "What the reporter chose to send: `chat` ([{from: reporter|reported, "
-                    "text}]); a guardian's `contact_email` and `details`; an appeal's `appeal`",
+                    "text}]); `frame` ({type, bytes, url}: a still of the reported video, "
+                    "GET its url) or `frame_missing` (why none was taken); a guardian's "
+                    "`contact_email` and `details`; an appeal's `appeal`",
                 },
                 "decisions": {
                     "type": "array",
@@ -210,7 +212,37 @@ _REPORT_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "
 async def report(request: Request, ctx: ApiContext) -> Response:
     profile = await moderator(request, ctx)
     found = await ctx.call(ctx.store.moderation_report, profile.id, request.path_params["id"])
+    frame = found["evidence"].get("frame")
+    if isinstance(frame, dict):
+        frame["url"] = f"{PREFIX}/moderation/reports/{found['id']}/frame"
     return JSONResponse(_report(found))
+
+
+@ENDPOINTS.operation(
+    "GET",
+    "/moderation/reports/{id}/frame",
+    {
+        "operationId": "moderation_report_frame",
+        "summary": "The still of the reported video a report carries (JPEG; the read is audited)",
+        "description": "Taken by the server at the report when the reporter asked for it; "
+        "deleted with the rest of the evidence after 30 days. Every read is written "
+        "to the audit log.",
+        "security": BEARER,
+        "responses": {
+            "200": {
+                "description": "The still (JPEG)",
+                "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            **_HIDDEN,
+        },
+    },
+    (_REPORT_ID,),
+)
+async def report_frame(request: Request, ctx: ApiContext) -> Response:
+    profile = await moderator(request, ctx)
+    jpeg = await ctx.call(ctx.store.moderation_frame, profile.id, request.path_params["id"])
+    # evidence: never kept by a shared cache, never sniffed as anything but a JPEG
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 @ENDPOINTS.operation(

@@ -307,6 +307,9 @@ ENDPOINTS = Endpoints(schemas={
             "created_at": TIME,
             "updated_at": TIME,
             "last_seen_at": TIME,
+            "moderator": {"type": "boolean",
+                          "description": "GET only: the operator made this account a "
+                                         "moderator (the page shows the moderation desk)"},
             "restricted": {"type": "boolean",
                            "description": "A restriction request stands: stored only "
                                           "(DELETE .../restriction lifts it)"},
@@ -378,7 +381,9 @@ async def create_profile(request: Request, ctx: ApiContext) -> Response:
 }, _ONE)
 async def get_profile(request: Request, ctx: ApiContext) -> Response:
     profile = await ctx.authenticate_owner(request)
-    return JSONResponse(profile_json(profile, await owner_contact(request, ctx, profile)))
+    body = profile_json(profile, await owner_contact(request, ctx, profile))
+    body["moderator"] = await ctx.call(ctx.store.is_moderator, profile.id)
+    return JSONResponse(body)
 
 
 @ENDPOINTS.operation("PATCH", "/profiles/{id}", {

@@ -1,14 +1,13 @@
 """Every message between nodes, and between a worker and its coordinator, as a
 frozen dataclass; one codec to and from the msgpack map on the wire.
 
-A message goes on the wire as a map with its type in `t` and its fields by name:
+A message goes on the wire as a map, its type in `t` and its fields by name
+(`{"t": "down", "node": "a.w1"}`).
 
-    {"t": "down", "node": "a.w1"}
-
-`to_wire(message)` makes that map, `from_wire(map)` checks it and makes the
-message again; anything else (an unknown `t`, a missing field, a field of the
-wrong type, an extra field) is a ValueError that says which. `pack`/`unpack`
-do the same to and from msgpack bytes (what the seal in auth.py wraps).
+`to_wire(message)` makes that map, `from_wire(map)` checks it and makes the message
+again; anything else (an unknown `t`, a missing field, a field of the wrong type, an
+extra field) is a ValueError that says which. `pack`/`unpack`: the same to and from
+msgpack bytes (what the seal in auth.py wraps).
 
 Three families:
     bus bodies      what nodes say to each other: a peer event, the media
@@ -19,10 +18,9 @@ Three families:
                     puts them on the Unix socket): relaying bus bytes, load
                     reports, the live workers, matches and ticket calls.
 
-Who sends what: mediaserver/node/bus.py (envelopes), media.py (media
-requests), the signalling hub (peer events, through Bus.send with a dict),
-coordinator.py (coordinator messages). The payload of a peer event (`ev` and
-its fields) is the hub's: it crosses here unchecked, as a map.
+Who sends what: bus.py (envelopes), media.py (media requests), the signalling hub
+(peer events, through Bus.send with a dict; their payload, `ev` and its fields, is the
+hub's and crosses here unchecked), coordinator.py (coordinator messages).
 """
 
 from __future__ import annotations
@@ -95,11 +93,7 @@ class NodeInfo:
 
     @classmethod
     def decode(cls, data: bytes) -> NodeInfo:
-        """What `encode` made.
-
-        Raises:
-            ValueError: not a NodeInfo.
-        """
+        """What `encode` made (ValueError: not a NodeInfo)."""
         return _fields_from_wire(cls, _unpack_map(data))
 
 
@@ -151,13 +145,11 @@ class ConnectSessions(NodeMessage):
 @_message
 @dataclass(frozen=True, slots=True)
 class DisconnectSessions(NodeMessage):
-    """Request: stop what ConnectSessions started."""
+    """Request: stop what ConnectSessions started (`pub` to `sub`)."""
 
     TYPE = "disconnect"
     pub: str
-    """The publishing session."""
     sub: str
-    """The subscribing session."""
 
 
 @_message
@@ -182,6 +174,14 @@ class SetEffect(NodeMessage):
     """The effect; None: none (with `cover`: withhold the video)."""
     cover: bool = False
     """Mutual reveal's face cover: fails closed (the video is withheld)."""
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class CaptureStill(NodeMessage):
+    """Request: a JPEG of a session's next keyframe (reply: {"jpeg": bytes})."""
+    TYPE = "still"
+    session: str
 
 
 @_message
@@ -221,8 +221,8 @@ class MetricsRequest(NodeMessage):
 
 
 BusBody = Union[
-    PeerEvent, CreateSession, ConnectSessions, DisconnectSessions, CloseSession,
-    SetEffect, MediaClosed, CoverFailed, MetricsRequest,
+    PeerEvent, CreateSession, ConnectSessions, DisconnectSessions, CloseSession, SetEffect,
+    CaptureStill, MediaClosed, CoverFailed, MetricsRequest,
 ]  # fmt: skip
 BUS_BODIES: tuple[type[NodeMessage], ...] = typing.get_args(BusBody)
 

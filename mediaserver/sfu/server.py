@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from mediaserver._router import SLOW_DTLS, SLOW_MEDIA, SLOW_RTCP, SLOW_STUN, Router
-from mediaserver.ai_filters.pipeline import Effect, EffectStream
+from mediaserver.ai_filters.pipeline import EffectStream
 from mediaserver.sfu import rtcp
 from mediaserver.sfu.address import Address
 # the config, errors, events and session types live in their modules and are
@@ -75,7 +75,9 @@ from mediaserver.sfu.restart import restart
 from mediaserver.sfu.router import payload_type_map
 from mediaserver.sfu.session import Session as Session
 from mediaserver.sfu.session import SessionState as SessionState
+from mediaserver.sfu.stills import Stills
 from mediaserver.sfu.udp import UdpEndpoint
+from mediaserver.sfu.video_taps import VideoTaps
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def _family(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
-class Sfu:
+class Sfu(VideoTaps):
     """The media sessions of one worker and the decisions about them (sans-I/O).
 
     Args:
@@ -125,6 +127,8 @@ class Sfu:
         self.covers: set[str] = set()
         """Sessions of `effects` whose stream is a face cover (counted apart)."""
         self._executor: ThreadPoolExecutor | None = None
+        self.withheld: set[str] = set()  # sessions whose video is tapped for nobody
+        self.stills = Stills(self.stats, self._still_ended)  # capture_still's
         self.cache_committed = 0
         """Bytes of NACK caches the open sessions may grow to. The router allocates
         a stream's cache with its first packet (so only once connected), but it is
@@ -181,6 +185,7 @@ class Sfu:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        self.stills.shutdown()
 
     @property
     def udp_port(self) -> int:
@@ -381,6 +386,8 @@ class Sfu:
         for other in list(session.subscribers):
             self.disconnect(session_id, other)
         del self.sessions[session_id]
+        self.stills.close(session_id)
+        self.withheld.discard(session_id)
         stream = self.effects.pop(session_id, None)
         if stream is not None:
             stream.close()
@@ -392,104 +399,6 @@ class Sfu:
         session.state = SessionState.CLOSED
         self.stats[f"sessions_closed:{reason.split(':')[0]}"] += 1
         self._emit(SessionClosed(session_id, reason))
-
-    def set_effect(self, session_id: str, effect: Effect | None, *, cover: bool = False) -> None:
-        """Process the session's outgoing video with `effect` (None: plain
-        forwarding again). Its subscribers get the processed stream in the same
-        tracks, sequence numbers and timestamps continuing. A `cover` (the face
-        cover of mutual reveal) counts against max_cover_streams, any other
-        effect against max_effect_streams.
-
-        Raises:
-            SfuError: unknown session. NoVideo: the session sends no video.
-            EffectsBusy: too many effect streams (or covers).
-        """
-        session = self._session(session_id)
-        video = session.tracks.get("video")
-        if video is None or not video.receives or not video.codecs:
-            raise NoVideo("the session sends no video")
-        router = self._router
-        old = self.effects.pop(session_id, None)
-        if old is not None:
-            old.close()
-        self.covers.discard(session_id)
-        if effect is not None and cover and len(self.covers) >= self.config.max_cover_streams:
-            raise EffectsBusy("face covers busy")  # the caller withholds the video
-        opt_in = len(self.effects) - len(self.covers)
-        busy = effect is not None and not cover and opt_in >= self.config.max_effect_streams
-        if effect is None or busy:
-            # the original video again (an opt-in effect that has no room is optional)
-            for codec in video.codecs:
-                router.set_tap(session.peer, codec.payload_type, False)
-            self.request_keyframe(session_id)  # subscribers resume on the original stream
-            if busy:
-                raise EffectsBusy("effects busy")
-            return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                self.config.effects_workers, thread_name_prefix="effects"
-            )
-        codec = video.codecs[0]  # what the browser sends: the first codec of the answer
-        stream = EffectStream(
-            effect,
-            f"video/{codec.name}",
-            codec.payload_type,
-            self._executor,
-            emit=lambda packets: self._emit_effect(session_id, packets),
-            request_keyframe=lambda: self.request_keyframe(session_id),
-            on_failure=(lambda: self._on_cover_failed(session_id)) if cover else None,
-        )
-        self.effects[session_id] = stream
-        if cover:
-            self.covers.add(session_id)
-        for c in video.codecs:
-            router.set_tap(session.peer, c.payload_type, True)
-        self.request_keyframe(session_id)
-        self.stats["effects_started"] += 1
-
-    def _on_cover_failed(self, session_id: str) -> None:
-        # its frames were all dropped (nothing uncovered went out); stop the broken
-        # stream and say so, so the visitors learn why the video stopped
-        if session_id in self.sessions:
-            self.withhold_video(session_id)
-            self._emit(CoverFailed(session_id))
-
-    def withhold_video(self, session_id: str) -> None:
-        """Forward none of the session's video (its audio still flows) until the
-        next set_effect: what a face cover that cannot run leaves. The video stays
-        tapped with no effect stream, so receive_slow drops it."""
-        session = self._session(session_id)
-        video = session.tracks.get("video")
-        if video is None or not video.receives:
-            return
-        old = self.effects.pop(session_id, None)
-        if old is not None:
-            old.close()
-        self.covers.discard(session_id)
-        for codec in video.codecs:
-            self._router.set_tap(session.peer, codec.payload_type, True)
-        self.stats["video_withheld"] += 1
-
-    def _emit_effect(self, publisher_id: str, packets: list[bytes]) -> None:
-        pub = self.sessions.get(publisher_id)
-        stream = self.effects.get(publisher_id)
-        if pub is None or stream is None:
-            return
-        router, now = self._router, self._now()
-        pub_codecs = pub.tracks["video"].codecs
-        for sub_id in pub.subscribers:
-            sub = self.sessions.get(sub_id)
-            track = sub.tracks.get("video") if sub is not None else None
-            if track is None or track.out_stream is None:
-                continue
-            pt_map = dict(payload_type_map(pub_codecs, track.codecs))
-            out_pt = pt_map.get(stream.payload_type)
-            if out_pt is None:
-                continue
-            for packet in packets:
-                sent = router.inject(pub.peer, packet, track.out_stream, out_pt, now)
-                if sent is not None and self.udp is None and sub is not None and sub.address:
-                    self._send(sent, sub.address)  # a socketless router sends nothing itself
 
     def request_keyframe(self, publisher_id: str) -> None:
         """Ask the publisher for a video keyframe (PLI), rate-limited: a request
@@ -572,9 +481,13 @@ class Sfu:
             session = self._by_peer.get(peer)
             if session is not None:
                 self._on_rtcp(session, data, now)
-        elif kind == SLOW_MEDIA:
-            session = self._by_peer.get(peer)
-            stream = self.effects.get(session.id) if session is not None else None
+        elif kind == SLOW_MEDIA and (session := self._by_peer.get(peer)) is not None:
+            stream = self.effects.get(session.id)
+            if session.id in self.stills:
+                self.stills.receive_rtp(session.id, data)
+                if stream is None and session.id not in self.withheld and len(data) > 1:
+                    # tapped for the still alone: forward it on as the router would
+                    self._inject(session.id, data[1] & 0x7F, [data])
             if stream is not None:
                 stream.receive_rtp(data)
 

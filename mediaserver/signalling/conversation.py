@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections import Counter
 
+from mediaserver.sfu.server import SfuError
 from mediaserver.signalling import events, protocol
 from mediaserver.signalling.pairing import Pairing, spawn
 from mediaserver.signalling.ports import StorePort
@@ -58,7 +59,10 @@ class Conversation:
         ) if msg.get("include_chat") else ()
         # the partner's node counts it under its visitor's reputation, before
         # re-queueing it, and files it for the moderators
-        await self.pairing.tell(v, events.Report(v.reputation, msg["reason"], v.user_id, chat))
+        report = events.Report(
+            v.reputation, msg["reason"], v.user_id, chat, bool(msg.get("include_frame"))
+        )
+        await self.pairing.tell(v, report)
         if v.user_id is not None and self.store is not None:
             # the reporter's own record (part of its access export); nothing about the partner
             await asyncio.to_thread(self.store.record_report, v.user_id, msg["reason"])
@@ -109,7 +113,11 @@ class Conversation:
         one address hash count once: the matchmaker counts reporters by it), unless
         moderators dismissed DISMISSALS_STOP_COUNTING of that reporter's reports;
         and keep the report (who was reported: my address hash and account) for
-        the moderators."""
+        the moderators, with a still of my video when the reporter asked for one
+        (taken now, before anything else: only then is anything decoded)."""
+        still = None
+        if event.include_frame and self.store is not None:
+            still = asyncio.ensure_future(self._take_still(me.media_node, me.session_id))
         if await self._reporter_counts(event.reputation):
             await self.pairing.queue.record_report(event.reputation, me.reputation)
         else:
@@ -117,7 +125,7 @@ class Conversation:
             self.stats["reports_not_counted"] += 1
             await self.pairing.queue.record_block(event.reputation, me.reputation)
         if self.store is not None:
-            spawn(self._file_report(me, event))
+            spawn(self._file_report(me, event, still))
 
     async def _reporter_counts(self, reporter: str) -> bool:
         if self.store is None:
@@ -129,16 +137,34 @@ class Conversation:
             return True
         return dismissed < DISMISSALS_STOP_COUNTING
 
-    async def _file_report(self, me: Visitor, event: events.Report) -> None:
+    async def _take_still(self, node: str | None, session: str | None) -> tuple[bytes | None, str]:
+        """(the JPEG, "") or (None, why there is none)."""
+        if node is None or session is None:
+            return None, "the reported visitor sent no video"
+        try:
+            jpeg = await self.pairing.media.capture_still(node, session)
+        except SfuError as exc:
+            self.stats["report_still_missing"] += 1
+            logger.info("report_still_missing", extra={"error": str(exc)})
+            return None, str(exc)
+        self.stats["report_still"] += 1
+        return jpeg, ""
+
+    async def _file_report(
+        self, me: Visitor, event: events.Report,
+        still: asyncio.Future[tuple[bytes | None, str]] | None = None,
+    ) -> None:
         store = self.store
         if store is None:
             return
         chat = [{"from": who, "text": text} for who, text in event.chat]
+        frame, frame_missing = (None, None) if still is None else await still
         try:
             await asyncio.to_thread(
                 store.file_chat_report, event.reason, reported_address=me.reputation,
                 reported_user_id=me.user_id, reporter_address=event.reputation,
-                reporter_user_id=event.reporter_user_id, chat=chat or None)
+                reporter_user_id=event.reporter_user_id, chat=chat or None,
+                frame=frame, frame_missing=frame_missing or None)
             self.stats["reports_filed"] += 1
         except StoreError:
             logger.exception("filing a report for review failed")

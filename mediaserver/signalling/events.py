@@ -90,6 +90,8 @@ class Report:
     chat: tuple[tuple[str, str], ...] = ()
     """Evidence the reporter chose to send: the pair's last chat lines, each
     ("reporter" | "reported", text)."""
+    include_frame: bool = False
+    """The reporter asked for a still of the receiver's video (its node takes it)."""
 
 
 PeerEvent = (
@@ -176,8 +178,11 @@ def _report(msg: dict[str, Any]) -> Report:
             isinstance(line, (list, tuple)) and len(line) == 2
             and all(isinstance(part, str) for part in line) for line in chat):
         raise ValueError("report: chat must be a list of [from, text]")
+    include_frame = msg.get("include_frame", False)
+    if not isinstance(include_frame, bool):
+        raise ValueError("report: include_frame must be a boolean")
     return Report(_text(msg, "reputation"), str(msg.get("reason", "other")), reporter,
-                  tuple((str(a), str(b)) for a, b in chat))
+                  tuple((str(a), str(b)) for a, b in chat), include_frame)
 
 
 def _text(msg: dict[str, Any], name: str) -> str:

@@ -477,6 +477,8 @@ class SignallingHub:
             await self._on_cover_failed(str(msg["peer"]), str(msg["session"]))
         elif t in MEDIA_REQUESTS:
             return self.media.handle(msg)
+        elif t == "still":  # waits for a keyframe: not one of the immediate requests
+            return await self.media.handle_still(msg)
         elif self.on_request is not None:
             return await self.on_request(msg)
         return None

@@ -40,8 +40,10 @@ class StorePort(Protocol):
         self, reason: str, *, reported_address: str, reported_user_id: str | None,
         reporter_address: str, reporter_user_id: str | None,
         chat: list[dict[str, str]] | None = None,
+        frame: bytes | None = None, frame_missing: str | None = None,
     ) -> str:
-        """Keep a random-chat report for the moderators; returns its id."""
+        """Keep a random-chat report for the moderators (with the reporter's chosen
+        evidence: chat lines, a JPEG still or why it is missing); returns its id."""
         ...
 
     def reporter_dismissals(self, reporter_address: str) -> int:
@@ -97,6 +99,14 @@ class MediaPort(Protocol):
     async def set_effect(
         self, node: str, session: str, name: str | None, *, cover: bool = False
     ) -> None: ...
+
+    async def capture_still(self, node: str, session: str) -> bytes:
+        """A JPEG of the session's next keyframe (a report's evidence)."""
+        ...
+
+    async def handle_still(self, msg: BusMessage) -> BusMessage:
+        """Serve a still request from the bus (it waits for a keyframe)."""
+        ...
 
     def handle(self, msg: BusMessage) -> BusMessage:
         """Serve a media request from the bus (another node's, or this one's)."""

@@ -153,6 +153,8 @@ CLIENT_MESSAGES: dict[str, dict[str, Field]] = {
         "reason": Field(_one_of(*REPORT_REASONS)),
         # evidence the reporter chooses: the pair's last chat lines go with it
         "include_chat": Field(_boolean, required=False),
+        # ... and one still of the partner's video, taken by the server at the report
+        "include_frame": Field(_boolean, required=False),
     },
     "block": {},
     "effect": {"name": Field(_string(1, 32)), "on": Field(_boolean)},

@@ -16,6 +16,7 @@ import math
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mediaserver.store import controls
@@ -34,11 +35,28 @@ MAX_APPEAL = 2000
 MAX_BAN_SECONDS = 10 * 365 * 86400
 MAX_CHAT_LINES = 20
 """Evidence: the pair's last chat lines, at most this many."""
+MAX_FRAME_BYTES = 2 * 1024 * 1024
+"""Evidence: a still of the reported video (JPEG), at most this large."""
+MAX_FRAME_NOTE = 200
 MAX_QUEUE = 200
 """Reports one queue listing returns at most (oldest first: the rest wait)."""
 DISMISSALS_STOP_COUNTING = 3
 """A reporter (address hash) with this many dismissed reports no longer counts
 toward the matchmaker's automatic refusal."""
+
+
+def _ban_notice(reason: str, until: float | None, note: str, decision_id: str) -> str:
+    end = (
+        "for good"
+        if until is None
+        else "until " + datetime.fromtimestamp(until, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    )
+    return (
+        f"A report about you ({reason}) was reviewed and your account is banned {end}."
+        + (f" The moderator's note: {note}" if note else "")
+        + " You may appeal once: POST /api/v1/appeals with"
+        f' {{"decision_id": "{decision_id}", "text": "why the ban should be lifted"}}.'
+    )
 
 
 @dataclass(frozen=True)
@@ -116,25 +134,44 @@ class ModerationStore(StoreCore):
         reporter_address: str,
         reporter_user_id: str | None,
         chat: list[dict[str, str]] | None = None,
+        frame: bytes | None = None,
+        frame_missing: str | None = None,
     ) -> str:
         """A random-chat report, kept for review: the reported visit's address hash
-        and account (if signed in), the reporter's, and the chat lines the reporter
-        chose to send (sealed, kept EVIDENCE_SECONDS). Returns the report id."""
+        and account (if signed in), the reporter's, and the evidence the reporter
+        chose to send: chat lines, a still of the reported video (a JPEG) or why
+        none could be taken (sealed, kept EVIDENCE_SECONDS). Returns the report id."""
         if reason not in REPORT_REASONS:
             raise Invalid("reason", "must be one of " + ", ".join(REPORT_REASONS))
         lines = None if chat is None else check_chat_lines(chat)
+        if frame is not None and (
+            not isinstance(frame, bytes)
+            or not frame.startswith(b"\xff\xd8\xff")
+            or len(frame) > MAX_FRAME_BYTES
+        ):
+            raise Invalid("frame", f"a JPEG of at most {MAX_FRAME_BYTES} bytes")
+        evidence: dict[str, Any] = {"chat": lines} if lines else {}
+        if frame is not None:
+            evidence["frame"] = {"type": "image/jpeg", "bytes": len(frame)}
+        elif frame_missing:
+            evidence["frame_missing"] = str(frame_missing)[:MAX_FRAME_NOTE]
         report_id = secrets.token_hex(12)
         now = self._now()
         sealed = (
             None
-            if not lines
+            if not evidence
             else seal_value(
                 self._key,
                 "moderation_reports",
                 "evidence",
                 report_id,
-                json.dumps({"chat": lines}).encode(),
+                json.dumps(evidence).encode(),
             )
+        )
+        sealed_frame = (
+            None
+            if frame is None
+            else seal_value(self._key, "moderation_reports", "frame", report_id, frame)
         )
         with self._tx() as conn:
             # an account deleted meanwhile: the report stays, on the address alone
@@ -148,8 +185,8 @@ class ModerationStore(StoreCore):
             conn.execute(
                 "INSERT INTO moderation_reports (id, source, reason, status, at,"
                 " reported_address, reported_user_id, reporter_address, reporter_user_id,"
-                " evidence_sealed, evidence_until) VALUES (?, 'chat', ?, 'open', ?, ?, ?, ?,"
-                " ?, ?, ?)",
+                " evidence_sealed, evidence_until, frame_sealed) VALUES (?, 'chat', ?, 'open',"
+                " ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     report_id,
                     reason,
@@ -160,6 +197,7 @@ class ModerationStore(StoreCore):
                     accounts[1],
                     sealed,
                     None if sealed is None else now + EVIDENCE_SECONDS,
+                    sealed_frame,
                 ),
             )
         return report_id
@@ -249,6 +287,22 @@ class ModerationStore(StoreCore):
                 report_id=report["id"],
             )
             return report
+
+    def moderation_frame(self, moderator_id: str, report_id: str) -> bytes:
+        """The still (JPEG) of a report's evidence; the read goes to the audit log
+        as the report's does. NotFound: no such report, or no still (never taken,
+        or deleted by retention)."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT id, frame_sealed FROM moderation_reports WHERE id = ?", (str(report_id),)
+            ).fetchone()
+            if row is None or row[1] is None:
+                raise NotFound("no still for this report")
+            jpeg = open_value(self._key, "moderation_reports", "frame", row[0], row[1])
+            self._audit(
+                conn, None, "moderation_frame_read", moderator_id=moderator_id, report_id=row[0]
+            )
+            return jpeg
 
     def _report_evidence(
         self, conn: sqlite3.Connection, report: dict[str, Any], sealed: bytes | None
@@ -360,6 +414,17 @@ class ModerationStore(StoreCore):
                             " VALUES (?, ?, ?, ?, ?)",
                             (decision_id, kind, subject, until, now),
                         )
+                if user_id is not None:
+                    # the account learns the end and the decision's id, which an appeal names
+                    add_notice(
+                        conn,
+                        self._key,
+                        now,
+                        user_id,
+                        "moderation",
+                        "Your account is banned",
+                        _ban_notice(reason, until, note, decision_id),
+                    )
             self._audit(
                 conn,
                 None,

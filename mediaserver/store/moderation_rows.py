@@ -5,7 +5,7 @@ imports: store/schema.py and store/social.py import it.
 Rows: `moderation_reports`, every report to review (from the random chat, the REST
 API or a guardian), with the reported visit's keyed address hash (the matchmaker's
 reputation key: an HMAC, never the address) and the account when one was signed in;
-its evidence (chat lines the reporter chose to send) sealed with the data key and kept
+its evidence (chat lines and a still of the video, as the reporter chose) sealed with the data key and kept
 EVIDENCE_SECONDS. `moderation_decisions`: what a moderator decided (its note sealed).
 `bans`: by account or by address hash, until a time or for good. `appeals`: one per
 decision, its text sealed. The moderator role is a column of users.
@@ -74,14 +74,21 @@ MIGRATION = [
 ]
 """The schema step of the moderation desk (appended to MIGRATIONS)."""
 
+STILL_MIGRATION = [
+    # a still of the reported visitor's video, when the reporter asked for one:
+    # a JPEG sealed with the data key, kept and purged with the rest of the evidence
+    "ALTER TABLE moderation_reports ADD COLUMN frame_sealed BLOB",
+]
+"""The next step: the still frame (appended to MIGRATIONS after MIGRATION)."""
+
 
 def purge_evidence(conn: sqlite3.Connection, now: float) -> int:
     """Retention: evidence kept EVIDENCE_SECONDS goes (the report stays, without
     it); secure_delete overwrites it in the file. Returns how many reports lost it."""
     return int(
         conn.execute(
-            "UPDATE moderation_reports SET evidence_sealed = NULL, evidence_until = NULL"
-            " WHERE evidence_until IS NOT NULL AND evidence_until <= ?",
+            "UPDATE moderation_reports SET evidence_sealed = NULL, frame_sealed = NULL,"
+            " evidence_until = NULL WHERE evidence_until IS NOT NULL AND evidence_until <= ?",
             (now,),
         ).rowcount
     )

@@ -169,6 +169,8 @@ MIGRATIONS: list[Step] = [
     # the moderation desk: the moderator role, reports kept for review, decisions,
     # bans, appeals (store/moderation_rows.py)
     moderation_rows.MIGRATION,
+    # a report's still of the reported video (JPEG, sealed), kept as its evidence
+    moderation_rows.STILL_MIGRATION,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

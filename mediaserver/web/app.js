@@ -7,6 +7,7 @@
 import {
   PeerLink, getCamera as openCamera, iceServersFrom, openSocket as openWs, sendOn,
 } from "./rtc.js";
+import { hideBanned, showBanned, takeEvidence } from "./report-evidence.js";
 
 (() => {
   const MAX_INTERESTS = 10;
@@ -380,9 +381,14 @@ import {
     } else if (msg.ref === "start" && st.phase === "connecting") {
       setPhase("idle"); // not queued (refused, rate limited): Start can try again
       setStatus("Press Start");
-    } else if (code === "refused") {
+    } else if (code === "refused" || code === "banned") {
       setPhase("idle"); // a re-queue after the stranger left was refused
       setStatus("Press Start");
+    }
+    if (code === "banned") {
+      clearFlash();
+      setStatus(showBanned(msg, st.token !== null)); // lasting, not a flash
+      return;
     }
     flash(text ? `Error: ${text} (${code})` : `Error: ${code}`);
   }
@@ -567,6 +573,7 @@ import {
       return;
     }
     ui.ageLabel.classList.remove("attention");
+    hideBanned();
     if (st.ws && st.welcomed) {
       // connected and idle (after Stop): just queue again
       st.strangerLeft = false;
@@ -671,9 +678,10 @@ import {
   }
 
   function sendReport(reason) {
+    const evidence = takeEvidence(); // the boxes start unticked for every report
     if (!st.reportReasons.includes(reason)) return;
     if (st.phase !== "matched") return;
-    if (send("report", { reason })) addLine("system", "You reported the stranger.");
+    if (send("report", { reason, ...evidence })) addLine("system", "You reported the stranger.");
   }
 
   function onEffectChange() {

@@ -13,6 +13,7 @@ import * as callSection from "./people-call.js";
 import * as chatSection from "./people-chat.js";
 import * as connectionsSection from "./people-connections.js";
 import * as inboxSection from "./people-inbox.js";
+import * as moderationSection from "./people-moderation.js";
 import * as profileSection from "./people-profile.js";
 import * as browseSection from "./people-browse.js";
 import * as privacySection from "./people-privacy.js";
@@ -20,7 +21,7 @@ import * as socket from "./people-socket.js";
 
 const SECTIONS = [
   accountSection, callSection, connectionsSection, chatSection, inboxSection,
-  profileSection, browseSection, privacySection,
+  profileSection, browseSection, privacySection, moderationSection,
 ];
 const MODES = ["random", "people"];
 // Nothing is pushed over signalling when a connection request arrives or is answered,

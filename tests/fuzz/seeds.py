@@ -38,6 +38,8 @@ MESSAGES: list[dict[str, Any]] = [
     {"v": 1, "type": "report", "reason": "spam"},
     {"v": 1, "type": "report", "reason": "harassment", "include_chat": True},
     {"v": 1, "type": "report", "reason": "other", "include_chat": "yes"},
+    {"v": 1, "type": "report", "reason": "nudity", "include_chat": True, "include_frame": True},
+    {"v": 1, "type": "report", "reason": "other", "include_frame": 1},
     {"v": 1, "type": "block"},
     {"v": 1, "type": "effect", "name": "blur_face", "on": True},
     {"v": 1, "type": "reveal"},
@@ -180,7 +182,8 @@ def main() -> None:
         [req("GET", "/moderation/reports"),
          req("GET", "/moderation/reports?status=decided&reason=spam"),
          req("GET", "/moderation/reports?status=x"),
-         req("GET", "/moderation/reports/{id}")]
+         req("GET", "/moderation/reports/{id}"),
+         req("GET", "/moderation/reports/{id}/frame")]
         + [req("POST", "/moderation/reports/{id}/decision", json.dumps(b).encode())
            for b in MODERATION_BODIES]
         + [req("POST", "/appeals", json.dumps(b).encode()) for b in APPEAL_BODIES]))

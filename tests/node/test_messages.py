@@ -18,6 +18,7 @@ SAMPLES: list[m.NodeMessage] = [
     m.CloseSession("s1"),
     m.SetEffect("s1", "blur"),
     m.SetEffect("s1", None, cover=True),
+    m.CaptureStill("s1"),
     m.MediaClosed("a/1", "s1", "ice timeout", "b"),
     m.CoverFailed("a/1", "s1"),
     m.MetricsRequest(),
