@@ -31,7 +31,10 @@ VP8 stream (--call-pps; by default that of the clip below, ~126 packets/s).
 
 CPU per forwarded packet is each server process's CPU (all threads: utime+stime
 from /proc, or schedstat run time for short runs) over the run, divided by the
-packets it forwarded. calls_per_core = calls / (CPU seconds per second). A target
+packets it forwarded. Wake-ups per packet is the number of times its threads were
+woken (voluntary_ctxt_switches of /proc/PID/task/*/status, before and after the
+run) over the same packets: at real call rates a wake-up carries one or two
+packets, and that, more than the per-packet work, is what the CPU pays for. calls_per_core = calls / (CPU seconds per second). A target
 that cannot run gets {"error": "..."} and the others still run. Every child
 process dies with this one; every run stops by itself.
 """
@@ -130,6 +133,7 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
                 if s[prefix + "latency_p50_us"] is None
                 else s[prefix + "latency_p50_us"] / 1e3,
                 context_switches_per_packet=s[prefix + "context_switches_per_packet"],
+                wakeups_per_packet=s[prefix + "wakeups_per_packet"],
                 cpu_source=s["cpu_source"],
                 cpu_us_per_packet_range=[s[cpu_key + "_min"], s[cpu_key + "_max"]],
             )
@@ -187,6 +191,7 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
                 cpu.stat if cpu.stat * forward.CLK_TCK >= forward.MIN_TICKS else cpu.sched
             )
             counts["switches"] = cpu.switches
+            counts["wakeups"] = cpu.wakeups
             runs.append(counts)
         if relay.proc.poll() is not None:
             raise BenchmarkError(f"the aiortc relay exited\n{relay.errors()}")
@@ -223,6 +228,7 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
         context_switches_per_packet=med(
             lambda r: r["switches"] / r["received"] if r["received"] else None
         ),
+        wakeups_per_packet=med(lambda r: r["wakeups"] / r["received"] if r["received"] else None),
         note="decodes and re-encodes: forwarded = its re-encoded packets; loss = frames; "
         "no latency (send stamps do not survive a re-encode)",
     )
@@ -277,7 +283,13 @@ def add_ratios(results: dict[str, dict[str, Any]]) -> None:
         if "error" in entry or "error" in base:
             continue
         ratios = {}
-        for key in ("cpu_us_per_packet", "packets_per_s", "p99_latency_ms", "calls_per_core"):
+        for key in (
+            "cpu_us_per_packet",
+            "wakeups_per_packet",
+            "packets_per_s",
+            "p99_latency_ms",
+            "calls_per_core",
+        ):
             a, b = entry.get(key), base.get(key)
             ratios[key] = a / b if a is not None and b else None
         entry["ratio_to_mediaserver"] = ratios
@@ -305,6 +317,8 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
         "target",
         "CPU us/pkt",
         "x ms",
+        "wake/pkt",
+        "x ms",
         "pkts/s",
         "x ms",
         "p99 ms",
@@ -330,6 +344,8 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
                 LABELS[name],
                 _spread(e, meta["repeats"]),
                 _fmt(r.get("cpu_us_per_packet"), ".2f"),
+                _fmt(e.get("wakeups_per_packet"), ".3f"),
+                _fmt(r.get("wakeups_per_packet"), ".2f"),
                 _fmt(e["packets_per_s"], ".0f"),
                 _fmt(r.get("packets_per_s"), ".2f"),
                 _fmt(e["p99_latency_ms"], ".3f"),
@@ -349,8 +365,9 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
             )
         )
     print(
-        "  (CPU: median [min-max] over the repeats; x ms: ratio to mediaserver; "
-        "calls/core = calls / CPU cores used, at this load)"
+        "  (CPU: median [min-max] over the repeats; x ms: ratio to mediaserver; wake/pkt: "
+        "times the server's threads were woken (voluntary context switches) per packet "
+        "forwarded; calls/core = calls / CPU cores used, at this load)"
     )
     a = results.get("aiortc_relay", {})
     if "error" not in a and a:

@@ -14,7 +14,14 @@ from tests.support import ROOT
 
 
 TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
-FIGURES = ("cpu_us_per_packet", "packets_per_s", "p99_latency_ms", "loss", "calls")
+FIGURES = (
+    "cpu_us_per_packet",
+    "wakeups_per_packet",
+    "packets_per_s",
+    "p99_latency_ms",
+    "loss",
+    "calls",
+)
 
 
 def test_compare_runs_and_reports_every_target():
@@ -50,4 +57,8 @@ def test_compare_runs_and_reports_every_target():
         assert entry["calls"] == 1
         assert entry["packets_per_s"] > 0, name
         assert entry["cpu_us_per_packet"] > 0, name
+        # every target process was woken to forward (voluntary context switches)
+        assert entry["wakeups_per_packet"] > 0, name
     assert summary["mediaserver"]["ratio_to_mediaserver"]["cpu_us_per_packet"] == 1.0
+    assert summary["mediaserver"]["ratio_to_mediaserver"]["wakeups_per_packet"] == 1.0
+    assert "wake/pkt" in proc.stdout
