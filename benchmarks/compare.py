@@ -2,7 +2,7 @@
 use instead, in one run.
 
     python -m benchmarks.compare [--calls 4] [--duration 10] [--repeats 1]
-                                 [--targets mediaserver,bare_forwarder,aiortc_relay,janus]
+                                 [--targets mediaserver,bare_forwarder,aiortc_relay,janus,pion]
                                  [--no-aiortc-capacity] [--quick] [--json]
 
 A call is one synthetic publisher whose video goes to one synthetic subscriber
@@ -28,6 +28,11 @@ VP8 stream (--call-pps; by default that of the clip below, ~126 packets/s).
    fed by the same C loops as 1 and 2. Janus never gathers loopback candidates,
    so this target runs (Janus and its peers) inside mediaserver.netns's private
    namespace, on its veth pair; the HTTP API stays on that namespace's loopback.
+5. pion: a minimal 1:1 SFU on Pion WebRTC v3 (Go; the library LiveKit is built
+   on), benchmarks/peers/pion/main.go, built on first use from Debian's
+   golang-go and golang-github-pion-webrtc.v3-dev (benchmarks/peers/pion_client.py),
+   signalled over HTTP on 127.0.0.1, fed by the same C loops as 1, 2 and 4. It
+   gathers a loopback candidate, so it runs on 127.0.0.1 without the namespace.
 
 CPU per forwarded packet is each server process's CPU (all threads: utime+stime
 from /proc, or schedstat run time for short runs) over the run, divided by the
@@ -54,12 +59,13 @@ from typing import Any
 from benchmarks import forward
 from benchmarks.forward import BenchmarkError, ControlledProcess, process_cpu
 
-TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
+TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus", "pion")
 LABELS = {
     "mediaserver": "mediaserver",
     "bare_forwarder": "bare C forwarder",
     "aiortc_relay": "aiortc relay",
     "janus": "Janus VideoCall",
+    "pion": "Pion (Go)",
 }
 PROFILE = "aead-aes-128-gcm"
 PAYLOAD = 1100
@@ -274,6 +280,15 @@ def run_janus(args: argparse.Namespace, call_pps: float) -> dict[str, Any]:
     return janus_client.run(args, call_pps, _entry)
 
 
+# ---- 5: Pion ----------------------------------------------------------------------
+
+
+def run_pion(args: argparse.Namespace, call_pps: float) -> dict[str, Any]:
+    from benchmarks.peers import pion_client
+
+    return pion_client.run(args, call_pps, _entry)
+
+
 # ---- table ------------------------------------------------------------------------
 
 
@@ -398,7 +413,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.compare",
         description="The same offered load against mediaserver, a bare C forwarder, "
-        "an aiortc relay and Janus.",
+        "an aiortc relay, Janus and Pion.",
     )
     parser.add_argument("--calls", type=int, default=None, help="calls (default 4; --quick 2)")
     parser.add_argument(
@@ -488,6 +503,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["aiortc_relay"].update(aiortc_capacity(args, clip))
     if "janus" in args.targets:
         attempt(("janus",), lambda: (run_janus(args, call_pps),))
+    if "pion" in args.targets:
+        attempt(("pion",), lambda: (run_pion(args, call_pps),))
     add_ratios(results)
     import os
 

@@ -3,7 +3,7 @@
 One minimal run of `python -m benchmarks.compare`: one call, short runs, every
 target. The benchmark itself reports a target that cannot run (Janus not
 installed...) as an error entry instead of failing the run; this test, where
-everything is installed, requires all four to run.
+everything is installed, requires all five to run.
 """
 
 import json
@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.support import ROOT
 
 
-TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
+TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus", "pion")
 FIGURES = (
     "cpu_us_per_packet",
     "wakeups_per_packet",
@@ -49,7 +49,7 @@ def test_compare_runs_and_reports_every_target():
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in TARGETS:
         entry = summary[name]
-        # make test installs Janus and runs this in the private namespace: every
+        # make test installs Janus and Pion and runs this in the private namespace: every
         # target must run here (a target that cannot says why, and that fails this test)
         assert "error" not in entry, (name, entry.get("error"))
         missing = [key for key in FIGURES if key not in entry]
