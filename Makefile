@@ -25,6 +25,9 @@ $(VENV)/.test-installed: $(VENV)/.installed
 	command -v redis-server >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 	# Janus 1.1 (Debian), a target of the side-by-side benchmark (benchmarks.compare)
 	command -v janus >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus)
+	# Go and Debian's Pion WebRTC v3 sources: benchmarks.compare builds its Pion target from them,
+	# offline (tests/tools/test_pion_target.py, test_compare.py)
+	(command -v go >/dev/null && [ -f /usr/share/gocode/src/github.com/pion/webrtc/go.mod ]) || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-pion-webrtc.v3-dev)
 	# coturn (turnserver) and nftables for the TURN test (tests/e2e/test_turn.py): it starts its
 	# own turnserver inside the private namespace and walls off UDP there with nft
 	(command -v turnserver >/dev/null && PATH="$$PATH:/usr/sbin:/sbin" command -v nft >/dev/null) || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn nftables)

@@ -2,7 +2,7 @@
 use instead, in one run.
 
     python -m benchmarks.compare [--calls 4] [--duration 10] [--repeats 1]
-                                 [--targets mediaserver,bare_forwarder,aiortc_relay,janus]
+                                 [--targets mediaserver,bare_forwarder,aiortc_relay,janus,pion]
                                  [--no-aiortc-capacity] [--quick] [--json]
 
 A call is one synthetic publisher whose video goes to one synthetic subscriber
@@ -28,10 +28,18 @@ VP8 stream (--call-pps; by default that of the clip below, ~126 packets/s).
    fed by the same C loops as 1 and 2. Janus never gathers loopback candidates,
    so this target runs (Janus and its peers) inside mediaserver.netns's private
    namespace, on its veth pair; the HTTP API stays on that namespace's loopback.
+5. pion: a minimal 1:1 SFU on Pion WebRTC v3 (Go; the library LiveKit is built
+   on), benchmarks/peers/pion/main.go, built on first use from Debian's
+   golang-go and golang-github-pion-webrtc.v3-dev (benchmarks/peers/pion_client.py),
+   signalled over HTTP on 127.0.0.1, fed by the same C loops as 1, 2 and 4. It
+   gathers a loopback candidate, so it runs on 127.0.0.1 without the namespace.
 
 CPU per forwarded packet is each server process's CPU (all threads: utime+stime
 from /proc, or schedstat run time for short runs) over the run, divided by the
-packets it forwarded. calls_per_core = calls / (CPU seconds per second). A target
+packets it forwarded. Wake-ups per packet is the number of times its threads were
+woken (voluntary_ctxt_switches of /proc/PID/task/*/status, before and after the
+run) over the same packets: at real call rates a wake-up carries one or two
+packets, and that, more than the per-packet work, is what the CPU pays for. calls_per_core = calls / (CPU seconds per second). A target
 that cannot run gets {"error": "..."} and the others still run. Every child
 process dies with this one; every run stops by itself.
 """
@@ -51,12 +59,13 @@ from typing import Any
 from benchmarks import forward
 from benchmarks.forward import BenchmarkError, ControlledProcess, process_cpu
 
-TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
+TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus", "pion")
 LABELS = {
     "mediaserver": "mediaserver",
     "bare_forwarder": "bare C forwarder",
     "aiortc_relay": "aiortc relay",
     "janus": "Janus VideoCall",
+    "pion": "Pion (Go)",
 }
 PROFILE = "aead-aes-128-gcm"
 PAYLOAD = 1100
@@ -130,6 +139,7 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
                 if s[prefix + "latency_p50_us"] is None
                 else s[prefix + "latency_p50_us"] / 1e3,
                 context_switches_per_packet=s[prefix + "context_switches_per_packet"],
+                wakeups_per_packet=s[prefix + "wakeups_per_packet"],
                 cpu_source=s["cpu_source"],
                 cpu_us_per_packet_range=[s[cpu_key + "_min"], s[cpu_key + "_max"]],
             )
@@ -187,6 +197,7 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
                 cpu.stat if cpu.stat * forward.CLK_TCK >= forward.MIN_TICKS else cpu.sched
             )
             counts["switches"] = cpu.switches
+            counts["wakeups"] = cpu.wakeups
             runs.append(counts)
         if relay.proc.poll() is not None:
             raise BenchmarkError(f"the aiortc relay exited\n{relay.errors()}")
@@ -223,6 +234,7 @@ def run_aiortc(args: argparse.Namespace, clip: Any) -> dict[str, Any]:
         context_switches_per_packet=med(
             lambda r: r["switches"] / r["received"] if r["received"] else None
         ),
+        wakeups_per_packet=med(lambda r: r["wakeups"] / r["received"] if r["received"] else None),
         note="decodes and re-encodes: forwarded = its re-encoded packets; loss = frames; "
         "no latency (send stamps do not survive a re-encode)",
     )
@@ -268,6 +280,15 @@ def run_janus(args: argparse.Namespace, call_pps: float) -> dict[str, Any]:
     return janus_client.run(args, call_pps, _entry)
 
 
+# ---- 5: Pion ----------------------------------------------------------------------
+
+
+def run_pion(args: argparse.Namespace, call_pps: float) -> dict[str, Any]:
+    from benchmarks.peers import pion_client
+
+    return pion_client.run(args, call_pps, _entry)
+
+
 # ---- table ------------------------------------------------------------------------
 
 
@@ -277,7 +298,13 @@ def add_ratios(results: dict[str, dict[str, Any]]) -> None:
         if "error" in entry or "error" in base:
             continue
         ratios = {}
-        for key in ("cpu_us_per_packet", "packets_per_s", "p99_latency_ms", "calls_per_core"):
+        for key in (
+            "cpu_us_per_packet",
+            "wakeups_per_packet",
+            "packets_per_s",
+            "p99_latency_ms",
+            "calls_per_core",
+        ):
             a, b = entry.get(key), base.get(key)
             ratios[key] = a / b if a is not None and b else None
         entry["ratio_to_mediaserver"] = ratios
@@ -305,6 +332,8 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
         "target",
         "CPU us/pkt",
         "x ms",
+        "wake/pkt",
+        "x ms",
         "pkts/s",
         "x ms",
         "p99 ms",
@@ -330,6 +359,8 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
                 LABELS[name],
                 _spread(e, meta["repeats"]),
                 _fmt(r.get("cpu_us_per_packet"), ".2f"),
+                _fmt(e.get("wakeups_per_packet"), ".3f"),
+                _fmt(r.get("wakeups_per_packet"), ".2f"),
                 _fmt(e["packets_per_s"], ".0f"),
                 _fmt(r.get("packets_per_s"), ".2f"),
                 _fmt(e["p99_latency_ms"], ".3f"),
@@ -349,8 +380,9 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
             )
         )
     print(
-        "  (CPU: median [min-max] over the repeats; x ms: ratio to mediaserver; "
-        "calls/core = calls / CPU cores used, at this load)"
+        "  (CPU: median [min-max] over the repeats; x ms: ratio to mediaserver; wake/pkt: "
+        "times the server's threads were woken (voluntary context switches) per packet "
+        "forwarded; calls/core = calls / CPU cores used, at this load)"
     )
     a = results.get("aiortc_relay", {})
     if "error" not in a and a:
@@ -381,7 +413,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.compare",
         description="The same offered load against mediaserver, a bare C forwarder, "
-        "an aiortc relay and Janus.",
+        "an aiortc relay, Janus and Pion.",
     )
     parser.add_argument("--calls", type=int, default=None, help="calls (default 4; --quick 2)")
     parser.add_argument(
@@ -471,6 +503,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["aiortc_relay"].update(aiortc_capacity(args, clip))
     if "janus" in args.targets:
         attempt(("janus",), lambda: (run_janus(args, call_pps),))
+    if "pion" in args.targets:
+        attempt(("pion",), lambda: (run_pion(args, call_pps),))
     add_ratios(results)
     import os
 

@@ -110,9 +110,17 @@ class Cpu:
     """Run time of every thread, seconds (/proc/PID/task/*/schedstat, ns)."""
     switches: int
     """Context switches of every thread, voluntary (a wait) or not (preempted)."""
+    wakeups: int = 0
+    """Voluntary context switches of every thread: each one is a wait that ended in
+    a wake-up (the figure that per-packet batching or coalescing would cut)."""
 
     def __sub__(self, other: Cpu) -> Cpu:
-        return Cpu(self.stat - other.stat, self.sched - other.sched, self.switches - other.switches)
+        return Cpu(
+            self.stat - other.stat,
+            self.sched - other.sched,
+            self.switches - other.switches,
+            self.wakeups - other.wakeups,
+        )
 
 
 def process_cpu(pid: int) -> Cpu:
@@ -120,18 +128,21 @@ def process_cpu(pid: int) -> Cpu:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15
     ticks = int(fields[11]) + int(fields[12])
-    sched_ns = switches = 0
+    sched_ns = switches = wakeups = 0
     for task in glob.glob(f"/proc/{pid}/task/*"):
         try:
             with open(f"{task}/schedstat") as f:
                 sched_ns += int(f.read().split()[0])
             with open(f"{task}/status") as f:
                 for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        wakeups += int(line.split()[1])
+                        switches += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
                         switches += int(line.split()[1])
         except (OSError, ValueError, IndexError):
             pass  # a thread that just exited
-    return Cpu(ticks / CLK_TCK, sched_ns / 1e9, switches)
+    return Cpu(ticks / CLK_TCK, sched_ns / 1e9, switches, wakeups)
 
 
 def udp_drops(ports: set[int]) -> dict[int, int]:
@@ -425,6 +436,7 @@ def run_once(
         "cpu_s": cpu.stat,
         "cpu_sched_s": cpu.sched,
         "context_switches_per_packet": cpu.switches / forwarded if forwarded else None,
+        "wakeups_per_packet": cpu.wakeups / forwarded if forwarded else None,
         "generator_cpu_sched_s": gen.sched,
         "latency_p50_us": p50,
         "latency_p99_us": p99,
@@ -483,6 +495,7 @@ def summarize(
             "app_latency_p50_us",
             "app_latency_p99_us",
             "context_switches_per_packet",
+            "wakeups_per_packet",
         ):
             med, lo, hi = spread([r[key] for r in rs])
             out[prefix + key] = med
@@ -544,6 +557,7 @@ def print_table(s: dict[str, Any]) -> None:
         ("app latency p50 us", "app_latency_p50_us", "baseline_app_latency_p50_us", ".0f", 1.0),
         ("app latency p99 us", "app_latency_p99_us", "baseline_app_latency_p99_us", ".0f", 1.0),
         ("CPU us/packet", "server_cpu_us_per_packet", "baseline_cpu_us_per_packet", ".2f", 1.0),
+        ("wake-ups/packet", "wakeups_per_packet", "baseline_wakeups_per_packet", ".3f", 1.0),
         (
             "context switches/packet",
             "context_switches_per_packet",
@@ -879,8 +893,8 @@ def add_ipv6(
     six = summarize(v6, baseline, {"repeats": summary["repeats"]}, source)
     for key in (
         "forwarded_pps", "offered_pps", "loss", "latency_p50_us", "latency_p99_us",
-        "latency_p999_us", "context_switches_per_packet", "server_cpu_us_per_packet",
-        "app_latency_p50_us", "app_latency_p99_us",
+        "latency_p999_us", "context_switches_per_packet", "wakeups_per_packet",
+        "server_cpu_us_per_packet", "app_latency_p50_us", "app_latency_p99_us",
     ):
         for suffix in ("", "_min", "_max"):
             summary[prefix + key + suffix] = six[key + suffix]

@@ -33,7 +33,9 @@ number for each match, set when `matched` arrives and cleared before `next` or o
 - time to first media is from `matched` to the first packet from the new partner;
 - server CPU per forwarded packet is the server's CPU time (/proc/PID/task/*/
   schedstat, all threads) over the window divided by the RTP packets the visitors
-  received (every one of them went through the server).
+  received (every one of them went through the server); server wake-ups per packet
+  is, over the same packets, how often its threads were woken
+  (voluntary_ctxt_switches of /proc/PID/task/*/status, workers included).
 
 Figures cover the measurement window: after every visitor is connected and a short
 warm-up, for --duration seconds. A progress bar and line per second go to stderr;
@@ -107,6 +109,28 @@ def server_cpu(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             pass
     return total / 1e9 + sum(server_cpu(c) for c in children)
+
+
+def server_wakeups(pid: int) -> int:
+    """Times every thread of `pid` and of its child processes was woken: the sum of
+    voluntary_ctxt_switches (each one a wait that ended) in /proc/PID/task/*/status."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    children: list[int] = []
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children += [int(c) for c in f.read().split()]
+        except (OSError, ValueError, IndexError):
+            pass
+    return total + sum(server_wakeups(c) for c in children)
 
 
 def worker_cpu(pid: int) -> list[float]:
@@ -358,6 +382,7 @@ class Run:
         return {"t": time.monotonic(), "sent": c["sent"], "received": c["received"],
                 "own_cpu": time.process_time(),
                 "cpu": server_cpu(self.pid) if self.pid else 0.0, "matches": self.matches,
+                "wakeups": server_wakeups(self.pid) if self.pid else 0,
                 "workers": worker_cpu(self.pid) if self.pid else []}
 
     async def run(self) -> dict[str, Any]:
@@ -511,6 +536,8 @@ class Run:
             "late_reoffers": self.late_reoffers,
             "generator_cpu": round((final["own_cpu"] - start["own_cpu"]) / dt, 4),
             "server_cpu_us_per_packet": round(cpu / received * 1e6, 3)
+            if self.pid and received else None,
+            "server_wakeups_per_packet": round((final["wakeups"] - start["wakeups"]) / received, 4)
             if self.pid and received else None,
             "keyframes_sent": c["keyframes_sent"],
             "plis_received": c["plis_received"],
@@ -692,7 +719,7 @@ def _table(r: dict[str, Any]) -> str:
     keys = ["calls", "offered_pps", "received_pps", "loss", "jitter_audio_ms", "jitter_video_ms",
             "latency_p50_ms", "latency_p99_ms", "matches_per_s", "first_media_p50_ms",
             "first_media_p99_ms", "server_cpu", "worker_cpu", "server_cpu_us_per_packet",
-            "generator_cpu", "reoffers", "late_reoffers"]
+            "server_wakeups_per_packet", "generator_cpu", "reoffers", "late_reoffers"]
     return "\n".join(f"{k:>26}  {r.get(k)}" for k in keys)
 
 

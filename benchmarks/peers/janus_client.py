@@ -382,9 +382,11 @@ def run(args: Any, call_pps: float, entry: Callable[..., dict]) -> dict[str, Any
             run_id += 1
             cpu0 = forward.process_cpu(janus.pid)
             r = forward.run_once(target, run_id, rate, args.duration, 0.001, 0.5)
-            switches = (forward.process_cpu(janus.pid) - cpu0).switches
+            cpu = forward.process_cpu(janus.pid) - cpu0
             r["forwarded"] = r["received"]
-            r["context_switches_per_packet"] = switches / r["received"] if r["received"] else None
+            received = r["received"]
+            r["context_switches_per_packet"] = cpu.switches / received if received else None
+            r["wakeups_per_packet"] = cpu.wakeups / received if received else None
             runs.append(r)
         if janus.proc.poll() is not None:
             raise JanusError(f"janus exited during the run:\n{janus.errors()}")
@@ -414,6 +416,7 @@ def run(args: Any, call_pps: float, entry: Callable[..., dict]) -> dict[str, Any
         if med(lambda r: r["latency_p50_us"]) is None
         else med(lambda r: r["latency_p50_us"]) / 1e3,
         context_switches_per_packet=med(lambda r: r["context_switches_per_packet"]),
+        wakeups_per_packet=med(lambda r: r["wakeups_per_packet"]),
         srtp_profile=forward.PROFILE_NAMES.get(callers[0].keys.profile),  # type: ignore[union-attr]
         cpu_source=source,
         cpu_us_per_packet_range=[min(per_run), max(per_run)] if per_run else None,

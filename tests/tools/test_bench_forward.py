@@ -25,6 +25,8 @@ KEYS = (
     "baseline_loss",
     "profile",
     "repeats",
+    "wakeups_per_packet",
+    "baseline_wakeups_per_packet",
 )
 
 
@@ -58,6 +60,11 @@ def test_forward_benchmark_runs_and_reports_json():
     assert summary["baseline_forwarded_pps"] > 0
     assert summary["loss"] < 0.5
     assert summary["ratio"] > 0
+    # wake-ups per packet: the server's threads were woken to forward, and so was
+    # the bare forwarder's (a blocking recvmmsg); both in the printed table too
+    assert summary["wakeups_per_packet"] > 0
+    assert summary["baseline_wakeups_per_packet"] > 0
+    assert "wake-ups/packet" in proc.stdout
     assert summary["profile"] == "aead-aes-128-gcm"
     # what the subscribers got was valid SRTP, routed to the right subscriber
     assert summary["srtp_auth_failures"] == 0

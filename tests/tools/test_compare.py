@@ -3,7 +3,7 @@
 One minimal run of `python -m benchmarks.compare`: one call, short runs, every
 target. The benchmark itself reports a target that cannot run (Janus not
 installed...) as an error entry instead of failing the run; this test, where
-everything is installed, requires all four to run.
+everything is installed, requires all five to run.
 """
 
 import json
@@ -13,8 +13,15 @@ from pathlib import Path
 from tests.support import ROOT
 
 
-TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus")
-FIGURES = ("cpu_us_per_packet", "packets_per_s", "p99_latency_ms", "loss", "calls")
+TARGETS = ("mediaserver", "bare_forwarder", "aiortc_relay", "janus", "pion")
+FIGURES = (
+    "cpu_us_per_packet",
+    "wakeups_per_packet",
+    "packets_per_s",
+    "p99_latency_ms",
+    "loss",
+    "calls",
+)
 
 
 def test_compare_runs_and_reports_every_target():
@@ -42,7 +49,7 @@ def test_compare_runs_and_reports_every_target():
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in TARGETS:
         entry = summary[name]
-        # make test installs Janus and runs this in the private namespace: every
+        # make test installs Janus and Pion and runs this in the private namespace: every
         # target must run here (a target that cannot says why, and that fails this test)
         assert "error" not in entry, (name, entry.get("error"))
         missing = [key for key in FIGURES if key not in entry]
@@ -50,4 +57,8 @@ def test_compare_runs_and_reports_every_target():
         assert entry["calls"] == 1
         assert entry["packets_per_s"] > 0, name
         assert entry["cpu_us_per_packet"] > 0, name
+        # every target process was woken to forward (voluntary context switches)
+        assert entry["wakeups_per_packet"] > 0, name
     assert summary["mediaserver"]["ratio_to_mediaserver"]["cpu_us_per_packet"] == 1.0
+    assert summary["mediaserver"]["ratio_to_mediaserver"]["wakeups_per_packet"] == 1.0
+    assert "wake/pkt" in proc.stdout

@@ -14,6 +14,7 @@ KEYS = {
     "latency_p50_ms", "latency_p99_ms", "matches", "matches_per_s", "nexts",
     "first_media_p50_ms", "first_media_p99_ms", "server_cpu_us_per_packet", "per_second",
     "sent_while_matched", "received_while_matched", "calls", "visitors", "matches_total",
+    "server_wakeups_per_packet",
 }
 
 
@@ -35,6 +36,8 @@ def test_short_run_with_next() -> None:
     assert result["nexts"] >= 1
     assert result["matches_total"] > visitors // 2
     assert result["plis_received"] > 0 and result["keyframes_sent"] > 0
+    # the server was woken to forward what the visitors got
+    assert result["server_wakeups_per_packet"] > 0
 
 
 def test_workers_run_splits_the_load_and_reoffers_before_media() -> None:
