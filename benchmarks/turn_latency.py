@@ -121,7 +121,7 @@ async def measure(transport: str, pairs: int, workdir: Path) -> list[float]:
         flags: list[str] = []
         relay = transport.startswith("turn-")
         if transport == "ice-tcp":
-            stack.enter_context(udp_wall(media_port))
+            stack.enter_context(udp_wall(media_port, relay=False))
             flags = ["--tcp-port", str(free_port(SERVER_IP))]
         if relay:
             turn = stack.enter_context(coturn(workdir, media_port))

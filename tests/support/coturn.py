@@ -269,19 +269,26 @@ def coturn(directory: Path, media_port: int) -> Iterator[Coturn]:
 
 
 @contextlib.contextmanager
-def udp_wall(media_port: int) -> Iterator[None]:
-    """Drop every UDP datagram in the namespace but coturn's relay <-> the server's
-    media port (and DNS, which nothing here uses). The output hook covers loopback and
-    the veth pair alike, so no browser reaches the media port directly."""
+def udp_wall(media_port: int, *, relay: bool = True) -> Iterator[None]:
+    """Drop every UDP datagram in the namespace but, with `relay`, coturn's relay <->
+    the server's media port (and DNS, which nothing here uses). The output hook covers
+    loopback and the veth pair alike, so no browser reaches the media port directly.
+    Without a coturn, pass relay=False: a browser on the relay's address whose UDP
+    socket happens to get a port in the relay range would otherwise pass the wall."""
     assert inside(), "nftables rules only inside the private namespace (mediaserver.netns)"
     nft = need("nft")
     lo, hi = RELAY_PORTS
+    holes = (
+        f"""ip saddr {RELAY_IP} udp sport {lo}-{hi} ip daddr {SERVER_IP} udp dport {media_port} accept
+    ip saddr {SERVER_IP} udp sport {media_port} ip daddr {RELAY_IP} udp dport {lo}-{hi} accept"""
+        if relay
+        else ""
+    )
     rules = f"""
 table inet {TABLE} {{
   chain out {{
     type filter hook output priority 0; policy accept;
-    ip saddr {RELAY_IP} udp sport {lo}-{hi} ip daddr {SERVER_IP} udp dport {media_port} accept
-    ip saddr {SERVER_IP} udp sport {media_port} ip daddr {RELAY_IP} udp dport {lo}-{hi} accept
+    {holes}
     udp dport 53 accept
     meta l4proto udp counter drop
   }}
