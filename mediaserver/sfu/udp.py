@@ -110,6 +110,9 @@ class UdpEndpoint:
         port: UDP port (0 picks a free one: see `port`).
         tcp_port: the ICE-TCP port on the same host (sfu/tcp.py), None for none
             (0 picks a free one).
+        read_hold_us: coalesce reads: after a wake-up that found few packets, the
+            router sleeps up to this long and reads again (Router.set_read_hold;
+            0: off). It blocks the loop for that long, once per wake-up.
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class UdpEndpoint:
         tcp_port: int | None = None,
         max_tcp: int = 1024,
         max_tcp_per_address: int = 8,
+        read_hold_us: int = 0,
     ) -> None:
         self.sock = open_media_socket(host, port)
         # an IPv4 peer's address is dotted-quad text everywhere above the router;
@@ -134,6 +138,11 @@ class UdpEndpoint:
             cache_packets=cache_packets,
             max_tcp=max_tcp,
         )
+        try:
+            self.router.set_read_hold(read_hold_us)
+        except ValueError:
+            self.sock.close()
+            raise
         self.tcp: TcpMedia | None = None
         if tcp_port is not None:
             try:
