@@ -610,6 +610,11 @@ def print_table(s: dict[str, Any]) -> None:
     check = s.get("libsrtp_check") or {}
     if check.get("available"):
         notes.append(f"libsrtp check of forwarded packets: {check['ok']}/{check['checked']} ok")
+    if s.get("read_hold_us"):
+        notes.append(
+            f"read hold {s['read_hold_us']} us: {s.get('read_holds', 0)} holds, "
+            f"{_fmt(s.get('packets_per_read'), '.2f')} packets per read (the whole sitting)"
+        )
     if s["server_drops"]:
         notes.append(f"server drops: {s['server_drops']}")
     if s["baseline_drops"]:
