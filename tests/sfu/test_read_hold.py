@@ -116,3 +116,57 @@ def test_the_hold_is_bounded_and_reaches_the_router_from_the_endpoint():
         endpoint.close()
     with pytest.raises(ValueError, match="read hold"):
         UdpEndpoint("127.0.0.1", 0, max_peers=4, cache_packets=64, read_hold_us=-5)
+
+
+def test_what_arrives_during_a_hold_is_drained_in_the_same_wake_up_past_one_batch():
+    # a 100 ms hold (the most allowed): 150 packets arrive while it sleeps, more than
+    # two recvmmsg batches (64), and the same drain call forwards every one of them
+    server = open_media_socket("127.0.0.1", 0)
+    port = server.getsockname()[1]
+    a, b = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2))
+    a.bind(("127.0.0.1", 0))
+    b.bind(("127.0.0.1", 0))
+    b.setblocking(False)
+    router = Router(server.fileno(), max_peers=4, max_streams=4, cache_packets=64)
+    router.set_read_hold(100_000)
+    pair = Pair(router, a.getsockname(), b.getsockname())
+    packets = [pair.a_tx.protect(rtp(seq)) for seq in range(162)]
+
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            a.sendto(packets[seq], ("127.0.0.1", port))
+
+    def wait_readable() -> None:
+        assert select.select([server], [], [], 2)[0]
+
+    def received() -> list[int]:
+        got = []
+        while True:
+            try:
+                got.append(RtpPacket.parse(pair.b_rx.unprotect(b.recv(2048))).sequence_number)
+            except BlockingIOError:
+                return got
+
+    try:
+        # the rate estimate: 10 packets (no hold after a wake-up that found 8 or more),
+        # then 2 more 60 ms later: ~33/s, so a 100 ms hold expects 3.3 and is taken
+        send(range(10))
+        wait_readable()
+        router.drain(0.0)
+        assert router.counters()["read_holds"] == 0
+        time.sleep(0.06)
+        send(range(10, 12))
+        wait_readable()
+        time.sleep(0.005)  # both are in
+        late = threading.Timer(0.01, send, (range(12, 162),))  # during the hold
+        late.start()
+        router.drain(0.0)
+        late.join()
+        counters = router.counters()
+        assert counters["read_holds"] == 1
+        assert counters["held_packets"] == 150
+        assert counters["forwarded_packets"] == 162
+        assert received() == list(range(162))
+    finally:
+        for s in (server, a, b):
+            s.close()
