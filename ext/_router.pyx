@@ -9,6 +9,10 @@ subscriber's packet cache slot, protects it with the subscriber's context and
 queues it for sendmmsg. No Python object is made per packet. Python only sees
 what needs a decision: STUN, DTLS and (decrypted) RTCP, through `pop_slow()`.
 
+A read hold (`set_read_hold`, off by default) coalesces reads at rates where a
+wake-up finds one or two packets: after such a wake-up, drain sleeps once (at most
+the hold, adapted to the measured packet rate) and reads again.
+
 `feed()` runs the same per-packet code on one datagram and returns what would
 be sent instead of sending it: the sans-I/O entry point the tests use.
 

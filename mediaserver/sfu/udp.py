@@ -6,6 +6,14 @@ datagram protocol: uvloop's datagram_received makes a bytes object, an address
 tuple and a callback per datagram, while Router.drain reads, routes, protects
 and sends whole batches in C. Only STUN, DTLS and RTCP come back up to Python.
 
+With a read hold (--read-hold-us, Router.set_read_hold; off by default), a wake-up
+that found fewer than 8 packets sleeps once inside drain, at most the hold and no
+longer than the current packet rate needs to bring 8, then reads again: one wake-up
+then carries several packets. It is not taken where the rate would not bring 2
+packets within the hold (the sleep is a wake-up of its own). What was read is sent
+before the sleep; what arrives during it waits at most the hold, and so does the
+event loop (signalling, timers), once per wake-up.
+
 The socket is dual-stack where the host has IPv6: one AF_INET6 socket on `::`
 with IPV6_V6ONLY off takes IPv4 peers too (as ::ffff:a.b.c.d, which the router
 keys and reports as the plain IPv4 address), so a worker still has one port, one
