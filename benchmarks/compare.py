@@ -3,7 +3,7 @@ use instead, in one run.
 
     python -m benchmarks.compare [--calls 4] [--duration 10] [--repeats 1]
                                  [--targets mediaserver,bare_forwarder,aiortc_relay,janus,pion]
-                                 [--no-aiortc-capacity] [--quick] [--json]
+                                 [--no-aiortc-capacity] [--quick] [--read-hold-us 0] [--json]
 
 A call is one synthetic publisher whose video goes to one synthetic subscriber
 (real ICE, DTLS and SRTP on 127.0.0.1), at the packet rate of a 640x480 20 fps
@@ -117,6 +117,8 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
             str(args.repeats),
             "--warmup",
             str(min(args.warmup, 1.0)),
+            "--read-hold-us",
+            str(args.read_hold_us),
         ]
     )
     s = forward.run(fargs)
@@ -448,6 +450,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--aiortc-max-calls", type=int, default=32, help="stop the capacity search there (32)"
     )
     parser.add_argument("--quick", action="store_true", help="short runs: done within 3 minutes")
+    parser.add_argument(
+        "--read-hold-us",
+        type=int,
+        default=0,
+        help="mediaserver's read hold (its --read-hold-us; default 0: off)",
+    )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )

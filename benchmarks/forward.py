@@ -233,7 +233,11 @@ class ServerProcess(ControlledProcess):
     """benchmarks/sfu_harness.py in a child process: the SFU under test."""
 
     def __init__(
-        self, asyncio_loop: bool = False, dual_stack: bool = False, tcp: bool = False
+        self,
+        asyncio_loop: bool = False,
+        dual_stack: bool = False,
+        tcp: bool = False,
+        read_hold_us: int = 0,
     ) -> None:
         args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
         if dual_stack:
@@ -242,6 +246,8 @@ class ServerProcess(ControlledProcess):
             args.append("--asyncio")
         if tcp:
             args.append("--tcp")
+        if read_hold_us:
+            args += ["--read-hold-us", str(read_hold_us)]
         super().__init__(args, "SFU harness")
         self.port = int(self.hello["port"])
         self.loop = self.hello.get("loop", "?")
@@ -604,6 +610,11 @@ def print_table(s: dict[str, Any]) -> None:
     check = s.get("libsrtp_check") or {}
     if check.get("available"):
         notes.append(f"libsrtp check of forwarded packets: {check['ok']}/{check['checked']} ok")
+    if s.get("read_hold_us"):
+        notes.append(
+            f"read hold {s['read_hold_us']} us: {s.get('read_holds', 0)} holds, "
+            f"{_fmt(s.get('packets_per_read'), '.2f')} packets per read (the whole sitting)"
+        )
     if s["server_drops"]:
         notes.append(f"server drops: {s['server_drops']}")
     if s["baseline_drops"]:
@@ -689,6 +700,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "measured against the UDP pairs in the same run (default udp: UDP only)",
     )
     parser.add_argument(
+        "--read-hold-us",
+        type=int,
+        default=0,
+        help="the server's read hold (--read-hold-us of the server; default 0: off)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )
     args = parser.parse_args(argv)
@@ -717,7 +734,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # -- the SFU, and the peers it serves (with --family 6, a second set on ::1)
         dual = args.family == "6"
         tcp = args.transport == "tcp"
-        server = ServerProcess(asyncio_loop=args.asyncio, dual_stack=dual, tcp=tcp)
+        server = ServerProcess(
+            asyncio_loop=args.asyncio, dual_stack=dual, tcp=tcp, read_hold_us=args.read_hold_us
+        )
         stack.callback(server.close)
         certificate = DtlsCertificate.generate()
         sets = [(LOOPBACK, "udp"), (LOOPBACK6, "udp")] if dual else [(LOOPBACK, "udp")]
@@ -831,7 +850,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "rtcp_reports_sent": keepalive.rtcp_sent,
             "family": args.family,
             "transport": args.transport,
+            "read_hold_us": args.read_hold_us,
         }
+        router = server.request("counters")["counters"]
+        if router.get("batches"):
+            # what the read hold did over the whole sitting (warm-up included)
+            meta["read_holds"] = router.get("read_holds", 0)
+            meta["held_packets"] = router.get("held_packets", 0)
+            meta["packets_per_read"] = router["rx_datagrams"] / router["batches"]
         runs = [r for t in targets for r in t.results]
         summary = summarize(
             server_target.results, baseline_target.results, meta, cpu_source(runs)

@@ -16,6 +16,7 @@ Errors come back as {"ok": false, "error": "..."}. EOF on stdin also ends it,
 and it dies with its parent (PR_SET_PDEATHSIG), so it never outlives a run.
 
     python -m benchmarks.sfu_harness [--host 127.0.0.1] [--announced-ip IP[,IP]] [--asyncio]
+                                     [--tcp] [--read-hold-us 0]
 
 `--host ::` binds the dual-stack socket the server binds by default; announce
 `127.0.0.1,::1` with it to serve IPv4 and IPv6 peers at once (forward.py --family 6).
@@ -100,7 +101,9 @@ class Harness:
         sys.stdout.flush()
 
 
-async def serve(host: str, announced_ip: str | None = None, tcp: bool = False) -> None:
+async def serve(
+    host: str, announced_ip: str | None = None, tcp: bool = False, read_hold_us: int = 0
+) -> None:
     loop = asyncio.get_running_loop()
     sfu = Sfu(
         SfuConfig(
@@ -108,6 +111,7 @@ async def serve(host: str, announced_ip: str | None = None, tcp: bool = False) -
             udp_port=0,
             announced_ip=announced_ip or host,
             tcp_port=0 if tcp else None,
+            read_hold_us=read_hold_us,
             # every synthetic peer comes from the one loopback address
             max_tcp_per_address=4096,
         )
@@ -143,15 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--asyncio", action="store_true", help="stdlib event loop, not uvloop")
     parser.add_argument("--tcp", action="store_true", help="ICE-TCP too, on any free port")
+    parser.add_argument(
+        "--read-hold-us", type=int, default=0, help="coalesce reads (SfuConfig.read_hold_us)"
+    )
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.asyncio:
-        asyncio.run(serve(args.host, args.announced_ip, args.tcp))
+        asyncio.run(serve(args.host, args.announced_ip, args.tcp, args.read_hold_us))
     else:
         import uvloop
 
-        uvloop.run(serve(args.host, args.announced_ip, args.tcp))
+        uvloop.run(serve(args.host, args.announced_ip, args.tcp, args.read_hold_us))
     return 0
 
 

@@ -9,6 +9,10 @@ subscriber's packet cache slot, protects it with the subscriber's context and
 queues it for sendmmsg. No Python object is made per packet. Python only sees
 what needs a decision: STUN, DTLS and (decrypted) RTCP, through `pop_slow()`.
 
+A read hold (`set_read_hold`, off by default) coalesces reads at rates where a
+wake-up finds one or two packets: after such a wake-up, drain sleeps once (at most
+the hold, adapted to the measured packet rate) and reads again.
+
 `feed()` runs the same per-packet code on one datagram and returns what would
 be sent instead of sending it: the sans-I/O entry point the tests use.
 
@@ -31,7 +35,8 @@ from includes.system cimport (
     AF_INET, AF_INET6, EAGAIN, EINTR, EWOULDBLOCK, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_TRUNC,
     SO_DOMAIN, SOL_SOCKET, errno, getsockopt, htons, in_addr, in6_addr, inet_ntop, inet_pton,
     iovec, mmsghdr, msghdr, ntohs, recv, recvmmsg, send, sendmmsg, sendmsg, sendto, sockaddr,
-    sockaddr_in, sockaddr_in6, socklen_t,
+    sockaddr_in, sockaddr_in6, socklen_t, timespec, CLOCK_MONOTONIC, clock_gettime,
+    clock_nanosleep,
 )
 from mediaserver._rtp cimport (
     CACHE_SLOT, RTP_MAX_PACKET, PacketCache, RtpHeader, SentSeqs, cache_commit, cache_init,
@@ -76,6 +81,13 @@ cdef enum:
     MAX_RESENDS = 8
     TCP_RX = 65536        # bytes per recv() of a TCP connection
     TCP_READS = 4         # recv() calls per tcp_read: one busy connection cannot starve the rest
+    HOLD_TARGET = 8       # a read hold aims at this many packets per wake-up (and is
+                          # not taken after a wake-up that already found as many)
+
+# A read hold sleeps once per wake-up, and that sleep ends in a wake-up of its own:
+# it is only taken when the packet rate promises at least this many packets in it
+cdef double HOLD_MIN_EXPECTED = 2.0
+cdef double RATE_WINDOW = 0.05   # seconds of packets behind the rate estimate
 
 # sin6_flowinfo of a TCP peer's address (sin6_scope_id then holds its connection's
 # slot). No received datagram has it: the kernel masks a flow label with 0x0FFFFFFF.
@@ -316,6 +328,14 @@ cdef class Router:
     cdef uint64_t slow_datagrams
     cdef uint64_t recv_errors
     cdef uint64_t batches
+    # read hold (set_read_hold): after a wake-up that found few packets, sleep up to
+    # hold_ns and read again, so that one wake-up carries several packets
+    cdef uint64_t hold_ns
+    cdef double rate        # packets/s received, over the last RATE_WINDOW
+    cdef double rate_t0
+    cdef uint64_t rate_rx0
+    cdef uint64_t holds
+    cdef uint64_t held_packets
     # ICE-TCP connections, by slot
     cdef TcpConn** tcp
     cdef int max_tcp
@@ -951,8 +971,14 @@ cdef class Router:
 
     def drain(self, double now, int max_batches=16):
         """Read and process what the socket holds, in batches; send what is
-        forwarded. Returns how many slow-path datagrams wait in pop_slow()."""
+        forwarded. Returns how many slow-path datagrams wait in pop_slow().
+
+        With a read hold (set_read_hold), a drain that found fewer than
+        HOLD_TARGET packets may sleep once, for at most the hold, and read again."""
         cdef int b, i, n
+        cdef uint64_t rx0 = self.rx_datagrams, rx_held = 0
+        cdef bint held = False
+        cdef timespec pause
         if self.fd < 0:
             raise ValueError("router has no socket")
         self.now = now
@@ -977,8 +1003,53 @@ cdef class Router:
             if self.nslow:
                 self._collect_slow()
             if n < BATCH:
-                break
+                if held or self.hold_ns == 0 or not self._hold_time(self.rx_datagrams - rx0, &pause):
+                    break
+                # what was read is already sent: only what arrives during the
+                # pause waits, for at most the pause
+                held = True
+                rx_held = self.rx_datagrams
+                with nogil:
+                    clock_nanosleep(CLOCK_MONOTONIC, 0, &pause, NULL)
+                self.holds += 1
+        if held:
+            self.held_packets += self.rx_datagrams - rx_held
         return len(self.slow)
+
+    cdef bint _hold_time(self, uint64_t found, timespec* pause) noexcept:
+        # whether to hold after a wake-up that found `found` packets, and for how
+        # long: long enough for HOLD_TARGET - found more at the current rate, capped
+        # by hold_ns; not at all when the cap would not even bring HOLD_MIN_EXPECTED
+        cdef timespec ts
+        cdef double t, hold
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        t = ts.tv_sec + ts.tv_nsec * 1e-9
+        if t - self.rate_t0 >= RATE_WINDOW:
+            if self.rate_t0 > 0:
+                self.rate = (self.rx_datagrams - self.rate_rx0) / (t - self.rate_t0)
+            self.rate_t0 = t
+            self.rate_rx0 = self.rx_datagrams
+        if found == 0 or found >= HOLD_TARGET:
+            return False
+        hold = self.hold_ns * 1e-9
+        if self.rate * hold < HOLD_MIN_EXPECTED:
+            return False
+        hold = min(hold, (HOLD_TARGET - found) / self.rate)
+        pause.tv_sec = 0
+        pause.tv_nsec = <long>(hold * 1e9)
+        return True
+
+    def set_read_hold(self, int hold_us):
+        """Coalesce reads: after a drain that found fewer than HOLD_TARGET packets,
+        sleep at most `hold_us` microseconds (adapted to the packet rate; 0: never,
+        the default) and read again. Adds at most the hold to a packet's delivery."""
+        if not 0 <= hold_us <= 100_000:
+            raise ValueError("read hold must be within 0..100000 us")
+        self.hold_ns = <uint64_t>hold_us * 1000
+
+    @property
+    def read_hold_us(self):
+        return self.hold_ns // 1000
 
     cdef object _addr_tuple(self, const SockAddr* a):
         # (host, port) as Python sees it everywhere: an IPv4 peer is dotted-quad text
@@ -1167,6 +1238,8 @@ cdef class Router:
             "slow_datagrams": self.slow_datagrams,
             "recv_errors": self.recv_errors,
             "batches": self.batches,
+            "read_holds": self.holds,
+            "held_packets": self.held_packets,
             "tcp_connections": sum(1 for i in range(self.max_tcp) if self.tcp[i] != NULL),
             "tcp_frames": self.tcp_frames,
             "tcp_bytes": self.tcp_bytes,

@@ -103,6 +103,14 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
             "port (--tcp-port + i per worker); 0: off"
         ),
     ),
+    "read_hold_us": (
+        _int,
+        (
+            "coalesce media reads: after a wake-up that found few packets, wait up to "
+            "this many microseconds (0..100000, adapted to the packet rate) and read "
+            "again; adds up to that much latency. 0: off"
+        ),
+    ),
     "announced_ip": (
         _str,
         (

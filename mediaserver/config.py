@@ -51,6 +51,9 @@ class Config:
     tcp_port: int = 0
     """The ICE-TCP port (RFC 6544), for networks that block UDP: a passive TCP
     candidate in every answer, one port per worker (tcp_port + i); 0: off."""
+    read_hold_us: int = 0
+    """Coalescing of media reads (SfuConfig.read_hold_us): up to this many microseconds
+    of added latency for fewer wake-ups per packet; 0: off (see README Performance)."""
     announced_ip: str = "127.0.0.1"
     """Addresses put in SDP candidates, the ones peers reach the media port at: one
     IPv4 and/or one IPv6, comma-separated (the flag is repeatable)."""
@@ -153,6 +156,8 @@ class Config:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
+        if not 0 <= self.read_hold_us <= 100_000:
+            raise ValueError(f"--read-hold-us must be 0..100000, not {self.read_hold_us}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
         if self.log_format not in LOG_FORMATS:

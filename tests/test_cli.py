@@ -23,7 +23,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 def test_help_documents_every_flag():
     out = subprocess.run(MEDIASERVER + ["--help"], capture_output=True, text=True, check=True)
     turn = ("--turn-url", "--turn-secret", "--turn-secret-file", "--turn-ttl")
-    for flag in ("--host", "--port", "--udp-port", "--announced-ip", "--log-level", *turn):
+    flags = ("--host", "--port", "--udp-port", "--announced-ip", "--log-level", "--read-hold-us")
+    for flag in (*flags, *turn):
         assert flag in out.stdout
 
 
@@ -36,6 +37,7 @@ def test_help_documents_every_flag():
     (["--turn-url", "turn:turn.example.org"], "--turn-url needs --turn-secret-file"),
     (["--turn-url", "stun:turn.example.org", "--turn-secret", "s"], "is not a TURN URL"),
     (["--turn-ttl", "soon"], "not a whole number"),
+    (["--read-hold-us", "200000"], "--read-hold-us must be 0..100000, not 200000"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(args, message):
     proc = subprocess.run(MEDIASERVER + args, capture_output=True, text=True)

@@ -32,6 +32,10 @@ class SfuConfig:
     and/or one IPv6, comma-separated."""
     consent_timeout: float = 30.0
     """A peer that sends no valid STUN for this long is dropped (RFC 7675)."""
+    read_hold_us: int = 0
+    """Coalesce reads of the media socket: after a wake-up that found few packets,
+    sleep up to this many microseconds (less as the packet rate grows; not at all
+    where the rate would not bring 2 packets in it) and read again. 0: off."""
     max_peers: int = 4096
     cache_packets: int = 512
     """Packets kept per outbound stream for NACK (a power of two)."""

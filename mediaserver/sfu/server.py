@@ -160,6 +160,7 @@ class Sfu(VideoTaps):
             tcp_port=self.config.tcp_port,
             max_tcp=self.config.max_tcp_connections,
             max_tcp_per_address=self.config.max_tcp_per_address,
+            read_hold_us=self.config.read_hold_us,
         )
         unreachable = [ip for ip in self._announced if _family(ip) not in udp.families]
         if unreachable:

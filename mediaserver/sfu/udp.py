@@ -6,6 +6,14 @@ datagram protocol: uvloop's datagram_received makes a bytes object, an address
 tuple and a callback per datagram, while Router.drain reads, routes, protects
 and sends whole batches in C. Only STUN, DTLS and RTCP come back up to Python.
 
+With a read hold (--read-hold-us, Router.set_read_hold; off by default), a wake-up
+that found fewer than 8 packets sleeps once inside drain, at most the hold and no
+longer than the current packet rate needs to bring 8, then reads again: one wake-up
+then carries several packets. It is not taken where the rate would not bring 2
+packets within the hold (the sleep is a wake-up of its own). What was read is sent
+before the sleep; what arrives during it waits at most the hold, and so does the
+event loop (signalling, timers), once per wake-up.
+
 The socket is dual-stack where the host has IPv6: one AF_INET6 socket on `::`
 with IPV6_V6ONLY off takes IPv4 peers too (as ::ffff:a.b.c.d, which the router
 keys and reports as the plain IPv4 address), so a worker still has one port, one
@@ -110,6 +118,9 @@ class UdpEndpoint:
         port: UDP port (0 picks a free one: see `port`).
         tcp_port: the ICE-TCP port on the same host (sfu/tcp.py), None for none
             (0 picks a free one).
+        read_hold_us: coalesce reads: after a wake-up that found few packets, the
+            router sleeps up to this long and reads again (Router.set_read_hold;
+            0: off). It blocks the loop for that long, once per wake-up.
     """
 
     def __init__(
@@ -122,6 +133,7 @@ class UdpEndpoint:
         tcp_port: int | None = None,
         max_tcp: int = 1024,
         max_tcp_per_address: int = 8,
+        read_hold_us: int = 0,
     ) -> None:
         self.sock = open_media_socket(host, port)
         # an IPv4 peer's address is dotted-quad text everywhere above the router;
@@ -134,6 +146,11 @@ class UdpEndpoint:
             cache_packets=cache_packets,
             max_tcp=max_tcp,
         )
+        try:
+            self.router.set_read_hold(read_hold_us)
+        except ValueError:
+            self.sock.close()
+            raise
         self.tcp: TcpMedia | None = None
         if tcp_port is not None:
             try:

@@ -74,6 +74,23 @@ def test_forward_benchmark_runs_and_reports_json():
         assert check["checked"] > 0 and check["ok"] == check["checked"]
 
 
+def test_forward_benchmark_passes_the_read_hold_to_the_server():
+    # 4,000/s in a packet every 0.25 ms: a 2 ms hold expects 8, so the server holds
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.forward", "--pairs", "2", "--duration", "1",
+         "--rate", "4000", "--tick", "0.00025", "--warmup", "0.2", "--read-hold-us", "2000",
+         "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=100, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["read_hold_us"] == 2000
+    assert summary["read_holds"] > 0 and summary["packets_per_read"] > 1
+    assert "read hold 2000 us:" in proc.stdout
+    assert summary["forwarded_pps"] > 0 and summary["loss"] < 0.5
+    assert summary["srtp_auth_failures"] == 0 and summary["misrouted"] == 0
+
+
 def test_forward_benchmark_family_6_reports_ipv6_beside_ipv4():
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.forward", "--family", "6", "--pairs", "2",
