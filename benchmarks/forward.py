@@ -238,6 +238,7 @@ class ServerProcess(ControlledProcess):
         dual_stack: bool = False,
         tcp: bool = False,
         read_hold_us: int = 0,
+        socket_thread: bool = True,
     ) -> None:
         args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
         if dual_stack:
@@ -248,6 +249,8 @@ class ServerProcess(ControlledProcess):
             args.append("--tcp")
         if read_hold_us:
             args += ["--read-hold-us", str(read_hold_us)]
+        if not socket_thread:
+            args.append("--no-socket-thread")
         super().__init__(args, "SFU harness")
         self.port = int(self.hello["port"])
         self.loop = self.hello.get("loop", "?")
@@ -706,6 +709,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the server's read hold (--read-hold-us of the server; default 0: off)",
     )
     parser.add_argument(
+        "--no-socket-thread",
+        dest="socket_thread",
+        action="store_false",
+        help="the server reads its media socket on the event loop (--no-socket-thread), "
+        "not the router's C thread",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )
     args = parser.parse_args(argv)
@@ -735,7 +745,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dual = args.family == "6"
         tcp = args.transport == "tcp"
         server = ServerProcess(
-            asyncio_loop=args.asyncio, dual_stack=dual, tcp=tcp, read_hold_us=args.read_hold_us
+            asyncio_loop=args.asyncio,
+            dual_stack=dual,
+            tcp=tcp,
+            read_hold_us=args.read_hold_us,
+            socket_thread=args.socket_thread,
         )
         stack.callback(server.close)
         certificate = DtlsCertificate.generate()
@@ -851,6 +865,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "family": args.family,
             "transport": args.transport,
             "read_hold_us": args.read_hold_us,
+            "socket_thread": args.socket_thread,
         }
         router = server.request("counters")["counters"]
         if router.get("batches"):
