@@ -618,6 +618,13 @@ def print_table(s: dict[str, Any]) -> None:
             f"read hold {s['read_hold_us']} us: {s.get('read_holds', 0)} holds, "
             f"{_fmt(s.get('packets_per_read'), '.2f')} packets per read (the whole sitting)"
         )
+    if s.get("slow_per_datagram") is not None:
+        notes.append(
+            f"{'socket thread' if s.get('socket_thread') else 'event-loop reader'}: "
+            f"{_fmt(s['slow_per_datagram'], '.4f')} slow-path datagrams and "
+            f"{_fmt(s.get('loop_notices_per_datagram'), '.4f')} event-loop notices per "
+            "datagram (the whole sitting)"
+        )
     if s["server_drops"]:
         notes.append(f"server drops: {s['server_drops']}")
     if s["baseline_drops"]:
@@ -873,6 +880,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             meta["read_holds"] = router.get("read_holds", 0)
             meta["held_packets"] = router.get("held_packets", 0)
             meta["packets_per_read"] = router["rx_datagrams"] / router["batches"]
+        if router.get("rx_datagrams"):
+            # how often Python had to run, per datagram received (the whole sitting):
+            # the slow path (STUN, DTLS, RTCP) and, with the socket thread, the
+            # eventfd notices that woke the event loop for it
+            meta["slow_per_datagram"] = router["slow_datagrams"] / router["rx_datagrams"]
+            meta["loop_notices_per_datagram"] = (
+                router.get("thread_notifies", 0) / router["rx_datagrams"]
+            )
         runs = [r for t in targets for r in t.results]
         summary = summarize(
             server_target.results, baseline_target.results, meta, cpu_source(runs)
