@@ -119,6 +119,7 @@ def run_forward(args: argparse.Namespace, call_pps: float) -> tuple[dict, dict]:
             str(min(args.warmup, 1.0)),
             "--read-hold-us",
             str(args.read_hold_us),
+            *([] if args.socket_thread else ["--no-socket-thread"]),
         ]
     )
     s = forward.run(fargs)
@@ -455,6 +456,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=0,
         help="mediaserver's read hold (its --read-hold-us; default 0: off)",
+    )
+    parser.add_argument(
+        "--no-socket-thread",
+        dest="socket_thread",
+        action="store_false",
+        help="mediaserver reads its media socket on the event loop (its --no-socket-thread)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"

@@ -238,6 +238,7 @@ class ServerProcess(ControlledProcess):
         dual_stack: bool = False,
         tcp: bool = False,
         read_hold_us: int = 0,
+        socket_thread: bool = True,
     ) -> None:
         args = [sys.executable, "-m", "benchmarks.sfu_harness", "--host", LOOPBACK]
         if dual_stack:
@@ -248,6 +249,8 @@ class ServerProcess(ControlledProcess):
             args.append("--tcp")
         if read_hold_us:
             args += ["--read-hold-us", str(read_hold_us)]
+        if not socket_thread:
+            args.append("--no-socket-thread")
         super().__init__(args, "SFU harness")
         self.port = int(self.hello["port"])
         self.loop = self.hello.get("loop", "?")
@@ -615,6 +618,13 @@ def print_table(s: dict[str, Any]) -> None:
             f"read hold {s['read_hold_us']} us: {s.get('read_holds', 0)} holds, "
             f"{_fmt(s.get('packets_per_read'), '.2f')} packets per read (the whole sitting)"
         )
+    if s.get("slow_per_datagram") is not None:
+        notes.append(
+            f"{'socket thread' if s.get('socket_thread') else 'event-loop reader'}: "
+            f"{_fmt(s['slow_per_datagram'], '.4f')} slow-path datagrams and "
+            f"{_fmt(s.get('loop_notices_per_datagram'), '.4f')} event-loop notices per "
+            "datagram (the whole sitting)"
+        )
     if s["server_drops"]:
         notes.append(f"server drops: {s['server_drops']}")
     if s["baseline_drops"]:
@@ -706,6 +716,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the server's read hold (--read-hold-us of the server; default 0: off)",
     )
     parser.add_argument(
+        "--no-socket-thread",
+        dest="socket_thread",
+        action="store_false",
+        help="the server reads its media socket on the event loop (--no-socket-thread), "
+        "not the router's C thread",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object on the last line"
     )
     args = parser.parse_args(argv)
@@ -735,7 +752,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dual = args.family == "6"
         tcp = args.transport == "tcp"
         server = ServerProcess(
-            asyncio_loop=args.asyncio, dual_stack=dual, tcp=tcp, read_hold_us=args.read_hold_us
+            asyncio_loop=args.asyncio,
+            dual_stack=dual,
+            tcp=tcp,
+            read_hold_us=args.read_hold_us,
+            socket_thread=args.socket_thread,
         )
         stack.callback(server.close)
         certificate = DtlsCertificate.generate()
@@ -851,6 +872,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "family": args.family,
             "transport": args.transport,
             "read_hold_us": args.read_hold_us,
+            "socket_thread": args.socket_thread,
         }
         router = server.request("counters")["counters"]
         if router.get("batches"):
@@ -858,6 +880,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             meta["read_holds"] = router.get("read_holds", 0)
             meta["held_packets"] = router.get("held_packets", 0)
             meta["packets_per_read"] = router["rx_datagrams"] / router["batches"]
+        if router.get("rx_datagrams"):
+            # how often Python had to run, per datagram received (the whole sitting):
+            # the slow path (STUN, DTLS, RTCP) and, with the socket thread, the
+            # eventfd notices that woke the event loop for it
+            meta["slow_per_datagram"] = router["slow_datagrams"] / router["rx_datagrams"]
+            meta["loop_notices_per_datagram"] = (
+                router.get("thread_notifies", 0) / router["rx_datagrams"]
+            )
         runs = [r for t in targets for r in t.results]
         summary = summarize(
             server_target.results, baseline_target.results, meta, cpu_source(runs)

@@ -102,7 +102,11 @@ class Harness:
 
 
 async def serve(
-    host: str, announced_ip: str | None = None, tcp: bool = False, read_hold_us: int = 0
+    host: str,
+    announced_ip: str | None = None,
+    tcp: bool = False,
+    read_hold_us: int = 0,
+    socket_thread: bool = True,
 ) -> None:
     loop = asyncio.get_running_loop()
     sfu = Sfu(
@@ -112,6 +116,7 @@ async def serve(
             announced_ip=announced_ip or host,
             tcp_port=0 if tcp else None,
             read_hold_us=read_hold_us,
+            socket_thread=socket_thread,
             # every synthetic peer comes from the one loopback address
             max_tcp_per_address=4096,
         )
@@ -150,15 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--read-hold-us", type=int, default=0, help="coalesce reads (SfuConfig.read_hold_us)"
     )
+    parser.add_argument(
+        "--no-socket-thread",
+        dest="socket_thread",
+        action="store_false",
+        help="read the media socket on the event loop, not the router's C thread",
+    )
     args = parser.parse_args(argv)
     die_with_parent()
+    run_args = (args.host, args.announced_ip, args.tcp, args.read_hold_us, args.socket_thread)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     if args.asyncio:
-        asyncio.run(serve(args.host, args.announced_ip, args.tcp, args.read_hold_us))
+        asyncio.run(serve(*run_args))
     else:
         import uvloop
 
-        uvloop.run(serve(args.host, args.announced_ip, args.tcp, args.read_hold_us))
+        uvloop.run(serve(*run_args))
     return 0
 
 

@@ -67,6 +67,37 @@ cdef extern from "<sys/epoll.h>" nogil:
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
+    ssize_t write(int fd, const void* buf, size_t n)
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd* fds, unsigned long nfds, int timeout)
+    short POLLIN
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_CLOEXEC
+    int EFD_NONBLOCK
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_mutexattr_t:
+        pass
+    int pthread_create(pthread_t* t, void* attr, void* (*fn)(void*) noexcept nogil, void* arg)
+    int pthread_join(pthread_t t, void** ret)
+    int pthread_mutex_init(pthread_mutex_t* m, const pthread_mutexattr_t* a)
+    int pthread_mutex_destroy(pthread_mutex_t* m)
+    int pthread_mutex_lock(pthread_mutex_t* m)
+    int pthread_mutex_unlock(pthread_mutex_t* m)
+    int pthread_mutexattr_init(pthread_mutexattr_t* a)
+    int pthread_mutexattr_settype(pthread_mutexattr_t* a, int kind)
+    int pthread_mutexattr_destroy(pthread_mutexattr_t* a)
+    int PTHREAD_MUTEX_RECURSIVE
 
 cdef enum:
     BATCH = 64            # datagrams per recvmmsg / sendmmsg
@@ -83,6 +114,10 @@ cdef enum:
     TCP_READS = 4         # recv() calls per tcp_read: one busy connection cannot starve the rest
     HOLD_TARGET = 8       # a read hold aims at this many packets per wake-up (and is
                           # not taken after a wake-up that already found as many)
+    SLOW_QUEUE = 2048     # slow-path datagrams waiting for Python (pop_slow); more
+                          # are dropped, counted: with the socket thread, a stalled
+                          # event loop must not grow memory
+    THREAD_BATCHES = 16   # recvmmsg batches per hold of the lock by the socket thread
 
 # A read hold sleeps once per wake-up, and that sleep ends in a wake-up of its own:
 # it is only taken when the packet rate promises at least this many packets in it
@@ -143,6 +178,7 @@ cdef enum:  # drop reasons, index into Router.drops
     DROP_NACK_TOO_SOON
     DROP_TCP_BACKPRESSURE
     DROP_TCP_GONE
+    DROP_SLOW_QUEUE_FULL
     N_DROPS
 
 DROP_NAMES = (
@@ -166,6 +202,9 @@ DROP_NAMES = (
     "tcp_backpressure",
     # a packet for a TCP connection that is closed
     "tcp_gone",
+    # a STUN, DTLS or RTCP datagram (or tapped media) found SLOW_QUEUE others still
+    # waiting for Python: the event loop is that far behind
+    "slow_queue_full",
 )
 
 ctypedef struct InStream:
@@ -247,10 +286,13 @@ ctypedef struct TcpConn:
     uint8_t out[2 + RECV_SLOT]
 
 ctypedef struct SlowItem:
+    # a datagram for Python, copied out of the receive slot (which the next
+    # batch reuses, maybe before Python runs: the socket thread does not wait)
     int kind
     int peer
-    int slot
     int length
+    SockAddr addr
+    uint8_t data[RECV_SLOT]
 
 
 cdef inline void addr_key(const SockAddr* a, AddrKey* k) noexcept nogil:
@@ -289,6 +331,12 @@ cdef inline bint is_v4_mapped(const uint8_t* a) noexcept nogil:
     return a[10] == 0xFF and a[11] == 0xFF
 
 
+cdef inline double monotonic_now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
 cdef class Router:
     cdef int fd
     cdef int max_peers
@@ -313,7 +361,7 @@ cdef class Router:
     cdef iovec tx_iov[BATCH]
     cdef SockAddr tx_addr[BATCH]
     cdef int ntx
-    cdef SlowItem slow_items[BATCH]
+    cdef SlowItem* slow_items   # SLOW_QUEUE of them, touched only as far as used
     cdef int nslow
     cdef list slow
     cdef uint8_t scratch[RECV_SLOT]
@@ -353,11 +401,33 @@ cdef class Router:
     cdef uint64_t rng
     cdef double now        # router time of the batch being processed
 
+    # Everything above is shared by the socket thread (start_thread) and the
+    # Python methods: each holds `mu` while it touches it (recursive: a method may
+    # call another). The thread never takes the GIL, so holding both is safe.
+    cdef pthread_mutex_t mu
+    cdef bint mu_ready
+    cdef pthread_t thread
+    cdef bint threaded
+    cdef int stop_fd       # eventfd that ends the thread's poll
+    cdef int notify_fd     # eventfd the thread writes when pop_slow() has work
+    cdef uint64_t thread_wakeups
+    cdef uint64_t notifies
+
     def __cinit__(self, int fd=-1, int max_peers=4096, int max_streams=8192,
                   int cache_packets=512, int family=0, int max_tcp=1024):
         cdef int i, cap
         cdef socklen_t length = sizeof(int)
+        cdef pthread_mutexattr_t attr
         self.tcp_ep = -1   # first: __dealloc__ runs after a __cinit__ that raised, too
+        self.stop_fd = -1
+        self.notify_fd = -1
+        pthread_mutexattr_init(&attr)
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE)
+        if pthread_mutex_init(&self.mu, &attr) != 0:
+            pthread_mutexattr_destroy(&attr)
+            raise MemoryError()
+        pthread_mutexattr_destroy(&attr)
+        self.mu_ready = True
         if max_peers < 1 or max_streams < 1 or max_tcp < 0:
             raise ValueError("max_peers and max_streams must be positive, max_tcp not negative")
         if cache_packets < BATCH or cache_packets & (cache_packets - 1):
@@ -386,8 +456,9 @@ cdef class Router:
         self.rx_buf = <uint8_t*>calloc(BATCH, RECV_SLOT)
         self.max_tcp = max_tcp
         self.tcp = <TcpConn**>calloc(max_tcp + 1, sizeof(TcpConn*))
+        self.slow_items = <SlowItem*>calloc(SLOW_QUEUE, sizeof(SlowItem))
         if not (self.peers and self.outs and self.addr_keys and self.addr_vals and self.rx_buf
-                and self.tcp):
+                and self.tcp and self.slow_items):
             raise MemoryError()
         self.addr_mask = cap - 1
         for i in range(cap):
@@ -406,6 +477,10 @@ cdef class Router:
 
     def __dealloc__(self):
         cdef int i
+        self._stop_thread()
+        if self.mu_ready:
+            pthread_mutex_destroy(&self.mu)
+        free(self.slow_items)
         if self.peers != NULL:
             for i in range(self.max_peers):
                 if self.peers[i].used:
@@ -506,33 +581,41 @@ cdef class Router:
         """Allocate a peer slot and return its id."""
         cdef int i
         cdef Peer* p
-        for i in range(self.max_peers):
-            if not self.peers[i].used:
-                p = &self.peers[i]
-                memset(p, 0, sizeof(Peer))
-                memset(p.routes, 0xFF, sizeof(p.routes))   # all EMPTY
-                p.used = 1
-                return i
-        raise RuntimeError(f"router full: {self.max_peers} peers")
+        self._lock()
+        try:
+            for i in range(self.max_peers):
+                if not self.peers[i].used:
+                    p = &self.peers[i]
+                    memset(p, 0, sizeof(Peer))
+                    memset(p.routes, 0xFF, sizeof(p.routes))   # all EMPTY
+                    p.used = 1
+                    return i
+            raise RuntimeError(f"router full: {self.max_peers} peers")
+        finally:
+            self._unlock()
 
     def remove_peer(self, int peer):
         """Unbind the peer's address, free its SRTP state, drop every route
         from it and every out stream it receives."""
         cdef Peer* p = self._peer(peer)
         cdef int i, pt, k
-        if p.bound:
-            self._addr_delete(&p.addr)
-        self._free_srtp(p)
-        # its own routes go, and the out streams they fed count them no more
-        for pt in range(128):
-            for k in range(MAX_FANOUT):
-                if p.routes[pt][k] != EMPTY:
-                    self.outs[p.routes[pt][k]].nroutes -= 1
-                    p.routes[pt][k] = EMPTY
-        for i in range(self.max_streams):
-            if self.outs[i].used and self.outs[i].peer == peer:
-                self.remove_out_stream(i)
-        p.used = 0
+        self._lock()
+        try:
+            if p.bound:
+                self._addr_delete(&p.addr)
+            self._free_srtp(p)
+            # its own routes go, and the out streams they fed count them no more
+            for pt in range(128):
+                for k in range(MAX_FANOUT):
+                    if p.routes[pt][k] != EMPTY:
+                        self.outs[p.routes[pt][k]].nroutes -= 1
+                        p.routes[pt][k] = EMPTY
+            for i in range(self.max_streams):
+                if self.outs[i].used and self.outs[i].peer == peer:
+                    self.remove_out_stream(i)
+            p.used = 0
+        finally:
+            self._unlock()
 
     cdef int _parse_address(self, str host, int port, SockAddr* out) except -1:
         # text -> the socket's sockaddr: IPv4 text is ::ffff:a.b.c.d on an IPv6
@@ -580,26 +663,30 @@ cdef class Router:
         cdef Peer* p = self._peer(peer)
         cdef SockAddr a
         cdef int other, slot
-        if port & TCP_PORT_FLAG:
-            slot = self._tcp_find(host, port)
-            if slot < 0:
-                if p.bound:
-                    self._addr_delete(&p.addr)
-                    p.bound = 0
-                return False
-            a = self.tcp[slot].addr
-        else:
-            self._parse_address(host, port, &a)
-        if p.bound:
-            self._addr_delete(&p.addr)
-        other = self._lookup(&a)
-        if other >= 0 and other != peer:
-            self._addr_delete(&a)
-            self.peers[other].bound = 0
-        p.addr = a
-        p.bound = 1
-        self._addr_insert(&a, peer)
-        return True
+        self._lock()
+        try:
+            if port & TCP_PORT_FLAG:
+                slot = self._tcp_find(host, port)
+                if slot < 0:
+                    if p.bound:
+                        self._addr_delete(&p.addr)
+                        p.bound = 0
+                    return False
+                a = self.tcp[slot].addr
+            else:
+                self._parse_address(host, port, &a)
+            if p.bound:
+                self._addr_delete(&p.addr)
+            other = self._lookup(&a)
+            if other >= 0 and other != peer:
+                self._addr_delete(&a)
+                self.peers[other].bound = 0
+            p.addr = a
+            p.bound = 1
+            self._addr_insert(&a, peer)
+            return True
+        finally:
+            self._unlock()
 
     def set_srtp(self, int peer, int profile, bytes rx_key, bytes rx_salt,
                  bytes tx_key, bytes tx_salt):
@@ -608,52 +695,68 @@ cdef class Router:
         cdef Peer* p = self._peer(peer)
         cdef SrtpContext* rx = srtp_context_new(profile, rx_key, len(rx_key), rx_salt, len(rx_salt))
         cdef SrtpContext* tx = srtp_context_new(profile, tx_key, len(tx_key), tx_salt, len(tx_salt))
-        if rx == NULL or tx == NULL:
-            if rx != NULL:
-                srtp_context_free(rx)
-            if tx != NULL:
-                srtp_context_free(tx)
-            raise ValueError(f"bad SRTP parameters for profile {profile}")
-        self._free_srtp(p)
-        p.rx = rx
-        p.tx = tx
+        self._lock()
+        try:
+            if rx == NULL or tx == NULL:
+                if rx != NULL:
+                    srtp_context_free(rx)
+                if tx != NULL:
+                    srtp_context_free(tx)
+                raise ValueError(f"bad SRTP parameters for profile {profile}")
+            self._free_srtp(p)
+            p.rx = rx
+            p.tx = tx
+        finally:
+            self._unlock()
 
     def set_clock_rate(self, int peer, int payload_type, uint32_t clock_rate):
         """Clock rate of an inbound payload type, for interarrival jitter."""
         cdef Peer* p = self._peer(peer)
-        if not 0 <= payload_type < 128:
-            raise ValueError("payload type out of range")
-        p.clock[payload_type] = clock_rate
+        self._lock()
+        try:
+            if not 0 <= payload_type < 128:
+                raise ValueError("payload type out of range")
+            p.clock[payload_type] = clock_rate
+        finally:
+            self._unlock()
 
     def add_out_stream(self, int peer, uint32_t ssrc, uint32_t clock_rate):
         """Create a stream the server sends `peer` with a fixed SSRC; returns its id."""
-        self._peer(peer)
         cdef int i
         cdef OutStream* o
-        for i in range(self.max_streams):
-            if not self.outs[i].used:
-                o = &self.outs[i]
-                memset(o, 0, sizeof(OutStream))
-                # the NACK cache (cache_packets x 1,500 bytes) comes with the first
-                # packet sent: sessions that never connect cost none of it
-                o.used = 1
-                o.peer = peer
-                o.ssrc = ssrc
-                o.clock_rate = clock_rate
-                return i
-        raise RuntimeError(f"router full: {self.max_streams} out streams")
+        self._lock()
+        try:
+            self._peer(peer)
+            for i in range(self.max_streams):
+                if not self.outs[i].used:
+                    o = &self.outs[i]
+                    memset(o, 0, sizeof(OutStream))
+                    # the NACK cache (cache_packets x 1,500 bytes) comes with the first
+                    # packet sent: sessions that never connect cost none of it
+                    o.used = 1
+                    o.peer = peer
+                    o.ssrc = ssrc
+                    o.clock_rate = clock_rate
+                    return i
+            raise RuntimeError(f"router full: {self.max_streams} out streams")
+        finally:
+            self._unlock()
 
     def remove_out_stream(self, int idx):
         cdef OutStream* o = self._out(idx)
         cdef int i
-        # sessions are disconnected before they close, and never-connected ones
-        # have no routes: no scan of every peer x 128 payload types for them
-        if o.nroutes > 0:
-            for i in range(self.max_peers):
-                if self.peers[i].used:
-                    self._unroute(&self.peers[i], idx)
-        cache_release(&o.cache)
-        o.used = 0
+        self._lock()
+        try:
+            # sessions are disconnected before they close, and never-connected ones
+            # have no routes: no scan of every peer x 128 payload types for them
+            if o.nroutes > 0:
+                for i in range(self.max_peers):
+                    if self.peers[i].used:
+                        self._unroute(&self.peers[i], idx)
+            cache_release(&o.cache)
+            o.used = 0
+        finally:
+            self._unlock()
 
     cdef void _unroute(self, Peer* p, int out_idx) noexcept nogil:
         cdef int pt, k, j
@@ -673,26 +776,34 @@ cdef class Router:
         """Forward src_peer's packets of `payload_type` to out stream `out_idx`,
         sent with `out_payload_type` (the subscriber's id for the same codec)."""
         cdef Peer* p = self._peer(src_peer)
-        self._out(out_idx)
         cdef int k
-        if not (0 <= payload_type < 128 and 0 <= out_payload_type < 128):
-            raise ValueError("payload type out of range")
-        for k in range(MAX_FANOUT):
-            if p.routes[payload_type][k] == out_idx or p.routes[payload_type][k] == EMPTY:
-                if p.routes[payload_type][k] == EMPTY:
-                    self.outs[out_idx].nroutes += 1
-                p.routes[payload_type][k] = out_idx
-                p.route_pt[payload_type][k] = out_payload_type
-                return
-        raise RuntimeError(f"more than {MAX_FANOUT} subscribers for one payload type")
+        self._lock()
+        try:
+            self._out(out_idx)
+            if not (0 <= payload_type < 128 and 0 <= out_payload_type < 128):
+                raise ValueError("payload type out of range")
+            for k in range(MAX_FANOUT):
+                if p.routes[payload_type][k] == out_idx or p.routes[payload_type][k] == EMPTY:
+                    if p.routes[payload_type][k] == EMPTY:
+                        self.outs[out_idx].nroutes += 1
+                    p.routes[payload_type][k] = out_idx
+                    p.route_pt[payload_type][k] = out_payload_type
+                    return
+            raise RuntimeError(f"more than {MAX_FANOUT} subscribers for one payload type")
+        finally:
+            self._unlock()
 
     def set_tap(self, int peer, int payload_type, bint on):
         """Divert the peer's packets of this payload type to pop_slow()
         (decrypted, kind SLOW_MEDIA) instead of forwarding them."""
         cdef Peer* p = self._peer(peer)
-        if not 0 <= payload_type < 128:
-            raise ValueError("payload type out of range")
-        p.tap[payload_type] = on
+        self._lock()
+        try:
+            if not 0 <= payload_type < 128:
+                raise ValueError("payload type out of range")
+            p.tap[payload_type] = on
+        finally:
+            self._unlock()
 
     def inject(self, int src_peer, bytes packet, int out_idx, int out_payload_type, double now):
         """Send a plaintext RTP packet made in Python (e.g. re-encoded video) on
@@ -704,29 +815,37 @@ cdef class Router:
             None when the subscriber is not ready or the packet lands on a
             sequence number this stream already sent (counted as drops).
         """
-        self._peer(src_peer)
-        self._out(out_idx)
         cdef RtpHeader h
         cdef int n = len(packet)
-        if n > RTP_MAX_PACKET or rtp_parse(<const uint8_t*><char*>packet, n, &h) < 0:
-            raise ValueError("not an RTP packet that fits the MTU")
-        if not 0 <= out_payload_type < 128:
-            raise ValueError("payload type out of range")
-        self.now = now
-        if self.ntx:
-            self._flush()
-        self._forward(src_peer, <const uint8_t*><char*>packet, n, &h, out_idx, out_payload_type)
-        if not self.ntx:
-            return None
-        sent = PyBytes_FromStringAndSize(<char*>self.tx_iov[0].iov_base, self.tx_iov[0].iov_len)
-        if self.fd >= 0:
-            self._flush()
-        self.ntx = 0
-        return sent
+        self._lock()
+        try:
+            self._peer(src_peer)
+            self._out(out_idx)
+            if n > RTP_MAX_PACKET or rtp_parse(<const uint8_t*><char*>packet, n, &h) < 0:
+                raise ValueError("not an RTP packet that fits the MTU")
+            if not 0 <= out_payload_type < 128:
+                raise ValueError("payload type out of range")
+            self.now = now
+            if self.ntx:
+                self._flush()
+            self._forward(src_peer, <const uint8_t*><char*>packet, n, &h, out_idx, out_payload_type)
+            if not self.ntx:
+                return None
+            sent = PyBytes_FromStringAndSize(<char*>self.tx_iov[0].iov_base, self.tx_iov[0].iov_len)
+            if self.fd >= 0:
+                self._flush()
+            self.ntx = 0
+            return sent
+        finally:
+            self._unlock()
 
     def remove_route(self, int src_peer, int out_idx):
         """Stop forwarding anything of src_peer to out stream out_idx."""
-        self._unroute(self._peer(src_peer), out_idx)
+        self._lock()
+        try:
+            self._unroute(self._peer(src_peer), out_idx)
+        finally:
+            self._unlock()
 
     # ---- the per-packet path (C, no GIL) -----------------------------------
 
@@ -741,11 +860,16 @@ cdef class Router:
         self.drops[reason] += 1
 
     cdef void _slow(self, int kind, int peer, int slot, int length) noexcept nogil:
-        cdef SlowItem* s = &self.slow_items[self.nslow]
+        cdef SlowItem* s
+        if self.nslow == SLOW_QUEUE:
+            self._drop(DROP_SLOW_QUEUE_FULL)
+            return
+        s = &self.slow_items[self.nslow]
         s.kind = kind
         s.peer = peer
-        s.slot = slot
         s.length = length
+        s.addr = self.rx_addr[slot]
+        memcpy(s.data, self.rx_buf + slot * RECV_SLOT, length)
         self.nslow += 1
 
     cdef void _handle(self, int slot, int length, int flags) noexcept nogil:
@@ -975,33 +1099,44 @@ cdef class Router:
 
         With a read hold (set_read_hold), a drain that found fewer than
         HOLD_TARGET packets may sleep once, for at most the hold, and read again."""
+        if self.fd < 0:
+            raise ValueError("router has no socket")
+        if self.threaded:
+            raise RuntimeError("the socket thread reads this socket")
+        self._lock()
+        try:
+            self.now = now
+            with nogil:
+                self._read_batches(max_batches, False)
+            if self.nslow:
+                self._collect_slow()
+            return len(self.slow)
+        finally:
+            self._unlock()
+
+    cdef void _read_batches(self, int max_batches, bint unlock_to_hold) noexcept nogil:
+        # the read loop of drain and of the socket thread (the caller holds `mu`
+        # and has set self.now; the thread lets go of `mu` during a hold)
         cdef int b, i, n
         cdef uint64_t rx0 = self.rx_datagrams, rx_held = 0
         cdef bint held = False
         cdef timespec pause
-        if self.fd < 0:
-            raise ValueError("router has no socket")
-        self.now = now
         for b in range(max_batches):
-            with nogil:
-                for i in range(BATCH):
-                    self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(SockAddr)
-                    self.rx_msgs[i].msg_hdr.msg_flags = 0
-                n = recvmmsg(self.fd, self.rx_msgs, BATCH, MSG_DONTWAIT, NULL)
-                if n > 0:
-                    self.batches += 1
-                    self.nslow = 0
-                    for i in range(n):
-                        self._handle(i, self.rx_msgs[i].msg_len, self.rx_msgs[i].msg_hdr.msg_flags)
-                    if self.ntx:
-                        self._flush()
+            for i in range(BATCH):
+                self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(SockAddr)
+                self.rx_msgs[i].msg_hdr.msg_flags = 0
+            n = recvmmsg(self.fd, self.rx_msgs, BATCH, MSG_DONTWAIT, NULL)
+            if n > 0:
+                self.batches += 1
+                for i in range(n):
+                    self._handle(i, self.rx_msgs[i].msg_len, self.rx_msgs[i].msg_hdr.msg_flags)
+                if self.ntx:
+                    self._flush()
             if n < 0:
                 if errno != EAGAIN and errno != EWOULDBLOCK and errno != EINTR:
                     self.recv_errors += 1   # e.g. ICMP port unreachable from a gone peer
                     continue
                 break
-            if self.nslow:
-                self._collect_slow()
             if n < BATCH:
                 if held or self.hold_ns == 0 or not self._hold_time(self.rx_datagrams - rx0, &pause):
                     break
@@ -1009,21 +1144,22 @@ cdef class Router:
                 # pause waits, for at most the pause
                 held = True
                 rx_held = self.rx_datagrams
-                with nogil:
-                    clock_nanosleep(CLOCK_MONOTONIC, 0, &pause, NULL)
+                if unlock_to_hold:
+                    pthread_mutex_unlock(&self.mu)
+                clock_nanosleep(CLOCK_MONOTONIC, 0, &pause, NULL)
+                if unlock_to_hold:
+                    pthread_mutex_lock(&self.mu)
+                    self.now = monotonic_now()
                 self.holds += 1
         if held:
             self.held_packets += self.rx_datagrams - rx_held
-        return len(self.slow)
 
-    cdef bint _hold_time(self, uint64_t found, timespec* pause) noexcept:
+    cdef bint _hold_time(self, uint64_t found, timespec* pause) noexcept nogil:
         # whether to hold after a wake-up that found `found` packets, and for how
         # long: long enough for HOLD_TARGET - found more at the current rate, capped
         # by hold_ns; not at all when the cap would not even bring HOLD_MIN_EXPECTED
-        cdef timespec ts
         cdef double t, hold
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        t = ts.tv_sec + ts.tv_nsec * 1e-9
+        t = monotonic_now()
         if t - self.rate_t0 >= RATE_WINDOW:
             if self.rate_t0 > 0:
                 self.rate = (self.rx_datagrams - self.rate_rx0) / (t - self.rate_t0)
@@ -1034,18 +1170,106 @@ cdef class Router:
         hold = self.hold_ns * 1e-9
         if self.rate * hold < HOLD_MIN_EXPECTED:
             return False
-        hold = min(hold, (HOLD_TARGET - found) / self.rate)
+        if (HOLD_TARGET - found) / self.rate < hold:
+            hold = (HOLD_TARGET - found) / self.rate
         pause.tv_sec = 0
         pause.tv_nsec = <long>(hold * 1e9)
         return True
+
+    # ---- the socket thread -------------------------------------------------
+
+    cdef inline void _lock(self) noexcept nogil:
+        pthread_mutex_lock(&self.mu)
+
+    cdef inline void _unlock(self) noexcept nogil:
+        pthread_mutex_unlock(&self.mu)
+
+    def start_thread(self, int notify_fd):
+        """Read the socket from a thread of our own, in C and without the GIL,
+        from now on: it blocks in poll(), reads, routes and sends, and queues only
+        STUN, DTLS, RTCP and tapped media for Python; when that queue becomes
+        non-empty it writes 1 to the eventfd `notify_fd`, whose reader calls
+        pop_slow(). A media packet then wakes neither Python nor the event loop.
+        Time is CLOCK_MONOTONIC (what asyncio's and uvloop's loop.time() read).
+        drain() must not be called while it runs; stop_thread() ends it."""
+        cdef int err
+        if self.fd < 0:
+            raise ValueError("router has no socket")
+        if self.threaded:
+            raise RuntimeError("the socket thread is running already")
+        self.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+        if self.stop_fd < 0:
+            raise OSError(errno, "eventfd failed")
+        self.notify_fd = notify_fd
+        self.threaded = True
+        err = pthread_create(&self.thread, NULL, _socket_thread_main, <void*>self)
+        if err != 0:
+            self.threaded = False
+            close(self.stop_fd)
+            self.stop_fd = -1
+            self.notify_fd = -1
+            raise OSError(err, "pthread_create failed")
+
+    def stop_thread(self):
+        """End the socket thread (it finishes its batch) and wait for it; what it
+        queued stays in pop_slow(). Nothing when none runs."""
+        self._stop_thread()
+
+    cdef void _stop_thread(self) noexcept:
+        cdef uint64_t one = 1
+        if not self.threaded:
+            return
+        with nogil:
+            write(self.stop_fd, &one, 8)
+            pthread_join(self.thread, NULL)
+        close(self.stop_fd)
+        self.stop_fd = -1
+        self.notify_fd = -1
+        self.threaded = False
+
+    @property
+    def thread_running(self):
+        return bool(self.threaded)
+
+    cdef void _thread_loop(self) noexcept nogil:
+        cdef pollfd fds[2]
+        cdef int r, before
+        cdef uint64_t one = 1
+        fds[0].fd = self.fd
+        fds[0].events = POLLIN
+        fds[1].fd = self.stop_fd
+        fds[1].events = POLLIN
+        while True:
+            r = poll(fds, 2, -1)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                return   # cannot happen with valid descriptors: nothing to wait on
+            if fds[1].revents:
+                return
+            pthread_mutex_lock(&self.mu)
+            self.thread_wakeups += 1
+            before = self.nslow
+            self.now = monotonic_now()
+            self._read_batches(THREAD_BATCHES, True)
+            r = self.nslow
+            pthread_mutex_unlock(&self.mu)
+            if before == 0 and r > 0:
+                # one write per empty -> non-empty: the reader empties the queue
+                self.notifies += 1
+                write(self.notify_fd, &one, 8)
 
     def set_read_hold(self, int hold_us):
         """Coalesce reads: after a drain that found fewer than HOLD_TARGET packets,
         sleep at most `hold_us` microseconds (adapted to the packet rate; 0: never,
         the default) and read again. Adds at most the hold to a packet's delivery."""
-        if not 0 <= hold_us <= 100_000:
-            raise ValueError("read hold must be within 0..100000 us")
-        self.hold_ns = <uint64_t>hold_us * 1000
+        self._lock()
+        try:
+            if not 0 <= hold_us <= 100_000:
+                raise ValueError("read hold must be within 0..100000 us")
+            self.hold_ns = <uint64_t>hold_us * 1000
+        finally:
+            self._unlock()
 
     @property
     def read_hold_us(self):
@@ -1072,17 +1296,23 @@ cdef class Router:
         for i in range(self.nslow):
             s = &self.slow_items[i]
             self.slow.append((
-                s.kind, s.peer, self._addr_tuple(&self.rx_addr[s.slot]),
-                PyBytes_FromStringAndSize(<char*>self.rx_buf + s.slot * RECV_SLOT, s.length),
+                s.kind, s.peer, self._addr_tuple(&s.addr),
+                PyBytes_FromStringAndSize(<char*>s.data, s.length),
             ))
         self.nslow = 0
 
     def pop_slow(self):
         """The datagrams Python must handle: a list of (kind, peer or -1,
         (host, port), data). RTCP data is already SRTCP-unprotected."""
-        items = self.slow
-        self.slow = []
-        return items
+        self._lock()
+        try:
+            if self.nslow:
+                self._collect_slow()
+            items = self.slow
+            self.slow = []
+            return items
+        finally:
+            self._unlock()
 
     def feed(self, bytes data, str host, int port, double now):
         """Run the per-packet path on one datagram without a socket.
@@ -1094,22 +1324,25 @@ cdef class Router:
         cdef int length = len(data)
         cdef int i
         cdef list sent = []
-        if length > RECV_SLOT:
-            length = RECV_SLOT
-        self._parse_address(host, port, &self.rx_addr[0])
-        memcpy(self.rx_buf, <char*>data, length)
-        self.now = now
-        self.nslow = 0
-        self.ntx = 0
-        self._handle(0, length, MSG_TRUNC if len(data) > RECV_SLOT else 0)
-        for i in range(self.ntx):
-            sent.append((
-                PyBytes_FromStringAndSize(<char*>self.tx_iov[i].iov_base, self.tx_iov[i].iov_len),
-                self._addr_tuple(&self.tx_addr[i]),
-            ))
-        self.ntx = 0
-        self._collect_slow()
-        return sent, self.pop_slow()
+        self._lock()
+        try:
+            if length > RECV_SLOT:
+                length = RECV_SLOT
+            self._parse_address(host, port, &self.rx_addr[0])
+            memcpy(self.rx_buf, <char*>data, length)
+            self.now = now
+            self.ntx = 0
+            self._handle(0, length, MSG_TRUNC if len(data) > RECV_SLOT else 0)
+            for i in range(self.ntx):
+                sent.append((
+                    PyBytes_FromStringAndSize(<char*>self.tx_iov[i].iov_base, self.tx_iov[i].iov_len),
+                    self._addr_tuple(&self.tx_addr[i]),
+                ))
+            self.ntx = 0
+            self._collect_slow()
+            return sent, self.pop_slow()
+        finally:
+            self._unlock()
 
     # ---- slow-path sends and statistics (from Python) ----------------------
 
@@ -1124,24 +1357,32 @@ cdef class Router:
         """SRTCP-protect `data` for `peer` and return the bytes (no send)."""
         cdef Peer* p = self._peer(peer)
         cdef int n = len(data)
-        if p.tx == NULL:
-            raise ValueError("peer has no SRTP context yet")
-        if n + 32 > RECV_SLOT:
-            raise ValueError("RTCP packet too large")
-        memcpy(self.scratch, <char*>data, n)
-        n = srtcp_protect(p.tx, self.scratch, n, RECV_SLOT)
-        if n < 0:
-            raise ValueError(f"SRTCP protect failed ({n})")
-        return PyBytes_FromStringAndSize(<char*>self.scratch, n)
+        self._lock()
+        try:
+            if p.tx == NULL:
+                raise ValueError("peer has no SRTP context yet")
+            if n + 32 > RECV_SLOT:
+                raise ValueError("RTCP packet too large")
+            memcpy(self.scratch, <char*>data, n)
+            n = srtcp_protect(p.tx, self.scratch, n, RECV_SLOT)
+            if n < 0:
+                raise ValueError(f"SRTCP protect failed ({n})")
+            return PyBytes_FromStringAndSize(<char*>self.scratch, n)
+        finally:
+            self._unlock()
 
     def send_rtcp(self, int peer, bytes data):
         """SRTCP-protect `data` and send it to the peer. Returns False when the
         peer is not connected yet or the send failed."""
         cdef Peer* p = self._peer(peer)
-        if not p.bound or p.tx == NULL:
-            return False
-        protected = self.protect_rtcp(peer, data)
-        return self._send(p, <const uint8_t*><char*>protected, len(protected)) > 0
+        self._lock()
+        try:
+            if not p.bound or p.tx == NULL:
+                return False
+            protected = self.protect_rtcp(peer, data)
+            return self._send(p, <const uint8_t*><char*>protected, len(protected)) > 0
+        finally:
+            self._unlock()
 
     def resend(self, int out_idx, seqs, double now):
         """Answer a NACK at router time `now`: resend the cached packets of out
@@ -1159,104 +1400,130 @@ cdef class Router:
         cdef int n, count = 0
         cdef uint16_t seq
         cdef int i
-        missing = []
-        if not d.bound:
+        self._lock()
+        try:
+            missing = []
+            if not d.bound:
+                return missing
+            for s in seqs:
+                seq = <uint16_t>(s & 0xFFFF)
+                n = cache_lookup(&o.cache, seq)
+                if n:
+                    i = seq & o.cache.mask
+                    if o.cache.resends[i] and now - o.cache.resent_at[i] < MIN_RESEND_INTERVAL:
+                        self._drop(DROP_NACK_TOO_SOON)
+                        continue
+                    if o.cache.resends[i] >= MAX_RESENDS:
+                        self._drop(DROP_NACK_RESEND_CAP)
+                        continue
+                    o.cache.resends[i] += 1
+                    o.cache.resent_at[i] = now
+                    self._send(d, cache_slot(&o.cache, seq), n)
+                    count += 1
+                    self.retransmitted_bytes += n
+                elif o.has_source and seq_diff(seq, o.src_start_seq) >= 0:
+                    missing.append(<uint16_t>(seq - o.seq_delta))
+            self.retransmitted += count
             return missing
-        for s in seqs:
-            seq = <uint16_t>(s & 0xFFFF)
-            n = cache_lookup(&o.cache, seq)
-            if n:
-                i = seq & o.cache.mask
-                if o.cache.resends[i] and now - o.cache.resent_at[i] < MIN_RESEND_INTERVAL:
-                    self._drop(DROP_NACK_TOO_SOON)
-                    continue
-                if o.cache.resends[i] >= MAX_RESENDS:
-                    self._drop(DROP_NACK_RESEND_CAP)
-                    continue
-                o.cache.resends[i] += 1
-                o.cache.resent_at[i] = now
-                self._send(d, cache_slot(&o.cache, seq), n)
-                count += 1
-                self.retransmitted_bytes += n
-            elif o.has_source and seq_diff(seq, o.src_start_seq) >= 0:
-                missing.append(<uint16_t>(seq - o.seq_delta))
-        self.retransmitted += count
-        return missing
+        finally:
+            self._unlock()
 
     def in_stats(self, int peer):
         """Reception statistics of what `peer` sends: a list of dicts with ssrc,
         payload_type, ext_highest_seq, received, octets, jitter, base_seq."""
         cdef Peer* p = self._peer(peer)
         cdef int i
-        out = []
-        for i in range(MAX_IN_STREAMS):
-            if p.ins[i].used:
-                out.append({
-                    "ssrc": p.ins[i].ssrc,
-                    "payload_type": p.ins[i].payload_type,
-                    "base_seq": p.ins[i].base_seq,
-                    "ext_highest_seq": p.ins[i].cycles + p.ins[i].max_seq,
-                    "received": p.ins[i].received,
-                    "octets": p.ins[i].octets,
-                    "jitter": p.ins[i].jitter,
-                })
-        return out
+        self._lock()
+        try:
+            out = []
+            for i in range(MAX_IN_STREAMS):
+                if p.ins[i].used:
+                    out.append({
+                        "ssrc": p.ins[i].ssrc,
+                        "payload_type": p.ins[i].payload_type,
+                        "base_seq": p.ins[i].base_seq,
+                        "ext_highest_seq": p.ins[i].cycles + p.ins[i].max_seq,
+                        "received": p.ins[i].received,
+                        "octets": p.ins[i].octets,
+                        "jitter": p.ins[i].jitter,
+                    })
+            return out
+        finally:
+            self._unlock()
 
     def last_rx(self, int peer):
         """Router time of the last authenticated SRTP/SRTCP packet from the
         peer, or None if none arrived yet (media liveness)."""
         cdef Peer* p = self._peer(peer)
-        return p.last_rx if p.last_rx > 0 else None
+        self._lock()
+        try:
+            return p.last_rx if p.last_rx > 0 else None
+        finally:
+            self._unlock()
 
     def out_stats(self, int out_idx):
         """What out stream `out_idx` sent: ssrc, packets, octets, last RTP
         timestamp and when (router time), and its current source."""
         cdef OutStream* o = self._out(out_idx)
-        return {
-            "ssrc": o.ssrc,
-            "peer": o.peer,
-            "packets": o.packets,
-            "octets": o.octets,
-            "started": bool(o.started),
-            "last_timestamp": o.last_ts,
-            "last_time": o.last_time,
-            "clock_rate": o.clock_rate,
-            "source_peer": o.src_peer if o.has_source else None,
-            "source_ssrc": o.src_ssrc if o.has_source else None,
-        }
+        self._lock()
+        try:
+            return {
+                "ssrc": o.ssrc,
+                "peer": o.peer,
+                "packets": o.packets,
+                "octets": o.octets,
+                "started": bool(o.started),
+                "last_timestamp": o.last_ts,
+                "last_time": o.last_time,
+                "clock_rate": o.clock_rate,
+                "source_peer": o.src_peer if o.has_source else None,
+                "source_ssrc": o.src_ssrc if o.has_source else None,
+            }
+        finally:
+            self._unlock()
 
     def counters(self):
         """Totals since start: datagrams, forwarded packets/bytes, drops by reason."""
         cdef int i
-        return {
-            "rx_datagrams": self.rx_datagrams,
-            "rx_bytes": self.rx_bytes,
-            "forwarded_packets": self.forwarded_packets,
-            "forwarded_bytes": self.forwarded_bytes,
-            "retransmitted": self.retransmitted,
-            "retransmitted_bytes": self.retransmitted_bytes,
-            "slow_datagrams": self.slow_datagrams,
-            "recv_errors": self.recv_errors,
-            "batches": self.batches,
-            "read_holds": self.holds,
-            "held_packets": self.held_packets,
-            "tcp_connections": sum(1 for i in range(self.max_tcp) if self.tcp[i] != NULL),
-            "tcp_frames": self.tcp_frames,
-            "tcp_bytes": self.tcp_bytes,
-            "tcp_too_big": self.tcp_too_big,
-            "tcp_partial_writes": self.tcp_partial_writes,
-            "drops": {DROP_NAMES[i]: self.drops[i] for i in range(N_DROPS)},
-        }
+        self._lock()
+        try:
+            return {
+                "rx_datagrams": self.rx_datagrams,
+                "rx_bytes": self.rx_bytes,
+                "forwarded_packets": self.forwarded_packets,
+                "forwarded_bytes": self.forwarded_bytes,
+                "retransmitted": self.retransmitted,
+                "retransmitted_bytes": self.retransmitted_bytes,
+                "slow_datagrams": self.slow_datagrams,
+                "recv_errors": self.recv_errors,
+                "batches": self.batches,
+                "read_holds": self.holds,
+                "held_packets": self.held_packets,
+                "thread_wakeups": self.thread_wakeups,
+                "thread_notifies": self.notifies,
+                "tcp_connections": sum(1 for i in range(self.max_tcp) if self.tcp[i] != NULL),
+                "tcp_frames": self.tcp_frames,
+                "tcp_bytes": self.tcp_bytes,
+                "tcp_too_big": self.tcp_too_big,
+                "tcp_partial_writes": self.tcp_partial_writes,
+                "drops": {DROP_NAMES[i]: self.drops[i] for i in range(N_DROPS)},
+            }
+        finally:
+            self._unlock()
 
     def set_loss(self, double inbound=0.0, double outbound=0.0, uint64_t seed=1):
         """Test hook: drop these fractions (0..1) at random, of inbound
         SRTP/SRTCP before it is read, and of forwarded packets after they are
         cached (what a lossy last mile does: NACKs can recover them)."""
-        if not (0.0 <= inbound <= 1.0 and 0.0 <= outbound <= 1.0):
-            raise ValueError("loss rate must be within 0..1")
-        self.loss_threshold = <uint32_t>(inbound * 4294967295.0)
-        self.out_loss_threshold = <uint32_t>(outbound * 4294967295.0)
-        self.rng = seed * <uint64_t>0x9E3779B97F4A7C15 + 1
+        self._lock()
+        try:
+            if not (0.0 <= inbound <= 1.0 and 0.0 <= outbound <= 1.0):
+                raise ValueError("loss rate must be within 0..1")
+            self.loss_threshold = <uint32_t>(inbound * 4294967295.0)
+            self.out_loss_threshold = <uint32_t>(outbound * 4294967295.0)
+            self.rng = seed * <uint64_t>0x9E3779B97F4A7C15 + 1
+        finally:
+            self._unlock()
 
     # ---- ICE over TCP ------------------------------------------------------
 
@@ -1273,54 +1540,62 @@ cdef class Router:
         cdef bytes text = host.encode()
         cdef TcpConn* c
         cdef int slot = -1, i
-        if not 0 <= port <= 65535:
-            raise ValueError(f"port out of range: {port}")
-        for i in range(self.max_tcp):
-            if self.tcp[i] == NULL:
-                slot = i
-                break
-        if slot < 0:
-            raise RuntimeError(f"router full: {self.max_tcp} TCP connections")
-        memset(&v6, 0, sizeof(v6))
-        if inet_pton(AF_INET, text, &v4) == 1:
-            v6.s6_addr[10] = 0xFF
-            v6.s6_addr[11] = 0xFF
-            memcpy(&v6.s6_addr[12], &v4, 4)
-        elif inet_pton(AF_INET6, text, &v6) != 1:
-            raise ValueError(f"not an IP address: {host!r}")
-        if self.tcp_rx == NULL:
-            self.tcp_rx = <uint8_t*>calloc(1, TCP_RX)
-        c = <TcpConn*>calloc(1, sizeof(TcpConn))
-        if c == NULL or self.tcp_rx == NULL:
-            free(c)
-            raise MemoryError()
-        c.fd = fd
-        c.addr.v6.sin6_family = AF_INET6
-        c.addr.v6.sin6_port = htons(port)
-        c.addr.v6.sin6_addr = v6
-        c.addr.v6.sin6_flowinfo = TCP_MARK
-        c.addr.v6.sin6_scope_id = slot
-        c.last_rx = self.now
         cdef epoll_event ev
-        if self.tcp_ep >= 0:
-            ev.events = EPOLLIN
-            ev.data.u64 = 0
-            ev.data.u32 = slot
-            if epoll_ctl(self.tcp_ep, EPOLL_CTL_ADD, fd, &ev) < 0:
+        self._lock()
+        try:
+            if not 0 <= port <= 65535:
+                raise ValueError(f"port out of range: {port}")
+            for i in range(self.max_tcp):
+                if self.tcp[i] == NULL:
+                    slot = i
+                    break
+            if slot < 0:
+                raise RuntimeError(f"router full: {self.max_tcp} TCP connections")
+            memset(&v6, 0, sizeof(v6))
+            if inet_pton(AF_INET, text, &v4) == 1:
+                v6.s6_addr[10] = 0xFF
+                v6.s6_addr[11] = 0xFF
+                memcpy(&v6.s6_addr[12], &v4, 4)
+            elif inet_pton(AF_INET6, text, &v6) != 1:
+                raise ValueError(f"not an IP address: {host!r}")
+            if self.tcp_rx == NULL:
+                self.tcp_rx = <uint8_t*>calloc(1, TCP_RX)
+            c = <TcpConn*>calloc(1, sizeof(TcpConn))
+            if c == NULL or self.tcp_rx == NULL:
                 free(c)
-                raise OSError(errno, "epoll_ctl(ADD) failed")
-        self.tcp[slot] = c
-        return slot, self._addr_tuple(&c.addr)
+                raise MemoryError()
+            c.fd = fd
+            c.addr.v6.sin6_family = AF_INET6
+            c.addr.v6.sin6_port = htons(port)
+            c.addr.v6.sin6_addr = v6
+            c.addr.v6.sin6_flowinfo = TCP_MARK
+            c.addr.v6.sin6_scope_id = slot
+            c.last_rx = self.now
+            if self.tcp_ep >= 0:
+                ev.events = EPOLLIN
+                ev.data.u64 = 0
+                ev.data.u32 = slot
+                if epoll_ctl(self.tcp_ep, EPOLL_CTL_ADD, fd, &ev) < 0:
+                    free(c)
+                    raise OSError(errno, "epoll_ctl(ADD) failed")
+            self.tcp[slot] = c
+            return slot, self._addr_tuple(&c.addr)
+        finally:
+            self._unlock()
 
     def tcp_epoll(self):
         """The descriptor to watch for readable ICE-TCP connections: an epoll
         instance over every connection opened from now on. When it is readable,
         tcp_drain() reads them all in one call."""
-        if self.tcp_ep < 0:
-            self.tcp_ep = epoll_create1(EPOLL_CLOEXEC)
+        self._lock()
+        try:
             if self.tcp_ep < 0:
-                raise OSError(errno, "epoll_create1 failed")
-        return self.tcp_ep
+                self.tcp_ep = epoll_create1(EPOLL_CLOEXEC)
+                if self.tcp_ep < 0:
+                    raise OSError(errno, "epoll_create1 failed")
+            return self.tcp_ep
+        finally:
+            self._unlock()
 
     def tcp_drain(self, double now):
         """Read every connection with data (tcp_epoll), as tcp_read does each, in
@@ -1330,26 +1605,33 @@ cdef class Router:
         cdef epoll_event events[BATCH]
         cdef int n, i, status
         cdef uint32_t slot
-        closes = []
-        if self.tcp_ep < 0 or self.fd < 0:
-            raise ValueError("router has no socket or no tcp_epoll()")
-        self.now = now
-        self.nslow = 0
-        self.tcp_batch = 0
-        n = epoll_wait(self.tcp_ep, events, BATCH, 0)
-        for i in range(n if n > 0 else 0):
-            slot = events[i].data.u32
-            if slot >= <uint32_t>self.max_tcp or self.tcp[slot] == NULL:
-                continue
-            status = self._tcp_read(self.tcp[slot])
-            if status < 0:
-                closes.append((slot, status))
-        self._tcp_batch_end()
-        return closes
+        self._lock()
+        try:
+            closes = []
+            if self.tcp_ep < 0 or self.fd < 0:
+                raise ValueError("router has no socket or no tcp_epoll()")
+            self.now = now
+            self.tcp_batch = 0
+            n = epoll_wait(self.tcp_ep, events, BATCH, 0)
+            for i in range(n if n > 0 else 0):
+                slot = events[i].data.u32
+                if slot >= <uint32_t>self.max_tcp or self.tcp[slot] == NULL:
+                    continue
+                status = self._tcp_read(self.tcp[slot])
+                if status < 0:
+                    closes.append((slot, status))
+            self._tcp_batch_end()
+            return closes
+        finally:
+            self._unlock()
 
     def tcp_last_rx(self, int slot):
         """Router time of the connection's last read (of tcp_open if none)."""
-        return self._tcp(slot).last_rx
+        self._lock()
+        try:
+            return self._tcp(slot).last_rx
+        finally:
+            self._unlock()
 
     cdef TcpConn* _tcp(self, int slot) except NULL:
         if slot < 0 or slot >= self.max_tcp or self.tcp[slot] == NULL:
@@ -1370,24 +1652,36 @@ cdef class Router:
         cdef TcpConn* c = self._tcp(slot)
         cdef int peer = self._lookup(&c.addr)
         cdef epoll_event ev
-        if self.tcp_ep >= 0:
-            epoll_ctl(self.tcp_ep, EPOLL_CTL_DEL, c.fd, &ev)   # ENOENT if opened before
-        if peer >= 0:
-            self._addr_delete(&c.addr)
-            self.peers[peer].bound = 0
-        free(c)
-        self.tcp[slot] = NULL
+        self._lock()
+        try:
+            if self.tcp_ep >= 0:
+                epoll_ctl(self.tcp_ep, EPOLL_CTL_DEL, c.fd, &ev)   # ENOENT if opened before
+            if peer >= 0:
+                self._addr_delete(&c.addr)
+                self.peers[peer].bound = 0
+            free(c)
+            self.tcp[slot] = NULL
+        finally:
+            self._unlock()
 
     def tcp_pending(self, int slot):
         """Bytes of a partly written frame waiting for the connection's socket."""
         cdef TcpConn* c = self._tcp(slot)
-        return c.out_len - c.out_off
+        self._lock()
+        try:
+            return c.out_len - c.out_off
+        finally:
+            self._unlock()
 
     def tcp_send(self, int slot, bytes data):
         """Send one framed packet (STUN, DTLS, SRTCP from Python) on the connection.
         Returns False when it was dropped (socket buffer full, or too big)."""
-        self._tcp(slot)
-        return self._tcp_send(slot, <const uint8_t*><char*>data, len(data)) == len(data)
+        self._lock()
+        try:
+            self._tcp(slot)
+            return self._tcp_send(slot, <const uint8_t*><char*>data, len(data)) == len(data)
+        finally:
+            self._unlock()
 
     def tcp_read(self, int slot, double now):
         """Read what the connection holds, split it into frames and run each
@@ -1397,14 +1691,17 @@ cdef class Router:
         the end were handled)."""
         cdef TcpConn* c = self._tcp(slot)
         cdef int status
-        if self.fd < 0:
-            raise ValueError("router has no socket")
-        self.now = now
-        self.nslow = 0
-        self.tcp_batch = 0
-        status = self._tcp_read(c)
-        self._tcp_batch_end()
-        return status
+        self._lock()
+        try:
+            if self.fd < 0:
+                raise ValueError("router has no socket")
+            self.now = now
+            self.tcp_batch = 0
+            status = self._tcp_read(c)
+            self._tcp_batch_end()
+            return status
+        finally:
+            self._unlock()
 
     cdef int _tcp_read(self, TcpConn* c) except -9:
         cdef int rounds, status = 0
@@ -1533,3 +1830,9 @@ cdef class Router:
             c.out_off = 0
             c.out_len = rest
         return length
+
+
+cdef void* _socket_thread_main(void* arg) noexcept nogil:
+    # the Router outlives its thread: __dealloc__ and stop_thread join it first
+    (<Router>arg)._thread_loop()
+    return NULL

@@ -179,6 +179,7 @@ async def start_services(
             tcp_port=config.tcp_port + (worker.index if worker else 0) if config.tcp_port else None,
             announced_ip=config.announced_ip,
             read_hold_us=config.read_hold_us,
+            socket_thread=config.socket_thread,
             effects_workers=config.effects_workers,
             max_effect_streams=config.max_effect_streams,
             max_cover_streams=config.max_cover_streams,

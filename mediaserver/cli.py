@@ -111,6 +111,14 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
             "again; adds up to that much latency. 0: off"
         ),
     ),
+    "socket_thread": (
+        None,
+        (
+            "read the media socket from a C thread without the GIL, not the event loop: "
+            "a media packet wakes no Python (only STUN, DTLS and RTCP do); --no-socket-thread "
+            "reads it on the event loop"
+        ),
+    ),
     "announced_ip": (
         _str,
         (
@@ -165,10 +173,7 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     ),
     "data_key_file": (
         _str,
-        (
-            "key that encrypts chat history at rest (generated with 0600 permissions "
-            "on first run)"
-        ),
+        ("key that encrypts chat history at rest (generated with 0600 permissions on first run)"),
     ),
     "min_age": (
         _int,
@@ -181,10 +186,12 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "the client; per-address limits and reputation use it (default: trust none)",
     ),
     "max_connections_per_address": (
-        _int, "open /ws connections one address (IPv6: its /64) may hold per worker",
+        _int,
+        "open /ws connections one address (IPv6: its /64) may hold per worker",
     ),
     "max_sessions_per_address": (
-        _int, "media sessions one address (IPv6: its /64) may hold per worker",
+        _int,
+        "media sessions one address (IPv6: its /64) may hold per worker",
     ),
     "max_media_memory": (
         _int,
@@ -197,10 +204,12 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "own; repeatable or comma-separated",
     ),
     "metrics_listen": (
-        _str, "HOST:PORT of a separate /metrics listener (then 404 on the main port)",
+        _str,
+        "HOST:PORT of a separate /metrics listener (then 404 on the main port)",
     ),
     "metrics_token": (
-        _str, "Bearer token /metrics requires (default: none; loopback peers only)",
+        _str,
+        "Bearer token /metrics requires (default: none; loopback peers only)",
     ),
     "max_cover_streams": (
         _int,
@@ -219,8 +228,10 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
         "smtps://... (implicit TLS); absent: mail is written to --maildir",
     ),
     "mail_from": (_str, "From address of outgoing mail (codes, notices)"),
-    "maildir": (_str, "Maildir for outgoing mail without --smtp-url (default: maildir next "
-                "to --db)"),
+    "maildir": (
+        _str,
+        "Maildir for outgoing mail without --smtp-url (default: maildir next to --db)",
+    ),
     "tls_cert": (
         _str,
         "PEM certificate (and chain): serve HTTPS and WSS on --port; re-read on SIGHUP",
@@ -285,7 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (kind, text) in _FLAGS.items():
         flag = "--" + name.replace("_", "-")
         env = env_name(name)
-        if kind is None:
+        if kind is None and getattr(defaults, name):
+            # a switch that is on by default: --no-NAME turns it off
+            parser.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{text} (default: on) [env {env}=0 turns it off]",
+            )
+        elif kind is None:
             parser.add_argument(
                 flag,
                 action="store_true",

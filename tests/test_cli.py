@@ -23,7 +23,8 @@ def free_port(kind=socket.SOCK_STREAM) -> int:
 def test_help_documents_every_flag():
     out = subprocess.run(MEDIASERVER + ["--help"], capture_output=True, text=True, check=True)
     turn = ("--turn-url", "--turn-secret", "--turn-secret-file", "--turn-ttl")
-    flags = ("--host", "--port", "--udp-port", "--announced-ip", "--log-level", "--read-hold-us")
+    flags = ("--host", "--port", "--udp-port", "--announced-ip", "--log-level", "--read-hold-us",
+             "--socket-thread", "--no-socket-thread")
     for flag in (*flags, *turn):
         assert flag in out.stdout
 

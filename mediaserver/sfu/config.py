@@ -36,6 +36,10 @@ class SfuConfig:
     """Coalesce reads of the media socket: after a wake-up that found few packets,
     sleep up to this many microseconds (less as the packet rate grows; not at all
     where the rate would not bring 2 packets in it) and read again. 0: off."""
+    socket_thread: bool = True
+    """Read the media socket from the router's C thread (no GIL, no event loop)
+    instead of the event loop: a media packet never wakes Python. False: the event
+    loop watches the socket and calls Router.drain (the way before, kept to compare)."""
     max_peers: int = 4096
     cache_packets: int = 512
     """Packets kept per outbound stream for NACK (a power of two)."""

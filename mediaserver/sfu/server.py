@@ -161,6 +161,7 @@ class Sfu(VideoTaps):
             max_tcp=self.config.max_tcp_connections,
             max_tcp_per_address=self.config.max_tcp_per_address,
             read_hold_us=self.config.read_hold_us,
+            socket_thread=self.config.socket_thread,
         )
         unreachable = [ip for ip in self._announced if _family(ip) not in udp.families]
         if unreachable:

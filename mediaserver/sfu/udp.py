@@ -14,6 +14,12 @@ packets within the hold (the sleep is a wake-up of its own). What was read is se
 before the sleep; what arrives during it waits at most the hold, and so does the
 event loop (signalling, timers), once per wake-up.
 
+With the socket thread (--socket-thread, Router.start_thread), the event loop does
+not watch the socket at all: a C thread of the router's own blocks in poll() on it,
+reads, routes and sends without the GIL, and writes an eventfd only when STUN, DTLS,
+RTCP or tapped media wait for Python. The loop watches that eventfd: a media packet
+wakes one thread that runs no Python, instead of uvloop, a Python callback and drain.
+
 The socket is dual-stack where the host has IPv6: one AF_INET6 socket on `::`
 with IPV6_V6ONLY off takes IPv4 peers too (as ::ffff:a.b.c.d, which the router
 keys and reports as the plain IPv4 address), so a worker still has one port, one
@@ -25,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -120,7 +127,10 @@ class UdpEndpoint:
             (0 picks a free one).
         read_hold_us: coalesce reads: after a wake-up that found few packets, the
             router sleeps up to this long and reads again (Router.set_read_hold;
-            0: off). It blocks the loop for that long, once per wake-up.
+            0: off). It blocks the loop for that long, once per wake-up (the
+            socket thread's, with socket_thread).
+        socket_thread: read the socket from the router's C thread, not the event
+            loop (see the module docstring).
     """
 
     def __init__(
@@ -134,6 +144,7 @@ class UdpEndpoint:
         max_tcp: int = 1024,
         max_tcp_per_address: int = 8,
         read_hold_us: int = 0,
+        socket_thread: bool = True,
     ) -> None:
         self.sock = open_media_socket(host, port)
         # an IPv4 peer's address is dotted-quad text everywhere above the router;
@@ -164,6 +175,8 @@ class UdpEndpoint:
             except OSError:
                 self.sock.close()
                 raise
+        self.socket_thread = socket_thread
+        self._notify_fd = -1
         self._core: DatagramCore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -194,7 +207,12 @@ class UdpEndpoint:
         self._loop = loop
         self._core = core
         core.set_wakeup(self._wakeup)
-        loop.add_reader(self.sock.fileno(), self._on_readable)
+        if self.socket_thread:
+            self._notify_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            loop.add_reader(self._notify_fd, self._on_notified)
+            self.router.start_thread(self._notify_fd)
+        else:
+            loop.add_reader(self.sock.fileno(), self._on_readable)
         if self.tcp is not None:
             self.tcp.start(loop, self._after_read, validated)
         self._schedule_timer()
@@ -206,9 +224,18 @@ class UdpEndpoint:
         if self._core is not None:
             self._core.set_wakeup(None)
             self._core = None
+        # the thread first: it must not write an eventfd that is closed, or send
+        # on a socket that is
+        self.router.stop_thread()
         if self._loop is not None:
-            self._loop.remove_reader(self.sock.fileno())
+            if self._notify_fd >= 0:
+                self._loop.remove_reader(self._notify_fd)
+            else:
+                self._loop.remove_reader(self.sock.fileno())
             self._loop = None
+        if self._notify_fd >= 0:
+            os.close(self._notify_fd)
+            self._notify_fd = -1
         if self.tcp is not None:
             self.tcp.close()
         self.sock.close()
@@ -235,6 +262,15 @@ class UdpEndpoint:
         now = self._loop.time()
         self.router.drain(now)
         self._after_read(now)
+
+    def _on_notified(self) -> None:
+        # the socket thread queued slow-path datagrams
+        assert self._loop is not None
+        try:
+            os.eventfd_read(self._notify_fd)
+        except BlockingIOError:
+            pass  # a second notice for what an earlier pop_slow took
+        self._after_read(self._loop.time())
 
     def _after_read(self, now: float) -> None:
         # the slow path of what a read of the UDP socket or a TCP connection brought
