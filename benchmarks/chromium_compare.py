@@ -262,9 +262,9 @@ def summarize(runs: list[dict[str, dict[str, Any]]], targets: list[str]) -> dict
             entry["failed_runs"] = failed
         results[name] = entry
     for base in ("mediaserver", "mediaserver-loop"):
-        if "janus" not in results or base not in results:
+        if any("error" in results.get(name, {"error": ""}) for name in ("janus", base)):
             continue
-        ratios = {}
+        ratios: dict[str, Any] = {}
         for key in ("cpu_us_per_packet", "wakeups_per_packet", "packets_per_s"):
             per_run = [_ratio(r.get("janus"), r.get(base), key) for r in runs]
             ratios[key] = _median(per_run)
@@ -321,7 +321,7 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
     janus = results.get("janus", {})
     for base in ("mediaserver", "mediaserver-loop"):
         r = janus.get("ratio_to_" + base.replace("-", "_"))
-        if r:
+        if r and r["cpu_us_per_packet"] is not None:
             per_run = ", ".join(_fmt(v, ".2f") for v in r["cpu_us_per_packet_per_run"])
             print(
                 f"  Janus / {LABELS[base]}: CPU per packet x{_fmt(r['cpu_us_per_packet'], '.2f')}"
@@ -347,7 +347,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (20)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of every target (3)")
     parser.add_argument(
-        "--warmup", type=float, default=3.0, help="seconds after media flows, unmeasured (3)"
+        "--warmup",
+        type=float,
+        default=5.0,
+        help="seconds after media flows, unmeasured: the senders' bandwidth estimate ramps (5)",
     )
     parser.add_argument(
         "--setup-timeout", type=float, default=45.0, help="seconds for the calls to start (45)"

@@ -14,13 +14,13 @@ import sys
 
 import pytest
 
+from benchmarks.chromium_compare import summarize
 from tests.support import ROOT
-
-pytestmark = pytest.mark.netns
 
 TARGETS = ("mediaserver", "mediaserver-loop", "janus")
 
 
+@pytest.mark.netns
 @pytest.mark.timeout(150)
 def test_chromium_compare_forwards_on_every_target_and_reports_a_ratio():
     proc = subprocess.run(
@@ -44,3 +44,37 @@ def test_chromium_compare_forwards_on_every_target_and_reports_a_ratio():
         ratio = out["janus"]["ratio_to_" + base]["cpu_us_per_packet"]
         assert isinstance(ratio, float) and ratio > 0
     assert "Janus / mediaserver (socket thread): CPU per packet x" in proc.stdout
+
+
+def _run(cpu_us: float, pps: float = 500.0) -> dict:
+    return {
+        "cpu_us_per_packet": cpu_us, "wakeups_per_packet": cpu_us / 50, "packets_per_s": pps,
+        "video_packets_per_s": pps * 0.6, "audio_packets_per_s": pps * 0.4, "kbit_per_s": 3000.0,
+        "frames_per_s_per_page": 30.0, "cpu_cores": cpu_us * pps / 1e6, "cpu_source": "stat",
+        "codecs": ["video/VP8"], "resolutions": ["640x480"],
+    }  # fmt: skip
+
+
+def test_summary_takes_medians_and_the_ratio_within_each_repeat():
+    # repeat 2 is slow for both (a busy machine): its ratio is still 2, and the
+    # median of the per-repeat ratios (2, 2, 4) is 2, not the ratio of the medians
+    runs = [
+        {"mediaserver": _run(50), "janus": _run(100)},
+        {"mediaserver": _run(200), "janus": _run(400)},
+        {"mediaserver": _run(60), "janus": _run(240)},
+    ]
+    out = summarize(runs, ["mediaserver", "janus"])
+    assert out["mediaserver"]["cpu_us_per_packet"] == 60
+    assert out["mediaserver"]["cpu_us_per_packet_range"] == [50, 200]
+    assert out["janus"]["cpu_us_per_packet"] == 240
+    ratio = out["janus"]["ratio_to_mediaserver"]
+    assert ratio["cpu_us_per_packet_per_run"] == [2.0, 2.0, 4.0]
+    assert ratio["cpu_us_per_packet"] == 2.0
+    assert "ratio_to_mediaserver_loop" not in out["janus"]
+
+
+def test_summary_reports_a_target_that_failed_every_repeat():
+    runs = [{"mediaserver": _run(50), "janus": {"error": "TargetError: janus did not start"}}]
+    out = summarize(runs, ["mediaserver", "janus"])
+    assert out["janus"] == {"error": "TargetError: janus did not start"}
+    assert out["mediaserver"]["runs"] == 1
