@@ -41,8 +41,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import glob
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -127,6 +129,45 @@ def _median(values: list[Any]) -> float | None:
     return statistics.median(vs) if vs else None
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """Run time (s, schedstat) of the process's threads, summed by thread name: says
+    which part (event loop, socket thread, Janus's loops...) the CPU went to.
+    "hloop 4366389" (Janus: a loop per handle) counts as "hloop"; the process's
+    first thread is "main" (mediaserver's event loop); threads named like it
+    (mediaserver's C socket thread has no name of its own) are "python (other)"."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            main_name = f.read().strip()
+    except OSError:
+        return out
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            with open(f"{task}/comm") as f:
+                comm = f.read().strip()
+            name = re.sub(r"[\s\d]+$", "", comm) or comm
+            if task.endswith(f"/{pid}"):
+                name = "main"
+            elif comm == main_name:
+                name = f"{comm} (other)"
+            with open(f"{task}/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just exited
+        out[name] = out.get(name, 0.0) + ns / 1e9
+    return out
+
+
+def _thread_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Each thread name's share of the window's run time, largest first."""
+    spent = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    total = sum(v for v in spent.values() if v > 0)
+    if total <= 0:
+        return {}
+    ranked = sorted(spent.items(), key=lambda kv: -kv[1])
+    return {k: round(v / total, 3) for k, v in ranked if v / total >= 0.01}
+
+
 async def _stats(pages: list[Any]) -> list[dict[str, Any]]:
     return list(await asyncio.gather(*(p.evaluate(STATS_JS) for p in pages)))
 
@@ -190,9 +231,11 @@ async def run_target(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 await _wait_flowing(pages, target, args.setup_timeout)
                 await asyncio.sleep(args.warmup)
                 s0 = await _stats(pages)
+                threads0 = thread_cpu(target.pid)
                 cpu0, t0 = forward.process_cpu(target.pid), time.monotonic()
                 await asyncio.sleep(args.duration)
                 cpu, elapsed = forward.process_cpu(target.pid) - cpu0, time.monotonic() - t0
+                threads = _thread_shares(threads0, thread_cpu(target.pid))
                 s1 = await _stats(pages)
                 if not target.alive():
                     raise TargetError(f"the server exited during the run:\n{target.errors()}")
@@ -218,6 +261,7 @@ async def run_target(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "resolutions": sorted({f"{s['width']}x{s['height']}" for s in s1}),
         "packets": packets,
         "elapsed_s": elapsed,
+        "cpu_share_by_thread": threads,
     }
 
 
@@ -256,6 +300,9 @@ def summarize(runs: list[dict[str, dict[str, Any]]], targets: list[str]) -> dict
         entry["codecs"] = sorted({c for r in ok for c in r["codecs"]})
         entry["resolutions"] = sorted({c for r in ok for c in r["resolutions"]})
         entry["cpu_source"] = sorted({r["cpu_source"] for r in ok})
+        names = {n for r in ok for n in r.get("cpu_share_by_thread", {})}
+        shares = {n: _median([r["cpu_share_by_thread"].get(n, 0.0) for r in ok]) for n in names}
+        entry["cpu_share_by_thread"] = dict(sorted(shares.items(), key=lambda kv: -(kv[1] or 0)))
         entry["runs"] = len(ok)
         failed = [r[name]["error"] for r in runs if name in r and "error" in r[name]]
         if failed:
@@ -318,6 +365,11 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
     for row in rows:
         cells = (c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
         print("  " + "  ".join(cells))
+    for name in TARGETS:
+        shares = results.get(name, {}).get("cpu_share_by_thread")
+        if shares:
+            top = ", ".join(f"{n} {v * 100:.0f}%" for n, v in list(shares.items())[:5])
+            print(f"  {LABELS[name]}: CPU by thread: {top}")
     janus = results.get("janus", {})
     for base in ("mediaserver", "mediaserver-loop"):
         r = janus.get("ratio_to_" + base.replace("-", "_"))

@@ -40,6 +40,9 @@ def test_chromium_compare_forwards_on_every_target_and_reports_a_ratio():
         assert entry["codecs"] == ["video/VP8"], (name, entry)
         assert entry["resolutions"] == ["640x480"], (name, entry)
         assert entry["cpu_us_per_packet"] > 0 and entry["wakeups_per_packet"] > 0
+    # where the CPU went, by thread: mediaserver's event loop; Janus's per-handle loops
+    assert "main" in out["mediaserver-loop"]["cpu_share_by_thread"]
+    assert "hloop" in out["janus"]["cpu_share_by_thread"]
     for base in ("mediaserver", "mediaserver_loop"):
         ratio = out["janus"]["ratio_to_" + base]["cpu_us_per_packet"]
         assert isinstance(ratio, float) and ratio > 0
