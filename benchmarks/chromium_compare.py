@@ -18,8 +18,10 @@ video and audio both ways. Targets (benchmarks/peers/chromium_targets.py):
   from the browser over its HTTP API by benchmarks/peers/janus_page/.
 
 Both see the same media: getUserMedia's video is fixed to 640x480 at 30 fps by
-an init script on every page, VP8 (mediaserver's answer picks it; the Janus page
-prefers it), Opus audio. The table shows each target's packets/s, frames/s and
+an init script on every page, and once media flows every video sender is set to
+degradationPreference "maintain-resolution" (Chromium otherwise scales a loaded
+sender down); VP8 (mediaserver's answer picks it; the Janus page prefers it), Opus
+audio. A repeat where resolutions or packet rates still differ is named in a warning. The table shows each target's packets/s, frames/s and
 bit rate so a reader can check that the loads match: the senders' bandwidth
 estimate follows each server's feedback, so they need not be identical.
 
@@ -121,6 +123,23 @@ async () => {
 }
 """
 
+# Chromium scales the camera down when it thinks its CPU or the path is overloaded
+# (seen here: 320x240 on one target, 640x480 on the other, in the same repeat): keep
+# the resolution on every page, so both targets carry the same frames.
+KEEP_RESOLUTION_JS = """
+async () => {
+  const pc = (window.mediaserverClient && window.mediaserverClient.pc) || window.pc;
+  let done = 0;
+  for (const sender of pc ? pc.getSenders() : []) {
+    if (!sender.track || sender.track.kind !== 'video') continue;
+    const params = sender.getParameters();
+    params.degradationPreference = 'maintain-resolution';
+    await sender.setParameters(params);
+    done += 1;
+  }
+  return done;
+}
+"""
 PAGE_ERROR_JS = "() => (window.janusPage && window.janusPage.error) || null"
 
 
@@ -229,6 +248,9 @@ async def run_target(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     pages.append(page)
                 await target.start_calls(pages, args.setup_timeout)
                 await _wait_flowing(pages, target, args.setup_timeout)
+                kept = await asyncio.gather(*(p.evaluate(KEEP_RESOLUTION_JS) for p in pages))
+                if not all(kept):
+                    raise TargetError(f"a page has no video sender: {kept}")
                 await asyncio.sleep(args.warmup)
                 s0 = await _stats(pages)
                 threads0 = thread_cpu(target.pid)
@@ -324,6 +346,27 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def comparability_warnings(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """Where the targets did not carry the same media: a resolution other than the
+    camera's, or a repeat whose packet rates differ by more than a quarter."""
+    size = f"{meta['video']['width']}x{meta['video']['height']}"
+    out = []
+    for name in TARGETS:
+        other = [r for r in results.get(name, {}).get("resolutions", []) if r != size]
+        if other:
+            out.append(f"{LABELS[name]} received {', '.join(other)} in some repeat (not {size})")
+    for key, r in results.get("janus", {}).items():
+        if not key.startswith("ratio_to_"):
+            continue
+        off = [v for v in r["packets_per_s_per_run"] if v is not None and not 0.8 <= v <= 1.25]
+        if off:
+            out.append(
+                f"packets/s Janus / {key[len('ratio_to_') :]} was {', '.join(f'{v:.2f}' for v in off)}"
+                " in some repeat: that repeat's loads differ"
+            )
+    return out
+
+
 def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
     print(
         f"real Chromium pairs: {meta['pairs']} pair(s) = {2 * meta['pairs']} pages, "
@@ -380,6 +423,8 @@ def print_table(results: dict[str, dict[str, Any]], meta: dict[str, Any]) -> Non
                 f" (per repeat: {per_run}), wake-ups per packet "
                 f"x{_fmt(r['wakeups_per_packet'], '.2f')}, packets/s x{_fmt(r['packets_per_s'], '.2f')}"
             )
+    for line in comparability_warnings(results, meta):
+        print("  warning: " + line)
     print(
         "  (CPU: the server process, all threads, median [min-max] over the repeats; packets: "
         "inbound-rtp packetsReceived summed over the pages, audio + video; wake/pkt: voluntary "

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from benchmarks.chromium_compare import summarize
+from benchmarks.chromium_compare import VIDEO, comparability_warnings, summarize
 from tests.support import ROOT
 
 TARGETS = ("mediaserver", "mediaserver-loop", "janus")
@@ -81,3 +81,17 @@ def test_summary_reports_a_target_that_failed_every_repeat():
     out = summarize(runs, ["mediaserver", "janus"])
     assert out["janus"] == {"error": "TargetError: janus did not start"}
     assert out["mediaserver"]["runs"] == 1
+
+
+def test_warnings_name_a_repeat_whose_loads_differ():
+    small = {**_run(60, pps=250), "resolutions": ["320x240"]}
+    runs = [
+        {"mediaserver": _run(50), "janus": _run(100)},
+        {"mediaserver": small, "janus": _run(100)},
+    ]
+    out = summarize(runs, ["mediaserver", "janus"])
+    warnings = comparability_warnings(out, {"video": VIDEO})
+    assert len(warnings) == 2, warnings
+    assert "320x240" in warnings[0] and "2.00" in warnings[1]
+    same = summarize(runs[:1], ["mediaserver", "janus"])
+    assert comparability_warnings(same, {"video": VIDEO}) == []
