@@ -43,6 +43,7 @@ from mediaserver.signalling.hub import SignallingHub
 from mediaserver.signalling.protocol import MAX_FRAME_BYTES
 from mediaserver.signalling.ws import websocket_endpoint
 from mediaserver.store import Store, StoreError, load_or_create_data_key
+from mediaserver.timer_counts import TimerCounts
 from mediaserver.tls import ServerTls, TlsError
 
 logger = logging.getLogger("mediaserver")
@@ -368,6 +369,9 @@ async def serve(
     worker: WorkerSpec | None = None,
 ) -> None:
     config = dataclasses.replace(config)  # SIGHUP changes this copy
+    timers = TimerCounts() if config.count_timers else None
+    if timers is not None:  # before anything arms a timer
+        timers.install(asyncio.get_running_loop())
     # the certificate first: a bad one stops the start before anything is bound
     tls = ServerTls(config.tls_cert, config.tls_key) if config.tls_cert else None
     metrics_socket = _bind_metrics(config, worker)
@@ -398,6 +402,8 @@ async def serve(
         sockets = [tcp_listener(config.host, config.port)]
     server = _Server(uv_config)
     loop = asyncio.get_running_loop()
+    if timers is not None:
+        app.state.metrics.timer_counts = timers.snapshot
     draining: list[asyncio.Task[None]] = []
 
     def stop() -> None:
