@@ -49,6 +49,7 @@ from mediaserver.tls import ServerTls, TlsError
 logger = logging.getLogger("mediaserver")
 
 WEB_ROOT = Path(__file__).parent / "web"
+DATE_REFRESH = 1.0  # seconds between the HTTP server's wake-ups (its Date header)
 MATCH_TICK = 0.25  # seconds between re-examinations of the queue (interest waits)
 
 
@@ -330,7 +331,36 @@ def _metrics_server(app: Starlette, config: Config) -> uvicorn.Server:
 
 class _Server(uvicorn.Server):
     """uvicorn without its own SIGINT/SIGTERM handlers: serve() has its own
-    (SIGTERM drains first)."""
+    (SIGTERM drains first); and without its 0.1 s poll of `should_exit`: setting
+    it wakes main_loop at once, which otherwise wakes once a second (the Date
+    header's resolution)."""
+
+    _exit_requested: asyncio.Event | None = None
+    _should_exit = False
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        if value and self._exit_requested is not None:
+            self._exit_requested.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn's own loop sleeps 0.1 s between on_tick calls and refreshes the
+        # Date header on every 10th: here on_tick runs once a second (counter
+        # stepping by 10) or as soon as should_exit is set
+        self._exit_requested = asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DATE_REFRESH):
+                    await self._exit_requested.wait()
+            counter = (counter + 10) % 864000
+            should_exit = await self.on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
