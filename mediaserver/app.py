@@ -33,6 +33,7 @@ from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_
 from mediaserver.listeners import tcp_listener
 from mediaserver.mail import MailSender, make_transport
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
+from mediaserver.keepalive import SweptKeepalive
 from mediaserver.metrics import Metrics, merge_expositions
 from mediaserver.node.bus import Bus, LocalBus
 from mediaserver.node.coordinator import CoordinatorBus, CoordinatorLink, CoordinatorMatchmaker
@@ -297,14 +298,16 @@ def uvicorn_config(
         proxy_headers=False,
         **extra,  # type: ignore[arg-type]
         lifespan="off",
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio, its pings swept on one timer (keepalive.py)
+        ws=SweptKeepalive,
         ws_max_size=MAX_FRAME_BYTES,  # larger frames: closed with 1009
         # permessage-deflate keeps a zlib compressor and decompressor per connection,
         # about 46 KB of an idle connection's 75 KB (measured); signalling frames are
         # small and few next to the media, so they go uncompressed
         ws_per_message_deflate=False,
         # a client that stops answering pings is dropped within 4 s, and its
-        # partner told (the media side has its own 4 s timeout)
+        # partner told (the media side has its own 4 s timeout); pings go out up to
+        # keepalive.SWEEP early
         ws_ping_interval=1.5,
         ws_ping_timeout=2.5,
     )
