@@ -26,6 +26,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.frames import Frame
 
 SWEEP = 0.25  # seconds between the grid steps that deadlines are served on
+BATCH = 64  # pings (or timeouts) per loop iteration: ~2 ms of the loop at a time
 _PING, _PONG = 0, 1
 
 
@@ -38,7 +39,7 @@ class PingSweep:
         # entries are stale (its generation moved on) and skipped when popped
         self._heap: list[tuple[float, int, int, SweptKeepalive, int]] = []
         self._seq = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None  # a TimerHandle, or call_soon's
         self._armed_at = 0.0
 
     def add(self, when: float, kind: int, conn: SweptKeepalive) -> None:
@@ -65,11 +66,19 @@ class PingSweep:
         self._timer = None
         now = self.loop.time()
         heap = self._heap
-        # everything whose grid step has come
+        done = 0
+        # everything whose grid step has come, BATCH at a time
         while heap and heap[0][0] - heap[0][0] % SWEEP <= now:
+            if done == BATCH:
+                # the rest on the next loop iteration (no sleep, no wake-up): what
+                # came in meanwhile (media, signalling) is not held up behind them
+                self._armed_at = now
+                self._timer = self.loop.call_soon(self._sweep)
+                return
             _, _, kind, conn, generation = heapq.heappop(heap)
             if generation != conn.keepalive_generation:
                 continue  # answered, rescheduled or closed since
+            done += 1
             if kind == _PING:
                 conn.send_keepalive_ping()
             else:
