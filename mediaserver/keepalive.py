@@ -41,11 +41,13 @@ class PingSweep:
         self._seq = itertools.count()
         self._timer: asyncio.Handle | None = None  # a TimerHandle, or call_soon's
         self._armed_at = 0.0
+        self._sweeping = False  # adds made by a sweep's own work: it arms once, after
 
     def add(self, when: float, kind: int, conn: SweptKeepalive) -> None:
         conn.keepalive_generation += 1
         heapq.heappush(self._heap, (when, next(self._seq), kind, conn, conn.keepalive_generation))
-        self._arm()
+        if not self._sweeping:
+            self._arm()
 
     def _step(self, when: float) -> float:
         # the grid step at or before `when` (never in the past)
@@ -64,17 +66,28 @@ class PingSweep:
 
     def _sweep(self) -> None:
         self._timer = None
-        now = self.loop.time()
-        heap = self._heap
-        done = 0
-        # everything whose grid step has come, BATCH at a time
+        # the loops run a timer up to their clock's resolution early: serve the step
+        # it was armed for, or it would find nothing due and fire again at once
+        now = max(self.loop.time(), self._armed_at)
+        self._sweeping = True
+        try:
+            rest = self._serve(now)
+        finally:
+            self._sweeping = False
+        if rest:
+            # the rest on the next loop iteration (no sleep, no wake-up): what came
+            # in meanwhile (media, signalling) is not held up behind them
+            self._armed_at = now
+            self._timer = self.loop.call_soon(self._sweep)
+        else:
+            self._arm()
+
+    def _serve(self, now: float) -> bool:
+        """Serve up to BATCH deadlines whose grid step has come; True: more are due."""
+        heap, done = self._heap, 0
         while heap and heap[0][0] - heap[0][0] % SWEEP <= now:
             if done == BATCH:
-                # the rest on the next loop iteration (no sleep, no wake-up): what
-                # came in meanwhile (media, signalling) is not held up behind them
-                self._armed_at = now
-                self._timer = self.loop.call_soon(self._sweep)
-                return
+                return True
             _, _, kind, conn, generation = heapq.heappop(heap)
             if generation != conn.keepalive_generation:
                 continue  # answered, rescheduled or closed since
@@ -83,7 +96,7 @@ class PingSweep:
                 conn.send_keepalive_ping()
             else:
                 conn.keepalive_timeout()
-        self._arm()
+        return False
 
 
 _sweeps: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PingSweep] = (

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from mediaserver.keepalive import _PING, _PONG, BATCH, SWEEP, PingSweep
+from mediaserver.timer_counts import TimerCounts
 
 pytestmark = pytest.mark.both_loops
 
@@ -65,3 +66,32 @@ async def test_a_crowd_due_at_once_goes_out_batch_by_batch() -> None:
     # never more than BATCH between two of count()'s turns
     steps = [b - a for a, b in zip([0, *iterations], iterations, strict=False)]
     assert max(steps) <= BATCH, steps
+
+
+class Repinger(Recorder):
+    """Answers at once: its next ping is due 1.5 s later, added during the sweep."""
+
+    def __init__(self, sweep: PingSweep, log: list[tuple[str, Any, float]]) -> None:
+        super().__init__(log, sweep.loop)
+        self.sweep = sweep
+
+    def send_keepalive_ping(self) -> None:
+        super().send_keepalive_ping()
+        self.sweep.add(self.loop.time() + 1.5, _PING, self)  # type: ignore[arg-type]
+
+
+async def test_one_wake_up_per_grid_step_however_many_connections() -> None:
+    loop = asyncio.get_running_loop()
+    counts = TimerCounts()
+    counts.install(loop)
+    sweep = PingSweep(loop)
+    log: list[tuple[str, Any, float]] = []
+    conns = [Repinger(sweep, log) for _ in range(120)]
+    start = loop.time()
+    for i, conn in enumerate(conns):
+        sweep.add(start + 0.3 + 1.5 * i / len(conns), _PING, conn)  # type: ignore[arg-type]
+    await asyncio.sleep(2.0)
+    assert len(log) >= len(conns)  # each pinged at least once
+    # a timer for each grid step, not one per connection, nor a second one right
+    # after each step for the pings the sweep itself added
+    assert counts.fired["mediaserver.keepalive.PingSweep._sweep"] <= 2.0 / SWEEP + 2
