@@ -265,6 +265,9 @@ async def _node_layer(
 
 async def _tick(hub: SignallingHub) -> None:
     while True:
+        # a node without visitors has nothing to tick (its queue waits, pending
+        # matches and calls are its visitors'): it sleeps until one comes
+        await hub.until_timed_work()
         await asyncio.sleep(MATCH_TICK)
         try:
             await hub.tick()
