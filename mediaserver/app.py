@@ -30,10 +30,10 @@ from mediaserver.api import background_tasks, create_api
 from mediaserver.client_address import Network, parse_trusted_proxies
 from mediaserver.config import LIVE_SETTINGS, Config
 from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_listen
+from mediaserver.keepalive import SweptKeepalive
 from mediaserver.listeners import tcp_listener
 from mediaserver.mail import MailSender, make_transport
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
-from mediaserver.keepalive import SweptKeepalive
 from mediaserver.metrics import Metrics, merge_expositions
 from mediaserver.node.bus import Bus, LocalBus
 from mediaserver.node.coordinator import CoordinatorBus, CoordinatorLink, CoordinatorMatchmaker
