@@ -30,6 +30,7 @@ from mediaserver.api import background_tasks, create_api
 from mediaserver.client_address import Network, parse_trusted_proxies
 from mediaserver.config import LIVE_SETTINGS, Config
 from mediaserver.edges import EdgePolicy, MetricsAccess, SecurityHeaders, parse_listen
+from mediaserver.keepalive import SweptKeepalive
 from mediaserver.listeners import tcp_listener
 from mediaserver.mail import MailSender, make_transport
 from mediaserver.matchmaker import Matchmaker, MatchPolicy, OnMatch, create_matchmaker
@@ -43,11 +44,14 @@ from mediaserver.signalling.hub import SignallingHub
 from mediaserver.signalling.protocol import MAX_FRAME_BYTES
 from mediaserver.signalling.ws import websocket_endpoint
 from mediaserver.store import Store, StoreError, load_or_create_data_key
+from mediaserver.timer_counts import TimerCounts
 from mediaserver.tls import ServerTls, TlsError
 
 logger = logging.getLogger("mediaserver")
 
 WEB_ROOT = Path(__file__).parent / "web"
+DATE_REFRESH = 1.0  # seconds between the HTTP server's wake-ups (its Date header)
+EXIT_POLL = 0.1  # uvicorn's poll of should_exit: the grid a stop is acted on
 MATCH_TICK = 0.25  # seconds between re-examinations of the queue (interest waits)
 
 
@@ -263,6 +267,9 @@ async def _node_layer(
 
 async def _tick(hub: SignallingHub) -> None:
     while True:
+        # a node without visitors has nothing to tick (its queue waits, pending
+        # matches and calls are its visitors'): it sleeps until one comes
+        await hub.until_timed_work()
         await asyncio.sleep(MATCH_TICK)
         try:
             await hub.tick()
@@ -296,14 +303,16 @@ def uvicorn_config(
         proxy_headers=False,
         **extra,  # type: ignore[arg-type]
         lifespan="off",
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio, its pings swept on one timer (keepalive.py)
+        ws=SweptKeepalive,
         ws_max_size=MAX_FRAME_BYTES,  # larger frames: closed with 1009
         # permessage-deflate keeps a zlib compressor and decompressor per connection,
         # about 46 KB of an idle connection's 75 KB (measured); signalling frames are
         # small and few next to the media, so they go uncompressed
         ws_per_message_deflate=False,
         # a client that stops answering pings is dropped within 4 s, and its
-        # partner told (the media side has its own 4 s timeout)
+        # partner told (the media side has its own 4 s timeout); pings go out up to
+        # keepalive.SWEEP early
         ws_ping_interval=1.5,
         ws_ping_timeout=2.5,
     )
@@ -330,7 +339,43 @@ def _metrics_server(app: Starlette, config: Config) -> uvicorn.Server:
 
 class _Server(uvicorn.Server):
     """uvicorn without its own SIGINT/SIGTERM handlers: serve() has its own
-    (SIGTERM drains first)."""
+    (SIGTERM drains first); and without its 0.1 s poll of `should_exit`: setting
+    it wakes main_loop (which acts on it on the same 0.1 s grid as before), which
+    otherwise wakes once a second (the Date header's resolution)."""
+
+    _exit_requested: asyncio.Event | None = None
+    _should_exit = False
+
+    @property
+    def should_exit(self) -> bool:
+        return self._should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._should_exit = value
+        if value and self._exit_requested is not None:
+            self._exit_requested.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn's own loop sleeps 0.1 s between on_tick calls and refreshes the
+        # Date header on every 10th: here on_tick runs once a second (counter
+        # stepping by 10) or as soon as should_exit is set
+        loop = asyncio.get_running_loop()
+        self._exit_requested = asyncio.Event()
+        started = loop.time()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DATE_REFRESH):
+                    await self._exit_requested.wait()
+            if self.should_exit:
+                # seen on uvicorn's 0.1 s grid, as its poll saw it: a drained
+                # worker's replies of that moment still go out before its
+                # connections are closed (tests/e2e/test_operator.py relies on it)
+                await asyncio.sleep(EXIT_POLL - (loop.time() - started) % EXIT_POLL)
+            counter = (counter + 10) % 864000
+            should_exit = await self.on_tick(counter)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -369,6 +414,9 @@ async def serve(
     worker: WorkerSpec | None = None,
 ) -> None:
     config = dataclasses.replace(config)  # SIGHUP changes this copy
+    timers = TimerCounts() if config.count_timers else None
+    if timers is not None:  # before anything arms a timer
+        timers.install(asyncio.get_running_loop())
     # the certificate first: a bad one stops the start before anything is bound
     tls = ServerTls(config.tls_cert, config.tls_key) if config.tls_cert else None
     metrics_socket = _bind_metrics(config, worker)
@@ -399,6 +447,8 @@ async def serve(
         sockets = [tcp_listener(config.host, config.port)]
     server = _Server(uv_config)
     loop = asyncio.get_running_loop()
+    if timers is not None:
+        app.state.metrics.timer_counts = timers.snapshot
     draining: list[asyncio.Task[None]] = []
 
     def stop() -> None:

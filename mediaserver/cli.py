@@ -129,6 +129,13 @@ _FLAGS: dict[str, tuple[Callable[[str], Any] | None, str]] = {
     "log_level": (_choice(LOG_LEVELS), f"logging threshold ({', '.join(LOG_LEVELS)}); live"),
     "log_format": (_choice(LOG_FORMATS), "text, or json: one JSON object per line; live"),
     "log_ips": (None, "let IP addresses into the logs (off: masked, and no access log)"),
+    "count_timers": (
+        None,
+        (
+            "count the event loop's timer callbacks by source in /metrics "
+            "(mediaserver_timer_callbacks_total; benchmarks.periodic); a little overhead"
+        ),
+    ),
     "drain_seconds": (
         _seconds,
         "on SIGTERM, seconds current pairs may go on (no new peers) before exiting",

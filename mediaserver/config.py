@@ -64,6 +64,10 @@ class Config:
     log_format: str = "text"
     """text: human-readable lines; json: one JSON object per line."""
     log_ips: bool = False
+    count_timers: bool = False
+    """Count the event loop's timer callbacks by source, in /metrics
+    (mediaserver_timer_callbacks_total): for benchmarks/periodic.py; costs a wrapper
+    per timer."""
     """Let IP addresses into the logs (off: they are masked, access log off)."""
     drain_seconds: float = 30.0
     """On SIGTERM: seconds current pairs may go on before the process exits."""

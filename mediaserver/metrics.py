@@ -52,6 +52,7 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self.collect_mail()  # first: the SFU part below may return early
         yield from self.collect_moderation()
+        yield from self.collect_timers()
         m, w = self.m, self.m.worker
         hub, sfu = m.hub, m.sfu
         states = _Counter(v.state.value for v in hub.visitors.values())
@@ -166,6 +167,18 @@ class _Collector(Collector):
         if self.m.moderation is not None:
             yield from _moderation_metrics(self.m.worker, self.m.moderation)
 
+    def collect_timers(self) -> Iterator[Any]:
+        """Fired timer callbacks by source, with --count-timers (timer_counts.py)."""
+        if self.m.timer_counts is None:
+            return
+        family = CounterMetricFamily(
+            "mediaserver_timer_callbacks", "event loop timer callbacks fired, by source",
+            labels=["worker", "source"],
+        )
+        for source, n in sorted(self.m.timer_counts().items()):
+            family.add_metric([self.m.worker, source], n)
+        yield family
+
     def collect_mail(self) -> Iterator[Any]:
         """The mail sender's counts (the process running it; zeros elsewhere)."""
         counts, w = self.m.mail_counts(), self.m.worker
@@ -248,6 +261,8 @@ class Metrics:
         self.queue_length = 0
         self.mail_counts: Callable[[], Mapping[str, int]] = dict
         """The mail sender's counts (app.py points it at the sender's MailStats)."""
+        self.timer_counts: Callable[[], Mapping[str, int]] | None = None
+        """Fired timer callbacks by source (--count-timers); None: not counted."""
         self._dropped_closed = 0
         self._dropped_seen: dict[str, tuple[object, int]] = {}
         self.queue_wait = Histogram(

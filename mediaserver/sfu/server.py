@@ -248,8 +248,22 @@ class Sfu(VideoTaps):
         return out
 
     def get_timer(self) -> float | None:
-        """When handle_timer wants to run next (the clock of `now`)."""
+        """When handle_timer wants to run next (the clock of `now`); None while
+        there is no session (nothing to time out, retransmit or report: an idle
+        worker is not woken 10 times a second). The first session arms it again."""
+        if not self.sessions and self.ice.get_timer() is None:
+            return None
         return self._next_tick
+
+    def _rearm_timer(self) -> None:
+        # An idle Sfu's endpoint armed no timer (get_timer was None) and asks again
+        # only after a tick: work arrived, so the tick starts again TICK from now.
+        # UdpEndpoint has no public "the deadline changed" call yet (udp.py is being
+        # reworked apart): its private timer is re-armed here, once, while none is.
+        self._next_tick = self._now() + TICK
+        udp = self.udp
+        if udp is not None and udp._timer is None and udp._loop is not None:
+            udp._schedule_timer()
 
     def set_wakeup(self, wakeup: Callable[[], None] | None) -> None:
         """`wakeup` is called when datagrams_to_send gets something to send outside
@@ -317,6 +331,7 @@ class Sfu(VideoTaps):
             negotiated=answer,
             cname=negotiated.cname,
         )
+        idle = not self.sessions and self.ice.get_timer() is None
         self.sessions[session_id] = session
         self._by_peer[peer] = session
         self.ice.add_session(
@@ -324,6 +339,8 @@ class Sfu(VideoTaps):
             now=self._now(), remote_pwd=answer.remote_ice_pwd,
         )
         self.stats["sessions_created"] += 1
+        if idle:
+            self._rearm_timer()
         return session
 
     def restart_ice(self, session_id: str, offer_sdp: str) -> str:

@@ -105,6 +105,7 @@ class SignallingHub:
         self.media = media
         self._node_info = node_info or (lambda: NodeInfo(self.node_id))
         self.visitors: dict[str, Visitor] = {}
+        self._arrived = asyncio.Event()  # a visitor came: tick() has work again
         self._by_address: dict[str, set[Visitor]] = {}
         """address_key -> its connected visitors (per-address limits)."""
         self.max_sessions_per_address = max_sessions_per_address
@@ -235,6 +236,7 @@ class SignallingHub:
         vid = peer_id(self.node_id)
         visitor = Visitor(vid, reputation, handle_for(vid), send, close, address=key)
         self.visitors[visitor.id] = visitor
+        self._arrived.set()
         self._by_address.setdefault(key, set()).add(visitor)
         self.stats["connections"] += 1
         logger.info("visitor_connected", extra={"visitors": len(self.visitors)})
@@ -304,6 +306,18 @@ class SignallingHub:
             visitor.send(protocol.error(exc.code, exc.message, exc.ref, **exc.fields))
             if exc.code == "too_large":
                 visitor.close(1009)
+
+    def has_timed_work(self) -> bool:
+        """Whether tick() has anything to serve: every queue wait, pending match and
+        call belongs to a visitor of this node (rings and incoming calls may
+        outlive theirs). An idle node's tick loop waits in until_timed_work()."""
+        return bool(self.visitors or self.calls.rings or self.calls.incoming)
+
+    async def until_timed_work(self) -> None:
+        """Return once has_timed_work() (at once if it has)."""
+        while not self.has_timed_work():
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def tick(self) -> None:
         """Every ~0.25 s: the queue's own timers, then stale cross-node matches."""
