@@ -258,12 +258,9 @@ class Sfu(VideoTaps):
     def _rearm_timer(self) -> None:
         # An idle Sfu's endpoint armed no timer (get_timer was None) and asks again
         # only after a tick: work arrived, so the tick starts again TICK from now.
-        # UdpEndpoint has no public "the deadline changed" call yet (udp.py is being
-        # reworked apart): its private timer is re-armed here, once, while none is.
         self._next_tick = self._now() + TICK
-        udp = self.udp
-        if udp is not None and udp._timer is None and udp._loop is not None:
-            udp._schedule_timer()
+        if self.udp is not None:
+            self.udp.timer_changed()
 
     def set_wakeup(self, wakeup: Callable[[], None] | None) -> None:
         """`wakeup` is called when datagrams_to_send gets something to send outside

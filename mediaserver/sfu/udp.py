@@ -298,6 +298,13 @@ class UdpEndpoint:
         for data, addr in self._core.datagrams_to_send(self._loop.time()):
             self.sendto(data, addr)
 
+    def timer_changed(self) -> None:
+        """The core's deadline (get_timer) moved while no timer was armed (an idle
+        core has none): arm one for it. Nothing when one is armed already or the
+        endpoint is not started."""
+        if self._timer is None and self._loop is not None and self._core is not None:
+            self._schedule_timer()
+
     def _schedule_timer(self) -> None:
         assert self._loop is not None and self._core is not None
         deadline = self._core.get_timer()
