@@ -77,6 +77,17 @@ cdef extern from "<poll.h>" nogil:
     int poll(pollfd* fds, unsigned long nfds, int timeout)
     short POLLIN
 
+cdef extern from "<sched.h>" nogil:
+    int sched_yield()
+
+cdef extern from *:
+    """
+    static inline void ms_atomic_add(int* p, int v) { __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
+    static inline int ms_atomic_load(int* p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+    """
+    void ms_atomic_add(int* p, int v) nogil
+    int ms_atomic_load(int* p) nogil
+
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
     int EFD_CLOEXEC
@@ -412,6 +423,8 @@ cdef class Router:
     cdef int notify_fd     # eventfd the thread writes when pop_slow() has work
     cdef uint64_t thread_wakeups
     cdef uint64_t notifies
+    cdef int py_waiting    # Python calls waiting for `mu` (atomic): the thread yields to them
+    cdef uint64_t yields
 
     def __cinit__(self, int fd=-1, int max_peers=4096, int max_streams=8192,
                   int cache_packets=512, int family=0, int max_tcp=1024):
@@ -1179,7 +1192,11 @@ cdef class Router:
     # ---- the socket thread -------------------------------------------------
 
     cdef inline void _lock(self) noexcept nogil:
+        # a waiting Python call is announced: the thread, which would otherwise take
+        # the mutex again at once under a flood (a mutex is not fair), lets it in
+        ms_atomic_add(&self.py_waiting, 1)
         pthread_mutex_lock(&self.mu)
+        ms_atomic_add(&self.py_waiting, -1)
 
     cdef inline void _unlock(self) noexcept nogil:
         pthread_mutex_unlock(&self.mu)
@@ -1233,7 +1250,7 @@ cdef class Router:
 
     cdef void _thread_loop(self) noexcept nogil:
         cdef pollfd fds[2]
-        cdef int r, before
+        cdef int r, before, spins
         cdef uint64_t one = 1
         fds[0].fd = self.fd
         fds[0].events = POLLIN
@@ -1254,6 +1271,14 @@ cdef class Router:
             self._read_batches(THREAD_BATCHES, True)
             r = self.nslow
             pthread_mutex_unlock(&self.mu)
+            # the event loop (holding the GIL) waits for the mutex: let it in before
+            # the next batch, or a flood would keep it out and stall the loop
+            spins = 0
+            while ms_atomic_load(&self.py_waiting) > 0 and spins < 10000:
+                sched_yield()
+                spins += 1
+            if spins:
+                self.yields += 1
             if before == 0 and r > 0:
                 # one write per empty -> non-empty: the reader empties the queue
                 self.notifies += 1
@@ -1501,6 +1526,7 @@ cdef class Router:
                 "held_packets": self.held_packets,
                 "thread_wakeups": self.thread_wakeups,
                 "thread_notifies": self.notifies,
+                "thread_yields": self.yields,
                 "tcp_connections": sum(1 for i in range(self.max_tcp) if self.tcp[i] != NULL),
                 "tcp_frames": self.tcp_frames,
                 "tcp_bytes": self.tcp_bytes,
